@@ -1,0 +1,134 @@
+"""MAML: inner-loop adaptation on fast weights and the compiled meta-step.
+
+The model's trainable weights are split into adaptable ones (every kernel and bias) and norm
+parameters, which the inner loop leaves alone but the outer optimiser updates, as in the
+original. Inner steps run under their own `GradientTape` inside the outer tape, so the outer
+gradient differentiates through them (second order) unless `stop_grad` cuts the inner
+gradients (first order).
+"""
+from typing import NamedTuple
+
+import keras
+import tensorflow as tf
+
+from maml_tf.losses import accuracy
+from maml_tf.models import is_norm_variable
+
+
+class Adaptation(NamedTuple):
+    """What one task's adaptation measured. Query entries are after steps 1..num_steps."""
+
+    support_loss: tf.Tensor  # before any step
+    support_accuracy: tf.Tensor
+    query_losses: list
+    query_accuracies: list
+
+
+class MetaLearner:
+    """Owns a model, its two Adam optimisers and the compiled steps that train it.
+
+    `meta_step`, `pretrain_step` and `evaluate` take batches shaped [tasks, examples, ...]
+    (support a, query b) and are `tf.function`s traced once per batch shape.
+    """
+
+    def __init__(self, model, loss_fn, *, update_lr, num_updates, stop_grad=False, meta_lr=1e-3,
+                 clip_value=None, classification=False):
+        self.model = model
+        self.loss_fn = loss_fn
+        self.update_lr = update_lr
+        self.num_updates = num_updates
+        self.stop_grad = stop_grad
+        self.clip_value = clip_value
+        self.classification = classification
+        self.variables = list(model.trainable_variables)
+        self._adaptable = [i for i, v in enumerate(self.variables) if not is_norm_variable(model, v)]
+        # Two optimisers, as the original built separate Adam ops for pretraining and meta-training.
+        self.meta_optimizer = keras.optimizers.Adam(meta_lr, beta_1=0.9, beta_2=0.999, epsilon=1e-8)
+        self.pretrain_optimizer = keras.optimizers.Adam(meta_lr, beta_1=0.9, beta_2=0.999, epsilon=1e-8)
+        self.meta_optimizer.build(self.variables)
+        self.pretrain_optimizer.build(self.variables)
+        self.meta_step = tf.function(self._meta_step)
+        self.pretrain_step = tf.function(self._pretrain_step)
+        self.evaluate = tf.function(self._evaluate)
+
+    def forward(self, weights, inputs):
+        """The model on the given weight values (one per trainable variable)."""
+        return self.model.stateless_call(weights, self.model.non_trainable_variables, inputs)[0]
+
+    def adapt(self, weights, inputa, labela, inputb, labelb, num_steps, stop_grad=False):
+        """`num_steps` SGD steps on the support set; the query set is scored after each."""
+        fast = list(weights)
+        query_losses, query_accuracies = [], []
+        for step in range(num_steps):
+            adaptable = [fast[i] for i in self._adaptable]
+            with tf.GradientTape(watch_accessed_variables=False) as tape:
+                tape.watch(adaptable)
+                outputa = self.forward(fast, inputa)
+                lossa = self.loss_fn(outputa, labela)
+            if step == 0:
+                support_loss, support_accuracy = lossa, self._accuracy(outputa, labela)
+            grads = tape.gradient(lossa, adaptable)
+            if stop_grad:
+                grads = [tf.stop_gradient(g) for g in grads]
+            for i, w, g in zip(self._adaptable, adaptable, grads):
+                fast[i] = w - self.update_lr * g
+            outputb = self.forward(fast, inputb)
+            query_losses.append(self.loss_fn(outputb, labelb))
+            query_accuracies.append(self._accuracy(outputb, labelb))
+        return Adaptation(support_loss, support_accuracy, query_losses, query_accuracies)
+
+    def _accuracy(self, logits, labels):
+        if self.classification:
+            return accuracy(logits, labels)
+        return tf.zeros([], logits.dtype)
+
+    def _adapt_all(self, weights, inputa, labela, inputb, labelb, num_steps, stop_grad):
+        """Adapt to each task of the batch; returns per-task tensors [tasks] and [tasks, steps]."""
+        results = [
+            self.adapt(weights, inputa[t], labela[t], inputb[t], labelb[t], num_steps, stop_grad)
+            for t in range(inputa.shape[0])
+        ]
+        return {
+            "support_loss": tf.stack([r.support_loss for r in results]),
+            "support_accuracy": tf.stack([r.support_accuracy for r in results]),
+            "query_losses": tf.stack([tf.stack(r.query_losses) for r in results]),
+            "query_accuracies": tf.stack([tf.stack(r.query_accuracies) for r in results]),
+        }
+
+    def _meta_step(self, inputa, labela, inputb, labelb):
+        """One meta-update on the query loss after `num_updates` steps, mean over tasks."""
+        with tf.GradientTape() as tape:
+            weights = [tf.convert_to_tensor(v) for v in self.variables]
+            per_task = self._adapt_all(weights, inputa, labela, inputb, labelb, self.num_updates, self.stop_grad)
+            meta_loss = tf.reduce_mean(per_task["query_losses"][:, -1])
+        grads = tape.gradient(meta_loss, self.variables)
+        if self.clip_value is not None:
+            grads = [tf.clip_by_value(g, -self.clip_value, self.clip_value) for g in grads]
+        self.meta_optimizer.apply_gradients(zip(grads, self.variables))
+        return _task_means(per_task)
+
+    def _pretrain_step(self, inputa, labela):
+        """The pretrained baseline: Adam on the support loss of each task, no adaptation."""
+        with tf.GradientTape() as tape:
+            weights = [tf.convert_to_tensor(v) for v in self.variables]
+            losses = [self.loss_fn(self.forward(weights, inputa[t]), labela[t]) for t in range(inputa.shape[0])]
+            loss = tf.reduce_mean(tf.stack(losses))
+        grads = tape.gradient(loss, self.variables)
+        if self.clip_value is not None:
+            grads = [tf.clip_by_value(g, -self.clip_value, self.clip_value) for g in grads]
+        self.pretrain_optimizer.apply_gradients(zip(grads, self.variables))
+        return loss
+
+    def _evaluate(self, inputa, labela, inputb, labelb, num_steps):
+        """Per-task adaptation metrics without touching the weights (num_steps: Python int)."""
+        weights = [tf.convert_to_tensor(v) for v in self.variables]
+        return self._adapt_all(weights, inputa, labela, inputb, labelb, num_steps, stop_grad=True)
+
+
+def _task_means(per_task):
+    return {
+        "pre_loss": tf.reduce_mean(per_task["support_loss"]),
+        "pre_accuracy": tf.reduce_mean(per_task["support_accuracy"]),
+        "post_losses": tf.reduce_mean(per_task["query_losses"], axis=0),
+        "post_accuracies": tf.reduce_mean(per_task["query_accuracies"], axis=0),
+    }
