@@ -14,6 +14,7 @@ setup(
         "tensorflow>=2.20,<2.22",
         "tensorflow-probability>=0.25,<0.26",
         "tf-keras>=2.20,<2.22",  # tfp 0.25 imports only with tf-keras present
+        "tensorboard>=2.20,<3",  # tf.summary needs it; TF 2.21 no longer installs it
         "numpy>=1.26,<3",
         "absl-py>=2.1,<3",
         "pillow>=10,<14",

@@ -22,6 +22,7 @@ class Adaptation(NamedTuple):
     support_accuracy: tf.Tensor
     query_losses: list
     query_accuracies: list
+    fast_weights: list  # after the last step; norm parameters are the inputs unchanged
 
 
 class MetaLearner:
@@ -75,7 +76,7 @@ class MetaLearner:
             outputb = self.forward(fast, inputb)
             query_losses.append(self.loss_fn(outputb, labelb))
             query_accuracies.append(self._accuracy(outputb, labelb))
-        return Adaptation(support_loss, support_accuracy, query_losses, query_accuracies)
+        return Adaptation(support_loss, support_accuracy, query_losses, query_accuracies, fast)
 
     def _accuracy(self, logits, labels):
         if self.classification:
@@ -95,13 +96,20 @@ class MetaLearner:
             "query_accuracies": tf.stack([tf.stack(r.query_accuracies) for r in results]),
         }
 
-    def _meta_step(self, inputa, labela, inputb, labelb):
-        """One meta-update on the query loss after `num_updates` steps, mean over tasks."""
+    def meta_gradients(self, inputa, labela, inputb, labelb):
+        """(per-task metrics, gradient of the meta-loss for each trainable variable).
+
+        Meta-loss: query loss after exactly `num_updates` inner steps, mean over tasks.
+        """
         with tf.GradientTape() as tape:
             weights = [tf.convert_to_tensor(v) for v in self.variables]
             per_task = self._adapt_all(weights, inputa, labela, inputb, labelb, self.num_updates, self.stop_grad)
             meta_loss = tf.reduce_mean(per_task["query_losses"][:, -1])
-        grads = tape.gradient(meta_loss, self.variables)
+        return per_task, tape.gradient(meta_loss, self.variables)
+
+    def _meta_step(self, inputa, labela, inputb, labelb):
+        """One meta-update: Adam (optionally after an element-wise clip) on the meta-gradient."""
+        per_task, grads = self.meta_gradients(inputa, labela, inputb, labelb)
         if self.clip_value is not None:
             grads = [tf.clip_by_value(g, -self.clip_value, self.clip_value) for g in grads]
         self.meta_optimizer.apply_gradients(zip(grads, self.variables))

@@ -5,8 +5,10 @@ averages: the original ran `tf.contrib.layers.batch_norm` in training mode at tr
 and test time), has an offset and no scale, and eps 1e-3. Layer norm (contrib defaults)
 normalises over every non-batch axis with a per-channel offset and scale and eps 1e-12.
 
-Written with `tf.nn.moments` rather than `keras.layers.BatchNormalization`, whose second
-derivatives are wrong under nested gradient tapes (DESIGN §6).
+The moments are computed directly. Neither `keras.layers.BatchNormalization` nor
+`tf.nn.moments` has exact second derivatives: `tf.nn.moments` takes the variance around
+`stop_gradient(mean)`, harmless for first derivatives (the mean's term sums to zero) but wrong
+for the Hessian terms MAML's meta-gradient needs. tests/test_meta_gradients.py checks this.
 """
 import keras
 import tensorflow as tf
@@ -36,12 +38,17 @@ class Normalization(keras.layers.Layer):
 
     def call(self, x):
         if self.norm == "batch_norm":
-            mean, variance = tf.nn.moments(x, axes=list(range(len(x.shape) - 1)), keepdims=True)
-            return tf.nn.batch_normalization(x, mean, variance, self.offset, None, 1e-3)
+            return _normalize(x, list(range(len(x.shape) - 1)), 1e-3) + self.offset
         if self.norm == "layer_norm":
-            mean, variance = tf.nn.moments(x, axes=list(range(1, len(x.shape))), keepdims=True)
-            return tf.nn.batch_normalization(x, mean, variance, self.offset, self.scale, 1e-12)
+            return _normalize(x, list(range(1, len(x.shape))), 1e-12) * self.scale + self.offset
         return x
 
     def get_config(self):
         return {**super().get_config(), "norm": self.norm}
+
+
+def _normalize(x, axes, epsilon):
+    """(x - mean) / sqrt(var + eps) over `axes`, differentiable to any order."""
+    centered = x - tf.reduce_mean(x, axis=axes, keepdims=True)
+    variance = tf.reduce_mean(tf.square(centered), axis=axes, keepdims=True)
+    return centered * tf.math.rsqrt(variance + epsilon)

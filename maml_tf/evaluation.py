@@ -1,0 +1,61 @@
+"""The original test protocol: adapt to each of 600 fixed tasks, one at a time, and report
+mean, population std and ci95 = 1.96 std / sqrt(tasks) per column."""
+import csv
+import os
+import pickle
+
+import numpy as np
+
+
+def evaluate_tasks(learner, batches, num_steps):
+    """Rows [pre-update support metric, query metric after steps 1..num_steps], one per task.
+
+    Accuracies for classification, losses for regression, as the original's test() recorded.
+    """
+    rows = []
+    for batch in batches:
+        per_task = learner.evaluate(batch.inputa, batch.labela, batch.inputb, batch.labelb, num_steps)
+        if learner.classification:
+            first, rest = per_task["support_accuracy"], per_task["query_accuracies"]
+        else:
+            first, rest = per_task["support_loss"], per_task["query_losses"]
+        rows.append(np.concatenate([np.asarray(first)[:, None], np.asarray(rest)], axis=1))
+    return np.concatenate(rows, axis=0)
+
+
+def summarize(rows):
+    means = rows.mean(axis=0)
+    stds = rows.std(axis=0)
+    ci95 = 1.96 * stds / np.sqrt(rows.shape[0])
+    return means, stds, ci95
+
+
+def result_paths(run_dir, update_batch_size, update_lr):
+    stem = os.path.join(run_dir, f"test_ubs{update_batch_size}_stepsize{update_lr}")
+    return stem + ".csv", stem + ".pkl"
+
+
+def write_results(run_dir, update_batch_size, update_lr, rows):
+    """The original's csv (header update0.., means, stds, ci95) and pkl {'mses': rows}; written
+    to temporary files and renamed, so an interrupted test leaves no half-written result."""
+    csv_path, pkl_path = result_paths(run_dir, update_batch_size, update_lr)
+    means, stds, ci95 = summarize(rows)
+    with open(pkl_path + ".tmp", "wb") as f:
+        pickle.dump({"mses": rows}, f)
+    with open(csv_path + ".tmp", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow([f"update{i}" for i in range(rows.shape[1])])
+        for values in (means, stds, ci95):
+            writer.writerow([repr(float(v)) for v in values])
+    os.replace(pkl_path + ".tmp", pkl_path)
+    os.replace(csv_path + ".tmp", csv_path)
+    return csv_path, pkl_path
+
+
+def read_results(csv_path):
+    """(header, means, stds, ci95) from a test csv."""
+    with open(csv_path, newline="") as f:
+        rows = list(csv.reader(f))
+    if len(rows) != 4 or not rows[0] or not rows[0][0].startswith("update"):
+        raise ValueError(f"{csv_path} is not a maml test csv (expected a header update0.. and 3 rows)")
+    return rows[0], *(np.array([float(v) for v in r]) for r in rows[1:])

@@ -1,0 +1,226 @@
+"""Few-shot image classification data: in-memory datasets and the task sampler.
+
+Every image is decoded once at load time and kept as uint8; only a sampled meta-batch is
+converted to float32. Splits and task structure follow the original `data_generator.py`:
+
+- Omniglot: the 1623 characters, listed sorted, shuffled with Python's `random.seed(1)`;
+  1100 train, next 100 val, last 423 test. Pixels x/255 inverted to 1 - x/255 (stroke = 1);
+  every class of a task gets its own rotation by a multiple of 90 degrees.
+- MiniImagenet: Ravi & Larochelle's 64/16/20 classes x 600, 84x84 RGB, x/255, no rotation.
+- Tasks: N distinct classes in random order (the order is the label permutation), support
+  and query images drawn per class without replacement, so they are disjoint.
+"""
+import os
+import random
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+from PIL import Image
+
+from maml_tf.episodes import EpisodeBatch
+
+SPLITS = ("train", "val", "test")
+OMNIGLOT_FOLDER = "omniglot_resized"
+OMNIGLOT_SPLIT_SIZES = {"train": 1100, "val": 100, "test": 423}
+OMNIGLOT_IMAGES_PER_CLASS = 20
+OMNIGLOT_SHAPE = (28, 28, 1)
+MINIIMAGENET_FOLDER = "miniImagenet"
+MINIIMAGENET_SHAPE = (84, 84, 3)
+_PREP_HINT = {
+    OMNIGLOT_FOLDER: "python -m data_prep.omniglot --source_dir=DIR --output_dir=DATA",
+    MINIIMAGENET_FOLDER: "python -m data_prep.miniimagenet --csv_dir=DIR --images_dir=DIR --output_dir=DATA",
+}
+
+
+class ClassImages(NamedTuple):
+    """All images of one split, grouped by class."""
+
+    images: np.ndarray  # uint8 [classes, images_per_class, H, W, C], as stored on disk
+    names: tuple  # class names: 'alphabet/character' (Omniglot) or the wnid (MiniImagenet)
+    invert: bool = False  # Omniglot: the model sees 1 - x/255, so strokes are 1
+
+
+def load_omniglot(data_dir, splits=SPLITS):
+    """{split: ClassImages} from DATA/omniglot_resized (or that folder itself)."""
+    root = _dataset_root(data_dir, OMNIGLOT_FOLDER)
+    names = sorted(f"{a.name}/{c.name}" for a in root.iterdir() if a.is_dir()
+                   for c in a.iterdir() if c.is_dir())
+    expected = sum(OMNIGLOT_SPLIT_SIZES.values())
+    if len(names) != expected:
+        raise ValueError(f"{root} holds {len(names)} character folders, expected {expected}; "
+                         f"rerun {_PREP_HINT[OMNIGLOT_FOLDER]}")
+    split_names = omniglot_splits(names)
+    return {s: ClassImages(_load_classes(root, split_names[s], "L", OMNIGLOT_SHAPE,
+                                         _PREP_HINT[OMNIGLOT_FOLDER], OMNIGLOT_IMAGES_PER_CLASS),
+                           tuple(split_names[s]), invert=True)
+            for s in splits}
+
+
+def omniglot_splits(names):
+    """The original's split of the character list: seeded shuffle, then 1100 / 100 / rest.
+
+    `names` are sorted first (the original shuffled an unsorted os.listdir, so its split
+    depended on the file system); a private `random.Random(1)` gives the same permutation
+    as the original's `random.seed(1); random.shuffle(...)`.
+    """
+    shuffled = sorted(names)
+    random.Random(1).shuffle(shuffled)
+    n_train, n_val = OMNIGLOT_SPLIT_SIZES["train"], OMNIGLOT_SPLIT_SIZES["val"]
+    return {"train": shuffled[:n_train], "val": shuffled[n_train:n_train + n_val],
+            "test": shuffled[n_train + n_val:]}
+
+
+def load_miniimagenet(data_dir, splits=SPLITS):
+    """{split: ClassImages} from DATA/miniImagenet/<split>/<wnid>/*.jpg (or that folder).
+
+    Holds 1.3 GB for all three splits; pass `splits` to load only what a run needs.
+    """
+    root = _dataset_root(data_dir, MINIIMAGENET_FOLDER)
+    result = {}
+    for split in splits:
+        folder = root / split
+        names = sorted(d.name for d in folder.iterdir() if d.is_dir()) if folder.is_dir() else []
+        if not names:
+            raise ValueError(f"{folder} has no class folders; rerun {_PREP_HINT[MINIIMAGENET_FOLDER]}")
+        result[split] = ClassImages(
+            _load_classes(folder, names, "RGB", MINIIMAGENET_SHAPE, _PREP_HINT[MINIIMAGENET_FOLDER]),
+            tuple(names))
+    return result
+
+
+def _dataset_root(data_dir, folder_name):
+    data_dir = Path(data_dir).expanduser()
+    root = data_dir if data_dir.name == folder_name else data_dir / folder_name
+    if not root.is_dir():
+        raise FileNotFoundError(f"no {folder_name} folder at {root}; prepare it with "
+                                f"{_PREP_HINT[folder_name]} and pass DATA as the data folder")
+    return root
+
+
+def _load_classes(root, names, mode, shape, hint, per_class=None):
+    """Decode the images of each class folder into one uint8 array [classes, images, *shape]."""
+    files = [sorted(f for f in os.listdir(root / n) if not f.startswith(".")) for n in names]
+    per_class = per_class or len(files[0])
+    for name, fs in zip(names, files):
+        if len(fs) != per_class or not fs:
+            raise ValueError(f"{root / name} has {len(fs)} images, expected {per_class} like the other "
+                             f"classes; rerun {hint}")
+    images = np.empty((len(names), per_class) + tuple(shape), np.uint8)
+
+    def decode(c):
+        for i, f in enumerate(files[c]):
+            path = root / names[c] / f
+            with Image.open(path) as im:
+                pixels = np.asarray(im.convert(mode))
+            if pixels.shape[:2] != shape[:2]:
+                raise ValueError(f"{path} is {pixels.shape[1]}x{pixels.shape[0]}, expected "
+                                 f"{shape[1]}x{shape[0]}: was it made by data_prep?")
+            images[c, i] = pixels.reshape(shape)
+
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+        list(pool.map(decode, range(len(names))))  # list() re-raises the first error
+    return images
+
+
+class FewShotSampler:
+    """Draws N-way tasks with K support and Q query images per class from one split."""
+
+    def __init__(self, classes: ClassImages, num_classes, support_per_class, query_per_class, rotate):
+        num_available, per_class, height, width = classes.images.shape[:4]
+        if min(num_classes, support_per_class, query_per_class) < 1:
+            raise ValueError(f"num_classes, support_per_class and query_per_class must be >= 1, got "
+                             f"{num_classes}, {support_per_class}, {query_per_class}")
+        if num_classes > num_available:
+            raise ValueError(f"num_classes={num_classes} (--num_classes) is more than the "
+                             f"{num_available} classes of this split")
+        if support_per_class + query_per_class > per_class:
+            raise ValueError(f"support_per_class + query_per_class = {support_per_class} + "
+                             f"{query_per_class} is more than the {per_class} images per class "
+                             f"(check --update_batch_size)")
+        if rotate and height != width:
+            raise ValueError(f"rotate needs square images, got {height}x{width}")
+        self.classes = classes
+        self.num_classes = num_classes
+        self.support_per_class = support_per_class
+        self.query_per_class = query_per_class
+        self.rotate = rotate
+
+    @property
+    def input_shape(self):
+        return self.classes.images.shape[2:]
+
+    def sample(self, rng: np.random.Generator, num_tasks) -> EpisodeBatch:
+        """`num_tasks` fresh tasks drawn with `rng`."""
+        return self._build(*self._draw(rng, num_tasks))
+
+    def eval_pool(self, num_tasks=600, seed=6) -> "EvalPool":
+        """A fixed, lazily built list of tasks; the original drew its 600 eval tasks with seed 6."""
+        return EvalPool(self, num_tasks, seed)
+
+    def _draw(self, rng, num_tasks):
+        """Indices of a task batch: classes [T, N], images [T, N, K+Q], quarter turns [T, N]."""
+        num_available, per_class = self.classes.images.shape[:2]
+        n, size = self.num_classes, self.support_per_class + self.query_per_class
+        keys = rng.random((num_tasks, num_available))
+        chosen = np.argpartition(keys, n - 1, axis=1)[:, :n]
+        # Order the N chosen classes by their random keys: a uniform random order, which is
+        # the task's label permutation (class in slot j gets label j).
+        chosen = np.take_along_axis(chosen, np.argsort(np.take_along_axis(keys, chosen, 1), 1), 1)
+        images = np.argsort(rng.random((num_tasks, n, per_class)), axis=2)[:, :, :size]
+        if self.rotate:
+            turns = rng.integers(0, 4, size=(num_tasks, n))
+        else:
+            turns = np.zeros((num_tasks, n), np.int64)
+        return chosen, images, turns
+
+    def _build(self, chosen, images, turns) -> EpisodeBatch:
+        # Gather sample-major, as the original laid tasks out: row k*N + j of a task is
+        # image k of the class with label j.
+        x = self.classes.images[chosen[:, None, :], images.transpose(0, 2, 1)]  # [T, K+Q, N, H, W, C]
+        by_class = x.swapaxes(1, 2)  # a view: [T, N, K+Q, H, W, C]
+        for k in (1, 2, 3):  # one rotation per (task, class), shared by all its images
+            mask = turns == k
+            if mask.any():
+                by_class[mask] = np.rot90(by_class[mask], k, axes=(2, 3))
+        num_tasks, n, k_support = x.shape[0], self.num_classes, self.support_per_class
+        support = self._to_float(x[:, :k_support]).reshape((num_tasks, -1) + x.shape[3:])
+        query = self._to_float(x[:, k_support:]).reshape((num_tasks, -1) + x.shape[3:])
+        one_hot = np.eye(n, dtype=np.float32)
+        labela = np.tile(one_hot, (num_tasks, k_support, 1))
+        labelb = np.tile(one_hot, (num_tasks, self.query_per_class, 1))
+        return EpisodeBatch(support, labela, query, labelb)
+
+    def _to_float(self, pixels):
+        # The same float32 operations as the original graph (x / 255, then 1 - x).
+        x = pixels.astype(np.float32) / np.float32(255)
+        return np.subtract(np.float32(1), x, out=x) if self.classes.invert else x
+
+
+class EvalPool(Sequence):
+    """Task i is drawn from its own generator seeded with (seed, i): the pool is the same in
+    every process and run, costs no memory up front, and its first tasks do not depend on
+    its length. Indexing gives a 1-task EpisodeBatch; `batch(indices)` gives several."""
+
+    def __init__(self, sampler: FewShotSampler, num_tasks, seed):
+        self.sampler, self.num_tasks, self.seed = sampler, num_tasks, seed
+
+    def __len__(self):
+        return self.num_tasks
+
+    def __getitem__(self, index) -> EpisodeBatch:
+        if isinstance(index, slice):
+            raise TypeError("use pool.batch(range(start, stop)) for several tasks")
+        if index < 0:
+            index += self.num_tasks
+        return self.batch([index])
+
+    def batch(self, indices) -> EpisodeBatch:
+        draws = []
+        for i in indices:
+            if not 0 <= i < self.num_tasks:
+                raise IndexError(f"task {i} is outside this pool of {self.num_tasks}")
+            draws.append(self.sampler._draw(np.random.default_rng([self.seed, int(i)]), 1))
+        return self.sampler._build(*(np.concatenate(parts) for parts in zip(*draws)))

@@ -1,0 +1,163 @@
+"""Entry point mirroring the original main.py: same flags, defaults and run directories.
+
+    python -m maml_tf.main --flagfile=flags/sinusoid.flags             # train
+    python -m maml_tf.main --flagfile=flags/sinusoid.flags --train=False --update_batch_size=5 \
+        --train_update_batch_size=10                                    # 600-task test
+
+This module only translates flags into plain arguments for the library.
+"""
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app, flags, logging  # noqa: E402
+
+FLAGS = flags.FLAGS
+
+## Dataset/method options
+flags.DEFINE_enum("datasource", "sinusoid", ["sinusoid", "omniglot", "miniimagenet"], "sinusoid or omniglot or miniimagenet")
+flags.DEFINE_integer("num_classes", 5, "number of classes used in classification (e.g. 5-way classification).")
+flags.DEFINE_enum("baseline", None, ["oracle"], "oracle, or None (oracle: the sinusoid's amplitude and phase are inputs)")
+## Training options
+flags.DEFINE_integer("pretrain_iterations", 0, "number of pre-training iterations.")
+flags.DEFINE_integer("metatrain_iterations", 15000, "number of metatraining iterations.")
+flags.DEFINE_integer("meta_batch_size", 25, "number of tasks sampled per meta-update")
+flags.DEFINE_float("meta_lr", 0.001, "the base learning rate of the generator")
+flags.DEFINE_integer("update_batch_size", 5, "number of examples used for inner gradient update (K for K-shot learning).")
+flags.DEFINE_float("update_lr", 1e-3, "step size alpha for inner gradient update.")
+flags.DEFINE_integer("num_updates", 1, "number of inner gradient updates during training.")
+## Model options
+flags.DEFINE_enum("norm", "batch_norm", ["batch_norm", "layer_norm", "None"], "batch_norm, layer_norm, or None")
+flags.DEFINE_integer("num_filters", 64, "number of filters for conv nets -- 32 for miniimagenet, 64 for omiglot.")
+flags.DEFINE_bool("conv", True, "whether or not to use a convolutional network, only applicable in some cases")
+flags.DEFINE_bool("max_pool", False, "Whether or not to use max pooling rather than strided convolutions")
+flags.DEFINE_bool("stop_grad", False, "if True, do not use second derivatives in meta-optimization (for speed)")
+## Logging, saving, and testing options
+flags.DEFINE_bool("log", True, "if false, do not log summaries, for debugging code.")
+flags.DEFINE_string("logdir", "/tmp/data", "directory for summaries and checkpoints.")
+flags.DEFINE_bool("resume", True, "resume training if there is a model available")
+flags.DEFINE_bool("train", True, "True to train, False to test.")
+flags.DEFINE_integer("test_iter", -1, "iteration to load model (-1 for latest model)")
+flags.DEFINE_bool("test_set", False, "Set to true to test on the the test set, False for the validation set.")
+flags.DEFINE_integer("train_update_batch_size", -1, "number of examples used for gradient update during training (use if you want to test with a different number).")
+flags.DEFINE_float("train_update_lr", -1, "value of inner gradient step step during training. (use if you want to test with a different value)")
+## Added by maml-tf
+flags.DEFINE_string("data_dir", "./data", "folder holding omniglot_resized/ and miniImagenet/ (see data_prep).")
+flags.DEFINE_integer("seed", 0, "seed for initial weights and training tasks (a resumed run draws the same tasks).")
+
+NUM_TEST_TASKS = 600
+
+
+def _positive(name):
+    if getattr(FLAGS, name) < 1:
+        raise ValueError(f"--{name} must be >= 1, got {getattr(FLAGS, name)}")
+
+
+def _validate():
+    for name in ("meta_batch_size", "update_batch_size", "num_updates", "num_classes", "num_filters"):
+        _positive(name)
+    for name in ("pretrain_iterations", "metatrain_iterations"):
+        if getattr(FLAGS, name) < 0:
+            raise ValueError(f"--{name} must be >= 0, got {getattr(FLAGS, name)}")
+    if FLAGS.baseline == "oracle" and FLAGS.datasource != "sinusoid":
+        raise ValueError("--baseline=oracle is only defined for --datasource=sinusoid")
+    if FLAGS.datasource == "miniimagenet" and not FLAGS.max_pool and FLAGS.conv:
+        raise ValueError("--datasource=miniimagenet needs --max_pool=True (its output layer expects 5x5 maps)")
+
+
+def _samplers(train):
+    """(training sampler or None, evaluation sampler) for the data source."""
+    from maml_tf.sinusoid import SinusoidSampler
+
+    k = FLAGS.update_batch_size
+    if FLAGS.datasource == "sinusoid":
+        sampler = SinusoidSampler(k, k, oracle=FLAGS.baseline == "oracle")
+        return sampler, sampler
+    from maml_tf import few_shot_data
+
+    if FLAGS.datasource == "omniglot":
+        splits, query, rotate = few_shot_data.load_omniglot(FLAGS.data_dir), k, True
+    else:
+        splits, query, rotate = few_shot_data.load_miniimagenet(FLAGS.data_dir), (15 if train else k), False
+    eval_split = "test" if FLAGS.test_set else "val"
+    make = lambda split: few_shot_data.FewShotSampler(  # noqa: E731
+        splits[split], FLAGS.num_classes, k, query, rotate=rotate)
+    return (make("train") if train else None), make(eval_split)
+
+
+def run():
+    import keras
+    import tensorflow as tf
+
+    from maml_tf import evaluation, experiment, training
+    from maml_tf.checkpoints import Checkpointer
+    from maml_tf.meta_learner import MetaLearner
+
+    _validate()
+    train_ubs = FLAGS.update_batch_size if FLAGS.train_update_batch_size == -1 else FLAGS.train_update_batch_size
+    train_lr = FLAGS.update_lr if FLAGS.train_update_lr == -1 else FLAGS.train_update_lr
+    exp = experiment.exp_string(FLAGS.num_classes, FLAGS.meta_batch_size, train_ubs, FLAGS.num_updates, train_lr,
+                                FLAGS.num_filters, FLAGS.max_pool, FLAGS.stop_grad, FLAGS.baseline, FLAGS.norm)
+    run_dir = os.path.join(FLAGS.logdir, exp)
+    test_steps = experiment.test_num_updates(FLAGS.datasource, FLAGS.train)
+    pretrain, metatrain = FLAGS.pretrain_iterations, FLAGS.metatrain_iterations
+    if FLAGS.baseline == "oracle":  # the oracle is trained without meta-learning, as in the original
+        pretrain, metatrain = pretrain + metatrain, 0
+
+    train_sampler, eval_sampler = _samplers(FLAGS.train)
+    keras.utils.set_random_seed(FLAGS.seed)
+    model = experiment.build_model(FLAGS.datasource, num_classes=FLAGS.num_classes,
+                                   input_shape=eval_sampler.input_shape if FLAGS.datasource == "sinusoid" else None,
+                                   conv=FLAGS.conv, num_filters=FLAGS.num_filters, max_pool=FLAGS.max_pool, norm=FLAGS.norm)
+    loss_fn, classification = experiment.build_loss(FLAGS.datasource, FLAGS.update_batch_size)
+    learner = MetaLearner(model, loss_fn, update_lr=FLAGS.update_lr, num_updates=FLAGS.num_updates,
+                          stop_grad=FLAGS.stop_grad, meta_lr=FLAGS.meta_lr,
+                          clip_value=10.0 if FLAGS.datasource == "miniimagenet" else None,
+                          classification=classification)
+    checkpointer = Checkpointer(run_dir, learner)
+
+    if not FLAGS.train:
+        itr = checkpointer.restore(FLAGS.test_iter, required=True)
+        print(f"Restored {run_dir}/model-{itr}; testing {NUM_TEST_TASKS} tasks with {test_steps} steps, "
+              f"K={FLAGS.update_batch_size}, alpha={FLAGS.update_lr}")
+        seed = 1 if FLAGS.datasource == "sinusoid" else 6
+        rows = evaluation.evaluate_tasks(learner, eval_sampler.eval_pool(NUM_TEST_TASKS, seed=seed), test_steps)
+        means, stds, ci95 = evaluation.summarize(rows)
+        print("Mean validation accuracy/loss, stddev, and confidence intervals")
+        print((means, stds, ci95))
+        csv_path, _ = evaluation.write_results(run_dir, FLAGS.update_batch_size, FLAGS.update_lr, rows)
+        print(f"Wrote {csv_path}")
+        return
+
+    start = checkpointer.restore(-1) if FLAGS.resume else 0
+    if start:
+        print(f"Resuming {run_dir} from iteration {start}")
+    writer = tf.summary.create_file_writer(run_dir) if FLAGS.log else None
+    print(f"Run directory: {run_dir}")
+    print("Done initializing, starting training.")
+    training.train(
+        learner, train_sampler, checkpointer,
+        meta_batch_size=FLAGS.meta_batch_size, pretrain_iterations=pretrain, metatrain_iterations=metatrain,
+        start_iteration=start, seed=FLAGS.seed, log_num_steps=test_steps,
+        print_interval=1000 if FLAGS.datasource == "sinusoid" else 100,
+        val_sampler=None if FLAGS.datasource == "sinusoid" else eval_sampler,
+        writer=writer,
+    )
+    print(f"Finished at iteration {pretrain + metatrain}; checkpoints in {run_dir}")
+
+
+def main(argv):
+    logging.set_verbosity(logging.WARNING)  # hide checkpoint-saver INFO chatter
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    from maml_tf.checkpoints import CheckpointNotFoundError
+
+    try:
+        run()
+    except (ValueError, FileNotFoundError, NotADirectoryError, CheckpointNotFoundError) as e:
+        sys.exit(f"error: {e}")
+
+
+if __name__ == "__main__":
+    app.run(main)

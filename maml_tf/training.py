@@ -1,0 +1,95 @@
+"""The meta-training loop with the original's logging, summary and checkpoint cadence."""
+import time
+
+import numpy as np
+import tensorflow as tf
+
+
+def batch_rng(seed, iteration):
+    """The generator for one iteration's tasks: a resumed run sees the same tasks."""
+    return np.random.default_rng([seed, iteration])
+
+
+def summary_names(prefix, num_steps, classification):
+    """TensorBoard tags as the original named them."""
+    names = {"pre_loss": f"{prefix}Pre-update loss"}
+    if classification:
+        names["pre_accuracy"] = f"{prefix}Pre-update accuracy"
+    for j in range(num_steps):
+        names[f"post_loss_{j}"] = f"{prefix}Post-update loss, step {j + 1}"
+        if classification:
+            names[f"post_accuracy_{j}"] = f"{prefix}Post-update accuracy, step {j + 1}"
+    return names
+
+
+def _batch_means(learner, batch, num_steps):
+    """Means over the batch's tasks of the pre-update and post-step metrics."""
+    per_task = learner.evaluate(batch.inputa, batch.labela, batch.inputb, batch.labelb, num_steps)
+    out = {"pre_loss": float(np.mean(per_task["support_loss"])),
+           "pre_accuracy": float(np.mean(per_task["support_accuracy"]))}
+    for j, (loss, acc) in enumerate(zip(np.mean(per_task["query_losses"], 0), np.mean(per_task["query_accuracies"], 0))):
+        out[f"post_loss_{j}"], out[f"post_accuracy_{j}"] = float(loss), float(acc)
+    return out
+
+
+def train(learner, sampler, checkpointer, *, meta_batch_size, pretrain_iterations, metatrain_iterations,
+          start_iteration=0, seed=0, log_num_steps=None, print_interval=100, summary_interval=100,
+          save_interval=1000, val_sampler=None, val_interval=500, writer=None, print_fn=print):
+    """Pretrain for `pretrain_iterations`, then meta-train, from `start_iteration` on.
+
+    Every `summary_interval` iterations the batch about to be trained on is scored with the
+    current weights over `log_num_steps` inner steps (TensorBoard, and the printed means, as the
+    original fetched them with the update). Checkpoints every `save_interval` and at the end.
+    """
+    total = pretrain_iterations + metatrain_iterations
+    log_num_steps = max(learner.num_updates, log_num_steps or learner.num_updates)
+    key = "accuracy" if learner.classification else "loss"
+    train_names = summary_names("metatrain_", log_num_steps, learner.classification)
+    val_names = summary_names("metaval_", log_num_steps, learner.classification)
+    pre, post = [], []
+    clock, clock_itr = time.perf_counter(), start_iteration
+    if start_iteration >= total:
+        print_fn(f"Nothing to do: the run is at iteration {start_iteration} of {total}.")
+    for itr in range(start_iteration, total):
+        batch = sampler.sample(batch_rng(seed, itr), meta_batch_size)
+        if itr % summary_interval == 0:
+            means = _batch_means(learner, batch, log_num_steps)
+            pre.append(means[f"pre_{key}"])
+            post.append(means[f"{'post_' + key}_{learner.num_updates - 1}"])
+            _write(writer, train_names, means, itr)
+        if itr < pretrain_iterations:
+            learner.pretrain_step(batch.inputa, batch.labela)
+        else:
+            learner.meta_step(*batch)
+
+        if itr != 0 and itr % print_interval == 0:
+            now = time.perf_counter()
+            rate = (itr - clock_itr) / max(now - clock, 1e-9)
+            label = f"Pretrain Iteration {itr}" if itr < pretrain_iterations else f"Iteration {itr - pretrain_iterations}"
+            print_fn(f"{label}: {np.mean(pre):.6g}, {np.mean(post):.6g}  "
+                     f"({rate:.1f} it/s, ETA {_duration((total - itr - 1) / max(rate, 1e-9))})")
+            pre, post = [], []
+            clock, clock_itr = now, itr
+        if val_sampler is not None and itr != 0 and itr % val_interval == 0:
+            val = _batch_means(learner, val_sampler.sample(batch_rng(seed + 1, itr), meta_batch_size), log_num_steps)
+            _write(writer, val_names, val, itr)
+            print_fn(f"Validation results: {val[f'pre_{key}']:.6g}, {val[f'post_{key}_{learner.num_updates - 1}']:.6g}")
+        if (itr + 1) % save_interval == 0 and itr + 1 < total:
+            checkpointer.save(itr + 1)
+    if total > start_iteration:
+        checkpointer.save(total)
+    if writer is not None:
+        writer.flush()
+
+
+def _write(writer, names, values, step):
+    if writer is None:
+        return
+    with writer.as_default(step=step):
+        for key, tag in names.items():
+            tf.summary.scalar(tag, values[key])
+
+
+def _duration(seconds):
+    seconds = int(seconds)
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m{seconds % 60:02d}s"
