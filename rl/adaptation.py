@@ -1,0 +1,48 @@
+"""The paper's RL test protocol (maml_examples/test_maml_point.py).
+
+For each test task, starting from the trained policy: sample a batch, record
+the mean undiscounted return, take one REINFORCE (vanilla policy gradient) step
+-- alpha on the first step, alpha/2 afterwards, as the original's VPG with
+init_learning_rate=alpha and learning_rate=alpha/2 -- and repeat. All test
+tasks are adapted at once with task-batched parameters; each task only ever
+sees its own data.
+"""
+import numpy as np
+import tensorflow as tf
+
+from rl import advantages as adv_lib
+from rl import objectives as obj
+from rl import policy as pol
+from rl.sampler import rollout
+
+
+def test_goals(num_tasks=40, seed=1):
+    """np.random.seed(seed); np.random.uniform(-0.5, 0.5, (num_tasks, 2)), as the original."""
+    return np.random.RandomState(seed).uniform(-0.5, 0.5, size=(num_tasks, 2))
+
+
+def adapt_and_evaluate(param_values, tasks, vec_env, *, num_trajs, horizon, fast_lr, num_steps,
+                       rng, activation="relu", discount=0.99, gae_lambda=1.0, dtype=tf.float32):
+    """Returns [num_tasks, num_steps + 1]: each task's mean return after 0..num_steps steps."""
+    n_tasks = len(tasks)
+    params = [tf.constant(np.broadcast_to(v, (n_tasks,) + np.shape(v)), dtype=dtype) for v in param_values]
+    forward = tf.function(lambda p, o: pol.forward(p, o, activation), reduce_retracing=True)
+    update = tf.function(lambda p, d, lr: obj.inner_update(p, d, lr, activation), reduce_retracing=True)
+
+    def act_fn(obs):
+        mean, log_std = forward(params, tf.constant(obs.reshape(n_tasks, num_trajs, -1), dtype))
+        return mean.numpy().reshape(len(obs), -1), log_std.numpy().reshape(len(obs), -1)
+
+    results = []
+    for step in range(num_steps + 1):
+        batch = rollout(vec_env, tasks, num_trajs, horizon, act_fn, rng)
+        results.append(batch.undiscounted_returns().mean(axis=1))
+        if step == num_steps:
+            break
+        advantages = adv_lib.process_batch(batch, discount, gae_lambda)
+        data = batch.flat()
+        data["advantages"] = advantages.reshape(data["mask"].shape)
+        data = {k: tf.constant(v, dtype) for k, v in data.items()}
+        lr = fast_lr if step == 0 else fast_lr / 2
+        params = update(params, data, tf.constant(lr, dtype))
+    return np.stack(results, axis=1)

@@ -1,0 +1,44 @@
+"""rllab's `LinearFeatureBaseline`: ridge regression of returns on path features.
+
+Fit per task, per sampling step, on the same paths it then predicts, as in the
+original (`process_samples` calls `fit` then `predict` on one batch).
+"""
+import numpy as np
+
+
+def features(observations, time_steps):
+    """[clip(o,-10,10), o^2, t/100, (t/100)^2, (t/100)^3, 1] per step; t is the step
+    index inside its path (the original divides by 100 whatever the horizon)."""
+    o = np.clip(observations, -10, 10)
+    al = (np.asarray(time_steps, dtype=np.float64) / 100.0)[..., None]
+    return np.concatenate([o, o ** 2, al, al ** 2, al ** 3, np.ones_like(al)], axis=-1)
+
+
+class LinearFeatureBaseline:
+    def __init__(self, reg_coeff=1e-5):
+        self.reg_coeff = reg_coeff
+        self.coeffs = None
+
+    def fit(self, observations, returns, mask):
+        """observations [N, H, d], returns and mask [N, H]; padded steps are ignored."""
+        h = mask.shape[-1]
+        t = np.broadcast_to(np.arange(h), mask.shape)
+        valid = mask.astype(bool)
+        featmat = features(observations, t)[valid]
+        targets = returns[valid]
+        reg = self.reg_coeff
+        gram = featmat.T @ featmat
+        for _ in range(5):
+            self.coeffs = np.linalg.lstsq(gram + reg * np.identity(gram.shape[0]),
+                                          featmat.T @ targets, rcond=None)[0]
+            if not np.any(np.isnan(self.coeffs)):
+                break
+            reg *= 10
+        return self
+
+    def predict(self, observations, mask):
+        """[N, H] predictions, zero on padded steps (and everywhere before `fit`)."""
+        if self.coeffs is None:
+            return np.zeros(mask.shape)
+        t = np.broadcast_to(np.arange(mask.shape[-1]), mask.shape)
+        return (features(observations, t) @ self.coeffs) * mask

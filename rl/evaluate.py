@@ -1,0 +1,127 @@
+"""Evaluate trained policies with the paper's test protocol and write a CSV.
+
+    python -m rl.evaluate --run=maml:~/runs/rl_point --run=pretrained:~/runs/rl_point_pretrain \
+        --run=random:~/runs/rl_point_random --run=oracle:~/runs/rl_point_oracle \
+        --output=~/runs/rl_point_eval.csv
+
+Output CSV (one row per method and step):
+    method,task,step,mean_return,stderr,num_tasks,num_trajs,fast_lr
+mean_return = mean over test tasks of each task's mean undiscounted return,
+stderr = sample std over tasks / sqrt(num_tasks). Oracle runs (goal in the
+observation) are evaluated at step 0 only, as in the original. A second file,
+<output stem>_per_task.csv (method,task,task_index,step,mean_return), keeps
+the raw per-task numbers.
+"""
+import csv
+import io
+import os
+import sys
+
+from absl import app, flags, logging
+
+FLAGS = flags.FLAGS
+flags.DEFINE_multi_string("run", [], "method:logdir of a run written by rl.train (repeatable).")
+flags.DEFINE_string("output", None, "CSV file to write.")
+flags.DEFINE_integer("num_tasks", 40, "Test tasks.")
+flags.DEFINE_integer("task_seed", 1, "numpy seed of the test tasks (original: 1).")
+flags.DEFINE_integer("num_trajs", 40, "Trajectories per task per step (original point: 4000 steps = 40).")
+flags.DEFINE_integer("num_steps", 3, "Adaptation steps to evaluate after step 0.")
+flags.DEFINE_float("fast_lr", None, "Adaptation step size (default: the run's --fast_lr).")
+flags.DEFINE_integer("seed", 4, "Seed of the sampling noise (original test script: 4).")
+
+COLUMNS = ["method", "task", "step", "mean_return", "stderr", "num_tasks", "num_trajs", "fast_lr"]
+
+
+def parse_runs(specs):
+    runs = []
+    for spec in specs:
+        method, sep, logdir = spec.partition(":")
+        if not sep or not method or not logdir:
+            raise ValueError(f"--run={spec!r} must look like method:logdir")
+        runs.append((method, os.path.expanduser(logdir)))
+    return runs
+
+
+def evaluate_run(logdir, *, num_tasks, task_seed, num_trajs, num_steps, fast_lr, seed):
+    """[num_tasks, steps + 1] mean returns of the run's latest checkpoint, and the step size used."""
+    import numpy as np
+    from rl import run_io
+    from rl.adaptation import adapt_and_evaluate, test_goals
+    from rl.envs import make_vec_env
+    from rl.policy import build_policy
+
+    config = run_io.read_config(logdir)
+    model = build_policy(config["obs_dim"], config["act_dim"], config["hidden_sizes"],
+                         config["hidden_activation"])
+    run_io.RunState(logdir, model).restore(require=True)
+    lr = config["fast_lr"] if fast_lr is None else fast_lr
+    steps = 0 if config["oracle"] else num_steps
+    vec_env = make_vec_env(config["env"], num_tasks * num_trajs, oracle=config["oracle"])
+    returns = adapt_and_evaluate(
+        [v.numpy() for v in model.trainable_variables], test_goals(num_tasks, task_seed), vec_env,
+        num_trajs=num_trajs, horizon=config["max_path_length"], fast_lr=lr, num_steps=steps,
+        rng=np.random.default_rng(seed), activation=config["hidden_activation"],
+        discount=config["discount"], gae_lambda=config["gae_lambda"])
+    return returns, lr, config["env"]
+
+
+def summary_rows(method, env, returns, num_trajs, lr):
+    import numpy as np
+    n = returns.shape[0]
+    rows = []
+    for step in range(returns.shape[1]):
+        col = returns[:, step]
+        stderr = col.std(ddof=1) / np.sqrt(n) if n > 1 else float("nan")
+        rows.append([method, env, step, f"{col.mean():.4f}", f"{stderr:.4f}", n, num_trajs, lr])
+    return rows
+
+
+def main(argv):
+    from rl.run_io import atomic_write
+    if len(argv) > 1:
+        sys.exit(f"rl.evaluate: error: unexpected arguments {' '.join(argv[1:])}")
+    if not FLAGS.output:
+        sys.exit("rl.evaluate: error: --output is required")
+    try:
+        runs = parse_runs(FLAGS.run)
+    except ValueError as e:
+        sys.exit(f"rl.evaluate: error: {e}")
+    if not runs:
+        sys.exit("rl.evaluate: error: give at least one --run=method:logdir")
+    for name in ("num_tasks", "num_trajs"):
+        if getattr(FLAGS, name) < 1:
+            sys.exit(f"rl.evaluate: error: --{name} must be >= 1")
+    if FLAGS.num_steps < 0:
+        sys.exit("rl.evaluate: error: --num_steps must be >= 0")
+    summary, per_task = [COLUMNS], [["method", "task", "task_index", "step", "mean_return"]]
+    for method, logdir in runs:
+        try:
+            returns, lr, env = evaluate_run(
+                logdir, num_tasks=FLAGS.num_tasks, task_seed=FLAGS.task_seed, num_trajs=FLAGS.num_trajs,
+                num_steps=FLAGS.num_steps, fast_lr=FLAGS.fast_lr, seed=FLAGS.seed)
+        except FileNotFoundError as e:
+            sys.exit(f"rl.evaluate: error: --run={method}:{logdir}: {e}")
+        rows = summary_rows(method, env, returns, FLAGS.num_trajs, lr)
+        summary += rows
+        per_task += [[method, env, i, s, f"{returns[i, s]:.4f}"]
+                     for i in range(returns.shape[0]) for s in range(returns.shape[1])]
+        for row in rows:
+            logging.info("%-10s step %d: %s +- %s", method, row[2], row[3], row[4])
+    output = os.path.expanduser(FLAGS.output)
+    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+    for path, table in ((output, summary), (os.path.splitext(output)[0] + "_per_task.csv", per_task)):
+        buf = io.StringIO()
+        csv.writer(buf, lineterminator="\n").writerows(table)
+        atomic_write(path, buf.getvalue())
+    print(markdown_table(summary))
+
+
+def markdown_table(summary):
+    header, rows = summary[0], summary[1:]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,160 @@
+"""Train MAML-TRPO or a baseline policy.
+
+    python -m rl.train --flagfile=flags/rl_point.flags
+
+Modes: maml (the paper's method), pretrain (policy trained on all tasks without
+adaptation, the original's use_maml=False), oracle (TRPO on the env whose
+observation includes the goal), random (just save the initial policy).
+Re-running the same command resumes from the last checkpoint in --logdir.
+"""
+import os
+import sys
+import time
+
+from absl import app, flags, logging
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("env", "point", "Task family: 'point' (2D navigation).")
+flags.DEFINE_string("mode", "maml", "maml | pretrain | oracle | random.")
+flags.DEFINE_string("logdir", None, "Run directory (checkpoints, progress.csv, TensorBoard).")
+flags.DEFINE_float("fast_lr", 0.1, "Inner (adaptation) step size alpha.")
+flags.DEFINE_integer("meta_batch_size", 40, "Tasks per meta-iteration.")
+flags.DEFINE_integer("fast_batch_size", 20, "Trajectories per task for each step.")
+flags.DEFINE_integer("max_path_length", 100, "Horizon.")
+flags.DEFINE_integer("n_itr", 100, "Meta-iterations.")
+flags.DEFINE_float("max_kl", 0.01, "TRPO KL bound delta (the original's meta step_size).")
+flags.DEFINE_float("discount", 0.99, "Discount gamma.")
+flags.DEFINE_float("gae_lambda", 1.0, "GAE lambda.")
+flags.DEFINE_integer("seed", 1, "Seed for the policy init, tasks and action noise.")
+flags.DEFINE_list("hidden_sizes", ["100", "100"], "Hidden layer sizes.")
+flags.DEFINE_string("hidden_activation", "relu", "relu | tanh.")
+flags.DEFINE_integer("cg_iters", 10, "Conjugate-gradient iterations.")
+flags.DEFINE_float("cg_damping", 1e-5, "Damping added to each Hessian-vector product.")
+flags.DEFINE_float("hvp_base_eps", 1.0, "Finite-difference HVP base epsilon (original's effective value 1).")
+flags.DEFINE_float("pretrain_lr", 1e-3, "Adam learning rate of --mode=pretrain.")
+flags.DEFINE_integer("keep_checkpoints", 3, "Checkpoints to keep.")
+
+
+def validate(f):
+    """Return a one-line error message for bad flags, or None."""
+    modes = ("maml", "pretrain", "oracle", "random")
+    if not f.logdir:
+        return "--logdir is required"
+    if f.env != "point":
+        return f"--env={f.env!r} is not supported (supported: point)"
+    if f.mode not in modes:
+        return f"--mode={f.mode!r} must be one of {', '.join(modes)}"
+    for name in ("meta_batch_size", "fast_batch_size", "max_path_length", "cg_iters", "keep_checkpoints"):
+        if getattr(f, name) < 1:
+            return f"--{name} must be >= 1 (got {getattr(f, name)})"
+    if f.n_itr < 0:
+        return f"--n_itr must be >= 0 (got {f.n_itr})"
+    for name in ("fast_lr", "max_kl", "hvp_base_eps", "pretrain_lr"):
+        if not getattr(f, name) > 0:
+            return f"--{name} must be > 0 (got {getattr(f, name)})"
+    if not 0 < f.discount <= 1:
+        return f"--discount must be in (0, 1] (got {f.discount})"
+    if not 0 <= f.gae_lambda <= 1:
+        return f"--gae_lambda must be in [0, 1] (got {f.gae_lambda})"
+    if f.cg_damping < 0:
+        return f"--cg_damping must be >= 0 (got {f.cg_damping})"
+    try:
+        sizes = [int(s) for s in f.hidden_sizes]
+    except ValueError:
+        return f"--hidden_sizes must be comma-separated integers (got {','.join(f.hidden_sizes)})"
+    if not sizes or min(sizes) < 1:
+        return f"--hidden_sizes must be positive integers (got {','.join(f.hidden_sizes)})"
+    if f.hidden_activation not in ("relu", "tanh"):
+        return f"--hidden_activation must be relu or tanh (got {f.hidden_activation!r})"
+    return None
+
+
+def run(config, logdir):
+    """Train according to `config` (plain dict); resumable."""
+    import numpy as np
+    import tensorflow as tf
+    from rl import run_io
+    from rl.envs import make_vec_env
+    from rl.maml import MetaLearner
+    from rl.policy import build_policy
+
+    os.makedirs(logdir, exist_ok=True)
+    oracle = config["mode"] == "oracle"
+    vec_env = make_vec_env(config["env"], config["meta_batch_size"] * config["fast_batch_size"], oracle=oracle)
+    config = dict(config, obs_dim=vec_env.obs_dim, act_dim=vec_env.act_dim, oracle=oracle)
+    tf.random.set_seed(config["seed"])
+    model = build_policy(vec_env.obs_dim, vec_env.act_dim, config["hidden_sizes"],
+                         config["hidden_activation"], seed=config["seed"])
+    rng = run_io.rng_from_seed(config["seed"])
+    learner = None
+    optimizer = None
+    if config["mode"] != "random":
+        learner = MetaLearner(
+            model, vec_env, mode=config["mode"], fast_lr=config["fast_lr"],
+            meta_batch_size=config["meta_batch_size"], fast_batch_size=config["fast_batch_size"],
+            max_path_length=config["max_path_length"], discount=config["discount"],
+            gae_lambda=config["gae_lambda"], max_kl=config["max_kl"], cg_iters=config["cg_iters"],
+            cg_damping=config["cg_damping"], hvp_base_eps=config["hvp_base_eps"],
+            pretrain_lr=config["pretrain_lr"], activation=config["hidden_activation"])
+        optimizer = learner.optimizer
+        optimizer.build(model.trainable_variables)
+    state = run_io.RunState(logdir, model, optimizer, config["keep_checkpoints"])
+    if state.restore(rng):
+        logging.info("Resumed from %s at iteration %d", state.manager.latest_checkpoint, int(state.iteration))
+    run_io.write_config(logdir, config)
+    start = int(state.iteration)
+    n_itr = 0 if config["mode"] == "random" else config["n_itr"]
+    if config["mode"] == "random" or start == 0 and n_itr == 0:
+        state.save(0, rng)
+        logging.info("Saved the initial (random) policy to %s", state.manager.latest_checkpoint)
+        return
+    progress = run_io.ProgressCsv(logdir, start)
+    writer = tf.summary.create_file_writer(os.path.join(logdir, "tb"))
+    session_start, total_time = time.time(), 0.0
+    for itr in range(start, n_itr):
+        stats = learner.iteration(rng)
+        total_time += stats["ItrTime"]
+        steps_per_s = stats["EnvSteps"] / stats["ItrTime"]
+        eta = total_time / (itr - start + 1) * (n_itr - itr - 1)
+        row = {"Iteration": itr, **stats, "EnvStepsPerSec": steps_per_s, "Time": time.time() - session_start}
+        logging.info(
+            "itr %d/%d | pre %.2f | post %s | KL %s | loss %.5f -> %.5f | %.0f steps/s | %.1f s/itr | ETA %s",
+            itr + 1, n_itr, stats["0AverageReturn"],
+            f"{stats['1AverageReturn']:.2f}" if "1AverageReturn" in stats else "-",
+            f"{stats['MeanKL']:.4f}" if "MeanKL" in stats else "-",
+            stats["LossBefore"], stats["LossAfter"], steps_per_s, stats["ItrTime"], _hms(eta))
+        with writer.as_default(step=itr):
+            for key, value in row.items():
+                if key != "Iteration":
+                    tf.summary.scalar(key, value)
+        writer.flush()
+        progress.append(row)
+        state.save(itr + 1, rng)
+    logging.info("Done: %d iterations in %s", n_itr, logdir)
+
+
+def _hms(seconds):
+    seconds = int(seconds)
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m{seconds % 60:02d}s"
+
+
+def config_from_flags(f):
+    names = ("env", "mode", "fast_lr", "meta_batch_size", "fast_batch_size", "max_path_length", "n_itr",
+             "max_kl", "discount", "gae_lambda", "seed", "hidden_activation", "cg_iters", "cg_damping",
+             "hvp_base_eps", "pretrain_lr", "keep_checkpoints")
+    config = {n: getattr(f, n) for n in names}
+    config["hidden_sizes"] = [int(s) for s in f.hidden_sizes]
+    return config
+
+
+def main(argv):
+    if len(argv) > 1:
+        sys.exit(f"rl.train: error: unexpected arguments {' '.join(argv[1:])}")
+    error = validate(FLAGS)
+    if error:
+        sys.exit(f"rl.train: error: {error}")
+    run(config_from_flags(FLAGS), os.path.expanduser(FLAGS.logdir))
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,41 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import rl  # noqa: F401  (registers the gymnasium ids)
+from rl.envs import PointVecEnv
+from rl.maml import MetaLearner
+from rl.policy import build_policy
+
+
+def _synthetic_data(rng, n_tasks, n_steps, obs_dim=2, act_dim=2, dtype=tf.float64, terminated=True):
+    """Random [task, step] data with a few masked (terminated) steps."""
+    mask = np.ones((n_tasks, n_steps))
+    if terminated:
+        mask[:, -3:] = 0.0
+    data = {
+        "observations": rng.normal(size=(n_tasks, n_steps, obs_dim)) * 0.3,
+        "actions": rng.normal(size=(n_tasks, n_steps, act_dim)),
+        "advantages": rng.normal(size=(n_tasks, n_steps)),
+        "means": rng.normal(size=(n_tasks, n_steps, act_dim)) * 0.1,
+        "log_stds": np.full((n_tasks, n_steps, act_dim), -0.1),
+        "rewards": rng.normal(size=(n_tasks, n_steps)),
+        "mask": mask,
+    }
+    return {k: tf.constant(v, dtype) for k, v in data.items()}
+
+
+@pytest.fixture
+def synthetic_data():
+    return _synthetic_data
+
+
+@pytest.fixture
+def small_learner():
+    """float64 MAML learner with a tiny policy (fast, exact enough for finite differences)."""
+    model = build_policy(2, 2, hidden_sizes=(6, 5), dtype="float64", seed=3)
+    # Non-zero biases and log-std so every parameter matters.
+    for v in model.trainable_variables:
+        v.assign(v.numpy() + 0.05 * np.random.default_rng(0).normal(size=v.shape))
+    return MetaLearner(model, PointVecEnv(3 * 2), mode="maml", fast_lr=0.3, meta_batch_size=3,
+                       fast_batch_size=2, activation="relu")

@@ -1,0 +1,96 @@
+import csv
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from rl import run_io
+from rl.envs import make_vec_env
+from rl.maml import MetaLearner
+from rl.policy import build_policy
+from rl.train import run
+
+SMALL = dict(env="point", mode="maml", fast_lr=0.5, meta_batch_size=6, fast_batch_size=5, max_path_length=100,
+             n_itr=2, max_kl=0.01, discount=0.99, gae_lambda=1.0, seed=3, hidden_activation="relu",
+             cg_iters=10, cg_damping=1e-5, hvp_base_eps=1.0, pretrain_lr=1e-3, keep_checkpoints=3,
+             hidden_sizes=[100, 100])
+
+
+def test_meta_iterations_post_update_beats_pre_update():
+    tf.random.set_seed(0)
+    model = build_policy(2, 2, seed=0)
+    learner = MetaLearner(model, make_vec_env("point", 10 * 10), mode="maml", fast_lr=0.5,
+                          meta_batch_size=10, fast_batch_size=10)
+    rng = np.random.default_rng(0)
+    stats = [learner.iteration(rng) for _ in range(3)]
+    pre = np.mean([s["0AverageReturn"] for s in stats])
+    post = np.mean([s["1AverageReturn"] for s in stats])
+    assert post > pre + 5, (pre, post)
+    assert all(s["MeanKL"] <= 0.01 for s in stats)
+    assert any(s["StepAccepted"] for s in stats)
+
+
+def _weights(logdir):
+    config = run_io.read_config(logdir)
+    model = build_policy(config["obs_dim"], config["act_dim"], config["hidden_sizes"], config["hidden_activation"])
+    state = run_io.RunState(logdir, model)
+    state.restore(require=True)
+    return [v.numpy() for v in model.trainable_variables], int(state.iteration)
+
+
+def _progress(logdir):
+    with open(os.path.join(logdir, "progress.csv"), newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_interrupted_run_resumes_exactly(tmp_path):
+    straight, resumed = str(tmp_path / "a"), str(tmp_path / "b")
+    run(dict(SMALL, n_itr=2), straight)
+    run(dict(SMALL, n_itr=1), resumed)
+    run(dict(SMALL, n_itr=2), resumed)  # same command, continues at iteration 1
+    (wa, ia), (wb, ib) = _weights(straight), _weights(resumed)
+    assert ia == ib == 2
+    for a, b in zip(wa, wb):
+        np.testing.assert_array_equal(a, b)
+    rows_a, rows_b = _progress(straight), _progress(resumed)
+    assert [r["Iteration"] for r in rows_b] == ["0", "1"]
+    assert rows_a[1]["0AverageReturn"] == rows_b[1]["0AverageReturn"]
+    for column in ("Iteration", "0AverageReturn", "1AverageReturn", "LossBefore", "LossAfter",
+                   "MeanKLBefore", "MeanKL", "dLoss", "EnvStepsPerSec"):
+        assert column in rows_a[0]
+    assert os.listdir(os.path.join(straight, "tb"))
+
+
+def test_pretrain_mode_takes_adam_steps_on_preupdate_loss(tmp_path):
+    run(dict(SMALL, mode="pretrain", n_itr=2), str(tmp_path))
+    rows = _progress(str(tmp_path))
+    assert "1AverageReturn" not in rows[0]
+    assert all(float(r["LossAfter"]) < float(r["LossBefore"]) for r in rows)
+
+
+def _train_cli(*args):
+    return subprocess.run([sys.executable, "-m", "rl.train", *args], capture_output=True, text=True,
+                          timeout=120, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--meta_batch_size=0"], "--meta_batch_size must be >= 1"),
+    (["--mode=metalearn"], "--mode='metalearn' must be one of"),
+    (["--fast_lr=-0.5"], "--fast_lr must be > 0"),
+    (["--hidden_sizes=100,x"], "--hidden_sizes must be comma-separated integers"),
+])
+def test_bad_flags_give_one_line_error(tmp_path, args, message):
+    result = _train_cli(f"--logdir={tmp_path}/run", *args)
+    assert result.returncode != 0
+    lines = [l for l in result.stderr.splitlines() if l.strip()]
+    assert lines[-1].startswith("rl.train: error: " + message), result.stderr
+    assert "Traceback" not in result.stderr
+    assert not os.path.exists(tmp_path / "run")
+
+
+def test_missing_logdir_is_reported():
+    result = _train_cli()
+    assert result.returncode != 0 and "--logdir is required" in result.stderr.splitlines()[-1]
