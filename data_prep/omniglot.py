@@ -1,0 +1,192 @@
+"""Build omniglot_resized/<alphabet>/<character>/*.png (28x28) from the two Omniglot zips.
+
+    python -m data_prep.omniglot --source_dir=DIR --output_dir=DATA [--download] [--resample=lanczos]
+
+Both archives are merged (1623 characters x 20 drawings). The original code resized the
+1-bit PNGs with `resize((28, 28), LANCZOS)`, but Pillow ignores the filter for mode '1' and
+uses nearest neighbour, so the faithful output (the default, `nearest`) is binary.
+`lanczos` converts to greyscale first and really filters (not what the paper used).
+Archives are read directly from the zips; nothing is extracted next to them.
+"""
+import hashlib
+import io
+import logging
+import shutil
+import urllib.error
+import urllib.request
+import zipfile
+import zlib
+from collections import defaultdict
+from pathlib import Path
+
+from PIL import Image
+
+from data_prep._common import PrepError, atomic_directory, read_prep_info, run_main, write_prep_info
+
+ARCHIVES = {  # archive -> (alphabets, characters) it must hold
+    "images_background.zip": (30, 964),
+    "images_evaluation.zip": (20, 659),
+}
+NUM_CHARACTERS = 1623
+IMAGES_PER_CHARACTER = 20
+IMAGE_SIZE = 28
+OUTPUT_NAME = "omniglot_resized"
+RESAMPLE_MODES = ("nearest", "lanczos")
+DOWNLOAD_URL = "https://github.com/brendenlake/omniglot/raw/master/python/"
+
+log = logging.getLogger(__name__)
+
+
+def download_archives(source_dir, base_url=DOWNLOAD_URL, timeout=60.0):
+    """Fetch whichever of the two archives is missing from `source_dir`."""
+    source_dir = Path(source_dir)
+    source_dir.mkdir(parents=True, exist_ok=True)
+    for name in ARCHIVES:
+        target = source_dir / name
+        if target.exists():
+            continue
+        url = base_url + name
+        part = target.with_name(name + ".part")
+        log.info("downloading %s", url)
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as response, open(part, "wb") as out:
+                shutil.copyfileobj(response, out)
+            part.rename(target)
+        except (urllib.error.URLError, OSError, ValueError) as e:
+            reason = getattr(e, "reason", None) or e
+            raise PrepError(f"could not download {url}: {reason} (download it by hand into "
+                            f"--source_dir={source_dir})") from e
+        finally:
+            part.unlink(missing_ok=True)
+
+
+def list_characters(archive):
+    """Map (alphabet, character) -> sorted PNG member names, checking the archive's layout."""
+    archive = Path(archive)
+    top = archive.name[: -len(".zip")]
+    want_alphabets, want_characters = ARCHIVES[archive.name]
+    if not archive.is_file():
+        raise PrepError(f"archive not found: {archive} (put {' and '.join(ARCHIVES)} in "
+                        f"--source_dir, or pass --download)")
+    try:
+        with zipfile.ZipFile(archive) as z:
+            names = z.namelist()
+    except (zipfile.BadZipFile, OSError, EOFError) as e:
+        raise PrepError(f"{archive} is not a readable zip archive (truncated or corrupt?): {e}") from e
+    characters = defaultdict(list)
+    for name in names:
+        parts = name.split("/")
+        if len(parts) == 4 and parts[0] == top and name.endswith(".png") and not parts[3].startswith("."):
+            characters[(parts[1], parts[2])].append(name)
+    alphabets = {a for a, _ in characters}
+    if len(alphabets) != want_alphabets or len(characters) != want_characters:
+        raise PrepError(f"{archive} is not Omniglot's {archive.name}: expected {want_alphabets} alphabets "
+                        f"and {want_characters} characters under {top}/<alphabet>/<character>/*.png, "
+                        f"found {len(alphabets)} and {len(characters)}")
+    for key, members in characters.items():
+        if len(members) != IMAGES_PER_CHARACTER:
+            raise PrepError(f"{archive}: {'/'.join(key)} has {len(members)} PNGs, expected "
+                            f"{IMAGES_PER_CHARACTER}")
+        members.sort()
+    return dict(sorted(characters.items()))
+
+
+def resize(image, resample="nearest"):
+    """28x28 version of one 105x105 1-bit drawing."""
+    if resample == "nearest":  # == the original's resize(LANCZOS) on mode '1'
+        return image.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.NEAREST)
+    return image.convert("L").resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.LANCZOS)
+
+
+def verify_output(folder, resample):
+    """Check a prepared folder: 1623 character folders x 20 PNGs, made with `resample`."""
+    folder = Path(folder)
+    made_with = read_prep_info(folder).get("resample")
+    if made_with != resample:
+        raise PrepError(f"{folder} was prepared with --resample={made_with}, not {resample}; "
+                        f"delete it or choose another --output_dir")
+    characters = [c for a in folder.iterdir() if a.is_dir() for c in a.iterdir() if c.is_dir()]
+    if len(characters) != NUM_CHARACTERS:
+        raise PrepError(f"{folder} has {len(characters)} character folders, expected "
+                        f"{NUM_CHARACTERS}; delete it and rerun")
+    for c in characters:
+        count = sum(1 for f in c.iterdir() if f.suffix == ".png")
+        if count != IMAGES_PER_CHARACTER:
+            raise PrepError(f"{c} has {count} PNGs, expected {IMAGES_PER_CHARACTER}; delete "
+                            f"{folder} and rerun")
+
+
+def prepare_omniglot(source_dir, output_dir, resample="nearest", download=False,
+                     download_url=DOWNLOAD_URL):
+    """Write output_dir/omniglot_resized and return its path; a no-op if already there."""
+    if resample not in RESAMPLE_MODES:
+        raise PrepError(f"--resample must be one of {RESAMPLE_MODES}, got {resample!r}")
+    final = Path(output_dir) / OUTPUT_NAME
+    if final.exists():
+        verify_output(final, resample)
+        log.info("%s already prepared and verified", final)
+        return final
+    source_dir = Path(source_dir)
+    if download:
+        download_archives(source_dir, download_url)
+    per_archive = {name: list_characters(source_dir / name) for name in ARCHIVES}
+    shared = set.intersection(*({a for a, _ in chars} for chars in per_archive.values()))
+    if shared:
+        raise PrepError(f"alphabet names appear in both archives: {sorted(shared)}")
+    with atomic_directory(final) as tmp:
+        for name, characters in per_archive.items():
+            _resize_archive(source_dir / name, characters, tmp, resample)
+        write_prep_info(tmp, {
+            "dataset": "omniglot", "resample": resample, "image_size": IMAGE_SIZE,
+            "characters": NUM_CHARACTERS, "images_per_character": IMAGES_PER_CHARACTER,
+            "archives_sha256": {n: _sha256(source_dir / n) for n in ARCHIVES},
+            "pillow": Image.__version__})
+        verify_output(tmp, resample)
+    log.info("wrote %s", final)
+    return final
+
+
+def _resize_archive(archive, characters, out_root, resample):
+    try:
+        with zipfile.ZipFile(archive) as z:
+            for (alphabet, character), members in characters.items():
+                out = out_root / alphabet / character
+                out.mkdir(parents=True)
+                for member in members:
+                    with Image.open(io.BytesIO(z.read(member))) as image:
+                        if image.mode != "1":
+                            raise PrepError(f"{archive}: {member} is mode {image.mode}, expected a "
+                                            f"1-bit PNG: not the Omniglot archive?")
+                        resize(image, resample).save(out / member.rsplit("/", 1)[1], format="PNG")
+            log.info("resized %d characters from %s", len(characters), archive.name)
+    except (zipfile.BadZipFile, zlib.error, EOFError, Image.UnidentifiedImageError) as e:
+        raise PrepError(f"{archive} is corrupt (truncated or damaged): {e}") from e
+
+
+def _sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def main(argv):
+    del argv
+    from absl import flags
+    f = flags.FLAGS
+    run_main(lambda: prepare_omniglot(f.source_dir, f.output_dir, f.resample, f.download,
+                                      f.download_url), "data_prep.omniglot")
+
+
+if __name__ == "__main__":
+    from absl import app, flags
+
+    flags.DEFINE_string("source_dir", None, "folder holding images_background.zip and images_evaluation.zip")
+    flags.DEFINE_string("output_dir", None, "folder to create omniglot_resized/ in")
+    flags.DEFINE_bool("download", False, "download missing archives from the official repository")
+    flags.DEFINE_enum("resample", "nearest", RESAMPLE_MODES,
+                      "nearest = the original's output (binary); lanczos = filter on greyscale")
+    flags.DEFINE_string("download_url", DOWNLOAD_URL, "where --download fetches the archives from")
+    flags.mark_flags_as_required(["source_dir", "output_dir"])
+    app.run(main)
