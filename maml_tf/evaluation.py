@@ -1,6 +1,7 @@
 """The original test protocol: adapt to each of 600 fixed tasks, one at a time, and report
 mean, population std and ci95 = 1.96 std / sqrt(tasks) per column."""
 import csv
+import json
 import os
 import pickle
 
@@ -35,10 +36,20 @@ def result_paths(run_dir, update_batch_size, update_lr):
     return stem + ".csv", stem + ".pkl"
 
 
-def write_results(run_dir, update_batch_size, update_lr, rows):
-    """The original's csv (header update0.., means, stds, ci95) and pkl {'mses': rows}; written
-    to temporary files and renamed, so an interrupted test leaves no half-written result."""
+def write_json(path, data):
+    with open(path + ".tmp", "w") as f:
+        json.dump(data, f, indent=1, sort_keys=True)
+    os.replace(path + ".tmp", path)
+
+
+def write_results(run_dir, update_batch_size, update_lr, rows, info=None):
+    """The original's csv (header update0.., means, stds, ci95) and pkl {'mses': rows}, plus a
+    `.json` describing the run for `maml_tf.compare`. Each is written to a temporary file and
+    renamed, so an interrupted test leaves no half-written result."""
     csv_path, pkl_path = result_paths(run_dir, update_batch_size, update_lr)
+    if info is not None:
+        write_json(csv_path[:-4] + ".json", {**info, "update_batch_size": update_batch_size,
+                                               "update_lr": update_lr, "num_tasks": int(rows.shape[0])})
     means, stds, ci95 = summarize(rows)
     with open(pkl_path + ".tmp", "wb") as f:
         pickle.dump({"mses": rows}, f)

@@ -86,6 +86,34 @@ def _samplers(train):
     return (make("train") if train else None), make(eval_split)
 
 
+def settings_from_flags(f=FLAGS):
+    """Plain settings derived from the flags the way the original main() derived them."""
+    train_ubs = f.update_batch_size if f.train_update_batch_size == -1 else f.train_update_batch_size
+    train_lr = f.update_lr if f.train_update_lr == -1 else f.train_update_lr
+    from maml_tf import experiment
+
+    exp = experiment.exp_string(f.num_classes, f.meta_batch_size, train_ubs, f.num_updates, train_lr,
+                                f.num_filters, f.max_pool, f.stop_grad, f.baseline, f.norm)
+    pretrain, metatrain = f.pretrain_iterations, f.metatrain_iterations
+    if f.baseline == "oracle":  # the oracle is trained without meta-learning, as in the original
+        pretrain, metatrain = pretrain + metatrain, 0
+    return {
+        "exp_string": exp,
+        "run_dir": os.path.join(f.logdir, exp),
+        "test_num_updates": experiment.test_num_updates(f.datasource, f.train),
+        "pretrain_iterations": pretrain,
+        "metatrain_iterations": metatrain,
+    }
+
+
+def run_info(f=FLAGS):
+    """What `maml_tf.compare` needs to know about a run (its name alone does not say)."""
+    method = "oracle" if f.baseline == "oracle" else ("maml" if f.metatrain_iterations > 0 else "pretrain")
+    return {"datasource": f.datasource, "method": method, "num_classes": f.num_classes, "conv": f.conv,
+            "stop_grad": f.stop_grad, "num_updates": f.num_updates, "update_lr": f.update_lr,
+            "pretrain_iterations": f.pretrain_iterations, "metatrain_iterations": f.metatrain_iterations}
+
+
 def run():
     import keras
     import tensorflow as tf
@@ -95,16 +123,8 @@ def run():
     from maml_tf.meta_learner import MetaLearner
 
     _validate()
-    train_ubs = FLAGS.update_batch_size if FLAGS.train_update_batch_size == -1 else FLAGS.train_update_batch_size
-    train_lr = FLAGS.update_lr if FLAGS.train_update_lr == -1 else FLAGS.train_update_lr
-    exp = experiment.exp_string(FLAGS.num_classes, FLAGS.meta_batch_size, train_ubs, FLAGS.num_updates, train_lr,
-                                FLAGS.num_filters, FLAGS.max_pool, FLAGS.stop_grad, FLAGS.baseline, FLAGS.norm)
-    run_dir = os.path.join(FLAGS.logdir, exp)
-    test_steps = experiment.test_num_updates(FLAGS.datasource, FLAGS.train)
-    pretrain, metatrain = FLAGS.pretrain_iterations, FLAGS.metatrain_iterations
-    if FLAGS.baseline == "oracle":  # the oracle is trained without meta-learning, as in the original
-        pretrain, metatrain = pretrain + metatrain, 0
-
+    s = settings_from_flags()
+    run_dir, test_steps = s["run_dir"], s["test_num_updates"]
     train_sampler, eval_sampler = _samplers(FLAGS.train)
     keras.utils.set_random_seed(FLAGS.seed)
     model = experiment.build_model(FLAGS.datasource, num_classes=FLAGS.num_classes,
@@ -126,25 +146,28 @@ def run():
         means, stds, ci95 = evaluation.summarize(rows)
         print("Mean validation accuracy/loss, stddev, and confidence intervals")
         print((means, stds, ci95))
-        csv_path, _ = evaluation.write_results(run_dir, FLAGS.update_batch_size, FLAGS.update_lr, rows)
+        csv_path, _ = evaluation.write_results(run_dir, FLAGS.update_batch_size, FLAGS.update_lr, rows,
+                                               info={**run_info(), "checkpoint_iteration": itr,
+                                                     "test_set": FLAGS.test_set})
         print(f"Wrote {csv_path}")
         return
 
     start = checkpointer.restore(-1) if FLAGS.resume else 0
     if start:
         print(f"Resuming {run_dir} from iteration {start}")
+    os.makedirs(run_dir, exist_ok=True)
+    evaluation.write_json(os.path.join(run_dir, "run_info.json"), run_info())
     writer = tf.summary.create_file_writer(run_dir) if FLAGS.log else None
     print(f"Run directory: {run_dir}")
     print("Done initializing, starting training.")
     training.train(
         learner, train_sampler, checkpointer,
-        meta_batch_size=FLAGS.meta_batch_size, pretrain_iterations=pretrain, metatrain_iterations=metatrain,
-        start_iteration=start, seed=FLAGS.seed, log_num_steps=test_steps,
-        print_interval=1000 if FLAGS.datasource == "sinusoid" else 100,
-        val_sampler=None if FLAGS.datasource == "sinusoid" else eval_sampler,
-        writer=writer,
+        meta_batch_size=FLAGS.meta_batch_size, pretrain_iterations=s["pretrain_iterations"],
+        metatrain_iterations=s["metatrain_iterations"], start_iteration=start, seed=FLAGS.seed,
+        log_num_steps=test_steps, print_interval=1000 if FLAGS.datasource == "sinusoid" else 100,
+        val_sampler=None if FLAGS.datasource == "sinusoid" else eval_sampler, writer=writer,
     )
-    print(f"Finished at iteration {pretrain + metatrain}; checkpoints in {run_dir}")
+    print(f"Finished at iteration {s['pretrain_iterations'] + s['metatrain_iterations']}; checkpoints in {run_dir}")
 
 
 def main(argv):

@@ -1,0 +1,116 @@
+"""Compare test results with the paper's published numbers.
+
+    python -m maml_tf.compare RUN_DIR_OR_CSV [...] [--plot=curves.png]
+
+Each argument is a run directory (every `test_*.csv` in it is read) or a test csv. A csv is
+described by the `.json` written next to it by the test run. Prints a markdown table: our
+mean +- ci95 at the paper's step counts next to the paper's number.
+"""
+import glob
+import json
+import os
+import sys
+
+from absl import app, flags
+
+from maml_tf import evaluation, paper
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("plot", None, "also save adaptation curves to this PNG (needs the 'plot' extra: matplotlib)")
+
+
+class Result:
+    """One test csv and what it measured."""
+
+    def __init__(self, csv_path):
+        info_path = csv_path[:-4] + ".json"
+        if not os.path.exists(info_path):
+            raise ValueError(f"{info_path} is missing: re-run the test with `python -m maml_tf.main ... --train=False` "
+                             f"so it describes the run")
+        with open(info_path) as f:
+            self.info = json.load(f)
+        self.path = csv_path
+        _, self.means, self.stds, self.ci95 = evaluation.read_results(csv_path)
+        self.paper = paper.supervised_result(self.info)
+
+    @property
+    def name(self):
+        return os.path.join(os.path.basename(os.path.dirname(self.path)), os.path.basename(self.path))
+
+
+def find_csvs(paths):
+    found = []
+    for path in paths:
+        if os.path.isdir(path):
+            csvs = sorted(glob.glob(os.path.join(path, "test_*.csv")))
+            if not csvs:
+                raise ValueError(f"no test_*.csv in {path}: test the run first (--train=False)")
+            found.extend(csvs)
+        elif os.path.isfile(path):
+            found.append(path)
+        else:
+            raise ValueError(f"{path} does not exist")
+    return found
+
+
+def table(results):
+    lines = ["| experiment | run | steps | ours (mean ± ci95) | paper | ours − paper |",
+             "|---|---|---|---|---|---|"]
+    for r in results:
+        label = r.paper.label if r.paper else f"{r.info['datasource']} {r.info['method']} K={r.info['update_batch_size']} (no paper number)"
+        steps = r.paper.steps if r.paper else (1, len(r.means) - 1)
+        scale = 100.0 if (r.paper and r.paper.percent) or r.info["datasource"] != "sinusoid" else 1.0
+        for i, step in enumerate(steps):
+            if step >= len(r.means):
+                ours, diff, theirs = f"(tested {len(r.means) - 1} steps)", "", ""
+            else:
+                digits = 2 if scale == 100.0 else 3
+                ours = f"{scale * r.means[step]:.{digits}f} ± {scale * r.ci95[step]:.{digits}f}"
+                theirs, diff = "—", ""
+                if r.paper:
+                    theirs = f"{r.paper.values[i]:g}" + (f" ± {r.paper.ci95[i]:g}" if r.paper.ci95 else "")
+                    diff = f"{scale * r.means[step] - r.paper.values[i]:+.{digits}f}"
+            lines.append(f"| {label} | {r.name} | {step} | {ours} | {theirs} | {diff} |")
+    return "\n".join(lines)
+
+
+def plot(results, path):
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as e:
+        raise ValueError("--plot needs matplotlib: pip install 'maml-tf[plot]'") from e
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for r in results:
+        scale = 100.0 if r.info["datasource"] != "sinusoid" else 1.0
+        steps = range(len(r.means))
+        line = ax.errorbar(steps, scale * r.means, yerr=scale * r.ci95, marker="o", capsize=3,
+                           label=r.paper.label if r.paper else r.name)
+        if r.paper:
+            ax.plot(r.paper.steps, r.paper.values, "*", markersize=12, color=line[0].get_color(),
+                    label=f"{r.paper.label}: paper")
+    ax.set_xlabel("number of gradient steps")
+    ax.set_ylabel("accuracy (%)" if all(r.info["datasource"] != "sinusoid" for r in results) else "mean squared error")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path + ".tmp.png", dpi=120)
+    os.replace(path + ".tmp.png", path)
+
+
+def main(argv):
+    if len(argv) < 2:
+        raise app.UsageError("give at least one run directory or test csv")
+    try:
+        results = [Result(p) for p in find_csvs(argv[1:])]
+        print(table(results))
+        if FLAGS.plot:
+            plot(results, FLAGS.plot)
+            print(f"Wrote {FLAGS.plot}")
+    except ValueError as e:
+        sys.exit(f"error: {e}")
+
+
+if __name__ == "__main__":
+    app.run(main)

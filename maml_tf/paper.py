@@ -1,0 +1,45 @@
+"""The paper's published numbers (Finn et al. 2017, and DESIGN §5) and which runs they describe."""
+from typing import NamedTuple, Optional
+
+
+class PaperResult(NamedTuple):
+    label: str
+    steps: tuple  # inner steps (csv column updateN) at which the paper reports a number
+    values: tuple  # means at those steps (accuracy in %, or MSE)
+    ci95: Optional[tuple]  # the paper's +- where it published one
+    percent: bool  # classification accuracy, shown in %
+
+
+def _acc(label, step, value, ci=None):
+    return PaperResult(label, (step,), (value,), None if ci is None else (ci,), True)
+
+
+# key: (datasource, method, num_classes, test K, conv, first order)
+SUPERVISED = {
+    ("sinusoid", "maml", 5, 5, True, False): PaperResult(
+        "Sinusoid 5-shot, MAML (MSE)", (1, 5, 10), (0.67, 0.38, 0.35), None, False),
+    ("sinusoid", "pretrain", 5, 5, True, False): PaperResult(
+        "Sinusoid 5-shot, pretrained (MSE)", (1, 5, 10), (2.41, 2.23, 2.19), None, False),
+    ("omniglot", "maml", 5, 1, True, False): _acc("Omniglot 5-way 1-shot", 3, 98.7, 0.4),
+    ("omniglot", "maml", 5, 5, True, False): _acc("Omniglot 5-way 5-shot", 3, 99.9, 0.1),
+    ("omniglot", "maml", 20, 1, True, False): _acc("Omniglot 20-way 1-shot", 5, 95.8, 0.3),
+    ("omniglot", "maml", 20, 5, True, False): _acc("Omniglot 20-way 5-shot", 5, 98.9, 0.2),
+    ("omniglot", "maml", 5, 1, False, False): _acc("Omniglot 5-way 1-shot, non-conv", 3, 89.7, 1.1),
+    ("omniglot", "maml", 5, 5, False, False): _acc("Omniglot 5-way 5-shot, non-conv", 3, 97.5, 0.6),
+    ("omniglot", "maml", 5, 1, True, True): _acc("Omniglot 5-way 1-shot, first order", 3, 98.3),
+    ("omniglot", "maml", 5, 5, True, True): _acc("Omniglot 5-way 5-shot, first order", 3, 99.2),
+    ("omniglot", "maml", 20, 1, True, True): _acc("Omniglot 20-way 1-shot, first order", 5, 89.4),
+    ("omniglot", "maml", 20, 5, True, True): _acc("Omniglot 20-way 5-shot, first order", 5, 97.9),
+    ("miniimagenet", "maml", 5, 1, True, False): _acc("MiniImagenet 5-way 1-shot", 10, 48.70, 1.84),
+    ("miniimagenet", "maml", 5, 5, True, False): _acc("MiniImagenet 5-way 5-shot", 10, 63.11, 0.92),
+    ("miniimagenet", "maml", 5, 1, True, True): _acc("MiniImagenet 5-way 1-shot, first order", 10, 48.07, 1.75),
+    ("miniimagenet", "maml", 5, 5, True, True): _acc("MiniImagenet 5-way 5-shot, first order", 10, 63.15, 0.91),
+}
+
+
+def supervised_result(info):
+    """The paper row a test csv's run description corresponds to, or None."""
+    key = (info["datasource"], info["method"], info["num_classes"] if info["datasource"] != "sinusoid" else 5,
+           info["update_batch_size"], bool(info.get("conv", True)) or info["datasource"] == "sinusoid",
+           bool(info.get("stop_grad", False)))
+    return SUPERVISED.get(key)

@@ -1,0 +1,51 @@
+"""maml_tf.compare: test csvs next to the paper's numbers."""
+import numpy as np
+import pytest
+
+from maml_tf import compare, evaluation
+
+
+def _fake_run(tmp_path, info, rows, ubs, lr):
+    run_dir = tmp_path / "cls_5.mbs_25.ubs_10.numstep1.updatelr0.01nonorm"
+    run_dir.mkdir(exist_ok=True)
+    return evaluation.write_results(str(run_dir), ubs, lr, rows, info=info)[0]
+
+
+SINE_MAML = {"datasource": "sinusoid", "method": "maml", "num_classes": 5, "conv": True, "stop_grad": False}
+
+
+def test_table_puts_our_numbers_next_to_the_papers(tmp_path):
+    rows = np.tile(np.linspace(3.0, 0.3, 11), (600, 1))
+    _fake_run(tmp_path, SINE_MAML, rows, 5, 0.01)
+    results = [compare.Result(p) for p in compare.find_csvs([str(tmp_path / "cls_5.mbs_25.ubs_10.numstep1.updatelr0.01nonorm")])]
+    text = compare.table(results)
+    assert "Sinusoid 5-shot, MAML (MSE)" in text
+    step10 = next(line for line in text.splitlines() if "| 10 |" in line)
+    assert "| 0.300 ± 0.000 | 0.35 | -0.050 |" in step10
+
+
+def test_classification_rows_are_in_percent_at_the_papers_step(tmp_path):
+    info = {"datasource": "omniglot", "method": "maml", "num_classes": 5, "conv": True, "stop_grad": False}
+    rows = np.full((600, 11), 0.97)
+    path = _fake_run(tmp_path, info, rows, 1, 0.4)
+    text = compare.table([compare.Result(path)])
+    assert "Omniglot 5-way 1-shot" in text and "| 3 | 97.00 ± 0.00 | 98.7 ± 0.4 | -1.70 |" in text
+
+
+def test_unknown_configuration_is_listed_without_a_paper_number(tmp_path):
+    path = _fake_run(tmp_path, SINE_MAML, np.ones((600, 11)), 20, 0.01)
+    assert "no paper number" in compare.table([compare.Result(path)])
+
+
+def test_csv_without_description_is_a_clear_error(tmp_path):
+    path = _fake_run(tmp_path, None, np.ones((600, 11)), 5, 0.01)
+    with pytest.raises(ValueError, match="is missing: re-run the test"):
+        compare.Result(path)
+
+
+def test_plot_writes_a_png(tmp_path):
+    pytest.importorskip("matplotlib")
+    path = _fake_run(tmp_path, SINE_MAML, np.tile(np.linspace(3.0, 0.3, 11), (600, 1)), 5, 0.01)
+    out = tmp_path / "curves.png"
+    compare.plot([compare.Result(path)], str(out))
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,0 +1,129 @@
+"""Training behaviour: learning happens, resume is exact, the CLI fails clearly."""
+import os
+import re
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from maml_tf import evaluation, experiment, training
+from maml_tf.checkpoints import Checkpointer, CheckpointNotFoundError
+from maml_tf.meta_learner import MetaLearner
+from maml_tf.sinusoid import SinusoidSampler
+
+
+def _learner(seed=0, **kwargs):
+    keras.utils.set_random_seed(seed)
+    model = experiment.build_model("sinusoid", norm="None")
+    return MetaLearner(model, experiment.build_loss("sinusoid", 10)[0], **{"update_lr": 0.01, "num_updates": 1, **kwargs})
+
+
+def test_sinusoid_sampler_shapes_and_ranges():
+    batch = SinusoidSampler(10, 10).sample(np.random.default_rng(0), 25)
+    assert batch.inputa.shape == batch.labela.shape == batch.inputb.shape == (25, 10, 1)
+    assert np.all(np.abs(batch.inputa) <= 5) and np.all(np.abs(batch.labela) <= 5)
+    oracle = SinusoidSampler(5, 5, oracle=True).sample(np.random.default_rng(0), 3)
+    assert oracle.inputa.shape == (3, 5, 3)
+    amp, phase = oracle.inputa[:, :1, 1:2], oracle.inputa[:, :1, 2:3]  # constant per task
+    np.testing.assert_allclose(oracle.labela, amp * np.sin(oracle.inputa[..., :1] - phase), rtol=1e-5, atol=1e-6)
+
+
+def test_short_sinusoid_run_lowers_post_update_loss(tmp_path):
+    learner = _learner(meta_lr=0.003)
+    sampler = SinusoidSampler(10, 10)
+    training.train(learner, sampler, Checkpointer(str(tmp_path), learner), meta_batch_size=25,
+                   pretrain_iterations=0, metatrain_iterations=2500, print_fn=lambda s: None)
+    rows = evaluation.evaluate_tasks(learner, sampler.eval_pool(100, seed=1), 1)
+    pre, post = rows.mean(axis=0)
+    assert post < 0.6 * pre, (pre, post)
+
+
+def _run(tmp_path, name, total, interrupt_at=None):
+    """Train to `total` iterations (saving every 20); optionally die at `interrupt_at`."""
+    lines = []
+
+    def record(line):
+        if interrupt_at is not None and line.startswith(f"Iteration {interrupt_at}:"):
+            raise KeyboardInterrupt
+        lines.append(re.sub(r"\s+\(.*\)$", "", line))  # drop the it/s and ETA
+
+    learner = _learner()
+    checkpointer = Checkpointer(str(tmp_path / name), learner)
+    start = checkpointer.restore(-1)
+    try:
+        training.train(learner, SinusoidSampler(10, 10), checkpointer, meta_batch_size=5, pretrain_iterations=0,
+                       metatrain_iterations=total, start_iteration=start, print_interval=10,
+                       summary_interval=5, save_interval=20, print_fn=record)
+    except KeyboardInterrupt:
+        pass
+    return lines, [v.numpy() for v in learner.variables], start
+
+
+def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path):
+    straight, straight_weights, _ = _run(tmp_path, "straight", 70)
+    _, _, _ = _run(tmp_path, "interrupted", 70, interrupt_at=50)
+    resumed, resumed_weights, start = _run(tmp_path, "interrupted", 70)
+    assert start == 40  # the last checkpoint before the interruption
+    after = lambda lines: [line for line in lines if int(line.split()[1].rstrip(":")) > 40]  # noqa: E731
+    # (the line at 40 itself averages a shorter window after a resume, as in the original)
+    assert len(after(straight)) == 2 and after(resumed) == after(straight)
+    for a, b in zip(straight_weights, resumed_weights):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_checkpoint_keeps_optimizer_state_and_iteration(tmp_path):
+    learner = _learner()
+    training.train(learner, SinusoidSampler(10, 10), Checkpointer(str(tmp_path), learner), meta_batch_size=5,
+                   pretrain_iterations=3, metatrain_iterations=4, print_fn=lambda s: None)
+    other = _learner(seed=1)
+    assert Checkpointer(str(tmp_path), other).restore(-1) == 7
+    assert int(other.meta_optimizer.iterations.numpy()) == 4
+    assert int(other.pretrain_optimizer.iterations.numpy()) == 3
+    for a, b in zip(learner.meta_optimizer.variables, other.meta_optimizer.variables):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_missing_checkpoint_iteration_is_a_clear_error(tmp_path):
+    learner = _learner()
+    with pytest.raises(CheckpointNotFoundError, match="no checkpoint model-5"):
+        Checkpointer(str(tmp_path), learner).restore(5)
+
+
+def _main(args, cwd):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    return subprocess.run([sys.executable, "-m", "maml_tf.main", *args], capture_output=True, text=True,
+                          cwd=cwd, env=env, timeout=600)
+
+
+def test_cli_test_without_checkpoint_fails_with_one_line(tmp_path, repo_root):
+    result = _main(["--flagfile=flags/sinusoid_test5.flags", f"--logdir={tmp_path}"], repo_root)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: no checkpoint in")
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--baseline=oracle", "--datasource=omniglot"], "only defined for --datasource=sinusoid"),
+    (["--meta_batch_size=0"], "--meta_batch_size must be >= 1"),
+    (["--norm=batchnorm"], "norm"),
+])
+def test_cli_rejects_bad_flags(tmp_path, repo_root, args, message):
+    result = _main([*args, f"--logdir={tmp_path}", "--metatrain_iterations=1"], repo_root)
+    assert result.returncode != 0
+    assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_cli_trains_then_tests_and_writes_the_original_outputs(tmp_path, repo_root):
+    args = ["--flagfile=flags/sinusoid.flags", f"--logdir={tmp_path}", "--metatrain_iterations=30"]
+    train = _main(args, repo_root)
+    assert train.returncode == 0, train.stderr
+    test = _main(args + ["--train=False", "--update_batch_size=5", "--train_update_batch_size=10"], repo_root)
+    assert test.returncode == 0, test.stderr
+    run_dir = tmp_path / "cls_5.mbs_25.ubs_10.numstep1.updatelr0.01nonorm"
+    header, means, stds, ci95 = evaluation.read_results(str(run_dir / "test_ubs5_stepsize0.01.csv"))
+    assert header == [f"update{i}" for i in range(11)]
+    np.testing.assert_allclose(ci95, 1.96 * stds / np.sqrt(600), rtol=1e-6)
+    assert (run_dir / "test_ubs5_stepsize0.01.pkl").exists() and (run_dir / "run_info.json").exists()
+    assert sorted(p.name for p in run_dir.glob("model-*.index")) == ["model-30.index"]
