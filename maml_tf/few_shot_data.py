@@ -106,15 +106,18 @@ def _load_classes(root, names, mode, shape, hint, per_class=None):
     per_class = per_class or len(files[0])
     for name, fs in zip(names, files):
         if len(fs) != per_class or not fs:
-            raise ValueError(f"{root / name} has {len(fs)} images, expected {per_class} like the other "
-                             f"classes; rerun {hint}")
+            raise ValueError(f"{root / name} has {len(fs)} images, expected {per_class or 'some'} "
+                             f"like the other classes; rerun {hint}")
     images = np.empty((len(names), per_class) + tuple(shape), np.uint8)
 
     def decode(c):
         for i, f in enumerate(files[c]):
             path = root / names[c] / f
-            with Image.open(path) as im:
-                pixels = np.asarray(im.convert(mode))
+            try:
+                with Image.open(path) as im:
+                    pixels = np.asarray(im.convert(mode))
+            except OSError as e:
+                raise ValueError(f"cannot read image {path} ({e}); rerun {hint}") from e
             if pixels.shape[:2] != shape[:2]:
                 raise ValueError(f"{path} is {pixels.shape[1]}x{pixels.shape[0]}, expected "
                                  f"{shape[1]}x{shape[0]}: was it made by data_prep?")

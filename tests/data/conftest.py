@@ -22,7 +22,7 @@ def omniglot_prepared(omniglot_source, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def omniglot_splits(omniglot_prepared):
+def omniglot_data(omniglot_prepared):
     from maml_tf.few_shot_data import load_omniglot
 
     return load_omniglot(omniglot_prepared)

@@ -10,17 +10,17 @@ from PIL import Image
 from maml_tf.few_shot_data import FewShotSampler, load_miniimagenet, load_omniglot, omniglot_splits
 
 
-def test_split_sizes_and_contents(omniglot_splits):
-    sizes = {s: c.images.shape for s, c in omniglot_splits.items()}
+def test_split_sizes_and_contents(omniglot_data):
+    sizes = {s: c.images.shape for s, c in omniglot_data.items()}
     assert sizes == {"train": (1100, 20, 28, 28, 1), "val": (100, 20, 28, 28, 1), "test": (423, 20, 28, 28, 1)}
-    names = [set(c.names) for c in omniglot_splits.values()]
+    names = [set(c.names) for c in omniglot_data.values()]
     assert len(set.union(*names)) == 1623 and sum(map(len, names)) == 1623
-    for classes in omniglot_splits.values():
+    for classes in omniglot_data.values():
         assert classes.images.dtype == np.uint8 and classes.invert
         assert set(np.unique(classes.images[:50])) == {0, 255}
 
 
-def test_split_matches_the_original_procedure(omniglot_prepared, omniglot_splits):
+def test_split_matches_the_original_procedure(omniglot_prepared, omniglot_data):
     """The original: list '<folder>/<alphabet>/<character>' paths, random.seed(1), shuffle,
     1100 / 100 / rest; we list sorted, so replaying that on sorted paths must agree."""
     root = str(omniglot_prepared / "omniglot_resized")
@@ -33,24 +33,24 @@ def test_split_matches_the_original_procedure(omniglot_prepared, omniglot_splits
     finally:
         random.setstate(state)
     names = [os.path.relpath(p, root) for p in paths]
-    assert list(omniglot_splits["train"].names) == names[:1100]
-    assert list(omniglot_splits["val"].names) == names[1100:1200]
-    assert list(omniglot_splits["test"].names) == names[1200:]
+    assert list(omniglot_data["train"].names) == names[:1100]
+    assert list(omniglot_data["val"].names) == names[1100:1200]
+    assert list(omniglot_data["test"].names) == names[1200:]
     # Pinned, so a change of listing or shuffling cannot pass unnoticed.
-    assert omniglot_splits["train"].names[:2] == ("Gurmukhi/character23", "Malayalam/character36")
-    assert omniglot_splits["val"].names[:2] == ("Tifinagh/character11", "N_Ko/character16")
-    assert omniglot_splits["test"].names[:2] == ("Keble/character04", "Atemayar_Qelisayer/character08")
+    assert omniglot_data["train"].names[:2] == ("Gurmukhi/character23", "Malayalam/character36")
+    assert omniglot_data["val"].names[:2] == ("Tifinagh/character11", "N_Ko/character16")
+    assert omniglot_data["test"].names[:2] == ("Keble/character04", "Atemayar_Qelisayer/character08")
 
 
-def test_images_match_files(omniglot_prepared, omniglot_splits):
-    test = omniglot_splits["test"]
+def test_images_match_files(omniglot_prepared, omniglot_data):
+    test = omniglot_data["test"]
     folder = omniglot_prepared / "omniglot_resized" / test.names[7]
     first = sorted(folder.iterdir())[0]
     np.testing.assert_array_equal(test.images[7, 0, :, :, 0], np.asarray(Image.open(first).convert("L")))
 
 
-def test_sampled_omniglot_is_inverted_binary(omniglot_splits):
-    batch = FewShotSampler(omniglot_splits["train"], 5, 1, 1, rotate=True).sample(np.random.default_rng(0), 32)
+def test_sampled_omniglot_is_inverted_binary(omniglot_data):
+    batch = FewShotSampler(omniglot_data["train"], 5, 1, 1, rotate=True).sample(np.random.default_rng(0), 32)
     assert set(np.unique(batch.inputa)) == {0.0, 1.0}
     assert batch.inputa.mean() < 0.3  # strokes are 1 and sparse, the paper background 0
 
@@ -87,6 +87,9 @@ def test_unresized_image_is_reported(tmp_path):
             Image.new("RGB", (84, 84)).save(root / wnid / f"{wnid}_{i}.jpg")
     Image.new("RGB", (500, 375)).save(root / "n02" / "n02_1.jpg")
     with pytest.raises(ValueError, match="n02_1.jpg is 500x375, expected 84x84"):
+        load_miniimagenet(tmp_path, splits=("train",))
+    (root / "n02" / "n02_1.jpg").write_bytes(b"truncated")
+    with pytest.raises(ValueError, match="cannot read image .*n02_1.jpg.*data_prep.miniimagenet"):
         load_miniimagenet(tmp_path, splits=("train",))
     os.remove(root / "n02" / "n02_1.jpg")
     with pytest.raises(ValueError, match="n02 has 2 images, expected 3"):
