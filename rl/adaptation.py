@@ -16,9 +16,14 @@ from rl import policy as pol
 from rl.sampler import rollout
 
 
-def test_goals(num_tasks=40, seed=1):
+def paper_test_goals(num_tasks=40, seed=1):
     """np.random.seed(seed); np.random.uniform(-0.5, 0.5, (num_tasks, 2)), as the original."""
     return np.random.RandomState(seed).uniform(-0.5, 0.5, size=(num_tasks, 2))
+
+
+def step_sizes(fast_lr, num_steps):
+    """alpha for the first adaptation step, alpha/2 for the later ones."""
+    return [fast_lr if step == 0 else fast_lr / 2 for step in range(num_steps)]
 
 
 def adapt_and_evaluate(param_values, tasks, vec_env, *, num_trajs, horizon, fast_lr, num_steps,
@@ -34,6 +39,7 @@ def adapt_and_evaluate(param_values, tasks, vec_env, *, num_trajs, horizon, fast
         return mean.numpy().reshape(len(obs), -1), log_std.numpy().reshape(len(obs), -1)
 
     results = []
+    lrs = step_sizes(fast_lr, num_steps)
     for step in range(num_steps + 1):
         batch = rollout(vec_env, tasks, num_trajs, horizon, act_fn, rng)
         results.append(batch.undiscounted_returns().mean(axis=1))
@@ -43,6 +49,5 @@ def adapt_and_evaluate(param_values, tasks, vec_env, *, num_trajs, horizon, fast
         data = batch.flat()
         data["advantages"] = advantages.reshape(data["mask"].shape)
         data = {k: tf.constant(v, dtype) for k, v in data.items()}
-        lr = fast_lr if step == 0 else fast_lr / 2
-        params = update(params, data, tf.constant(lr, dtype))
+        params = update(params, data, tf.constant(lrs[step], dtype))
     return np.stack(results, axis=1)

@@ -29,54 +29,9 @@ flags.DEFINE_integer("num_steps", 3, "Adaptation steps to evaluate after step 0.
 flags.DEFINE_float("fast_lr", None, "Adaptation step size (default: the run's --fast_lr).")
 flags.DEFINE_integer("seed", 4, "Seed of the sampling noise (original test script: 4).")
 
-COLUMNS = ["method", "task", "step", "mean_return", "stderr", "num_tasks", "num_trajs", "fast_lr"]
-
-
-def parse_runs(specs):
-    runs = []
-    for spec in specs:
-        method, sep, logdir = spec.partition(":")
-        if not sep or not method or not logdir:
-            raise ValueError(f"--run={spec!r} must look like method:logdir")
-        runs.append((method, os.path.expanduser(logdir)))
-    return runs
-
-
-def evaluate_run(logdir, *, num_tasks, task_seed, num_trajs, num_steps, fast_lr, seed):
-    """[num_tasks, steps + 1] mean returns of the run's latest checkpoint, and the step size used."""
-    import numpy as np
-    from rl import run_io
-    from rl.adaptation import adapt_and_evaluate, test_goals
-    from rl.envs import make_vec_env
-    from rl.policy import build_policy
-
-    config = run_io.read_config(logdir)
-    model = build_policy(config["obs_dim"], config["act_dim"], config["hidden_sizes"],
-                         config["hidden_activation"])
-    run_io.RunState(logdir, model).restore(require=True)
-    lr = config["fast_lr"] if fast_lr is None else fast_lr
-    steps = 0 if config["oracle"] else num_steps
-    vec_env = make_vec_env(config["env"], num_tasks * num_trajs, oracle=config["oracle"])
-    returns = adapt_and_evaluate(
-        [v.numpy() for v in model.trainable_variables], test_goals(num_tasks, task_seed), vec_env,
-        num_trajs=num_trajs, horizon=config["max_path_length"], fast_lr=lr, num_steps=steps,
-        rng=np.random.default_rng(seed), activation=config["hidden_activation"],
-        discount=config["discount"], gae_lambda=config["gae_lambda"])
-    return returns, lr, config["env"]
-
-
-def summary_rows(method, env, returns, num_trajs, lr):
-    import numpy as np
-    n = returns.shape[0]
-    rows = []
-    for step in range(returns.shape[1]):
-        col = returns[:, step]
-        stderr = col.std(ddof=1) / np.sqrt(n) if n > 1 else float("nan")
-        rows.append([method, env, step, f"{col.mean():.4f}", f"{stderr:.4f}", n, num_trajs, lr])
-    return rows
-
 
 def main(argv):
+    from rl.evaluation import COLUMNS, evaluate_run, markdown_table, parse_runs, summary_rows
     from rl.run_io import atomic_write
     if len(argv) > 1:
         sys.exit(f"rl.evaluate: error: unexpected arguments {' '.join(argv[1:])}")
@@ -114,13 +69,6 @@ def main(argv):
         csv.writer(buf, lineterminator="\n").writerows(table)
         atomic_write(path, buf.getvalue())
     print(markdown_table(summary))
-
-
-def markdown_table(summary):
-    header, rows = summary[0], summary[1:]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 if __name__ == "__main__":

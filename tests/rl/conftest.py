@@ -39,3 +39,15 @@ def small_learner():
         v.assign(v.numpy() + 0.05 * np.random.default_rng(0).normal(size=v.shape))
     return MetaLearner(model, PointVecEnv(3 * 2), mode="maml", fast_lr=0.3, meta_batch_size=3,
                        fast_batch_size=2, activation="relu")
+
+
+SMALL_CONFIG = dict(env="point", mode="maml", fast_lr=0.5, meta_batch_size=6, fast_batch_size=5,
+                    max_path_length=100, n_itr=2, max_kl=0.01, discount=0.99, gae_lambda=1.0, seed=3,
+                    hidden_activation="relu", cg_iters=10, cg_damping=1e-5, hvp_base_eps=1.0,
+                    pretrain_lr=1e-3, keep_checkpoints=3, hidden_sizes=[100, 100])
+
+
+@pytest.fixture
+def small_config():
+    """A plain rl.train config small enough for a few-second run."""
+    return dict(SMALL_CONFIG)

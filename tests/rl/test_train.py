@@ -11,12 +11,7 @@ from rl import run_io
 from rl.envs import make_vec_env
 from rl.maml import MetaLearner
 from rl.policy import build_policy
-from rl.train import run
-
-SMALL = dict(env="point", mode="maml", fast_lr=0.5, meta_batch_size=6, fast_batch_size=5, max_path_length=100,
-             n_itr=2, max_kl=0.01, discount=0.99, gae_lambda=1.0, seed=3, hidden_activation="relu",
-             cg_iters=10, cg_damping=1e-5, hvp_base_eps=1.0, pretrain_lr=1e-3, keep_checkpoints=3,
-             hidden_sizes=[100, 100])
+from rl.trainer import run
 
 
 def test_meta_iterations_post_update_beats_pre_update():
@@ -46,7 +41,8 @@ def _progress(logdir):
         return list(csv.DictReader(f))
 
 
-def test_interrupted_run_resumes_exactly(tmp_path):
+def test_interrupted_run_resumes_exactly(tmp_path, small_config):
+    SMALL = small_config
     straight, resumed = str(tmp_path / "a"), str(tmp_path / "b")
     run(dict(SMALL, n_itr=2), straight)
     run(dict(SMALL, n_itr=1), resumed)
@@ -64,7 +60,8 @@ def test_interrupted_run_resumes_exactly(tmp_path):
     assert os.listdir(os.path.join(straight, "tb"))
 
 
-def test_pretrain_mode_takes_adam_steps_on_preupdate_loss(tmp_path):
+def test_pretrain_mode_takes_adam_steps_on_preupdate_loss(tmp_path, small_config):
+    SMALL = small_config
     run(dict(SMALL, mode="pretrain", n_itr=2), str(tmp_path))
     rows = _progress(str(tmp_path))
     assert "1AverageReturn" not in rows[0]

@@ -1,0 +1,51 @@
+import csv
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+from rl.adaptation import step_sizes, paper_test_goals
+from rl.evaluation import COLUMNS, evaluate_run
+from rl.trainer import run
+
+
+def test_test_goals_are_the_originals():
+    np.random.seed(1)
+    expected = np.random.uniform(-0.5, 0.5, size=(40, 2))
+    np.testing.assert_array_equal(paper_test_goals(40, 1), expected)
+
+
+def test_step_size_schedule_alpha_then_half():
+    assert step_sizes(0.5, 3) == [0.5, 0.25, 0.25]
+
+
+def test_evaluate_random_run_and_cli_csv(tmp_path, small_config):
+    logdir = str(tmp_path / "random")
+    run(dict(small_config, mode="random"), logdir)
+    returns, lr, env = evaluate_run(logdir, num_tasks=3, task_seed=1, num_trajs=2, num_steps=2,
+                                    fast_lr=None, seed=0)
+    assert returns.shape == (3, 3) and lr == 0.5 and env == "point"
+    assert np.all(returns < 0) and np.all(returns >= -100 * 10)  # distance to goal at most ~10
+    out = tmp_path / "eval.csv"
+    result = subprocess.run(
+        [sys.executable, "-m", "rl.evaluate", f"--run=random:{logdir}", f"--output={out}",
+         "--num_tasks=3", "--num_trajs=2", "--num_steps=1"],
+        capture_output=True, text=True, timeout=300, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert result.returncode == 0, result.stderr
+    with open(out, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0].keys()) == COLUMNS
+    assert [(r["method"], r["task"], r["step"], r["num_tasks"]) for r in rows] == [
+        ("random", "point", "0", "3"), ("random", "point", "1", "3")]
+    assert float(rows[0]["stderr"]) > 0
+    assert os.path.exists(tmp_path / "eval_per_task.csv")
+
+
+def test_evaluate_without_checkpoint_fails_clearly(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "rl.evaluate", f"--run=maml:{tmp_path}", f"--output={tmp_path}/e.csv"],
+        capture_output=True, text=True, timeout=300, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert result.returncode != 0
+    assert "config.json not found" in result.stderr.splitlines()[-1]
+    assert not os.path.exists(tmp_path / "e.csv")
