@@ -45,6 +45,7 @@ class ClassImages(NamedTuple):
 
 def load_omniglot(data_dir, splits=SPLITS):
     """{split: ClassImages} from DATA/omniglot_resized (or that folder itself)."""
+    _check_splits(splits)
     root = _dataset_root(data_dir, OMNIGLOT_FOLDER)
     names = sorted(f"{a.name}/{c.name}" for a in root.iterdir() if a.is_dir()
                    for c in a.iterdir() if c.is_dir())
@@ -78,6 +79,7 @@ def load_miniimagenet(data_dir, splits=SPLITS):
 
     Holds 1.3 GB for all three splits; pass `splits` to load only what a run needs.
     """
+    _check_splits(splits)
     root = _dataset_root(data_dir, MINIIMAGENET_FOLDER)
     result = {}
     for split in splits:
@@ -89,6 +91,12 @@ def load_miniimagenet(data_dir, splits=SPLITS):
             _load_classes(folder, names, "RGB", MINIIMAGENET_SHAPE, _PREP_HINT[MINIIMAGENET_FOLDER]),
             tuple(names))
     return result
+
+
+def _check_splits(splits):
+    unknown = [s for s in splits if s not in SPLITS]
+    if unknown or isinstance(splits, str):
+        raise ValueError(f"splits must be a sequence drawn from {SPLITS}, got {splits!r}")
 
 
 def _dataset_root(data_dir, folder_name):

@@ -71,6 +71,8 @@ def test_missing_folder_names_path_and_prep_command(tmp_path):
         load_omniglot(tmp_path)
     with pytest.raises(FileNotFoundError, match="data_prep.miniimagenet"):
         load_miniimagenet(tmp_path)
+    with pytest.raises(ValueError, match="splits must be"):
+        load_omniglot(tmp_path, splits=("training",))
 
 
 def test_wrong_omniglot_layout(tmp_path):
