@@ -13,7 +13,6 @@ from absl import logging
 
 def run(config, logdir):
     """Train according to `config` (plain dict); resumable."""
-    import numpy as np
     import tensorflow as tf
     from rl import run_io
     from rl.envs import make_vec_env
