@@ -9,6 +9,7 @@ gradients (first order).
 from typing import NamedTuple
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from maml_tf.losses import accuracy
@@ -50,7 +51,7 @@ class MetaLearner:
         self.pretrain_optimizer.build(self.variables)
         self.meta_step = tf.function(self._meta_step)
         self.pretrain_step = tf.function(self._pretrain_step)
-        self.evaluate = tf.function(self._evaluate)
+        self._evaluate_task = tf.function(self._evaluate_one)
 
     def forward(self, weights, inputs):
         """The model on the given weight values (one per trainable variable)."""
@@ -127,8 +128,17 @@ class MetaLearner:
         self.pretrain_optimizer.apply_gradients(zip(grads, self.variables))
         return loss
 
-    def _evaluate(self, inputa, labela, inputb, labelb, num_steps):
-        """Per-task adaptation metrics without touching the weights (num_steps: Python int)."""
+    def evaluate(self, inputa, labela, inputb, labelb, num_steps):
+        """Per-task adaptation metrics as numpy arrays, weights untouched (num_steps: Python int).
+
+        One task per call of a single-task graph: tracing stays small however many tasks and
+        steps are scored (logging, validation and the 600-task test share it).
+        """
+        results = [self._evaluate_task(inputa[t:t + 1], labela[t:t + 1], inputb[t:t + 1], labelb[t:t + 1], num_steps)
+                   for t in range(len(inputa))]
+        return {key: np.concatenate([r[key].numpy() for r in results]) for key in results[0]}
+
+    def _evaluate_one(self, inputa, labela, inputb, labelb, num_steps):
         weights = [tf.convert_to_tensor(v) for v in self.variables]
         return self._adapt_all(weights, inputa, labela, inputb, labelb, num_steps, stop_grad=True)
 
