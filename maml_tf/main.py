@@ -45,8 +45,7 @@ flags.DEFINE_float("train_update_lr", -1, "value of inner gradient step step dur
 ## Added by maml-tf
 flags.DEFINE_string("data_dir", "./data", "folder holding omniglot_resized/ and miniImagenet/ (see data_prep).")
 flags.DEFINE_integer("seed", 0, "seed for initial weights and training tasks (a resumed run draws the same tasks).")
-
-NUM_TEST_TASKS = 600
+flags.DEFINE_integer("num_test_tasks", 600, "tasks in the test protocol (the original: 600; fewer only for smoke tests)")
 
 
 def _positive(name):
@@ -55,7 +54,7 @@ def _positive(name):
 
 
 def _validate():
-    for name in ("meta_batch_size", "update_batch_size", "num_updates", "num_classes", "num_filters"):
+    for name in ("meta_batch_size", "update_batch_size", "num_updates", "num_classes", "num_filters", "num_test_tasks"):
         _positive(name)
     for name in ("pretrain_iterations", "metatrain_iterations"):
         if getattr(FLAGS, name) < 0:
@@ -76,11 +75,12 @@ def _samplers(train):
         return sampler, sampler
     from maml_tf import few_shot_data
 
-    if FLAGS.datasource == "omniglot":
-        splits, query, rotate = few_shot_data.load_omniglot(FLAGS.data_dir), k, True
-    else:
-        splits, query, rotate = few_shot_data.load_miniimagenet(FLAGS.data_dir), (15 if train else k), False
     eval_split = "test" if FLAGS.test_set else "val"
+    needed = ("train", eval_split) if train else (eval_split,)
+    if FLAGS.datasource == "omniglot":
+        splits, query, rotate = few_shot_data.load_omniglot(FLAGS.data_dir, needed), k, True
+    else:
+        splits, query, rotate = few_shot_data.load_miniimagenet(FLAGS.data_dir, needed), (15 if train else k), False
     make = lambda split: few_shot_data.FewShotSampler(  # noqa: E731
         splits[split], FLAGS.num_classes, k, query, rotate=rotate)
     return (make("train") if train else None), make(eval_split)
@@ -139,10 +139,10 @@ def run():
 
     if not FLAGS.train:
         itr = checkpointer.restore(FLAGS.test_iter, required=True)
-        print(f"Restored {run_dir}/model-{itr}; testing {NUM_TEST_TASKS} tasks with {test_steps} steps, "
+        print(f"Restored {run_dir}/model-{itr}; testing {FLAGS.num_test_tasks} tasks with {test_steps} steps, "
               f"K={FLAGS.update_batch_size}, alpha={FLAGS.update_lr}")
         seed = 1 if FLAGS.datasource == "sinusoid" else 6
-        rows = evaluation.evaluate_tasks(learner, eval_sampler.eval_pool(NUM_TEST_TASKS, seed=seed), test_steps)
+        rows = evaluation.evaluate_tasks(learner, eval_sampler.eval_pool(FLAGS.num_test_tasks, seed=seed), test_steps)
         means, stds, ci95 = evaluation.summarize(rows)
         print("Mean validation accuracy/loss, stddev, and confidence intervals")
         print((means, stds, ci95))

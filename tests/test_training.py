@@ -108,6 +108,9 @@ def test_cli_test_without_checkpoint_fails_with_one_line(tmp_path, repo_root):
     (["--baseline=oracle", "--datasource=omniglot"], "only defined for --datasource=sinusoid"),
     (["--meta_batch_size=0"], "--meta_batch_size must be >= 1"),
     (["--norm=batchnorm"], "norm"),
+    (["--datasource=omniglot", "--data_dir=/nonexistent"], "no omniglot_resized folder at /nonexistent"),
+    (["--datasource=miniimagenet", "--max_pool=True", "--data_dir=/nonexistent"], "no miniImagenet folder"),
+    (["--datasource=miniimagenet", "--data_dir=/nonexistent"], "needs --max_pool=True"),
 ])
 def test_cli_rejects_bad_flags(tmp_path, repo_root, args, message):
     result = _main([*args, f"--logdir={tmp_path}", "--metatrain_iterations=1"], repo_root)
@@ -127,3 +130,20 @@ def test_cli_trains_then_tests_and_writes_the_original_outputs(tmp_path, repo_ro
     np.testing.assert_allclose(ci95, 1.96 * stds / np.sqrt(600), rtol=1e-6)
     assert (run_dir / "test_ubs5_stepsize0.01.pkl").exists() and (run_dir / "run_info.json").exists()
     assert sorted(p.name for p in run_dir.glob("model-*.index")) == ["model-30.index"]
+
+
+def test_cli_rejects_tasks_larger_than_the_data(tmp_path, repo_root):
+    """N above the classes available is refused before any training starts."""
+    from PIL import Image
+
+    for split, classes in (("train", 3), ("val", 3)):
+        for c in range(classes):
+            folder = tmp_path / "miniImagenet" / split / f"n{c:08d}"
+            folder.mkdir(parents=True)
+            for i in range(4):
+                Image.new("RGB", (84, 84)).save(folder / f"{i}.jpg")
+    result = _main(["--datasource=miniimagenet", "--max_pool=True", "--num_filters=32", f"--data_dir={tmp_path}",
+                    f"--logdir={tmp_path}/logs", "--num_classes=5"], repo_root)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "5" in result.stderr.splitlines()[-1] and "3" in result.stderr.splitlines()[-1]
+    assert not (tmp_path / "logs").exists() or not any((tmp_path / "logs").rglob("model-*"))

@@ -1,0 +1,109 @@
+"""The authors' released checkpoint: every variable maps, and our forward pass on it equals an
+independent numpy implementation of the original network."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from maml_tf import experiment, import_original
+from maml_tf.checkpoints import Checkpointer
+from maml_tf.meta_learner import MetaLearner
+
+
+@pytest.fixture(scope="module")
+def checkpoint(shared_data):
+    prefix = shared_data / "original_checkpoint" / "model59000"
+    assert (shared_data / "original_checkpoint" / "model59000.index").exists(), "released checkpoint missing"
+    return str(prefix)
+
+
+@pytest.fixture(scope="module")
+def imported(checkpoint, tmp_path_factory):
+    logdir = tmp_path_factory.mktemp("orig")
+    run_dir, iteration = import_original.import_checkpoint(checkpoint, str(logdir))
+    return logdir, run_dir, iteration
+
+
+def test_every_original_variable_maps_with_its_shape(checkpoint):
+    import tensorflow as tf
+
+    names = {name for name, _ in tf.train.list_variables(checkpoint)}
+    assert names == set(import_original.VARIABLE_MAP)  # nothing left over, nothing missing
+    model = experiment.build_model("miniimagenet", num_filters=32, max_pool=True)
+    ours = {v.path: tuple(v.shape) for v in model.weights}
+    assert set(ours) == set(import_original.VARIABLE_MAP.values())
+    for name, shape in tf.train.list_variables(checkpoint):
+        assert ours[import_original.VARIABLE_MAP[name]] == tuple(shape), name
+
+
+def test_run_directory_is_the_papers(imported):
+    _, run_dir, iteration = imported
+    assert os.path.basename(run_dir) == "cls_5.mbs_4.ubs_1.numstep5.updatelr0.01hidden32maxpoolbatchnorm"
+    assert iteration == 59000
+
+
+def _numpy_original_forward(w, x):
+    """The original forward_conv for MiniImagenet, from its definition (utils.conv_block)."""
+    h = x
+    for i in range(4):
+        kernel = w[f"model/conv{i + 1}"]
+        bias = w["model/Variable" + ("" if i == 0 else f"_{i}")]
+        padded = np.pad(h, ((0, 0), (1, 1), (1, 1), (0, 0)))  # 'SAME', 3x3, stride 1
+        height, width = h.shape[1:3]
+        conv = sum(padded[:, dy:dy + height, dx:dx + width, :] @ kernel[dy, dx] for dy in range(3) for dx in range(3))
+        conv = conv + bias
+        mean = conv.mean(axis=(0, 1, 2))
+        var = conv.var(axis=(0, 1, 2))
+        normed = np.maximum((conv - mean) / np.sqrt(var + 1e-3) + w[f"model/{i}/beta"], 0)
+        hh, ww = normed.shape[1] // 2, normed.shape[2] // 2  # 2x2 max-pool, 'VALID'
+        h = normed[:, :2 * hh, :2 * ww].reshape(len(x), hh, 2, ww, 2, -1).max(axis=(2, 4))
+    return h.reshape(len(x), -1) @ w["model/w5"] + w["model/b5"]
+
+
+def test_forward_equals_numpy_implementation_of_the_original(checkpoint, imported):
+    _, run_dir, iteration = imported
+    model = experiment.build_model("miniimagenet", num_filters=32, max_pool=True)
+    learner = MetaLearner(model, experiment.build_loss("miniimagenet", 1)[0], update_lr=0.01, num_updates=5,
+                          classification=True)
+    assert Checkpointer(run_dir, learner).restore(-1, required=True) == iteration
+    x = np.random.default_rng(0).uniform(0, 1, (5, 84, 84, 3)).astype(np.float32)
+    expected = _numpy_original_forward({k: v.astype(np.float64) for k, v in import_original.read_original(checkpoint).items()},
+                                       x.astype(np.float64))
+    np.testing.assert_allclose(model(x).numpy(), expected, rtol=1e-4, atol=1e-4)
+    assert np.abs(expected).max() > 0.1  # a real signal, not a degenerate all-zero output
+
+
+def test_import_refuses_to_overwrite_and_rejects_bad_files(checkpoint, imported, tmp_path):
+    logdir, _, _ = imported
+    with pytest.raises(ValueError, match="--overwrite"):
+        import_original.import_checkpoint(checkpoint, str(logdir))
+    with pytest.raises(FileNotFoundError, match="not found"):
+        import_original.import_checkpoint(str(tmp_path / "model1"), str(tmp_path))
+    (tmp_path / "model2.index").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="not a readable TensorFlow checkpoint"):
+        import_original.import_checkpoint(str(tmp_path / "model2"), str(tmp_path))
+
+
+def _generated_miniimagenet(root, classes=5, per_class=4):
+    """Random 84x84 JPEGs in the prepared layout (no ImageNet images exist here)."""
+    rng = np.random.default_rng(0)
+    for c in range(classes):
+        folder = root / "miniImagenet" / "test" / f"n0{c:07d}"
+        folder.mkdir(parents=True)
+        for i in range(per_class):
+            Image.fromarray(rng.integers(0, 256, (84, 84, 3), dtype=np.uint8)).save(folder / f"n0{c:07d}{i:08d}.jpg")
+
+
+def test_papers_test_command_evaluates_the_imported_model(imported, tmp_path, repo_root):
+    logdir, run_dir, _ = imported
+    _generated_miniimagenet(tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-m", "maml_tf.main", "--flagfile=flags/miniimagenet_1shot_test.flags", f"--logdir={logdir}",
+         f"--data_dir={tmp_path}", "--num_test_tasks=3"],
+        cwd=repo_root, capture_output=True, text=True, timeout=600, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "model-59000" in result.stdout
+    assert os.path.exists(os.path.join(run_dir, "test_ubs1_stepsize0.01.csv"))
