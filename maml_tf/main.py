@@ -99,7 +99,7 @@ def settings_from_flags(f=FLAGS):
         pretrain, metatrain = pretrain + metatrain, 0
     return {
         "exp_string": exp,
-        "run_dir": os.path.join(f.logdir, exp),
+        "run_dir": os.path.join(os.path.expanduser(f.logdir), exp),
         "test_num_updates": experiment.test_num_updates(f.datasource, f.train),
         "pretrain_iterations": pretrain,
         "metatrain_iterations": metatrain,
