@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from maml_tf import experiment, import_original
+from maml_tf import experiment
+from maml_tf import original_checkpoint as import_original
 from maml_tf.checkpoints import Checkpointer
 from maml_tf.meta_learner import MetaLearner
 
