@@ -27,8 +27,14 @@ def step_sizes(fast_lr, num_steps):
 
 
 def adapt_and_evaluate(param_values, tasks, vec_env, *, num_trajs, horizon, fast_lr, num_steps,
-                       rng, activation="relu", discount=0.99, gae_lambda=1.0, dtype=tf.float32):
-    """Returns [num_tasks, num_steps + 1]: each task's mean return after 0..num_steps steps."""
+                       rng, activation="relu", discount=0.99, gae_lambda=1.0, dtype=tf.float32,
+                       batch_in_steps=True):
+    """Returns [num_tasks, num_steps + 1]: each task's mean return after 0..num_steps steps.
+
+    batch_in_steps=True samples whole paths until num_trajs * horizon steps per
+    task (the original's batch_size=4000 for the point task), else exactly
+    num_trajs paths.
+    """
     n_tasks = len(tasks)
     params = [tf.constant(np.broadcast_to(v, (n_tasks,) + np.shape(v)), dtype=dtype) for v in param_values]
     forward = tf.function(lambda p, o: pol.forward(p, o, activation), reduce_retracing=True)
@@ -41,13 +47,12 @@ def adapt_and_evaluate(param_values, tasks, vec_env, *, num_trajs, horizon, fast
     results = []
     lrs = step_sizes(fast_lr, num_steps)
     for step in range(num_steps + 1):
-        batch = rollout(vec_env, tasks, num_trajs, horizon, act_fn, rng)
-        results.append(batch.undiscounted_returns().mean(axis=1))
+        batch = rollout(vec_env, tasks, num_trajs, horizon, act_fn, rng,
+                        num_trajs * horizon if batch_in_steps else None)
+        results.append(batch.mean_return_per_task())
         if step == num_steps:
             break
         advantages = adv_lib.process_batch(batch, discount, gae_lambda)
-        data = batch.flat()
-        data["advantages"] = advantages.reshape(data["mask"].shape)
-        data = {k: tf.constant(v, dtype) for k, v in data.items()}
+        data = {k: tf.constant(v, dtype) for k, v in batch.compact(advantages).items()}
         params = update(params, data, tf.constant(lrs[step], dtype))
     return np.stack(results, axis=1)

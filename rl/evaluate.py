@@ -27,6 +27,9 @@ flags.DEFINE_integer("task_seed", 1, "numpy seed of the test tasks (original: 1)
 flags.DEFINE_integer("num_trajs", 40, "Trajectories per task per step (original point: 4000 steps = 40).")
 flags.DEFINE_integer("num_steps", 3, "Adaptation steps to evaluate after step 0.")
 flags.DEFINE_float("fast_lr", None, "Adaptation step size (default: the run's --fast_lr).")
+flags.DEFINE_bool("batch_in_steps", True,
+                  "Sample whole paths until num_trajs * horizon steps per task (the original's "
+                  "batch_size=4000); false = exactly num_trajs paths.")
 flags.DEFINE_integer("seed", 4, "Seed of the sampling noise (original test script: 4).")
 
 
@@ -53,7 +56,8 @@ def main(argv):
         try:
             returns, lr, env = evaluate_run(
                 logdir, num_tasks=FLAGS.num_tasks, task_seed=FLAGS.task_seed, num_trajs=FLAGS.num_trajs,
-                num_steps=FLAGS.num_steps, fast_lr=FLAGS.fast_lr, seed=FLAGS.seed)
+                num_steps=FLAGS.num_steps, fast_lr=FLAGS.fast_lr, seed=FLAGS.seed,
+                batch_in_steps=FLAGS.batch_in_steps)
         except FileNotFoundError as e:
             sys.exit(f"rl.evaluate: error: --run={method}:{logdir}: {e}")
         rows = summary_rows(method, env, returns, FLAGS.num_trajs, lr)

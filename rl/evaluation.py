@@ -20,7 +20,7 @@ def parse_runs(specs):
     return runs
 
 
-def evaluate_run(logdir, *, num_tasks, task_seed, num_trajs, num_steps, fast_lr, seed):
+def evaluate_run(logdir, *, num_tasks, task_seed, num_trajs, num_steps, fast_lr, seed, batch_in_steps=True):
     """[num_tasks, steps + 1] mean returns of the run's latest checkpoint, and the step size used."""
     import numpy as np
     from rl import run_io
@@ -40,7 +40,7 @@ def evaluate_run(logdir, *, num_tasks, task_seed, num_trajs, num_steps, fast_lr,
         [v.numpy() for v in model.trainable_variables], paper_test_goals(num_tasks, task_seed), vec_env,
         num_trajs=num_trajs, horizon=config["max_path_length"], fast_lr=lr, num_steps=steps,
         rng=np.random.default_rng(seed), activation=config["hidden_activation"],
-        discount=config["discount"], gae_lambda=config["gae_lambda"])
+        discount=config["discount"], gae_lambda=config["gae_lambda"], batch_in_steps=batch_in_steps)
     return returns, lr, config["env"]
 
 

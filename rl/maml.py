@@ -44,17 +44,14 @@ class FlatTarget:
 
 
 def to_tensors(batch, advantages, dtype):
-    data = batch.flat()
-    t, n, h = batch.mask.shape
-    data["advantages"] = advantages.reshape(t, n * h)
-    return {k: tf.constant(v, dtype=dtype) for k, v in data.items()}
+    return {k: tf.constant(v, dtype=dtype) for k, v in batch.compact(advantages).items()}
 
 
 class MetaLearner:
     def __init__(self, model, vec_env, *, mode="maml", fast_lr=0.1, meta_batch_size=40,
                  fast_batch_size=20, max_path_length=100, discount=0.99, gae_lambda=1.0,
                  max_kl=0.01, cg_iters=10, cg_damping=1e-5, hvp_base_eps=1.0,
-                 pretrain_lr=1e-3, activation="relu"):
+                 pretrain_lr=1e-3, activation="relu", batch_in_steps=False):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if vec_env.num_envs != meta_batch_size * fast_batch_size:
@@ -63,6 +60,8 @@ class MetaLearner:
         self.fast_lr, self.meta_batch_size, self.fast_batch_size = fast_lr, meta_batch_size, fast_batch_size
         self.max_path_length, self.discount, self.gae_lambda = max_path_length, discount, gae_lambda
         self.activation = activation
+        # rllab counts the batch in steps: fast_batch_size * max_path_length per task.
+        self.steps_per_task = fast_batch_size * max_path_length if batch_in_steps else None
         self.params = pol.policy_params(model)
         self.dtype = self.params[0].dtype
         self.target = FlatTarget(self.params)
@@ -126,7 +125,7 @@ class MetaLearner:
 
     def _sample(self, tasks, rng, fast_params=None):
         batch = rollout(self.vec_env, tasks, self.fast_batch_size, self.max_path_length,
-                        self.act_fn(fast_params), rng)
+                        self.act_fn(fast_params), rng, self.steps_per_task)
         advantages = adv_lib.process_batch(batch, self.discount, self.gae_lambda,
                                            pool_tasks=self.mode == "oracle")
         return batch, to_tensors(batch, advantages, self.dtype)
@@ -174,7 +173,7 @@ def _np(values):
 
 
 def _return_stats(batch, prefix):
-    returns = batch.undiscounted_returns().ravel()
+    returns = batch.undiscounted_returns()
     return {prefix + "AverageReturn": float(returns.mean()), prefix + "StdReturn": float(returns.std()),
             prefix + "MaxReturn": float(returns.max()), prefix + "MinReturn": float(returns.min()),
             prefix + "NumTrajs": int(returns.size)}

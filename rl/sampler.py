@@ -1,10 +1,23 @@
 """Batched trajectory sampling: many tasks x many trajectories stepped at once.
 
-Every env in the batch runs one trajectory of at most `horizon` steps; env
-e = task * n_traj + j. Each time step makes a single policy call for the whole
-batch (`act_fn(obs[E, d]) -> mean[E, a], log_std[E, a]`), so a MuJoCo vector env
-(200-step horizon, tens of envs) plugs into the same loop. Paths end when the env
-reports termination or at the horizon; later steps are masked out.
+Each task gets `n_traj` env slots (env e = task * n_traj + j), all stepped
+together with a single policy call per time step
+(`act_fn(obs[E, d]) -> mean[E, a], log_std[E, a]`), so a MuJoCo vector env
+(200-step horizon, tens of envs) plugs into the same loop. A path ends when the
+env reports termination or at the horizon.
+
+Two budgets:
+  steps_per_task=None  exactly `n_traj` paths per task;
+  steps_per_task=B     rllab's rule, counted in steps: the paths a *sequential*
+                       sampler would keep, i.e. path k (in a fixed order) is kept
+                       iff the paths before it hold < B steps. Tasks whose paths
+                       end early (point goal reached) thus get more paths. The
+                       n_traj slots of a task run paths k = r * n_traj + j in
+                       parallel, start a path only while it can still be needed,
+                       and unneeded ones are dropped at the end, so the kept set
+                       is distributed exactly as with one sequential sampler
+                       (running many slots and keeping everything they finish
+                       would over-represent short paths).
 """
 import dataclasses
 
@@ -13,7 +26,7 @@ import numpy as np
 
 @dataclasses.dataclass
 class Batch:
-    """Padded trajectories, leading axes [task, trajectory, time]."""
+    """Padded trajectories, leading axes [task, path, time]; unused paths are all-masked."""
     observations: np.ndarray  # [T, N, H, obs_dim]
     actions: np.ndarray       # [T, N, H, act_dim] (raw, unclipped Gaussian samples)
     rewards: np.ndarray       # [T, N, H]
@@ -25,9 +38,19 @@ class Batch:
     def num_steps(self):
         return int(self.mask.sum())
 
+    @property
+    def path_mask(self):
+        """[T, N] True for real paths."""
+        return self.mask[..., 0] > 0
+
     def undiscounted_returns(self):
-        """[T, N] sum of rewards of every path."""
-        return (self.rewards * self.mask).sum(-1)
+        """1-D array: sum of rewards of every real path (all tasks)."""
+        return (self.rewards * self.mask).sum(-1)[self.path_mask]
+
+    def mean_return_per_task(self):
+        """[T] mean undiscounted return over each task's paths."""
+        totals = (self.rewards * self.mask).sum(-1)
+        return (totals * self.path_mask).sum(1) / self.path_mask.sum(1)
 
     def flat(self):
         """[T, N*H, ...] views for the losses."""
@@ -36,42 +59,115 @@ class Batch:
                 for k in ("observations", "actions", "rewards", "mask", "means", "log_stds")}
 
 
-def rollout(vec_env, tasks, n_traj, horizon, act_fn, rng):
-    """Sample `n_traj` trajectories for each of `tasks` (len T).
+    def compact(self, advantages):
+        """Loss inputs: every task's valid steps packed to the front, [T, M, ...],
+        M = the largest step count of a task; 'mask' marks the valid entries."""
+        data = self.flat()
+        t = self.mask.shape[0]
+        data["advantages"] = advantages.reshape(t, -1)
+        valid = data["mask"] > 0
+        counts = valid.sum(1)
+        out = {}
+        for key, value in data.items():
+            packed = np.zeros((t, counts.max()) + value.shape[2:])
+            for i in range(t):
+                packed[i, :counts[i]] = value[i][valid[i]]
+            out[key] = packed
+        out["mask"] = (np.arange(counts.max())[None] < counts[:, None]).astype(np.float64)
+        return out
 
-    `vec_env.num_envs` must be T * n_traj. Actions are mean + std * N(0, 1)
-    drawn from `rng`, unclipped (the env wrapper clips what it executes).
+
+_KEYS = ("observations", "actions", "rewards", "mask", "means", "log_stds")
+
+
+def rollout(vec_env, tasks, n_traj, horizon, act_fn, rng, steps_per_task=None):
+    """Sample paths for each of `tasks` (len T) with `vec_env.num_envs == T * n_traj`.
+
+    Actions are mean + std * N(0, 1) drawn from `rng`, unclipped (the env
+    wrapper clips what it executes).
     """
     tasks = np.asarray(tasks)
     n_tasks = len(tasks)
     n_envs = n_tasks * n_traj
     if vec_env.num_envs != n_envs:
         raise ValueError(f"vec env has {vec_env.num_envs} envs, need {n_tasks} tasks x {n_traj} trajectories")
-    vec_env.set_tasks(np.repeat(tasks, n_traj, axis=0))
+    task_of = np.repeat(np.arange(n_tasks), n_traj)
+    vec_env.set_tasks(tasks[task_of])
     obs = vec_env.reset()
-    obs_dim, act_dim = obs.shape[1], vec_env.act_dim
-    out = {
-        "observations": np.zeros((n_envs, horizon, obs_dim)),
+    act_dim = vec_env.act_dim
+    buf = {
+        "observations": np.zeros((n_envs, horizon, obs.shape[1])),
         "actions": np.zeros((n_envs, horizon, act_dim)),
         "rewards": np.zeros((n_envs, horizon)),
-        "mask": np.zeros((n_envs, horizon)),
         "means": np.zeros((n_envs, horizon, act_dim)),
         "log_stds": np.zeros((n_envs, horizon, act_dim)),
     }
+    paths = [{} for _ in range(n_tasks)]      # task -> {path index: path}
+    path_index = np.tile(np.arange(n_traj), n_tasks)  # index of the path each slot runs
+    t = np.zeros(n_envs, int)
     active = np.ones(n_envs, bool)
-    for t in range(horizon):
+    rows = np.arange(n_envs)
+    while active.any():
         mean, log_std = act_fn(obs)
         actions = mean + np.exp(log_std) * rng.standard_normal(mean.shape)
         next_obs, rewards, done = vec_env.step(actions, active)
-        out["observations"][:, t] = obs
-        out["actions"][:, t] = actions
-        out["rewards"][:, t] = rewards * active
-        out["mask"][:, t] = active
-        out["means"][:, t] = mean
-        out["log_stds"][:, t] = log_std
-        active = active & ~np.asarray(done, bool)
+        idx, ti = rows[active], t[active]
+        for key, value in (("observations", obs), ("actions", actions), ("rewards", rewards),
+                           ("means", mean), ("log_stds", log_std)):
+            buf[key][idx, ti] = value[idx]
+        t[active] += 1
+        ended = active & (np.asarray(done, bool) | (t >= horizon))
+        for e in np.flatnonzero(ended):
+            paths[task_of[e]][path_index[e]] = {k: v[e, :t[e]].copy() for k, v in buf.items()}
+        restart = np.zeros(n_envs, bool)
+        if steps_per_task is not None:
+            for e in np.flatnonzero(ended):
+                nxt = path_index[e] + n_traj
+                if _steps_before(paths, task_of, path_index, t, active & ~ended, e, nxt) < steps_per_task:
+                    restart[e] = True
+                    path_index[e] = nxt
+        active = (active & ~ended) | restart
+        if restart.any():
+            t[restart] = 0
+            next_obs = vec_env.reset(restart)
         obs = next_obs
-        if not active.any():
+    kept = [_sequential_prefix(task_paths, steps_per_task) for task_paths in paths]
+    return _pad(kept, horizon)
+
+
+def _steps_before(paths, task_of, path_index, t, running, e, k):
+    """Lower bound on the steps in paths with index < k of slot e's task:
+    finished paths count fully, running ones by their current length."""
+    task = task_of[e]
+    done_steps = sum(len(p["rewards"]) for i, p in paths[task].items() if i < k)
+    same = running & (task_of == task) & (path_index < k)
+    return done_steps + int(t[same].sum())
+
+
+def _sequential_prefix(task_paths, steps_per_task):
+    """Paths in index order; with a step budget keep path k iff the earlier ones
+    hold fewer than `steps_per_task` steps."""
+    ordered = [task_paths[i] for i in sorted(task_paths)]
+    if steps_per_task is None:
+        return ordered
+    kept, total = [], 0
+    for path in ordered:
+        if total >= steps_per_task:
             break
-    shape = (n_tasks, n_traj, horizon)
-    return Batch(**{k: v.reshape(shape + v.shape[2:]) for k, v in out.items()})
+        kept.append(path)
+        total += len(path["rewards"])
+    return kept
+
+
+def _pad(paths, horizon):
+    n_tasks, n_max = len(paths), max(len(p) for p in paths)
+    first = paths[0][0]
+    out = {k: np.zeros((n_tasks, n_max, horizon) + first[k].shape[1:]) for k in first}
+    out["mask"] = np.zeros((n_tasks, n_max, horizon))
+    for i, task_paths in enumerate(paths):
+        for j, path in enumerate(task_paths):
+            length = len(path["rewards"])
+            for k, v in path.items():
+                out[k][i, j, :length] = v
+            out["mask"][i, j, :length] = 1.0
+    return Batch(**{k: out[k] for k in _KEYS})

@@ -32,6 +32,10 @@ flags.DEFINE_float("cg_damping", 1e-5, "Damping added to each Hessian-vector pro
 flags.DEFINE_float("hvp_base_eps", 1.0, "Finite-difference HVP base epsilon (original's effective value 1).")
 flags.DEFINE_float("pretrain_lr", 1e-3, "Adam learning rate of --mode=pretrain.")
 flags.DEFINE_integer("keep_checkpoints", 3, "Checkpoints to keep.")
+flags.DEFINE_bool("batch_in_steps", True,
+                  "Count each task's batch in steps like rllab (whole paths until fast_batch_size * "
+                  "max_path_length steps; early-terminating paths give more paths); "
+                  "false = exactly fast_batch_size paths.")
 
 
 def validate(f):
@@ -71,7 +75,7 @@ def validate(f):
 def config_from_flags(f):
     names = ("env", "mode", "fast_lr", "meta_batch_size", "fast_batch_size", "max_path_length", "n_itr",
              "max_kl", "discount", "gae_lambda", "seed", "hidden_activation", "cg_iters", "cg_damping",
-             "hvp_base_eps", "pretrain_lr", "keep_checkpoints")
+             "hvp_base_eps", "pretrain_lr", "keep_checkpoints", "batch_in_steps")
     config = {n: getattr(f, n) for n in names}
     config["hidden_sizes"] = [int(s) for s in f.hidden_sizes]
     return config

@@ -3,7 +3,7 @@
 A config holds: env, mode (maml | pretrain | oracle | random), fast_lr,
 meta_batch_size, fast_batch_size, max_path_length, n_itr, max_kl, discount,
 gae_lambda, seed, hidden_sizes, hidden_activation, cg_iters, cg_damping,
-hvp_base_eps, pretrain_lr, keep_checkpoints.
+hvp_base_eps, pretrain_lr, keep_checkpoints, batch_in_steps (default False).
 """
 import os
 import time
@@ -37,7 +37,8 @@ def run(config, logdir):
             max_path_length=config["max_path_length"], discount=config["discount"],
             gae_lambda=config["gae_lambda"], max_kl=config["max_kl"], cg_iters=config["cg_iters"],
             cg_damping=config["cg_damping"], hvp_base_eps=config["hvp_base_eps"],
-            pretrain_lr=config["pretrain_lr"], activation=config["hidden_activation"])
+            pretrain_lr=config["pretrain_lr"], activation=config["hidden_activation"],
+            batch_in_steps=config.get("batch_in_steps", False))
         optimizer = learner.optimizer
         optimizer.build(model.trainable_variables)
     state = run_io.RunState(logdir, model, optimizer, config["keep_checkpoints"])

@@ -98,8 +98,12 @@ class PointVecEnv:
             return np.concatenate([self._state, self._goals], axis=1)
         return self._state.copy()
 
-    def reset(self):
-        self._state = np.zeros((self.num_envs, 2))
+    def reset(self, mask=None):
+        """Start new paths in all envs (or only where `mask`); returns all observations."""
+        if mask is None:
+            self._state = np.zeros((self.num_envs, 2))
+        else:
+            self._state[np.asarray(mask, bool)] = 0.0
         return self._obs()
 
     def step(self, actions, active=None):

@@ -26,9 +26,11 @@ class GymnasiumVecEnv:
         for env, task in zip(self.envs, tasks):
             env.unwrapped.set_task(task)
 
-    def reset(self, seed=None):
-        obs = [env.reset(seed=None if seed is None else seed + i)[0] for i, env in enumerate(self.envs)]
-        self._last_obs = np.asarray(obs, dtype=np.float64).reshape(self.num_envs, -1)
+    def reset(self, mask=None):
+        """Reset all envs (or only where `mask`); returns all current observations."""
+        which = range(self.num_envs) if mask is None else np.flatnonzero(mask)
+        for i in which:
+            self._last_obs[i] = np.ravel(self.envs[i].reset()[0])
         return self._last_obs.copy()
 
     def step(self, actions, active=None):

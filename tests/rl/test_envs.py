@@ -113,3 +113,62 @@ def test_rollout_masks_steps_after_termination(make_env):
 def test_rollout_checks_env_count():
     with pytest.raises(ValueError, match="tasks x"):
         rollout(PointVecEnv(5), np.zeros((2, 2)), n_traj=2, horizon=3, act_fn=None, rng=None)
+
+
+@pytest.mark.parametrize("make_env", [lambda n: PointVecEnv(n),
+                                      lambda n: GymnasiumVecEnv([lambda: gym.make("MAML/Point2D-v0")] * n)])
+def test_rollout_step_budget_keeps_what_a_sequential_sampler_keeps(make_env):
+    """Budget 6 steps: 2-step paths -> 3 paths (2+2 < 6, 2+2+2 = 6 stops); 6-step paths -> 1."""
+    tasks = np.array([[0.2, 0.2], [-0.5, 0.5]])
+    act = lambda obs: (np.ones_like(obs), np.full_like(obs, np.log(1e-6)))
+    batch = rollout(make_env(4), tasks, n_traj=2, horizon=6, act_fn=act, rng=np.random.default_rng(0),
+                    steps_per_task=6)
+    np.testing.assert_array_equal(batch.path_mask, [[True, True, True], [True, False, False]])
+    np.testing.assert_array_equal(batch.mask[0].sum(-1), [2, 2, 2])
+    assert batch.mask[1, 0].sum() == 6
+    np.testing.assert_allclose(batch.mean_return_per_task(),
+                               [-np.hypot(0.1, 0.1), batch.rewards[1, 0].sum()], rtol=1e-5)
+    packed = batch.compact(np.ones(batch.mask.shape))
+    np.testing.assert_array_equal(packed["mask"].sum(1), [6, 6])
+    np.testing.assert_allclose(packed["observations"][0, :2], [[0, 0], [0.1, 0.1]], atol=1e-5)
+
+
+def test_rollout_step_budget_matches_sequential_sampler_with_many_slots():
+    """Random (geometric) path lengths, 20 parallel slots per task: every task keeps
+    exactly the prefix a sequential sampler keeps (the paths before the last hold
+    < budget steps, all of them >= budget), and the number of paths per task has
+    the sequential sampler's mean."""
+    class CoinEnv:
+        act_dim = 1
+
+        def __init__(self, n, rng):
+            self.num_envs, self.rng = n, rng
+
+        def set_tasks(self, tasks):
+            pass
+
+        def reset(self, mask=None):
+            return np.zeros((self.num_envs, 1))
+
+        def step(self, actions, active=None):
+            return np.zeros((self.num_envs, 1)), np.ones(self.num_envs), self.rng.random(self.num_envs) < 0.3
+
+    rng = np.random.default_rng(0)
+    act = lambda obs: (np.zeros_like(obs), np.zeros_like(obs))
+    counts = []
+    for _ in range(5):
+        batch = rollout(CoinEnv(200 * 20, rng), np.zeros(200), 20, 10, act, rng, steps_per_task=30)
+        lengths = batch.mask.sum(-1)
+        n_paths = batch.path_mask.sum(1)
+        totals = lengths.sum(1)
+        last = lengths[np.arange(200), n_paths - 1]
+        assert np.all(totals >= 30) and np.all(totals - last < 30)
+        counts.extend(n_paths)
+    ref = []
+    for _ in range(4000):
+        total, n = 0, 0
+        while total < 30:
+            total += min(int(rng.geometric(0.3)), 10)
+            n += 1
+        ref.append(n)
+    assert abs(np.mean(counts) - np.mean(ref)) < 0.15, (np.mean(counts), np.mean(ref))
