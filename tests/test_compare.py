@@ -49,3 +49,12 @@ def test_plot_writes_a_png(tmp_path):
     out = tmp_path / "curves.png"
     compare.plot([compare.Result(path)], str(out))
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_regression_table_separates_diverging_tasks(tmp_path):
+    rows = np.tile(np.linspace(3.0, 0.3, 11), (600, 1))
+    rows[:3, 5:] = [[1e3, 1e6, 1e9, np.inf, np.nan, np.nan]] * 3  # three tasks blow up
+    path = _fake_run(tmp_path, SINE_MAML, rows, 5, 0.01)
+    text = compare.regression_table([compare.Result(path)])
+    step10 = next(line for line in text.splitlines() if "| 10 |" in line)
+    assert "| 3 of 600 | 0.300 ± 0.000 | 0.300 | 0.35 |" in step10

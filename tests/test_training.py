@@ -147,3 +147,30 @@ def test_cli_rejects_tasks_larger_than_the_data(tmp_path, repo_root):
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert "5" in result.stderr.splitlines()[-1] and "3" in result.stderr.splitlines()[-1]
     assert not (tmp_path / "logs").exists() or not any((tmp_path / "logs").rglob("model-*"))
+
+
+def _generated_miniimagenet(root, splits=("train", "val", "test"), classes=5, per_class=20):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split in splits:
+        for c in range(classes):
+            folder = root / "miniImagenet" / split / f"n{split[:2]}{c:06d}"
+            folder.mkdir(parents=True)
+            for i in range(per_class):
+                Image.fromarray(rng.integers(0, 256, (84, 84, 3), dtype=np.uint8)).save(folder / f"{i:08d}.jpg")
+
+
+@pytest.mark.slow
+def test_miniimagenet_paper_flagfile_trains_and_tests_on_generated_images(tmp_path, repo_root):
+    """The MiniImagenet path end to end (15 query images per class, 5 steps, gradient clip)."""
+    _generated_miniimagenet(tmp_path)
+    args = ["--flagfile=flags/miniimagenet_1shot.flags", f"--data_dir={tmp_path}", f"--logdir={tmp_path}/logs",
+            "--metatrain_iterations=2"]
+    train = _main(args, repo_root)
+    assert train.returncode == 0, train.stderr[-2000:]
+    test = _main(args + ["--train=False", "--test_set=True", "--num_test_tasks=4"], repo_root)
+    assert test.returncode == 0, test.stderr[-2000:]
+    run_dir = tmp_path / "logs" / "cls_5.mbs_4.ubs_1.numstep5.updatelr0.01hidden32maxpoolbatchnorm"
+    header, means, _, _ = evaluation.read_results(str(run_dir / "test_ubs1_stepsize0.01.csv"))
+    assert len(header) == 11 and np.all((means >= 0) & (means <= 1))
