@@ -2,10 +2,12 @@
 
     python -m maml_tf.compare RUN_DIR_OR_CSV [...] [--plot=curves.png]
 
-Each argument is a run directory (every `test_*.csv` in it is read) or a test csv. A csv is
-described by the `.json` written next to it by the test run. Prints a markdown table: our
-mean +- ci95 at the paper's step counts next to the paper's number.
+Each argument is a run directory (every `test_*.csv` in it is read), a test csv of
+`maml_tf.main` (described by the `.json` the test wrote next to it), or a csv of `rl.evaluate`.
+Prints markdown tables: our mean +- ci95 (RL: +- standard error) at the paper's step counts
+next to the paper's number.
 """
+import csv
 import glob
 import json
 import os
@@ -45,6 +47,62 @@ class Result:
         """logdir/run/csv: runs of different logdirs often share the run name."""
         run_dir = os.path.dirname(os.path.abspath(self.path))
         return "/".join([os.path.basename(os.path.dirname(run_dir)), os.path.basename(run_dir), os.path.basename(self.path)])
+
+
+RL_HEADER = ["method", "task", "step", "mean_return", "stderr"]
+
+
+class RLResult:
+    """One method's rows of an rl.evaluate csv: mean return +- stderr after 0..n steps."""
+
+    def __init__(self, path, method, task, rows):
+        self.path, self.method, self.task = path, method, task
+        rows = sorted(rows, key=lambda r: int(r["step"]))
+        self.steps = [int(r["step"]) for r in rows]
+        self.means = np.array([float(r["mean_return"]) for r in rows])
+        self.stderr = np.array([float(r["stderr"]) for r in rows])
+        self.paper = paper.RL.get(task)
+
+
+def is_rl_csv(path):
+    with open(path, newline="") as f:
+        return next(csv.reader(f), [])[:5] == RL_HEADER
+
+
+def read_rl(path):
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    groups = {}
+    for row in rows:
+        groups.setdefault((row["method"], row["task"]), []).append(row)
+    return [RLResult(path, method, task, rs) for (method, task), rs in groups.items()]
+
+
+def rl_table(results):
+    lines = ["| task | method | steps 0 / 1 / 2 / 3 (mean return ± stderr) | paper MAML (0 / 1 / 2 / 3), oracle |",
+             "|---|---|---|---|"]
+    for r in results:
+        ours = " / ".join(f"{m:.2f} ± {e:.2f}" for m, e in zip(r.means, r.stderr))
+        if r.paper is None:
+            theirs = "—"
+        elif r.method == "oracle":
+            theirs = f"oracle {r.paper.oracle:g}"
+        else:
+            theirs = " / ".join(f"{v:g}" for v in r.paper.maml) + (" (MAML)" if r.method != "maml" else "")
+        label = r.paper.label if r.paper else r.task
+        lines.append(f"| {label} | {r.method} | {ours} | {theirs} |")
+    return "\n".join(lines)
+
+
+def load(paths):
+    """(supervised Results, RLResults) for the given run directories and csv files."""
+    supervised, rl = [], []
+    for path in find_csvs(paths):
+        if is_rl_csv(path):
+            rl.extend(read_rl(path))
+        else:
+            supervised.append(Result(path))
+    return supervised, rl
 
 
 def find_csvs(paths):
@@ -116,7 +174,7 @@ def regression_table(results):
     return "\n".join(lines)
 
 
-def plot(results, path):
+def plot(results, path, rl_results=()):
     try:
         import matplotlib
 
@@ -124,35 +182,63 @@ def plot(results, path):
         import matplotlib.pyplot as plt
     except ImportError as e:
         raise ValueError("--plot needs matplotlib: pip install 'maml-tf[plot]'") from e
-    fig, ax = plt.subplots(figsize=(6, 4))
+    panels = [p for p in (results, rl_results) if p]
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4), squeeze=False)
+    if results:
+        _plot_supervised(axes[0][0], results)
+    if rl_results:
+        _plot_rl(axes[0][-1], rl_results)
+    fig.tight_layout()
+    fig.savefig(path + ".tmp.png", dpi=120)
+    os.replace(path + ".tmp.png", path)
+
+
+def _plot_rl(ax, results):
+    """Return vs gradient steps per method, like the paper's Figures 4-5."""
+    shown = set()
+    for r in results:
+        if r.method == "oracle":
+            ax.axhline(r.means[0], linestyle="--", color="gray", label=f"{r.task} oracle")
+            continue
+        ax.errorbar(r.steps, r.means, yerr=r.stderr, marker="o", capsize=3, label=f"{r.task} {r.method}")
+        if r.paper and r.task not in shown:
+            shown.add(r.task)
+            ax.plot(range(len(r.paper.maml)), r.paper.maml, "k*", markersize=12, label=f"{r.task} MAML: paper")
+    ax.set_xlabel("number of gradient steps")
+    ax.set_ylabel("average return")
+    ax.set_xticks(range(max(len(r.steps) for r in results)))
+    ax.legend(fontsize=7)
+
+
+def _plot_supervised(ax, results):
     for r in results:
         scale = 100.0 if r.info["datasource"] != "sinusoid" else 1.0
         steps = range(len(r.means))
-        line = ax.errorbar(steps, scale * r.means, yerr=scale * r.ci95, marker="o", capsize=3,
-                           label=r.paper.label if r.paper else r.name)
+        label = r.paper.label if r.paper else f"{r.info['datasource']} {r.info['method']} K={r.info['update_batch_size']}"
+        line = ax.errorbar(steps, scale * r.means, yerr=scale * r.ci95, marker="o", capsize=3, label=label)
         if r.paper:
             ax.plot(r.paper.steps, r.paper.values, "*", markersize=12, color=line[0].get_color(),
                     label=f"{r.paper.label}: paper")
     ax.set_xlabel("number of gradient steps")
     ax.set_ylabel("accuracy (%)" if all(r.info["datasource"] != "sinusoid" for r in results) else "mean squared error")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path + ".tmp.png", dpi=120)
-    os.replace(path + ".tmp.png", path)
 
 
 def main(argv):
     if len(argv) < 2:
         raise app.UsageError("give at least one run directory or test csv")
     try:
-        results = [Result(p) for p in find_csvs(argv[1:])]
-        print(table(results))
+        results, rl_results = load(argv[1:])
+        if results:
+            print(table(results))
         extra = regression_table(results)
         if extra:
             print("\nRegression runs without the few tasks whose inner loop blows up (see compare.py):\n")
             print(extra)
+        if rl_results:
+            print(("\n" if results else "") + rl_table(rl_results))
         if FLAGS.plot:
-            plot(results, FLAGS.plot)
+            plot(results, FLAGS.plot, rl_results)
             print(f"Wrote {FLAGS.plot}")
     except ValueError as e:
         sys.exit(f"error: {e}")

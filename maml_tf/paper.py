@@ -43,3 +43,19 @@ def supervised_result(info):
            info["update_batch_size"], bool(info.get("conv", True)) or info["datasource"] == "sinusoid",
            bool(info.get("stop_grad", False)))
     return SUPERVISED.get(key)
+
+
+class PaperRL(NamedTuple):
+    label: str
+    maml: tuple  # mean return after 0, 1, 2, 3 gradient steps
+    oracle: float
+
+
+# key: rl.train's --env name (the `task` column of rl.evaluate's csv). Paper Table 4 / Figures 4-5.
+RL = {
+    "point": PaperRL("2D navigation", (-40.41, -11.68, -3.33, -3.23), -2.29),
+    "cheetah_vel": PaperRL("Half-cheetah, goal velocity", (-129.5, -78.6, -66.6, -60.8), -54.5),
+    "cheetah_dir": PaperRL("Half-cheetah, forward/backward", (-50.69, 293.19, 313.48, 315.65), 442.7),
+    "ant_vel": PaperRL("Ant, goal velocity", (30.6, 96.7, 100.1, 101.4), 107.9),
+    "ant_dir": PaperRL("Ant, forward/backward", (8.7, 499.2, 500.7, 499.1), 524.8),
+}

@@ -58,3 +58,25 @@ def test_regression_table_separates_diverging_tasks(tmp_path):
     text = compare.regression_table([compare.Result(path)])
     step10 = next(line for line in text.splitlines() if "| 10 |" in line)
     assert "| 3 of 600 | 0.300 ± 0.000 | 0.300 | 0.35 |" in step10
+
+
+RL_CSV = """method,task,step,mean_return,stderr,num_tasks,num_trajs,fast_lr
+maml,point,0,-39.9,2.1,40,40,0.5
+maml,point,1,-11.3,1.0,40,40,0.5
+maml,point,2,-3.9,0.4,40,40,0.5
+maml,point,3,-3.2,0.3,40,40,0.5
+oracle,point,0,-2.6,0.1,40,40,0.0
+"""
+
+
+def test_rl_rows_next_to_the_papers_table_4(tmp_path):
+    path = tmp_path / "eval.csv"
+    path.write_text(RL_CSV)
+    supervised, rl = compare.load([str(path)])
+    assert supervised == [] and [r.method for r in rl] == ["maml", "oracle"]
+    text = compare.rl_table(rl)
+    assert "| 2D navigation | maml | -39.90 ± 2.10 / -11.30 ± 1.00 / -3.90 ± 0.40 / -3.20 ± 0.30 | -40.41 / -11.68 / -3.33 / -3.23 |" in text
+    assert "| 2D navigation | oracle | -2.60 ± 0.10 | oracle -2.29 |" in text
+    pytest.importorskip("matplotlib")
+    compare.plot([], str(tmp_path / "rl.png"), rl)
+    assert (tmp_path / "rl.png").read_bytes()[:4] == b"\x89PNG"
