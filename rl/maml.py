@@ -10,7 +10,8 @@ REINFORCE step per task, sample with each theta', one outer update:
            REINFORCE loss -- what the original's FirstOrderOptimizer(max_epochs=1,
            batch_size=None) does with use_maml=False;
   oracle   TRPO on the pre-update data, paths of all tasks pooled into one
-           batch (rllab's TRPO; the observation contains the goal).
+           batch, each path with a freshly drawn goal (rllab's TRPO on
+           PointEnvRandGoalOracle; the observation contains the goal).
 """
 import time
 
@@ -124,8 +125,10 @@ class MetaLearner:
         return shared if fast_params is None else per_task
 
     def _sample(self, tasks, rng, fast_params=None):
+        # The oracle env of the original draws a new goal at every reset.
+        new_task = (lambda r: self.vec_env.sample_tasks(1, r)[0]) if self.mode == "oracle" else None
         batch = rollout(self.vec_env, tasks, self.fast_batch_size, self.max_path_length,
-                        self.act_fn(fast_params), rng, self.steps_per_task)
+                        self.act_fn(fast_params), rng, self.steps_per_task, new_task)
         advantages = adv_lib.process_batch(batch, self.discount, self.gae_lambda,
                                            pool_tasks=self.mode == "oracle")
         return batch, to_tensors(batch, advantages, self.dtype)

@@ -80,11 +80,13 @@ class Batch:
 _KEYS = ("observations", "actions", "rewards", "mask", "means", "log_stds")
 
 
-def rollout(vec_env, tasks, n_traj, horizon, act_fn, rng, steps_per_task=None):
+def rollout(vec_env, tasks, n_traj, horizon, act_fn, rng, steps_per_task=None, new_task=None):
     """Sample paths for each of `tasks` (len T) with `vec_env.num_envs == T * n_traj`.
 
     Actions are mean + std * N(0, 1) drawn from `rng`, unclipped (the env
-    wrapper clips what it executes).
+    wrapper clips what it executes). `new_task(rng) -> task`, if given, draws a
+    fresh task for every path (what maml_rl's oracle env does on each reset);
+    `tasks` then only sets the number of groups.
     """
     tasks = np.asarray(tasks)
     n_tasks = len(tasks)
@@ -92,7 +94,8 @@ def rollout(vec_env, tasks, n_traj, horizon, act_fn, rng, steps_per_task=None):
     if vec_env.num_envs != n_envs:
         raise ValueError(f"vec env has {vec_env.num_envs} envs, need {n_tasks} tasks x {n_traj} trajectories")
     task_of = np.repeat(np.arange(n_tasks), n_traj)
-    vec_env.set_tasks(tasks[task_of])
+    slot_tasks = tasks[task_of] if new_task is None else np.array([new_task(rng) for _ in range(n_envs)])
+    vec_env.set_tasks(slot_tasks)
     obs = vec_env.reset()
     act_dim = vec_env.act_dim
     buf = {
@@ -129,6 +132,10 @@ def rollout(vec_env, tasks, n_traj, horizon, act_fn, rng, steps_per_task=None):
         active = (active & ~ended) | restart
         if restart.any():
             t[restart] = 0
+            if new_task is not None:
+                for e in np.flatnonzero(restart):
+                    slot_tasks[e] = new_task(rng)
+                vec_env.set_tasks(slot_tasks)
             next_obs = vec_env.reset(restart)
         obs = next_obs
     kept = [_sequential_prefix(task_paths, steps_per_task) for task_paths in paths]

@@ -172,3 +172,19 @@ def test_rollout_step_budget_matches_sequential_sampler_with_many_slots():
             n += 1
         ref.append(n)
     assert abs(np.mean(counts) - np.mean(ref)) < 0.15, (np.mean(counts), np.mean(ref))
+
+
+def test_rollout_can_draw_a_new_task_for_every_path():
+    drawn = []
+
+    def new_task(rng):
+        drawn.append(rng.uniform(-0.5, 0.5, size=2))
+        return drawn[-1]
+
+    act = lambda obs: (np.zeros_like(obs[:, :2]), np.zeros_like(obs[:, :2]))
+    batch = rollout(PointVecEnv(3, oracle=True), np.zeros((1, 2)), 3, 10, act, np.random.default_rng(0),
+                    steps_per_task=40, new_task=new_task)
+    n_paths = int(batch.path_mask.sum())
+    assert n_paths == 4 and len(drawn) >= n_paths  # 10-step paths: 4 fill 40 steps
+    goals = batch.observations[0, :n_paths, 0, 2:]  # oracle obs = [state, goal]
+    assert len({tuple(g) for g in goals}) == n_paths
