@@ -5,6 +5,11 @@ parameters, which the inner loop leaves alone but the outer optimiser updates, a
 original. Inner steps run under their own `GradientTape` inside the outer tape, so the outer
 gradient differentiates through them (second order) unless `stop_grad` cuts the inner
 gradients (first order).
+
+Two implementations of the same computation: the default (`batched=True`) adapts every task of
+the batch at once, each adapted weight carrying a leading task axis (`batched_forward`); the
+reference (`batched=False`) loops over tasks in Python, running the Keras model on each task's
+fast weights. tests/test_batched.py checks that they agree to round-off.
 """
 from typing import NamedTuple
 
@@ -12,6 +17,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from maml_tf.batched_forward import batched_forward
 from maml_tf.losses import accuracy
 from maml_tf.models import is_norm_variable
 
@@ -30,11 +36,12 @@ class MetaLearner:
     """Owns a model, its two Adam optimisers and the compiled steps that train it.
 
     `meta_step`, `pretrain_step` and `evaluate` take batches shaped [tasks, examples, ...]
-    (support a, query b) and are `tf.function`s traced once per batch shape.
+    (support a, query b) and are `tf.function`s traced once per batch shape. `batched=False`
+    selects the per-task reference implementation (same results, slower).
     """
 
     def __init__(self, model, loss_fn, *, update_lr, num_updates, stop_grad=False, meta_lr=1e-3,
-                 clip_value=None, classification=False):
+                 clip_value=None, classification=False, batched=True):
         self.model = model
         self.loss_fn = loss_fn
         self.update_lr = update_lr
@@ -42,6 +49,9 @@ class MetaLearner:
         self.stop_grad = stop_grad
         self.clip_value = clip_value
         self.classification = classification
+        self.batched = batched
+        # Built now so that an unsupported model fails at construction, not inside a trace.
+        self._batched_forward = batched_forward(model) if batched else None
         self.variables = list(model.trainable_variables)
         self._adaptable = [i for i, v in enumerate(self.variables) if not is_norm_variable(model, v)]
         # Two optimisers, as the original built separate Adam ops for pretraining and meta-training.
@@ -86,6 +96,8 @@ class MetaLearner:
 
     def _adapt_all(self, weights, inputa, labela, inputb, labelb, num_steps, stop_grad):
         """Adapt to each task of the batch; returns per-task tensors [tasks] and [tasks, steps]."""
+        if self.batched:
+            return self._adapt_batched(weights, inputa, labela, inputb, labelb, num_steps, stop_grad)
         results = [
             self.adapt(weights, inputa[t], labela[t], inputb[t], labelb[t], num_steps, stop_grad)
             for t in range(inputa.shape[0])
@@ -96,6 +108,50 @@ class MetaLearner:
             "query_losses": tf.stack([tf.stack(r.query_losses) for r in results]),
             "query_accuracies": tf.stack([tf.stack(r.query_accuracies) for r in results]),
         }
+
+    def _adapt_batched(self, weights, inputa, labela, inputb, labelb, num_steps, stop_grad):
+        """`_adapt_all` for all tasks at once: adapted weights carry a leading task axis.
+
+        The first step broadcasts the shared weights to [tasks, ...]; the gradient of the summed
+        task losses with respect to that tensor holds every task's own gradient (task t's loss
+        depends only on slice t), so one backward pass serves the whole batch.
+        """
+        inputa, labela, inputb, labelb = (tf.convert_to_tensor(t) for t in (inputa, labela, inputb, labelb))
+        tasks = inputa.shape[0]
+        fast = list(weights)
+        for i in self._adaptable:
+            fast[i] = tf.broadcast_to(fast[i][None], [tasks, *fast[i].shape])
+        query_losses, query_accuracies = [], []
+        for step in range(num_steps):
+            adaptable = [fast[i] for i in self._adaptable]
+            with tf.GradientTape(watch_accessed_variables=False) as tape:
+                tape.watch(adaptable)
+                outputa = self._batched_forward(fast, inputa)
+                lossa = self._task_losses(outputa, labela)
+                total = tf.reduce_sum(lossa)
+            if step == 0:
+                support_loss, support_accuracy = lossa, self._task_accuracies(outputa, labela)
+            grads = tape.gradient(total, adaptable)
+            if stop_grad:
+                grads = [tf.stop_gradient(g) for g in grads]
+            for i, w, g in zip(self._adaptable, adaptable, grads):
+                fast[i] = w - self.update_lr * g
+            outputb = self._batched_forward(fast, inputb)
+            query_losses.append(self._task_losses(outputb, labelb))
+            query_accuracies.append(self._task_accuracies(outputb, labelb))
+        return {
+            "support_loss": support_loss,
+            "support_accuracy": support_accuracy,
+            "query_losses": tf.stack(query_losses, axis=1),
+            "query_accuracies": tf.stack(query_accuracies, axis=1),
+        }
+
+    def _task_losses(self, outputs, labels):
+        """[tasks]: the per-task loss function vectorised over the leading axis."""
+        return tf.vectorized_map(lambda pair: self.loss_fn(*pair), (outputs, labels))
+
+    def _task_accuracies(self, outputs, labels):
+        return tf.vectorized_map(lambda pair: self._accuracy(*pair), (outputs, labels))
 
     def meta_gradients(self, inputa, labela, inputb, labelb):
         """(per-task metrics, gradient of the meta-loss for each trainable variable).

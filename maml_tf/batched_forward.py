@@ -1,0 +1,195 @@
+"""The paper's networks run on per-task weights for every task of a meta-batch at once.
+
+A Python loop over tasks issues tens of small ops per task per layer, and on a CPU the op
+overhead, not arithmetic, bounds the meta-step. Here each weight the inner loop adapts carries
+a leading task axis and each layer is one op over all tasks: dense layers are batched matmuls
+and 3x3 convolutions are batched matmuls on im2col patches (nine shifted, strided slices of the
+padded input, whose first and second derivatives are cheap slices/pads). Batch norm statistics
+stay per task (over each task's examples and positions); max-pool works per example.
+
+`batched_forward(model)` reads the layer chain of a `models.fc_net` or `models.conv_net` and
+returns `forward(weights, x)`, with `weights` ordered as `model.trainable_variables`: each one
+either shared (the variable's shape) or per task ([tasks, *shape]), and `x` [tasks, n, ...].
+Anything else in the model raises `UnsupportedModelError` rather than computing something else.
+"""
+import math
+
+import keras
+import tensorflow as tf
+
+from maml_tf.norm import Normalization, _normalize
+
+
+class UnsupportedModelError(ValueError):
+    """The model holds a layer (or a layer option) the batched forward does not implement."""
+
+
+def batched_forward(model):
+    """forward(weights, x[tasks, n, ...]) -> [tasks, n, outputs] for the given Keras model."""
+    index = {id(v): i for i, v in enumerate(model.trainable_variables)}
+    layers = _layer_chain(model)
+    steps = [_step(layer, index) for layer in layers]
+    steps = [s for s in steps if s is not None]
+
+    def forward(weights, x):
+        x = tf.convert_to_tensor(x)
+        for step in steps:
+            x = step(weights, x)
+        return x
+
+    return forward
+
+
+def _layer_chain(model):
+    """The model's layers after its input, checked to form a single chain."""
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise UnsupportedModelError(f"{model.name}: the batched forward needs one input and one output")
+    layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+    previous = model.inputs[0]
+    for layer in layers:
+        try:
+            layer_input = layer.input
+        except (AttributeError, ValueError) as error:  # layer used more than once, or not in a graph
+            raise UnsupportedModelError(f"{model.name}: layer {layer.name} is not part of a simple chain") from error
+        if layer_input is not previous:
+            raise UnsupportedModelError(f"{model.name}: layer {layer.name} is not part of a simple chain")
+        previous = layer.output
+    if previous is not model.outputs[0]:
+        raise UnsupportedModelError(f"{model.name}: the layer chain does not end at the model's output")
+    return layers
+
+
+def _step(layer, index):
+    """One layer as a function of (weights, x[tasks, n, ...]); None for a no-op."""
+    name = f"layer {layer.name} ({type(layer).__name__})"
+    if isinstance(layer, keras.layers.Dense):
+        _require(layer.activation is keras.activations.linear and layer.use_bias, name, "needs a linear Dense with bias")
+        return _dense(index[id(layer.kernel)], index[id(layer.bias)])
+    if isinstance(layer, keras.layers.Conv2D) and type(layer) is keras.layers.Conv2D:
+        _require(layer.activation is keras.activations.linear and layer.use_bias, name, "needs a linear conv with bias")
+        _require(layer.data_format == "channels_last" and tuple(layer.dilation_rate) == (1, 1)
+                 and layer.groups == 1 and layer.padding == "same", name,
+                 "supports channels_last, 'same' padding, no dilation or groups")
+        return _conv2d(index[id(layer.kernel)], index[id(layer.bias)], tuple(layer.kernel_size), tuple(layer.strides))
+    if isinstance(layer, Normalization):
+        if layer.norm == "batch_norm":
+            return _batch_norm(index[id(layer.offset)])
+        if layer.norm == "layer_norm":
+            return _layer_norm(index[id(layer.scale)], index[id(layer.offset)])
+        return None
+    if isinstance(layer, keras.layers.ReLU):
+        _require(layer.max_value is None and float(layer.negative_slope) == 0.0 and float(layer.threshold) == 0.0,
+                 name, "supports the plain ReLU only")
+        return lambda weights, x: tf.nn.relu(x)
+    if isinstance(layer, keras.layers.MaxPooling2D):
+        _require(layer.data_format == "channels_last", name, "supports channels_last only")
+        return _max_pool(tuple(layer.pool_size), tuple(layer.strides), layer.padding.upper())
+    if isinstance(layer, keras.layers.GlobalAveragePooling2D):
+        _require(layer.data_format == "channels_last" and not layer.keepdims, name, "supports channels_last only")
+        return lambda weights, x: tf.reduce_mean(x, axis=[2, 3])
+    if isinstance(layer, keras.layers.Flatten):
+        _require(layer.data_format == "channels_last", name, "supports channels_last only")
+        return lambda weights, x: tf.reshape(x, [x.shape[0], x.shape[1], math.prod(x.shape[2:])])
+    raise UnsupportedModelError(f"{name}: the batched forward does not implement this layer type")
+
+
+def _require(condition, name, message):
+    if not condition:
+        raise UnsupportedModelError(f"{name}: the batched forward {message}")
+
+
+def _per_task(w, base_rank):
+    """True when a weight carries a leading task axis."""
+    return len(w.shape) == base_rank + 1
+
+
+def _channels(w, x):
+    """A per-channel weight ([C] shared or [T, C] per task) shaped to broadcast against x[T, ...]."""
+    if _per_task(w, 1):
+        return tf.reshape(w, [w.shape[0]] + [1] * (len(x.shape) - 2) + [w.shape[-1]])
+    return w
+
+
+def _dense(kernel, bias):
+    def step(weights, x):
+        w, b = weights[kernel], weights[bias]
+        # [T, n, in] x [T, in, out] (batched) or x [in, out] (shared, broadcast over tasks).
+        y = tf.linalg.matmul(x, w)
+        return y + _channels(b, y)
+
+    return step
+
+
+def _same_padding(size, kernel, stride):
+    """TF's 'SAME' padding (before, after): the extra pixel, if any, goes after."""
+    out = -(-size // stride)
+    total = max((out - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
+
+
+def _conv2d(kernel, bias, kernel_size, strides):
+    kh, kw = kernel_size
+    sh, sw = strides
+
+    def step(weights, x):
+        w, b = weights[kernel], weights[bias]
+        tasks, n, height, width, channels = x.shape
+        flat = tf.reshape(x, [tasks * n, height, width, channels])
+        if not _per_task(w, 4):  # one kernel for all tasks: the native convolution
+            y = tf.nn.conv2d(flat, w, [1, sh, sw, 1], "SAME")
+            y = tf.reshape(y, [tasks, n, *y.shape[1:]])
+        else:
+            patches = _im2col(flat, kh, kw, sh, sw)  # [T*n, oh, ow, kh*kw*C], order (dy, dx, c)
+            out_h, out_w = patches.shape[1], patches.shape[2]
+            patches = tf.reshape(patches, [tasks, n * out_h * out_w, kh * kw * channels])
+            y = tf.linalg.matmul(patches, tf.reshape(w, [tasks, kh * kw * channels, w.shape[-1]]))
+            y = tf.reshape(y, [tasks, n, out_h, out_w, w.shape[-1]])
+        return y + _channels(b, y)
+
+    return step
+
+
+def _im2col(x, kh, kw, sh, sw):
+    """[B, H, W, C] -> [B, out_h, out_w, kh*kw*C]: the 'SAME' conv's input patches, (dy, dx, c).
+
+    Strided slicing (and above all its gradient, StridedSliceGrad) is slow on CPU, so the
+    padded input is viewed as [B, rows, sh, cols, sw, C] and tap (dy, dx) becomes a plain
+    `tf.slice` at (dy // sh, dy % sh, dx // sw, dx % sw): its gradient is a pad, and the
+    pad's gradient a slice again, all cheap to second order.
+    """
+    batch, height, width, channels = x.shape
+    out_h, out_w = -(-height // sh), -(-width // sw)
+    rows, cols = out_h + (kh - 1) // sh, out_w + (kw - 1) // sw
+    top, _ = _same_padding(height, kh, sh)
+    left, _ = _same_padding(width, kw, sw)
+    # Pad after up to whole blocks of the stride; positions past 'SAME's own padding are never read.
+    padded = tf.pad(x, [[0, 0], [top, rows * sh - top - height], [left, cols * sw - left - width], [0, 0]])
+    blocks = tf.reshape(padded, [batch, rows, sh, cols, sw, channels])
+    taps = [tf.reshape(tf.slice(blocks, [0, dy // sh, dy % sh, dx // sw, dx % sw, 0], [batch, out_h, 1, out_w, 1, channels]),
+                       [batch, out_h, out_w, channels])
+            for dy in range(kh) for dx in range(kw)]
+    return tf.concat(taps, axis=-1)
+
+
+def _batch_norm(offset):
+    def step(weights, x):
+        # Statistics over each task's examples (and positions): axes 1 .. rank-2, never over tasks.
+        return _normalize(x, list(range(1, len(x.shape) - 1)), 1e-3) + _channels(weights[offset], x)
+
+    return step
+
+
+def _layer_norm(scale, offset):
+    def step(weights, x):
+        return _normalize(x, list(range(2, len(x.shape))), 1e-12) * _channels(weights[scale], x) + _channels(weights[offset], x)
+
+    return step
+
+
+def _max_pool(pool_size, strides, padding):
+    def step(weights, x):
+        tasks, n = x.shape[:2]
+        y = tf.nn.max_pool2d(tf.reshape(x, [tasks * n, *x.shape[2:]]), pool_size, strides, padding)
+        return tf.reshape(y, [tasks, n, *y.shape[1:]])
+
+    return step

@@ -1,0 +1,139 @@
+"""The batched meta-step (all tasks at once, weights with a task axis) against the per-task
+reference: same metrics and meta-gradients to float64 round-off, for every model family, both
+orders and one or several inner steps; and against finite differences."""
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from maml_tf import losses, models
+from maml_tf.batched_forward import UnsupportedModelError, batched_forward
+from maml_tf.meta_learner import MetaLearner
+from test_meta_gradients import (_check_against_finite_differences, _image_batch, _mlp, _regression_batch,
+                                 _tiny_conv)
+
+
+def _fc_classifier(norm, seed=0):
+    """The non-conv Omniglot network in miniature: images flattened, hidden layers with norm."""
+    keras.utils.set_random_seed(seed)
+    model = models.fc_net((4, 4, 1), (6, 5), 3, norm=norm, dtype="float64")
+    rng = np.random.default_rng(seed + 1)
+    for v in model.trainable_variables:
+        scale = 0.3 if "kernel" in v.path else 0.2
+        v.assign(rng.normal(0, scale, v.shape) + (1.0 if "scale" in v.path else 0.0))
+    return model
+
+
+CASES = {
+    # name: (model factory, loss, batch factory, classification, update_lr)
+    "sinusoid_mlp": (_mlp, losses.mse, _regression_batch, False, 0.05),
+    "omniglot_conv_batch_norm": (lambda: _tiny_conv("batch_norm"), losses.summed_cross_entropy(2),
+                                 lambda: _image_batch((7, 7, 1)), True, 0.1),
+    "omniglot_conv_layer_norm": (lambda: _tiny_conv("layer_norm"), losses.summed_cross_entropy(2),
+                                 lambda: _image_batch((7, 7, 1)), True, 0.1),
+    "omniglot_conv_no_norm": (lambda: _tiny_conv("None"), losses.summed_cross_entropy(2),
+                              lambda: _image_batch((7, 7, 1)), True, 0.1),
+    "miniimagenet_conv_max_pool": (lambda: _tiny_conv(max_pool=True), losses.summed_cross_entropy(2),
+                                   lambda: _image_batch((16, 16, 2)), True, 0.1),
+    "fc_batch_norm": (lambda: _fc_classifier("batch_norm"), losses.summed_cross_entropy(2),
+                      lambda: _image_batch((4, 4, 1)), True, 0.3),
+    "fc_layer_norm": (lambda: _fc_classifier("layer_norm"), losses.summed_cross_entropy(2),
+                      lambda: _image_batch((4, 4, 1)), True, 0.3),
+}
+
+
+def _learner(case, batched, **kwargs):
+    model_fn, loss_fn, _, classification, update_lr = CASES[case]
+    return MetaLearner(model_fn(), loss_fn, update_lr=update_lr, classification=classification,
+                       batched=batched, **kwargs)
+
+
+def _assert_same_gradients(reference, fast):
+    """Equal up to round-off relative to the gradient's overall scale (some entries, e.g. a
+    conv bias right before batch norm, are exactly zero in theory and ~1e-16 in practice)."""
+    scale = max(float(np.max(np.abs(g.numpy()))) for g in reference)
+    for r, f in zip(reference, fast):
+        np.testing.assert_allclose(f.numpy(), r.numpy(), rtol=1e-9, atol=1e-11 * scale)
+
+
+@pytest.mark.parametrize("stop_grad", [False, True], ids=["second_order", "first_order"])
+@pytest.mark.parametrize("num_updates", [1, 2])
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_batched_meta_gradients_match_reference(case, num_updates, stop_grad):
+    batch = CASES[case][2]()
+    results = []
+    for batched in (False, True):
+        learner = _learner(case, batched, num_updates=num_updates, stop_grad=stop_grad)
+        per_task, grads = learner.meta_gradients(*batch)  # eager: tracing would dominate at these sizes
+        results.append(({k: v.numpy() for k, v in per_task.items()}, grads))
+    (ref_metrics, ref_grads), (fast_metrics, fast_grads) = results
+    assert ref_metrics.keys() == fast_metrics.keys()
+    for key in ref_metrics:
+        assert fast_metrics[key].shape == ref_metrics[key].shape, key
+        np.testing.assert_allclose(fast_metrics[key], ref_metrics[key], rtol=1e-10, atol=1e-12, err_msg=key)
+    _assert_same_gradients(ref_grads, fast_grads)
+
+
+@pytest.mark.parametrize("case", ["sinusoid_mlp", "omniglot_conv_batch_norm", "miniimagenet_conv_max_pool",
+                                  "fc_batch_norm"])
+def test_batched_second_order_matches_finite_differences(case):
+    """(First order is not a derivative of the meta-loss; it is covered by the reference match.)"""
+    _check_against_finite_differences(_learner(case, True, num_updates=2), CASES[case][2](), directions=2)
+
+
+@pytest.mark.parametrize("size,max_pool", [(28, False), (7, False), (9, False), (16, True)])
+def test_forward_matches_keras_per_task(size, max_pool):
+    """Per-task weights for each task give exactly that task's Keras output; 'SAME' padding of
+    stride-2 convs (28->14: pad 0 before, 1 after; 7->4: 1 and 1) included."""
+    keras.utils.set_random_seed(0)
+    model = models.conv_net((size, size, 2), 3, 4, max_pool=max_pool, norm="batch_norm", dtype="float64")
+    forward = batched_forward(model)
+    rng = np.random.default_rng(0)
+    tasks = 3
+    per_task = [[rng.normal(0, 0.5, v.shape) for v in model.trainable_variables] for _ in range(tasks)]
+    stacked = [tf.constant(np.stack(ws)) for ws in zip(*per_task)]
+    x = rng.normal(size=(tasks, 4, size, size, 2))
+    got = forward(stacked, x).numpy()
+    for t in range(tasks):
+        expected = model.stateless_call(per_task[t], model.non_trainable_variables, x[t])[0].numpy()
+        np.testing.assert_allclose(got[t], expected, rtol=1e-12, atol=1e-12)
+    # Shared (unstacked) weights broadcast over tasks.
+    shared = forward(per_task[0], x).numpy()
+    np.testing.assert_allclose(shared[1], model.stateless_call(per_task[0], [], x[1])[0].numpy(), rtol=1e-12,
+                               atol=1e-12)
+
+
+def test_evaluate_matches_reference():
+    batch = _image_batch((7, 7, 1), tasks=3)
+    results = [_learner("omniglot_conv_batch_norm", batched, num_updates=1).evaluate(*batch, num_steps=2)
+               for batched in (False, True)]
+    for key in results[0]:
+        np.testing.assert_allclose(results[1][key], results[0][key], rtol=1e-10, atol=1e-12, err_msg=key)
+
+
+def test_batched_meta_step_traces_once_and_matches_reference():
+    reference, fast = (_learner("omniglot_conv_batch_norm", batched, num_updates=2) for batched in (False, True))
+    for seed in range(3):
+        batch = _image_batch((7, 7, 1), seed=seed)
+        expected = reference._meta_step(*batch)  # eagerly: tracing the per-task loop is slow
+        got = fast.meta_step(*batch)
+        for key in expected:
+            np.testing.assert_allclose(got[key].numpy(), expected[key].numpy(), rtol=1e-8, err_msg=key)
+    assert fast.meta_step.experimental_get_tracing_count() == 1
+    for a, b in zip(reference.variables, fast.variables):
+        np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=1e-8, atol=1e-12)
+
+
+def test_unsupported_model_fails_at_construction():
+    inputs = keras.Input((5,), dtype="float64")
+    outputs = keras.layers.Dense(2, dtype="float64")(keras.layers.Dropout(0.5, dtype="float64")(inputs))
+    model = keras.Model(inputs, outputs)
+    with pytest.raises(UnsupportedModelError, match="Dropout"):
+        MetaLearner(model, losses.mse, update_lr=0.1, num_updates=1)
+    MetaLearner(model, losses.mse, update_lr=0.1, num_updates=1, batched=False)  # the reference still works
+
+    inputs = keras.Input((8, 8, 1), dtype="float64")
+    conv = keras.layers.Conv2D(2, 3, padding="valid", dtype="float64")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(2, dtype="float64")(keras.layers.Flatten(dtype="float64")(conv)))
+    with pytest.raises(UnsupportedModelError, match="same"):
+        batched_forward(model)
