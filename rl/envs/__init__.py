@@ -1,12 +1,21 @@
 """Task environments: gymnasium registration and the vectorised-env factory."""
+import os
+
 import gymnasium as gym
+import numpy as np
 
 from rl.envs.point import Point2DEnv, PointVecEnv, sample_goals
 from rl.envs.vec import GymnasiumVecEnv
 from rl.envs.wrappers import NormalizeAction, OracleObservation
 
 POINT_HORIZON = 100
-ENV_IDS = {"point": "MAML/Point2D-v0", "point_oracle": "MAML/Point2DOracle-v0"}
+LOCOMOTION_HORIZON = 200
+LOCOMOTION_IDS = {"cheetah_vel": "MAML/HalfCheetahVel-v0", "cheetah_dir": "MAML/HalfCheetahDir-v0",
+                  "ant_vel": "MAML/AntVel-v0", "ant_dir": "MAML/AntDir-v0"}
+ENV_IDS = {"point": "MAML/Point2D-v0", "point_oracle": "MAML/Point2DOracle-v0",
+           **LOCOMOTION_IDS, **{f"{k}_oracle": v.replace("-v0", "Oracle-v0") for k, v in LOCOMOTION_IDS.items()}}
+# Below this many envs the worker round trips cost more than the second core gains.
+MIN_ENVS_FOR_WORKERS = 64
 
 
 def make_point(goal=None):
@@ -18,23 +27,59 @@ def make_point_oracle(goal=None):
     return OracleObservation(make_point(goal=goal))
 
 
+def make_locomotion(name, task=None, oracle=False):
+    """A locomotion task as the policy sees it: rllab-normalised actions (+ task if oracle)."""
+    from rl.envs.locomotion_env import LocomotionEnv
+    env = NormalizeAction(LocomotionEnv(name, task=task))
+    return OracleObservation(env) if oracle else env
+
+
 def register_envs():
     for env_id, entry in (("MAML/Point2D-v0", make_point), ("MAML/Point2DOracle-v0", make_point_oracle)):
         if env_id not in gym.registry:
             gym.register(id=env_id, entry_point=entry, max_episode_steps=POINT_HORIZON,
                          disable_env_checker=True)
+    for name, env_id in LOCOMOTION_IDS.items():
+        for oracle, full_id in ((False, env_id), (True, env_id.replace("-v0", "Oracle-v0"))):
+            if full_id not in gym.registry:
+                gym.register(id=full_id, entry_point=make_locomotion, max_episode_steps=LOCOMOTION_HORIZON,
+                             disable_env_checker=True, kwargs={"name": name, "oracle": oracle})
 
 
-def make_vec_env(name, num_envs, oracle=False):
-    """Batch of `num_envs` envs for the sampler. 'point' uses the numpy version;
-    any registered gymnasium id goes through `GymnasiumVecEnv`."""
+def default_workers(num_envs):
+    """Worker processes for `num_envs` locomotion envs: one per core (at most 2) for big batches."""
+    return min(os.cpu_count() or 1, 2) if num_envs >= MIN_ENVS_FOR_WORKERS else 0
+
+
+def make_vec_env(name, num_envs, oracle=False, workers=None, seed=0):
+    """Batch of `num_envs` envs for the sampler. 'point' uses the numpy version; the
+    locomotion tasks ('cheetah_vel', 'cheetah_dir', 'ant_vel', 'ant_dir') a batched MuJoCo
+    env, split over `workers` processes (None: `default_workers`, 0: in this process);
+    any other registered gymnasium id goes through `GymnasiumVecEnv`."""
     if name == "point":
         return PointVecEnv(num_envs, oracle=oracle)
+    if name in LOCOMOTION_IDS:
+        workers = default_workers(num_envs) if workers is None else workers
+        if workers > 1:
+            from rl.envs.parallel import ShardedVecEnv
+            return ShardedVecEnv(name, num_envs, workers=workers, oracle=oracle, seed=seed)
+        from rl.envs.locomotion_env import LocomotionVecEnv
+        return LocomotionVecEnv(name, num_envs, oracle=oracle, seed=seed)
     if name in gym.registry:
         return GymnasiumVecEnv([lambda: gym.make(name)] * num_envs)
-    raise ValueError(f"unknown env {name!r}; known: 'point' or a registered gymnasium id")
+    known = ", ".join(["point", *LOCOMOTION_IDS])
+    raise ValueError(f"unknown env {name!r}; known: {known} or a registered gymnasium id")
+
+
+def paper_test_tasks(name, num_tasks, seed):
+    """The original test scripts' tasks for env `name` (numpy RandomState(seed) draws)."""
+    if name == "point":
+        return sample_goals(num_tasks, np.random.RandomState(seed))
+    from rl.envs.locomotion import family
+    return family(name).paper_tasks(num_tasks, seed)
 
 
 __all__ = ["Point2DEnv", "PointVecEnv", "GymnasiumVecEnv", "NormalizeAction", "OracleObservation",
-           "sample_goals", "make_point", "make_point_oracle", "make_vec_env", "register_envs",
-           "POINT_HORIZON", "ENV_IDS"]
+           "sample_goals", "make_point", "make_point_oracle", "make_locomotion", "make_vec_env",
+           "register_envs", "default_workers", "paper_test_tasks", "POINT_HORIZON", "LOCOMOTION_HORIZON",
+           "LOCOMOTION_IDS", "ENV_IDS"]

@@ -1,0 +1,105 @@
+"""A vec env split over worker processes, so physics uses every core.
+
+Each worker owns a contiguous shard of the envs (a `LocomotionVecEnv`); every
+call is sent to all shards first and then collected, so shards step in parallel
+while the caller keeps the single batched policy call per time step. Workers are
+started with 'spawn' (never fork a process that has TensorFlow loaded) and are
+daemons, so they die with the parent.
+"""
+import multiprocessing as mp
+
+import numpy as np
+
+
+def _worker(conn, name, num_envs, oracle, seed):
+    from rl.envs.locomotion_env import LocomotionVecEnv
+    env = LocomotionVecEnv(name, num_envs, oracle=oracle, seed=seed)
+    conn.send((env.obs_dim, env.act_dim))
+    while True:
+        cmd, *args = conn.recv()
+        if cmd == "step":
+            conn.send(env.step(*args))
+        elif cmd == "reset":
+            conn.send(env.reset(*args))
+        elif cmd == "tasks":
+            env.set_tasks(*args)
+            conn.send(None)
+        elif cmd == "close":
+            conn.close()
+            return
+
+
+class ShardedVecEnv:
+    """Same interface as `LocomotionVecEnv`, with the envs split over `workers` processes."""
+
+    def __init__(self, name, num_envs, workers=2, oracle=False, seed=0):
+        from rl.envs.locomotion import family
+        self.family = family(name)
+        if not 1 <= workers <= num_envs:
+            raise ValueError(f"need 1 <= workers <= num_envs, got workers={workers}, num_envs={num_envs}")
+        self.num_envs = num_envs
+        self.bounds = np.linspace(0, num_envs, workers + 1).astype(int)
+        ctx = mp.get_context("spawn")
+        self._conns, self._procs = [], []
+        for k in range(workers):
+            parent, child = ctx.Pipe()
+            size = self.bounds[k + 1] - self.bounds[k]
+            proc = ctx.Process(target=_worker, args=(child, name, size, oracle, seed + 1000 * k), daemon=True)
+            proc.start()
+            child.close()
+            self._conns.append(parent)
+            self._procs.append(proc)
+        self.obs_dim, self.act_dim = [c.recv() for c in self._conns][0]
+        self._obs = np.zeros((num_envs, self.obs_dim))
+        self._rewards = np.zeros(num_envs)
+        self._done = np.zeros(num_envs, bool)
+
+    def _shards(self):
+        return [slice(lo, hi) for lo, hi in zip(self.bounds[:-1], self.bounds[1:])]
+
+    def sample_tasks(self, n, rng):
+        return self.family.sample_tasks(n, rng)
+
+    def set_tasks(self, tasks):
+        tasks = np.asarray(tasks, dtype=np.float64).reshape(-1)
+        if tasks.shape != (self.num_envs,):
+            raise ValueError(f"expected {self.num_envs} tasks, got shape {tasks.shape}")
+        for conn, s in zip(self._conns, self._shards()):
+            conn.send(("tasks", tasks[s]))
+        for conn in self._conns:
+            conn.recv()
+
+    def reset(self, mask=None):
+        mask = np.ones(self.num_envs, bool) if mask is None else np.asarray(mask, bool)
+        busy = [(c, s) for c, s in zip(self._conns, self._shards()) if mask[s].any()]
+        for conn, s in busy:
+            conn.send(("reset", mask[s]))
+        for conn, s in busy:
+            self._obs[s] = conn.recv()
+        return self._obs.copy()
+
+    def step(self, actions, active=None):
+        active = np.ones(self.num_envs, bool) if active is None else np.asarray(active, bool)
+        actions = np.asarray(actions, dtype=np.float64)
+        busy = [(c, s) for c, s in zip(self._conns, self._shards()) if active[s].any()]
+        for conn, s in busy:
+            conn.send(("step", actions[s], active[s]))
+        for conn, s in busy:
+            self._obs[s], self._rewards[s], self._done[s] = conn.recv()
+        return self._obs.copy(), self._rewards.copy(), self._done.copy()
+
+    def close(self):
+        for conn, proc in zip(self._conns, self._procs):
+            if proc.is_alive():
+                try:
+                    conn.send(("close",))
+                except (BrokenPipeError, OSError):
+                    pass
+            proc.join(timeout=5)
+        self._procs = []
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
