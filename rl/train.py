@@ -13,7 +13,8 @@ import sys
 from absl import app, flags
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("env", "point", "Task family: 'point' (2D navigation).")
+flags.DEFINE_string("env", "point", "Task family: point (2D navigation), cheetah_vel, cheetah_dir, "
+                    "ant_vel, ant_dir (MuJoCo locomotion).")
 flags.DEFINE_string("mode", "maml", "maml | pretrain | oracle | random.")
 flags.DEFINE_string("logdir", None, "Run directory (checkpoints, progress.csv, TensorBoard).")
 flags.DEFINE_float("fast_lr", 0.1, "Inner (adaptation) step size alpha.")
@@ -43,8 +44,9 @@ def validate(f):
     modes = ("maml", "pretrain", "oracle", "random")
     if not f.logdir:
         return "--logdir is required"
-    if f.env != "point":
-        return f"--env={f.env!r} is not supported (supported: point)"
+    envs = ("point", "cheetah_vel", "cheetah_dir", "ant_vel", "ant_dir")
+    if f.env not in envs:
+        return f"--env={f.env!r} is not supported (supported: {', '.join(envs)})"
     if f.mode not in modes:
         return f"--mode={f.mode!r} must be one of {', '.join(modes)}"
     for name in ("meta_batch_size", "fast_batch_size", "max_path_length", "cg_iters", "keep_checkpoints"):

@@ -14,15 +14,26 @@ from absl import logging
 def run(config, logdir):
     """Train according to `config` (plain dict); resumable."""
     import tensorflow as tf
-    from rl import run_io
     from rl.envs import make_vec_env
-    from rl.maml import MetaLearner
-    from rl.policy import build_policy
 
     tf.get_logger().setLevel("WARNING")  # hide per-save checkpoint chatter
     os.makedirs(logdir, exist_ok=True)
     oracle = config["mode"] == "oracle"
-    vec_env = make_vec_env(config["env"], config["meta_batch_size"] * config["fast_batch_size"], oracle=oracle)
+    vec_env = make_vec_env(config["env"], config["meta_batch_size"] * config["fast_batch_size"], oracle=oracle,
+                           seed=config["seed"])
+    try:
+        _train(config, logdir, vec_env, oracle)
+    finally:
+        if hasattr(vec_env, "close"):
+            vec_env.close()
+
+
+def _train(config, logdir, vec_env, oracle):
+    import tensorflow as tf
+    from rl import run_io
+    from rl.maml import MetaLearner
+    from rl.policy import build_policy
+
     config = dict(config, obs_dim=vec_env.obs_dim, act_dim=vec_env.act_dim, oracle=oracle)
     tf.random.set_seed(config["seed"])
     model = build_policy(vec_env.obs_dim, vec_env.act_dim, config["hidden_sizes"],
