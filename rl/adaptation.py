@@ -21,14 +21,14 @@ def paper_test_goals(num_tasks=40, seed=1):
     return np.random.RandomState(seed).uniform(-0.5, 0.5, size=(num_tasks, 2))
 
 
-def step_sizes(fast_lr, num_steps):
-    """alpha for the first adaptation step, alpha/2 for the later ones."""
-    return [fast_lr if step == 0 else fast_lr / 2 for step in range(num_steps)]
+def step_sizes(fast_lr, num_steps, later_scale=0.5):
+    """alpha for the first adaptation step, later_scale * alpha (alpha/2) for the later ones."""
+    return [fast_lr if step == 0 else fast_lr * later_scale for step in range(num_steps)]
 
 
 def adapt_and_evaluate(param_values, tasks, vec_env, *, num_trajs, horizon, fast_lr, num_steps,
                        rng, activation="relu", discount=0.99, gae_lambda=1.0, dtype=tf.float32,
-                       batch_in_steps=True):
+                       batch_in_steps=True, later_lr_scale=0.5):
     """Returns [num_tasks, num_steps + 1]: each task's mean return after 0..num_steps steps.
 
     batch_in_steps=True samples whole paths until num_trajs * horizon steps per
@@ -45,7 +45,7 @@ def adapt_and_evaluate(param_values, tasks, vec_env, *, num_trajs, horizon, fast
         return mean.numpy().reshape(len(obs), -1), log_std.numpy().reshape(len(obs), -1)
 
     results = []
-    lrs = step_sizes(fast_lr, num_steps)
+    lrs = step_sizes(fast_lr, num_steps, later_lr_scale)
     for step in range(num_steps + 1):
         batch = rollout(vec_env, tasks, num_trajs, horizon, act_fn, rng,
                         num_trajs * horizon if batch_in_steps else None)

@@ -23,8 +23,12 @@ FLAGS = flags.FLAGS
 flags.DEFINE_multi_string("run", [], "method:logdir of a run written by rl.train (repeatable).")
 flags.DEFINE_string("output", None, "CSV file to write.")
 flags.DEFINE_integer("num_tasks", 40, "Test tasks.")
-flags.DEFINE_integer("task_seed", 1, "numpy seed of the test tasks (original: 1).")
-flags.DEFINE_integer("num_trajs", 40, "Trajectories per task per step (original point: 4000 steps = 40).")
+flags.DEFINE_integer("task_seed", None, "numpy seed of the test tasks (default: the env's original "
+                     "test script: 1; ant_dir 2).")
+flags.DEFINE_integer("num_trajs", None, "Trajectories per task per step (default: the env's original test "
+                     "script: point 40 = 4000 steps, MuJoCo 20 = 4000 steps, ant_dir 40 = 8000 steps).")
+flags.DEFINE_float("later_lr_scale", None, "Step size of steps 2.. relative to the first (default: the "
+                   "env's original test script: 0.5; ant_dir 0.01).")
 flags.DEFINE_integer("num_steps", 3, "Adaptation steps to evaluate after step 0.")
 flags.DEFINE_float("fast_lr", None, "Adaptation step size (default: the run's --fast_lr).")
 flags.DEFINE_bool("batch_in_steps", True,
@@ -34,7 +38,7 @@ flags.DEFINE_integer("seed", 4, "Seed of the sampling noise (original test scrip
 
 
 def main(argv):
-    from rl.evaluation import COLUMNS, evaluate_run, markdown_table, parse_runs, summary_rows
+    from rl.evaluation import COLUMNS, evaluate_run, markdown_table, parse_runs, protocol, summary_rows
     from rl.run_io import atomic_write
     if len(argv) > 1:
         sys.exit(f"rl.evaluate: error: unexpected arguments {' '.join(argv[1:])}")
@@ -47,20 +51,21 @@ def main(argv):
     if not runs:
         sys.exit("rl.evaluate: error: give at least one --run=method:logdir")
     for name in ("num_tasks", "num_trajs"):
-        if getattr(FLAGS, name) < 1:
+        if getattr(FLAGS, name) is not None and getattr(FLAGS, name) < 1:
             sys.exit(f"rl.evaluate: error: --{name} must be >= 1")
     if FLAGS.num_steps < 0:
         sys.exit("rl.evaluate: error: --num_steps must be >= 0")
     summary, per_task = [COLUMNS], [["method", "task", "task_index", "step", "mean_return"]]
     for method, logdir in runs:
         try:
+            proto = protocol(logdir, task_seed=FLAGS.task_seed, num_trajs=FLAGS.num_trajs,
+                             later_lr_scale=FLAGS.later_lr_scale)
             returns, lr, env = evaluate_run(
-                logdir, num_tasks=FLAGS.num_tasks, task_seed=FLAGS.task_seed, num_trajs=FLAGS.num_trajs,
-                num_steps=FLAGS.num_steps, fast_lr=FLAGS.fast_lr, seed=FLAGS.seed,
-                batch_in_steps=FLAGS.batch_in_steps)
+                logdir, num_tasks=FLAGS.num_tasks, num_steps=FLAGS.num_steps, fast_lr=FLAGS.fast_lr,
+                seed=FLAGS.seed, batch_in_steps=FLAGS.batch_in_steps, **proto)
         except FileNotFoundError as e:
             sys.exit(f"rl.evaluate: error: --run={method}:{logdir}: {e}")
-        rows = summary_rows(method, env, returns, FLAGS.num_trajs, lr)
+        rows = summary_rows(method, env, returns, proto["num_trajs"], lr)
         summary += rows
         per_task += [[method, env, i, s, f"{returns[i, s]:.4f}"]
                      for i in range(returns.shape[0]) for s in range(returns.shape[1])]

@@ -1,0 +1,71 @@
+"""The locomotion flagfiles: parse, validate, say which paper numbers they target, follow the launch scripts."""
+import glob
+import os
+
+import pytest
+
+from rl import train
+from rl.evaluation import PROTOCOLS
+
+FLAGS_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "flags")
+LOCOMOTION = sorted(glob.glob(os.path.join(FLAGS_DIR, "rl_cheetah*.flags")) +
+                    glob.glob(os.path.join(FLAGS_DIR, "rl_ant*.flags")))
+
+
+@pytest.fixture
+def parse(repo_root, monkeypatch):
+    monkeypatch.chdir(repo_root)
+
+    def _parse(path):
+        train.FLAGS.unparse_flags()
+        train.FLAGS(["rl.train", f"--flagfile={path}"])
+        return train.FLAGS
+    yield _parse
+    train.FLAGS.unparse_flags()
+
+
+def test_all_sixteen_flagfiles_exist():
+    names = {os.path.basename(p) for p in LOCOMOTION}
+    for env in ("cheetah_vel", "cheetah_dir", "ant_vel", "ant_dir"):
+        for suffix in ("", "_pretrain", "_random", "_oracle"):
+            assert f"rl_{env}{suffix}.flags" in names
+
+
+@pytest.mark.parametrize("path", LOCOMOTION, ids=os.path.basename)
+def test_flagfile_parses_validates_and_names_its_target(parse, path):
+    with open(path) as f:
+        first = f.readline()
+    assert first.startswith("#") and any(c.isdigit() for c in first), "first line: the paper numbers targeted"
+    flags = parse(path)
+    assert train.validate(flags) is None
+    assert flags.max_path_length == 200
+    assert flags.logdir.startswith("~/runs/" + os.path.basename(path)[:-len(".flags")])
+
+
+@pytest.mark.parametrize("env", ["cheetah_vel", "cheetah_dir", "ant_vel", "ant_dir"])
+def test_maml_flagfiles_follow_the_launch_scripts(parse, env):
+    flags = parse(os.path.join(FLAGS_DIR, f"rl_{env}.flags"))
+    assert (flags.env, flags.mode, flags.fast_lr, flags.meta_batch_size, flags.max_kl, flags.n_itr) == \
+        (env, "maml", 0.1, 40, 0.01, 800)
+    assert flags.fast_batch_size == (40 if env == "ant_dir" else 20)
+    assert flags.batch_in_steps
+
+
+def test_test_protocols_follow_the_original_test_scripts():
+    assert {e: (p["task_seed"], p["num_trajs"]) for e, p in PROTOCOLS.items() if e != "point"} == {
+        "cheetah_vel": (1, 20), "cheetah_dir": (1, 20), "ant_vel": (1, 20), "ant_dir": (2, 40)}
+
+
+def test_evaluate_cheetah_run_with_protocol_overrides(tmp_path, small_config, repo_root):
+    """A random cheetah_dir policy through rl.evaluation: the env's protocol, overridable."""
+    import numpy as np
+    from rl.evaluation import evaluate_run, protocol
+    from rl.trainer import run
+    logdir = str(tmp_path / "random")
+    run(dict(small_config, env="cheetah_dir", mode="random", max_path_length=20, fast_lr=0.1), logdir)
+    assert protocol(logdir) == PROTOCOLS["cheetah_dir"]
+    proto = protocol(logdir, num_trajs=2, task_seed=None)
+    assert proto["num_trajs"] == 2 and proto["task_seed"] == 1
+    returns, lr, env = evaluate_run(logdir, num_tasks=2, num_steps=1, fast_lr=None, seed=0, **proto)
+    assert returns.shape == (2, 2) and lr == 0.1 and env == "cheetah_dir"
+    assert np.all(np.isfinite(returns)) and np.all(np.abs(returns) < 20 * 10)
