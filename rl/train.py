@@ -33,6 +33,9 @@ flags.DEFINE_float("cg_damping", 1e-5, "Damping added to each Hessian-vector pro
 flags.DEFINE_float("hvp_base_eps", 1.0, "Finite-difference HVP base epsilon (original's effective value 1).")
 flags.DEFINE_float("pretrain_lr", 1e-3, "Adam learning rate of --mode=pretrain.")
 flags.DEFINE_integer("keep_checkpoints", 3, "Checkpoints to keep.")
+flags.DEFINE_integer("sampler_workers", 0,
+                     "MuJoCo envs: step them in this many worker processes (0 = in this process; "
+                     "2 pays on an idle 2-core machine, not on a loaded one).")
 flags.DEFINE_bool("batch_in_steps", True,
                   "Count each task's batch in steps like rllab (whole paths until fast_batch_size * "
                   "max_path_length steps; early-terminating paths give more paths); "
@@ -49,6 +52,8 @@ def validate(f):
         return f"--env={f.env!r} is not supported (supported: {', '.join(envs)})"
     if f.mode not in modes:
         return f"--mode={f.mode!r} must be one of {', '.join(modes)}"
+    if f.sampler_workers < 0:
+        return f"--sampler_workers must be >= 0 (got {f.sampler_workers})"
     for name in ("meta_batch_size", "fast_batch_size", "max_path_length", "cg_iters", "keep_checkpoints"):
         if getattr(f, name) < 1:
             return f"--{name} must be >= 1 (got {getattr(f, name)})"
@@ -77,7 +82,7 @@ def validate(f):
 def config_from_flags(f):
     names = ("env", "mode", "fast_lr", "meta_batch_size", "fast_batch_size", "max_path_length", "n_itr",
              "max_kl", "discount", "gae_lambda", "seed", "hidden_activation", "cg_iters", "cg_damping",
-             "hvp_base_eps", "pretrain_lr", "keep_checkpoints", "batch_in_steps")
+             "hvp_base_eps", "pretrain_lr", "keep_checkpoints", "batch_in_steps", "sampler_workers")
     config = {n: getattr(f, n) for n in names}
     config["hidden_sizes"] = [int(s) for s in f.hidden_sizes]
     return config

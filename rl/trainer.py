@@ -3,7 +3,8 @@
 A config holds: env, mode (maml | pretrain | oracle | random), fast_lr,
 meta_batch_size, fast_batch_size, max_path_length, n_itr, max_kl, discount,
 gae_lambda, seed, hidden_sizes, hidden_activation, cg_iters, cg_damping,
-hvp_base_eps, pretrain_lr, keep_checkpoints, batch_in_steps (default False).
+hvp_base_eps, pretrain_lr, keep_checkpoints, batch_in_steps (default False),
+sampler_workers (default 0: MuJoCo envs stepped in this process).
 """
 import os
 import time
@@ -20,7 +21,7 @@ def run(config, logdir):
     os.makedirs(logdir, exist_ok=True)
     oracle = config["mode"] == "oracle"
     vec_env = make_vec_env(config["env"], config["meta_batch_size"] * config["fast_batch_size"], oracle=oracle,
-                           seed=config["seed"])
+                           workers=config.get("sampler_workers", 0), seed=config["seed"])
     try:
         _train(config, logdir, vec_env, oracle)
     finally:

@@ -1,6 +1,4 @@
 """Task environments: gymnasium registration and the vectorised-env factory."""
-import os
-
 import gymnasium as gym
 import numpy as np
 
@@ -14,8 +12,6 @@ LOCOMOTION_IDS = {"cheetah_vel": "MAML/HalfCheetahVel-v0", "cheetah_dir": "MAML/
                   "ant_vel": "MAML/AntVel-v0", "ant_dir": "MAML/AntDir-v0"}
 ENV_IDS = {"point": "MAML/Point2D-v0", "point_oracle": "MAML/Point2DOracle-v0",
            **LOCOMOTION_IDS, **{f"{k}_oracle": v.replace("-v0", "Oracle-v0") for k, v in LOCOMOTION_IDS.items()}}
-# Below this many envs the worker round trips cost more than the second core gains.
-MIN_ENVS_FOR_WORKERS = 64
 
 
 def make_point(goal=None):
@@ -46,20 +42,15 @@ def register_envs():
                              disable_env_checker=True, kwargs={"name": name, "oracle": oracle})
 
 
-def default_workers(num_envs):
-    """Worker processes for `num_envs` locomotion envs: one per core (at most 2) for big batches."""
-    return min(os.cpu_count() or 1, 2) if num_envs >= MIN_ENVS_FOR_WORKERS else 0
-
-
-def make_vec_env(name, num_envs, oracle=False, workers=None, seed=0):
+def make_vec_env(name, num_envs, oracle=False, workers=0, seed=0):
     """Batch of `num_envs` envs for the sampler. 'point' uses the numpy version; the
     locomotion tasks ('cheetah_vel', 'cheetah_dir', 'ant_vel', 'ant_dir') a batched MuJoCo
-    env, split over `workers` processes (None: `default_workers`, 0: in this process);
-    any other registered gymnasium id goes through `GymnasiumVecEnv`."""
+    env, in this process (workers 0 or 1) or split over `workers` processes -- which only
+    pays on an otherwise idle machine (benchmarks/rl_mujoco.py); any other registered
+    gymnasium id goes through `GymnasiumVecEnv`."""
     if name == "point":
         return PointVecEnv(num_envs, oracle=oracle)
     if name in LOCOMOTION_IDS:
-        workers = default_workers(num_envs) if workers is None else workers
         if workers > 1:
             from rl.envs.parallel import ShardedVecEnv
             return ShardedVecEnv(name, num_envs, workers=workers, oracle=oracle, seed=seed)
@@ -81,5 +72,5 @@ def paper_test_tasks(name, num_tasks, seed):
 
 __all__ = ["Point2DEnv", "PointVecEnv", "GymnasiumVecEnv", "NormalizeAction", "OracleObservation",
            "sample_goals", "make_point", "make_point_oracle", "make_locomotion", "make_vec_env",
-           "register_envs", "default_workers", "paper_test_tasks", "POINT_HORIZON", "LOCOMOTION_HORIZON",
+           "register_envs", "paper_test_tasks", "POINT_HORIZON", "LOCOMOTION_HORIZON",
            "LOCOMOTION_IDS", "ENV_IDS"]
