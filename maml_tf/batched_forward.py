@@ -1,11 +1,13 @@
 """The paper's networks run on per-task weights for every task of a meta-batch at once.
 
-A Python loop over tasks issues tens of small ops per task per layer, and on a CPU the op
-overhead, not arithmetic, bounds the meta-step. Here each weight the inner loop adapts carries
-a leading task axis and each layer is one op over all tasks: dense layers are batched matmuls
-and 3x3 convolutions are batched matmuls on im2col patches (nine shifted, strided slices of the
-padded input, whose first and second derivatives are cheap slices/pads). Batch norm statistics
-stay per task (over each task's examples and positions); max-pool works per example.
+A Python loop over tasks issues tens of small ops per task per layer; small ops use two cores
+badly and their count makes tracing slow. Here each weight the inner loop adapts carries a
+leading task axis and each layer is one op over all tasks: dense layers are batched matmuls and
+3x3 convolutions batched matmuls on im2col patches (nine slices of the padded input, whose
+derivatives are pads and slices). Batch norm statistics stay per task (over each task's
+examples and positions); max-pool works per example. A convolution whose per-task input is
+large runs instead as one native convolution per task (`_use_per_task_conv`): the loop's op
+overhead is then small and im2col's copies would dominate.
 
 `batched_forward(model)` reads the layer chain of a `models.fc_net` or `models.conv_net` and
 returns `forward(weights, x)`, with `weights` ordered as `model.trainable_variables`: each one
@@ -24,11 +26,22 @@ class UnsupportedModelError(ValueError):
     """The model holds a layer (or a layer option) the batched forward does not implement."""
 
 
-def batched_forward(model):
-    """forward(weights, x[tasks, n, ...]) -> [tasks, n, outputs] for the given Keras model."""
+CONV_METHODS = ("auto", "im2col", "per_task")
+
+
+def batched_forward(model, conv="auto"):
+    """forward(weights, x[tasks, n, ...]) -> [tasks, n, outputs] for the given Keras model.
+
+    `conv` picks how a convolution with per-task kernels runs: "im2col" (one batched matmul
+    for all tasks; best for many tasks with little work each, e.g. Omniglot), "per_task" (one
+    native convolution per task; best for few tasks with large images, e.g. MiniImagenet), or
+    "auto", which chooses per layer from the static shapes.
+    """
+    if conv not in CONV_METHODS:
+        raise ValueError(f"conv must be one of {CONV_METHODS}, got {conv!r}")
     index = {id(v): i for i, v in enumerate(model.trainable_variables)}
     layers = _layer_chain(model)
-    steps = [_step(layer, index) for layer in layers]
+    steps = [_step(layer, index, conv) for layer in layers]
     steps = [s for s in steps if s is not None]
 
     def forward(weights, x):
@@ -59,7 +72,7 @@ def _layer_chain(model):
     return layers
 
 
-def _step(layer, index):
+def _step(layer, index, conv):
     """One layer as a function of (weights, x[tasks, n, ...]); None for a no-op."""
     name = f"layer {layer.name} ({type(layer).__name__})"
     if isinstance(layer, keras.layers.Dense):
@@ -70,7 +83,8 @@ def _step(layer, index):
         _require(layer.data_format == "channels_last" and tuple(layer.dilation_rate) == (1, 1)
                  and layer.groups == 1 and layer.padding == "same", name,
                  "supports channels_last, 'same' padding, no dilation or groups")
-        return _conv2d(index[id(layer.kernel)], index[id(layer.bias)], tuple(layer.kernel_size), tuple(layer.strides))
+        return _conv2d(index[id(layer.kernel)], index[id(layer.bias)], tuple(layer.kernel_size), tuple(layer.strides),
+                       conv)
     if isinstance(layer, Normalization):
         if layer.norm == "batch_norm":
             return _batch_norm(index[id(layer.offset)])
@@ -127,7 +141,7 @@ def _same_padding(size, kernel, stride):
     return total // 2, total - total // 2
 
 
-def _conv2d(kernel, bias, kernel_size, strides):
+def _conv2d(kernel, bias, kernel_size, strides, method):
     kh, kw = kernel_size
     sh, sw = strides
 
@@ -138,6 +152,9 @@ def _conv2d(kernel, bias, kernel_size, strides):
         if not _per_task(w, 4):  # one kernel for all tasks: the native convolution
             y = tf.nn.conv2d(flat, w, [1, sh, sw, 1], "SAME")
             y = tf.reshape(y, [tasks, n, *y.shape[1:]])
+        elif _use_per_task_conv(method, tasks, n, height, width, channels):
+            # unstack, not x[t]: the gradient of a strided slice writes a whole zero tensor per task.
+            y = tf.stack([tf.nn.conv2d(xt, wt, [1, sh, sw, 1], "SAME") for xt, wt in zip(tf.unstack(x), tf.unstack(w))])
         else:
             patches = _im2col(flat, kh, kw, sh, sw)  # [T*n, oh, ow, kh*kw*C], order (dy, dx, c)
             out_h, out_w = patches.shape[1], patches.shape[2]
@@ -147,6 +164,20 @@ def _conv2d(kernel, bias, kernel_size, strides):
         return y + _channels(b, y)
 
     return step
+
+
+def _use_per_task_conv(method, tasks, n, height, width, channels):
+    """'auto': a loop of native convolutions once each task's input is large (the loop's op
+    overhead is then small next to im2col's copies and their gradients), else im2col."""
+    if method != "auto":
+        return method == "per_task"
+    return n * height * width * channels >= PER_TASK_CONV_MIN_INPUT
+
+
+# Per-task input elements from which 'auto' loops over tasks; measured on 2 CPU cores (TF 2.21,
+# oneDNN): Omniglot 5-way 1-shot is fastest with its second layer (5 x 14 x 14 x 64 = 63k per
+# task) looped and the others on im2col; 5-shot and 20-way were 1.5x slower all on im2col.
+PER_TASK_CONV_MIN_INPUT = 30_000
 
 
 def _im2col(x, kh, kw, sh, sw):
@@ -173,8 +204,16 @@ def _im2col(x, kh, kw, sh, sw):
 
 def _batch_norm(offset):
     def step(weights, x):
-        # Statistics over each task's examples (and positions): axes 1 .. rank-2, never over tasks.
-        return _normalize(x, list(range(1, len(x.shape) - 1)), 1e-3) + _channels(weights[offset], x)
+        # Statistics over each task's examples (and positions), never across tasks: x is viewed
+        # as [T, M, C]. The means are batched matmuls with a row of 1/M, which on CPU run faster
+        # than TF's reductions over a leading axis; their derivatives are matmuls too.
+        shape = x.shape
+        rows = tf.reshape(x, [shape[0], -1, shape[-1]])
+        average = tf.fill([shape[0], 1, rows.shape[1]], tf.constant(1 / rows.shape[1], x.dtype))
+        centered = rows - tf.linalg.matmul(average, rows)
+        variance = tf.linalg.matmul(average, tf.square(centered))
+        normalized = centered * tf.math.rsqrt(variance + 1e-3)
+        return tf.reshape(normalized, shape) + _channels(weights[offset], x)
 
     return step
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from maml_tf import batched_forward as batched_forward_module
 from maml_tf import losses, models
 from maml_tf.batched_forward import UnsupportedModelError, batched_forward
 from maml_tf.meta_learner import MetaLearner
@@ -81,13 +82,14 @@ def test_batched_second_order_matches_finite_differences(case):
     _check_against_finite_differences(_learner(case, True, num_updates=2), CASES[case][2](), directions=2)
 
 
+@pytest.mark.parametrize("conv", ["im2col", "per_task"])
 @pytest.mark.parametrize("size,max_pool", [(28, False), (7, False), (9, False), (16, True)])
-def test_forward_matches_keras_per_task(size, max_pool):
+def test_forward_matches_keras_per_task(size, max_pool, conv):
     """Per-task weights for each task give exactly that task's Keras output; 'SAME' padding of
     stride-2 convs (28->14: pad 0 before, 1 after; 7->4: 1 and 1) included."""
     keras.utils.set_random_seed(0)
     model = models.conv_net((size, size, 2), 3, 4, max_pool=max_pool, norm="batch_norm", dtype="float64")
-    forward = batched_forward(model)
+    forward = batched_forward(model, conv=conv)
     rng = np.random.default_rng(0)
     tasks = 3
     per_task = [[rng.normal(0, 0.5, v.shape) for v in model.trainable_variables] for _ in range(tasks)]
@@ -101,6 +103,16 @@ def test_forward_matches_keras_per_task(size, max_pool):
     shared = forward(per_task[0], x).numpy()
     np.testing.assert_allclose(shared[1], model.stateless_call(per_task[0], [], x[1])[0].numpy(), rtol=1e-12,
                                atol=1e-12)
+
+
+@pytest.mark.parametrize("case", ["omniglot_conv_batch_norm", "miniimagenet_conv_max_pool"])
+def test_per_task_convolutions_match_reference(case, monkeypatch):
+    """The meta-gradient with every convolution looped over tasks ('auto' picks this for large
+    inputs, which the tiny models above never reach)."""
+    monkeypatch.setattr(batched_forward_module, "PER_TASK_CONV_MIN_INPUT", 0)
+    batch = CASES[case][2]()
+    reference = _learner(case, False, num_updates=2).meta_gradients(*batch)[1]
+    _assert_same_gradients(reference, _learner(case, True, num_updates=2).meta_gradients(*batch)[1])
 
 
 def test_evaluate_matches_reference():
@@ -137,3 +149,16 @@ def test_unsupported_model_fails_at_construction():
     model = keras.Model(inputs, keras.layers.Dense(2, dtype="float64")(keras.layers.Flatten(dtype="float64")(conv)))
     with pytest.raises(UnsupportedModelError, match="same"):
         batched_forward(model)
+
+
+@pytest.mark.parametrize("batched", [True, False])
+def test_train_step_makes_the_meta_step_update(batched):
+    """train_step skips the intermediate query scores but updates the weights identically."""
+    learners = [_learner("omniglot_conv_batch_norm", batched, num_updates=3) for _ in range(2)]
+    batch = _image_batch((7, 7, 1))
+    full = learners[0]._meta_step(*batch)
+    lean = learners[1]._train_step(*batch)
+    np.testing.assert_allclose(lean["post_loss"].numpy(), full["post_losses"][-1].numpy(), rtol=1e-12)
+    np.testing.assert_allclose(lean["pre_accuracy"].numpy(), full["pre_accuracy"].numpy())
+    for a, b in zip(*(learner.variables for learner in learners)):
+        np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=1e-12, atol=1e-15)
