@@ -1,10 +1,13 @@
 """The locomotion flagfiles: parse, validate, say which paper numbers they target, follow the launch scripts."""
 import glob
+import json
 import os
+import subprocess
+import sys
+from types import SimpleNamespace
 
 import pytest
 
-from rl import train
 from rl.evaluation import PROTOCOLS
 
 FLAGS_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "flags")
@@ -12,16 +15,35 @@ LOCOMOTION = sorted(glob.glob(os.path.join(FLAGS_DIR, "rl_cheetah*.flags")) +
                     glob.glob(os.path.join(FLAGS_DIR, "rl_ant*.flags")))
 
 
-@pytest.fixture
-def parse(repo_root, monkeypatch):
-    monkeypatch.chdir(repo_root)
-
-    def _parse(path):
-        train.FLAGS.unparse_flags()
-        train.FLAGS(["rl.train", f"--flagfile={path}"])
-        return train.FLAGS
-    yield _parse
+# rl.train's absl flags are parsed in a child process: loaded into the test process they would
+# collide with maml_tf.main's flags of the same names (absl keeps one global registry).
+_PARSE_ALL = """
+import json, sys
+from rl import train
+out = {}
+for path in sys.argv[1:]:
     train.FLAGS.unparse_flags()
+    train.FLAGS(["rl.train", "--flagfile=" + path])
+    values = {name: train.FLAGS[name].value for name in train.FLAGS}
+    out[path] = {"values": {k: v for k, v in values.items() if isinstance(v, (str, int, float, bool, type(None)))},
+                 "error": train.validate(train.FLAGS)}
+print(json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="module")
+def parsed(repo_root):
+    result = subprocess.run([sys.executable, "-c", _PARSE_ALL, *LOCOMOTION], cwd=repo_root, capture_output=True,
+                            text=True, timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture
+def parse(parsed):
+    def _parse(path):
+        return SimpleNamespace(**parsed[path]["values"])
+    return _parse
 
 
 def test_all_sixteen_flagfiles_exist():
@@ -32,19 +54,19 @@ def test_all_sixteen_flagfiles_exist():
 
 
 @pytest.mark.parametrize("path", LOCOMOTION, ids=os.path.basename)
-def test_flagfile_parses_validates_and_names_its_target(parse, path):
+def test_flagfile_parses_validates_and_names_its_target(parse, parsed, path):
     with open(path) as f:
         first = f.readline()
     assert first.startswith("#") and any(c.isdigit() for c in first), "first line: the paper numbers targeted"
     flags = parse(path)
-    assert train.validate(flags) is None
+    assert parsed[path]["error"] is None
     assert flags.max_path_length == 200
     assert flags.logdir.startswith("~/runs/" + os.path.basename(path)[:-len(".flags")])
 
 
 @pytest.mark.parametrize("env", ["cheetah_vel", "cheetah_dir", "ant_vel", "ant_dir"])
 def test_maml_flagfiles_follow_the_launch_scripts(parse, env):
-    flags = parse(os.path.join(FLAGS_DIR, f"rl_{env}.flags"))
+    flags = parse(sorted(p for p in LOCOMOTION if os.path.basename(p) == f"rl_{env}.flags")[0])
     assert (flags.env, flags.mode, flags.fast_lr, flags.meta_batch_size, flags.max_kl, flags.n_itr) == \
         (env, "maml", 0.1, 40, 0.01, 800)
     assert flags.fast_batch_size == (40 if env == "ant_dir" else 20)
