@@ -127,6 +127,8 @@ def _channels(w, x):
 def _dense(kernel, bias):
     def step(weights, x):
         w, b = weights[kernel], weights[bias]
+        if len(x.shape) != 3:
+            raise UnsupportedModelError(f"the batched forward needs Dense inputs [tasks, n, features], got {x.shape}")
         # [T, n, in] x [T, in, out] (batched) or x [in, out] (shared, broadcast over tasks).
         y = tf.linalg.matmul(x, w)
         return y + _channels(b, y)
@@ -148,20 +150,25 @@ def _conv2d(kernel, bias, kernel_size, strides, method):
     def step(weights, x):
         w, b = weights[kernel], weights[bias]
         tasks, n, height, width, channels = x.shape
-        flat = tf.reshape(x, [tasks * n, height, width, channels])
         if not _per_task(w, 4):  # one kernel for all tasks: the native convolution
-            y = tf.nn.conv2d(flat, w, [1, sh, sw, 1], "SAME")
-            y = tf.reshape(y, [tasks, n, *y.shape[1:]])
-        elif _use_per_task_conv(method, tasks, n, height, width, channels):
+            y = tf.nn.conv2d(tf.reshape(x, [tasks * n, height, width, channels]), w, [1, sh, sw, 1], "SAME")
+            return tf.reshape(y, [tasks, n, *y.shape[1:]]) + _channels(b, x)
+        if not _per_task(b, 1):
+            b = tf.broadcast_to(b, [tasks, b.shape[0]])
+        if _use_per_task_conv(method, tasks, n, height, width, channels):
             # unstack, not x[t]: the gradient of a strided slice writes a whole zero tensor per task.
-            y = tf.stack([tf.nn.conv2d(xt, wt, [1, sh, sw, 1], "SAME") for xt, wt in zip(tf.unstack(x), tf.unstack(w))])
-        else:
-            patches = _im2col(flat, kh, kw, sh, sw)  # [T*n, oh, ow, kh*kw*C], order (dy, dx, c)
-            out_h, out_w = patches.shape[1], patches.shape[2]
-            patches = tf.reshape(patches, [tasks, n * out_h * out_w, kh * kw * channels])
-            y = tf.linalg.matmul(patches, tf.reshape(w, [tasks, kh * kw * channels, w.shape[-1]]))
-            y = tf.reshape(y, [tasks, n, out_h, out_w, w.shape[-1]])
-        return y + _channels(b, y)
+            # The bias is added per task (its gradient a reduction over trailing-major rows, not
+            # over the stacked tensor's leading axes).
+            return tf.stack([tf.nn.conv2d(xt, wt, [1, sh, sw, 1], "SAME") + bt
+                             for xt, wt, bt in zip(tf.unstack(x), tf.unstack(w), tf.unstack(b))])
+        # The bias rides in the matmul as a last row of the kernel against a column of ones in
+        # the patches, so that its gradient is part of the matmul's too.
+        patches = _im2col(tf.reshape(x, [tasks * n, height, width, channels]), kh, kw, sh, sw, with_ones=True)
+        out_h, out_w = patches.shape[1], patches.shape[2]
+        patches = tf.reshape(patches, [tasks, n * out_h * out_w, kh * kw * channels + 1])
+        kernel_rows = tf.concat([tf.reshape(w, [tasks, kh * kw * channels, w.shape[-1]]), b[:, None, :]], axis=1)
+        y = tf.linalg.matmul(patches, kernel_rows)
+        return tf.reshape(y, [tasks, n, out_h, out_w, w.shape[-1]])
 
     return step
 
@@ -180,7 +187,7 @@ def _use_per_task_conv(method, tasks, n, height, width, channels):
 PER_TASK_CONV_MIN_INPUT = 30_000
 
 
-def _im2col(x, kh, kw, sh, sw):
+def _im2col(x, kh, kw, sh, sw, with_ones=False):
     """[B, H, W, C] -> [B, out_h, out_w, kh*kw*C]: the 'SAME' conv's input patches, (dy, dx, c).
 
     Strided slicing (and above all its gradient, StridedSliceGrad) is slow on CPU, so the
@@ -199,6 +206,8 @@ def _im2col(x, kh, kw, sh, sw):
     taps = [tf.reshape(tf.slice(blocks, [0, dy // sh, dy % sh, dx // sw, dx % sw, 0], [batch, out_h, 1, out_w, 1, channels]),
                        [batch, out_h, out_w, channels])
             for dy in range(kh) for dx in range(kw)]
+    if with_ones:
+        taps.append(tf.ones([batch, out_h, out_w, 1], x.dtype))
     return tf.concat(taps, axis=-1)
 
 

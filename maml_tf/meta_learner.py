@@ -96,7 +96,8 @@ class MetaLearner:
         return tf.zeros([], logits.dtype)
 
     def _adapt_all(self, weights, inputa, labela, inputb, labelb, num_steps, stop_grad, score_every_step=True):
-        """Adapt to each task of the batch; returns per-task tensors [tasks] and [tasks, steps].
+        """Adapt to each task of the batch: (per-task tensors [tasks] and [tasks, steps], the query
+        losses after the last step [tasks]).
 
         score_every_step=False (batched path only) scores the query set after the last step
         only: the steps axis then has length 1.
@@ -108,12 +109,13 @@ class MetaLearner:
             self.adapt(weights, inputa[t], labela[t], inputb[t], labelb[t], num_steps, stop_grad)
             for t in range(inputa.shape[0])
         ]
-        return {
+        per_task = {
             "support_loss": tf.stack([r.support_loss for r in results]),
             "support_accuracy": tf.stack([r.support_accuracy for r in results]),
             "query_losses": tf.stack([tf.stack(r.query_losses) for r in results]),
             "query_accuracies": tf.stack([tf.stack(r.query_accuracies) for r in results]),
         }
+        return per_task, per_task["query_losses"][:, -1]
 
     def _adapt_batched(self, weights, inputa, labela, inputb, labelb, num_steps, stop_grad, score_every_step=True):
         """`_adapt_all` for all tasks at once: adapted weights carry a leading task axis.
@@ -147,12 +149,16 @@ class MetaLearner:
             outputb = self._batched_forward(fast, inputb)
             query_losses.append(self._task_losses(outputb, labelb))
             query_accuracies.append(self._task_accuracies(outputb, labelb))
-        return {
+        per_task = {
             "support_loss": support_loss,
             "support_accuracy": support_accuracy,
             "query_losses": tf.stack(query_losses, axis=1),
             "query_accuracies": tf.stack(query_accuracies, axis=1),
         }
+        # The meta-loss must come from the last loss itself, not a slice of the stack: through
+        # the stack, the outer gradient would carry zeros back through every earlier query
+        # forward pass (and their second-order terms) at full cost.
+        return per_task, query_losses[-1]
 
     def _task_losses(self, outputs, labels):
         """[tasks]: the per-task loss function vectorised over the leading axis."""
@@ -168,9 +174,9 @@ class MetaLearner:
         """
         with tf.GradientTape() as tape:
             weights = [tf.convert_to_tensor(v) for v in self.variables]
-            per_task = self._adapt_all(weights, inputa, labela, inputb, labelb, self.num_updates, self.stop_grad,
-                                       score_every_step)
-            meta_loss = tf.reduce_mean(per_task["query_losses"][:, -1])
+            per_task, final_query_losses = self._adapt_all(weights, inputa, labela, inputb, labelb, self.num_updates,
+                                                           self.stop_grad, score_every_step)
+            meta_loss = tf.reduce_mean(final_query_losses)
         return per_task, tape.gradient(meta_loss, self.variables)
 
     def _meta_step(self, inputa, labela, inputb, labelb):
@@ -227,7 +233,7 @@ class MetaLearner:
 
     def _evaluate_one(self, inputa, labela, inputb, labelb, num_steps):
         weights = [tf.convert_to_tensor(v) for v in self.variables]
-        return self._adapt_all(weights, inputa, labela, inputb, labelb, num_steps, stop_grad=True)
+        return self._adapt_all(weights, inputa, labela, inputb, labelb, num_steps, stop_grad=True)[0]
 
 
 def _task_means(per_task):

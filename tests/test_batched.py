@@ -162,3 +162,23 @@ def test_train_step_makes_the_meta_step_update(batched):
     np.testing.assert_allclose(lean["pre_accuracy"].numpy(), full["pre_accuracy"].numpy())
     for a, b in zip(*(learner.variables for learner in learners)):
         np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("per_task_min_input", [0, 10**12], ids=["per_task_convs", "im2col"])
+def test_float32_meta_step_runs_and_agrees(per_task_min_input, monkeypatch):
+    """float32 goes through oneDNN's graph rewrites, which float64 never meets (a fused conv
+    bias once produced a graph cycle there); the result must still match float64."""
+    monkeypatch.setattr(batched_forward_module, "PER_TASK_CONV_MIN_INPUT", per_task_min_input)
+    batch64 = _image_batch((9, 9, 1))
+    weights = [v.numpy() for v in _tiny_conv().trainable_variables]  # random biases too
+    results = []
+    for dtype in ("float64", "float32"):
+        model = models.conv_net((9, 9, 1), 3, 3, max_pool=False, norm="batch_norm", dtype=dtype)
+        for v, w in zip(model.trainable_variables, weights):
+            v.assign(w.astype(dtype))
+        learner = MetaLearner(model, losses.summed_cross_entropy(2), update_lr=0.1, num_updates=2,
+                              classification=True)
+        batch = [np.asarray(b, dtype) for b in batch64]
+        results.append((learner.meta_step(*batch)["post_losses"].numpy(), learner.train_step(*batch)["post_loss"].numpy()))
+    np.testing.assert_allclose(results[1][0], results[0][0], rtol=1e-4)
+    np.testing.assert_allclose(results[1][1], results[0][1], rtol=1e-4)
