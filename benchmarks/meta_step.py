@@ -6,8 +6,9 @@ against the per-task reference (`MetaLearner(batched=False)`), second and first 
 
 Each (configuration, order) runs in its own process so peak RSS is its own: first the batched
 path alone (trace, then its peak RSS), then the reference alone (its peak RSS), then the two
-timed in alternation, so that both see the same load on a shared machine and their ratio is
-the figure to trust. Inputs are random at the real sizes. Prints a markdown table.
+timed in alternation (with `train_step`, which skips the query scores after intermediate inner
+steps, when there are several), so that all see the same load on a shared machine and their
+ratio is the figure to trust. Inputs are random at the real sizes. Prints a markdown table.
 """
 import json
 import os
@@ -92,9 +93,9 @@ def _learner(config, stop_grad, batched):
                        clip_value=10.0 if datasource == "miniimagenet" else None)
 
 
-def _step_seconds(learner, batch):
+def _step_seconds(learner, batch, step="meta_step"):
     start = time.perf_counter()
-    out = learner.meta_step(*batch)
+    out = getattr(learner, step)(*batch)
     _ = float(out["pre_loss"])  # wait for the result
     return time.perf_counter() - start
 
@@ -116,11 +117,15 @@ def run_worker(spec):
         result[f"{path}_trace_s"] = _step_seconds(learners[path], batch)  # trace + first step
         _step_seconds(learners[path], batch)  # warm-up
         result[f"{path}_peak_rss_mb"] = _peak_rss_mb()
-    times = {path: [] for path in learners}
+    timed = [(path, learner, "meta_step") for path, learner in learners.items()]
+    if config[5] > 1:  # train_step differs from meta_step only with several inner steps
+        _step_seconds(learners["batched"], batch, "train_step")  # trace
+        timed.append(("train_step", learners["batched"], "train_step"))
+    times = {path: [] for path, _, _ in timed}
     start = time.perf_counter()
     for i in range(FLAGS.rounds):
-        for path, learner in learners.items():
-            times[path].append(_step_seconds(learner, batch))
+        for path, learner, step in timed:
+            times[path].append(_step_seconds(learner, batch, step))
         if i >= 2 and time.perf_counter() - start > FLAGS.max_seconds:
             break
     for path, values in times.items():
@@ -167,21 +172,23 @@ def main(argv):
             print(_row(rows[-1]), file=sys.stderr, flush=True)
     print(f"Load average at end: {' / '.join(f'{x:.1f}' for x in os.getloadavg())}\n")
     print("| configuration | order | batched median / min ms | batched peak RSS MB | reference median / min ms "
-          "| reference peak RSS MB | speed-up (median) | rounds |")
-    print("|---|---|---|---|---|---|---|---|")
+          "| reference peak RSS MB | speed-up (median) | rounds | batched train_step median ms |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         print(_row(row))
 
 
 def _row(r):
-    ref = ""
+    cells = [r["config"], r["order"], f"{r['batched_median_ms']:.1f} / {r['batched_min_ms']:.1f}",
+             f"{r['batched_peak_rss_mb']:.0f}"]
     if "reference_median_ms" in r:
-        ref = (f"{r['reference_median_ms']:.0f} / {r['reference_min_ms']:.0f} | {r['reference_peak_rss_mb']:.0f} | "
-               f"{r['reference_median_ms'] / r['batched_median_ms']:.2f}x")
+        cells += [f"{r['reference_median_ms']:.1f} / {r['reference_min_ms']:.1f}", f"{r['reference_peak_rss_mb']:.0f}",
+                  f"{r['reference_median_ms'] / r['batched_median_ms']:.2f}x"]
     else:
-        ref = "- | - | -"
-    return (f"| {r['config']} | {r['order']} | {r['batched_median_ms']:.1f} / {r['batched_min_ms']:.1f} | "
-            f"{r['batched_peak_rss_mb']:.0f} | {ref} | {r['batched_rounds']} |")
+        cells += ["-", "-", "-"]
+    cells.append(str(r["batched_rounds"]))
+    cells.append(f"{r['train_step_median_ms']:.1f}" if "train_step_median_ms" in r else "= meta_step")
+    return "| " + " | ".join(cells) + " |"
 
 
 if __name__ == "__main__":
