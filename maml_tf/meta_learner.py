@@ -69,25 +69,37 @@ class MetaLearner:
         return self.model.stateless_call(weights, self.model.non_trainable_variables, inputs)[0]
 
     def adapt(self, weights, inputa, labela, inputb, labelb, num_steps, stop_grad=False):
-        """`num_steps` SGD steps on the support set; the query set is scored after each."""
-        fast = list(weights)
+        """`num_steps` SGD steps on one task's support set; the query set is scored after each."""
+        return self._inner_loop(list(weights), inputa, labela, inputb, labelb, num_steps, stop_grad,
+                                self.forward, self.loss_fn, self._accuracy)
+
+    def _inner_loop(self, fast, inputa, labela, inputb, labelb, num_steps, stop_grad, forward, losses, accuracies,
+                    score_every_step=True):
+        """The inner loop, for one task (scalar losses) or a task batch (losses [tasks], whose sum's
+        gradient holds each task's own gradient: task t's loss depends only on weights[t]).
+
+        score_every_step=False scores the query set after the last step only.
+        """
         query_losses, query_accuracies = [], []
         for step in range(num_steps):
             adaptable = [fast[i] for i in self._adaptable]
             with tf.GradientTape(watch_accessed_variables=False) as tape:
                 tape.watch(adaptable)
-                outputa = self.forward(fast, inputa)
-                lossa = self.loss_fn(outputa, labela)
+                outputa = forward(fast, inputa)
+                lossa = losses(outputa, labela)
+                total = tf.reduce_sum(lossa)
             if step == 0:
-                support_loss, support_accuracy = lossa, self._accuracy(outputa, labela)
-            grads = tape.gradient(lossa, adaptable)
+                support_loss, support_accuracy = lossa, accuracies(outputa, labela)
+            grads = tape.gradient(total, adaptable)
             if stop_grad:
                 grads = [tf.stop_gradient(g) for g in grads]
             for i, w, g in zip(self._adaptable, adaptable, grads):
                 fast[i] = w - self.update_lr * g
-            outputb = self.forward(fast, inputb)
-            query_losses.append(self.loss_fn(outputb, labelb))
-            query_accuracies.append(self._accuracy(outputb, labelb))
+            if not score_every_step and step < num_steps - 1:
+                continue
+            outputb = forward(fast, inputb)
+            query_losses.append(losses(outputb, labelb))
+            query_accuracies.append(accuracies(outputb, labelb))
         return Adaptation(support_loss, support_accuracy, query_losses, query_accuracies, fast)
 
     def _accuracy(self, logits, labels):
@@ -118,47 +130,25 @@ class MetaLearner:
         return per_task, per_task["query_losses"][:, -1]
 
     def _adapt_batched(self, weights, inputa, labela, inputb, labelb, num_steps, stop_grad, score_every_step=True):
-        """`_adapt_all` for all tasks at once: adapted weights carry a leading task axis.
-
-        The first step broadcasts the shared weights to [tasks, ...]; the gradient of the summed
-        task losses with respect to that tensor holds every task's own gradient (task t's loss
-        depends only on slice t), so one backward pass serves the whole batch.
-        """
+        """`_adapt_all` for all tasks at once: adapted weights carry a leading task axis, the
+        first step's being the shared weights broadcast to [tasks, ...]."""
         inputa, labela, inputb, labelb = (tf.convert_to_tensor(t) for t in (inputa, labela, inputb, labelb))
         tasks = inputa.shape[0]
         fast = list(weights)
         for i in self._adaptable:
             fast[i] = tf.broadcast_to(fast[i][None], [tasks, *fast[i].shape])
-        query_losses, query_accuracies = [], []
-        for step in range(num_steps):
-            adaptable = [fast[i] for i in self._adaptable]
-            with tf.GradientTape(watch_accessed_variables=False) as tape:
-                tape.watch(adaptable)
-                outputa = self._batched_forward(fast, inputa)
-                lossa = self._task_losses(outputa, labela)
-                total = tf.reduce_sum(lossa)
-            if step == 0:
-                support_loss, support_accuracy = lossa, self._task_accuracies(outputa, labela)
-            grads = tape.gradient(total, adaptable)
-            if stop_grad:
-                grads = [tf.stop_gradient(g) for g in grads]
-            for i, w, g in zip(self._adaptable, adaptable, grads):
-                fast[i] = w - self.update_lr * g
-            if not score_every_step and step < num_steps - 1:
-                continue
-            outputb = self._batched_forward(fast, inputb)
-            query_losses.append(self._task_losses(outputb, labelb))
-            query_accuracies.append(self._task_accuracies(outputb, labelb))
+        result = self._inner_loop(fast, inputa, labela, inputb, labelb, num_steps, stop_grad, self._batched_forward,
+                                  self._task_losses, self._task_accuracies, score_every_step)
         per_task = {
-            "support_loss": support_loss,
-            "support_accuracy": support_accuracy,
-            "query_losses": tf.stack(query_losses, axis=1),
-            "query_accuracies": tf.stack(query_accuracies, axis=1),
+            "support_loss": result.support_loss,
+            "support_accuracy": result.support_accuracy,
+            "query_losses": tf.stack(result.query_losses, axis=1),
+            "query_accuracies": tf.stack(result.query_accuracies, axis=1),
         }
         # The meta-loss must come from the last loss itself, not a slice of the stack: through
         # the stack, the outer gradient would carry zeros back through every earlier query
         # forward pass (and their second-order terms) at full cost.
-        return per_task, query_losses[-1]
+        return per_task, result.query_losses[-1]
 
     def _task_losses(self, outputs, labels):
         """[tasks]: the per-task loss function vectorised over the leading axis."""
