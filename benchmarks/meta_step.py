@@ -118,8 +118,10 @@ def run_worker(spec):
         _step_seconds(learners[path], batch)  # warm-up
         result[f"{path}_peak_rss_mb"] = _peak_rss_mb()
     timed = [(path, learner, "meta_step") for path, learner in learners.items()]
-    if config[5] > 1:  # train_step differs from meta_step only with several inner steps
+    inner_steps = config[5]
+    if inner_steps > 1:  # train_step differs from meta_step only with several inner steps
         _step_seconds(learners["batched"], batch, "train_step")  # trace
+        _step_seconds(learners["batched"], batch, "train_step")  # warm-up
         timed.append(("train_step", learners["batched"], "train_step"))
     times = {path: [] for path, _, _ in timed}
     start = time.perf_counter()

@@ -3,7 +3,7 @@
     python benchmarks/profile_meta_step.py --config=omniglot_5way_1shot --order=second [--steps=5]
 
 Uses the configurations and random inputs of `benchmarks/meta_step.py` and the batched (default)
-path, or the reference with `--reference`. After two warm-up steps it traces `--steps`
+path, or the reference with `--profile_reference`. After two warm-up steps it traces `--steps`
 meta-iterations with `tf.profiler`, reads the trace (an XSpace protobuf) and sums the duration of
 each executed op by type. Ops of a graph may run on two inter-op threads at once, so the column
 total can exceed the wall time per step, which is printed too. Prints a markdown table.
@@ -21,6 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from absl import app, flags  # noqa: E402
 
 import meta_step  # noqa: E402  (its CONFIGS, inputs and learner construction)
+from xspace_ops import op_time_by_type  # noqa: E402
 
 flags.DEFINE_string("config", "omniglot_5way_1shot", f"one of {list(meta_step.CONFIGS)}")
 flags.DEFINE_enum("order", "second", ["second", "first"], "second or first (stop_grad) order")
@@ -28,35 +29,6 @@ flags.DEFINE_integer("steps", 5, "traced meta-iterations")
 flags.DEFINE_integer("top", 15, "op types to list")
 flags.DEFINE_bool("profile_reference", False, "profile the per-task reference path instead of the batched one")
 FLAGS = flags.FLAGS
-
-
-def op_time_by_type(xspace):
-    """{op type: (total microseconds, count)} over the host plane's TensorFlow executor threads."""
-    totals = collections.defaultdict(lambda: [0.0, 0])
-    for plane in xspace.planes:
-        if not plane.name.startswith("/host:CPU"):
-            continue
-        for line in plane.lines:
-            if line.name == "python":  # Python-side spans (the whole function call), not ops
-                continue
-            for event in line.events:
-                name = plane.event_metadata[event.metadata_id].name
-                op_type = _op_type(name)
-                if op_type is None:
-                    continue
-                totals[op_type][0] += event.duration_ps / 1e6
-                totals[op_type][1] += 1
-    return totals
-
-
-def _op_type(event_name):
-    """'scope/op:Type' -> 'Type'; None for executor and function-call spans."""
-    if "::" in event_name or event_name.count(":") != 1:
-        return None
-    op_name, op_type = event_name.split(":")
-    if not op_name or not op_type or op_type != op_type.strip() or op_type.startswith("__inference"):
-        return None
-    return op_type
 
 
 def main(argv):
@@ -82,10 +54,16 @@ def main(argv):
         traces = glob.glob(os.path.join(logdir, "**", "*.xplane.pb"), recursive=True)
         if not traces:
             sys.exit(f"the profiler wrote no trace under {logdir}")
-        xspace = xplane_pb2.XSpace()
-        with open(traces[0], "rb") as f:
-            xspace.ParseFromString(f.read())
-    totals = op_time_by_type(xspace)
+        totals = collections.defaultdict(lambda: [0.0, 0])
+        for trace in traces:
+            xspace = xplane_pb2.XSpace()
+            with open(trace, "rb") as f:
+                xspace.ParseFromString(f.read())
+            for op_type, (us, count) in op_time_by_type(xspace).items():
+                totals[op_type][0] += us
+                totals[op_type][1] += count
+    if not totals:
+        sys.exit("the trace holds no TensorFlow op events: nothing to rank")
     all_ms = sum(t for t, _ in totals.values()) / 1000 / FLAGS.steps
     path = "reference" if FLAGS.profile_reference else "batched"
     print(f"{FLAGS.config}, {FLAGS.order} order, {path} path: {wall_ms:.1f} ms per meta-iteration while traced "

@@ -4,7 +4,7 @@ A Python loop over tasks issues tens of small ops per task per layer; small ops 
 badly and their count makes tracing slow. Here each weight the inner loop adapts carries a
 leading task axis and each layer is one op over all tasks: dense layers are batched matmuls and
 3x3 convolutions batched matmuls on im2col patches (nine slices of the padded input, whose
-derivatives are pads and slices). Batch norm statistics stay per task (over each task's
+derivatives are pads and slices, plus a column of ones that carries the bias). Batch norm statistics stay per task (over each task's
 examples and positions); max-pool works per example. A convolution whose per-task input is
 large runs instead as one native convolution per task (`_use_per_task_conv`): the loop's op
 overhead is then small and im2col's copies would dominate.
@@ -77,6 +77,7 @@ def _step(layer, index, conv):
     name = f"layer {layer.name} ({type(layer).__name__})"
     if isinstance(layer, keras.layers.Dense):
         _require(layer.activation is keras.activations.linear and layer.use_bias, name, "needs a linear Dense with bias")
+        _require(len(layer.input.shape) == 2, name, "needs Dense inputs [examples, features]")
         return _dense(index[id(layer.kernel)], index[id(layer.bias)])
     if isinstance(layer, keras.layers.Conv2D) and type(layer) is keras.layers.Conv2D:
         _require(layer.activation is keras.activations.linear and layer.use_bias, name, "needs a linear conv with bias")
@@ -127,8 +128,6 @@ def _channels(w, x):
 def _dense(kernel, bias):
     def step(weights, x):
         w, b = weights[kernel], weights[bias]
-        if len(x.shape) != 3:
-            raise UnsupportedModelError(f"the batched forward needs Dense inputs [tasks, n, features], got {x.shape}")
         # [T, n, in] x [T, in, out] (batched) or x [in, out] (shared, broadcast over tasks).
         y = tf.linalg.matmul(x, w)
         return y + _channels(b, y)
@@ -152,7 +151,8 @@ def _conv2d(kernel, bias, kernel_size, strides, method):
         tasks, n, height, width, channels = x.shape
         if not _per_task(w, 4):  # one kernel for all tasks: the native convolution
             y = tf.nn.conv2d(tf.reshape(x, [tasks * n, height, width, channels]), w, [1, sh, sw, 1], "SAME")
-            return tf.reshape(y, [tasks, n, *y.shape[1:]]) + _channels(b, x)
+            y = tf.reshape(y, [tasks, n, *y.shape[1:]])
+            return y + _channels(b, y)
         if not _per_task(b, 1):
             b = tf.broadcast_to(b, [tasks, b.shape[0]])
         if _use_per_task_conv(method, tasks, n, height, width, channels):
@@ -166,7 +166,7 @@ def _conv2d(kernel, bias, kernel_size, strides, method):
         patches = _im2col(tf.reshape(x, [tasks * n, height, width, channels]), kh, kw, sh, sw, with_ones=True)
         out_h, out_w = patches.shape[1], patches.shape[2]
         patches = tf.reshape(patches, [tasks, n * out_h * out_w, kh * kw * channels + 1])
-        kernel_rows = tf.concat([tf.reshape(w, [tasks, kh * kw * channels, w.shape[-1]]), b[:, None, :]], axis=1)
+        kernel_rows = tf.concat([tf.reshape(w, [tasks, kh * kw * channels, w.shape[-1]]), tf.expand_dims(b, 1)], axis=1)
         y = tf.linalg.matmul(patches, kernel_rows)
         return tf.reshape(y, [tasks, n, out_h, out_w, w.shape[-1]])
 
@@ -188,7 +188,8 @@ PER_TASK_CONV_MIN_INPUT = 30_000
 
 
 def _im2col(x, kh, kw, sh, sw, with_ones=False):
-    """[B, H, W, C] -> [B, out_h, out_w, kh*kw*C]: the 'SAME' conv's input patches, (dy, dx, c).
+    """[B, H, W, C] -> [B, out_h, out_w, kh*kw*C]: the 'SAME' conv's input patches, (dy, dx, c),
+    then (with_ones) a last column of ones, for a bias row in the kernel.
 
     Strided slicing (and above all its gradient, StridedSliceGrad) is slow on CPU, so the
     padded input is viewed as [B, rows, sh, cols, sw, C] and tap (dy, dx) becomes a plain

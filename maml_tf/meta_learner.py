@@ -23,7 +23,8 @@ from maml_tf.models import is_norm_variable
 
 
 class Adaptation(NamedTuple):
-    """What one task's adaptation measured. Query entries are after steps 1..num_steps."""
+    """What an inner loop measured, for one task (scalars) or a task batch ([tasks] tensors).
+    Query entries follow steps 1..num_steps, or the last step only when not scoring every step."""
 
     support_loss: tf.Tensor  # before any step
     support_accuracy: tf.Tensor
@@ -42,6 +43,8 @@ class MetaLearner:
 
     def __init__(self, model, loss_fn, *, update_lr, num_updates, stop_grad=False, meta_lr=1e-3,
                  clip_value=None, classification=False, batched=True):
+        if num_updates < 1:
+            raise ValueError(f"num_updates must be at least 1 (MAML adapts before its meta-loss), got {num_updates}")
         self.model = model
         self.loss_fn = loss_fn
         self.update_lr = update_lr
@@ -68,28 +71,29 @@ class MetaLearner:
         """The model on the given weight values (one per trainable variable)."""
         return self.model.stateless_call(weights, self.model.non_trainable_variables, inputs)[0]
 
-    def adapt(self, weights, inputa, labela, inputb, labelb, num_steps, stop_grad=False):
-        """`num_steps` SGD steps on one task's support set; the query set is scored after each."""
+    def adapt(self, weights, inputa, labela, inputb, labelb, num_steps, stop_grad=False, score_every_step=True):
+        """`num_steps` SGD steps on one task's support set; the query set is scored after each
+        (after the last only, with score_every_step=False)."""
         return self._inner_loop(list(weights), inputa, labela, inputb, labelb, num_steps, stop_grad,
-                                self.forward, self.loss_fn, self._accuracy)
+                                self.forward, self.loss_fn, self._accuracy, score_every_step)
 
-    def _inner_loop(self, fast, inputa, labela, inputb, labelb, num_steps, stop_grad, forward, losses, accuracies,
-                    score_every_step=True):
-        """The inner loop, for one task (scalar losses) or a task batch (losses [tasks], whose sum's
-        gradient holds each task's own gradient: task t's loss depends only on weights[t]).
-
-        score_every_step=False scores the query set after the last step only.
-        """
+    def _inner_loop(self, fast, inputa, labela, inputb, labelb, num_steps, stop_grad, forward, loss_of, accuracy_of,
+                    score_every_step):
+        """The inner loop, for one task (scalar losses) or a task batch (`loss_of` gives [tasks];
+        the gradient of their sum holds each task's own gradient, since task t's loss depends only
+        on slice t of the adapted weights)."""
+        if num_steps < 1:
+            raise ValueError(f"the inner loop needs at least one step, got num_steps={num_steps}")
         query_losses, query_accuracies = [], []
         for step in range(num_steps):
             adaptable = [fast[i] for i in self._adaptable]
             with tf.GradientTape(watch_accessed_variables=False) as tape:
                 tape.watch(adaptable)
                 outputa = forward(fast, inputa)
-                lossa = losses(outputa, labela)
+                lossa = loss_of(outputa, labela)
                 total = tf.reduce_sum(lossa)
             if step == 0:
-                support_loss, support_accuracy = lossa, accuracies(outputa, labela)
+                support_loss, support_accuracy = lossa, accuracy_of(outputa, labela)
             grads = tape.gradient(total, adaptable)
             if stop_grad:
                 grads = [tf.stop_gradient(g) for g in grads]
@@ -98,8 +102,8 @@ class MetaLearner:
             if not score_every_step and step < num_steps - 1:
                 continue
             outputb = forward(fast, inputb)
-            query_losses.append(losses(outputb, labelb))
-            query_accuracies.append(accuracies(outputb, labelb))
+            query_losses.append(loss_of(outputb, labelb))
+            query_accuracies.append(accuracy_of(outputb, labelb))
         return Adaptation(support_loss, support_accuracy, query_losses, query_accuracies, fast)
 
     def _accuracy(self, logits, labels):
@@ -111,14 +115,16 @@ class MetaLearner:
         """Adapt to each task of the batch: (per-task tensors [tasks] and [tasks, steps], the query
         losses after the last step [tasks]).
 
-        score_every_step=False (batched path only) scores the query set after the last step
-        only: the steps axis then has length 1.
+        score_every_step=False scores the query set after the last step only: the steps axis then
+        has length 1. The final query losses are the last step's own tensors, not a slice of the
+        stack: through the stack, the outer gradient would carry zeros back through every earlier
+        query forward pass (and their second-order terms) at full cost.
         """
         if self.batched:
             return self._adapt_batched(weights, inputa, labela, inputb, labelb, num_steps, stop_grad,
                                        score_every_step)
         results = [
-            self.adapt(weights, inputa[t], labela[t], inputb[t], labelb[t], num_steps, stop_grad)
+            self.adapt(weights, inputa[t], labela[t], inputb[t], labelb[t], num_steps, stop_grad, score_every_step)
             for t in range(inputa.shape[0])
         ]
         per_task = {
@@ -127,7 +133,7 @@ class MetaLearner:
             "query_losses": tf.stack([tf.stack(r.query_losses) for r in results]),
             "query_accuracies": tf.stack([tf.stack(r.query_accuracies) for r in results]),
         }
-        return per_task, per_task["query_losses"][:, -1]
+        return per_task, tf.stack([r.query_losses[-1] for r in results])
 
     def _adapt_batched(self, weights, inputa, labela, inputb, labelb, num_steps, stop_grad, score_every_step=True):
         """`_adapt_all` for all tasks at once: adapted weights carry a leading task axis, the
@@ -136,7 +142,7 @@ class MetaLearner:
         tasks = inputa.shape[0]
         fast = list(weights)
         for i in self._adaptable:
-            fast[i] = tf.broadcast_to(fast[i][None], [tasks, *fast[i].shape])
+            fast[i] = tf.broadcast_to(tf.expand_dims(fast[i], 0), [tasks, *fast[i].shape])
         result = self._inner_loop(fast, inputa, labela, inputb, labelb, num_steps, stop_grad, self._batched_forward,
                                   self._task_losses, self._task_accuracies, score_every_step)
         per_task = {
@@ -145,9 +151,6 @@ class MetaLearner:
             "query_losses": tf.stack(result.query_losses, axis=1),
             "query_accuracies": tf.stack(result.query_accuracies, axis=1),
         }
-        # The meta-loss must come from the last loss itself, not a slice of the stack: through
-        # the stack, the outer gradient would carry zeros back through every earlier query
-        # forward pass (and their second-order terms) at full cost.
         return per_task, result.query_losses[-1]
 
     def _task_losses(self, outputs, labels):
@@ -182,7 +185,7 @@ class MetaLearner:
         cost about as much as the rest. Returns the mean pre-update support loss/accuracy and
         the mean query loss/accuracy after the last step.
         """
-        per_task = self._apply_meta_update(inputa, labela, inputb, labelb, score_every_step=not self.batched)
+        per_task = self._apply_meta_update(inputa, labela, inputb, labelb, score_every_step=False)
         return {"pre_loss": tf.reduce_mean(per_task["support_loss"]),
                 "pre_accuracy": tf.reduce_mean(per_task["support_accuracy"]),
                 "post_loss": tf.reduce_mean(per_task["query_losses"][:, -1]),

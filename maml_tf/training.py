@@ -60,7 +60,7 @@ def train(learner, sampler, checkpointer, *, meta_batch_size, pretrain_iteration
         if itr < pretrain_iterations:
             learner.pretrain_step(batch.inputa, batch.labela)
         else:
-            learner.meta_step(*batch)
+            learner.train_step(*batch)  # the update alone: the logged metrics come from _batch_means
 
         if itr != 0 and itr % print_interval == 0:
             now = time.perf_counter()

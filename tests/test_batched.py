@@ -160,6 +160,9 @@ def test_train_step_makes_the_meta_step_update(batched):
     lean = learners[1]._train_step(*batch)
     np.testing.assert_allclose(lean["post_loss"].numpy(), full["post_losses"][-1].numpy(), rtol=1e-12)
     np.testing.assert_allclose(lean["pre_accuracy"].numpy(), full["pre_accuracy"].numpy())
+    # and it does skip them: only the last step's query set is scored.
+    per_task, _ = learners[1].meta_gradients(*batch, score_every_step=False)
+    assert per_task["query_losses"].shape == (batch[0].shape[0], 1)
     for a, b in zip(*(learner.variables for learner in learners)):
         np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=1e-12, atol=1e-15)
 
