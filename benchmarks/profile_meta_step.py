@@ -59,9 +59,7 @@ def main(argv):
             xspace = xplane_pb2.XSpace()
             with open(trace, "rb") as f:
                 xspace.ParseFromString(f.read())
-            for op_type, (us, count) in op_time_by_type(xspace).items():
-                totals[op_type][0] += us
-                totals[op_type][1] += count
+            op_time_by_type(xspace, totals)
     if not totals:
         sys.exit("the trace holds no TensorFlow op events: nothing to rank")
     all_ms = sum(t for t, _ in totals.values()) / 1000 / FLAGS.steps

@@ -3,13 +3,14 @@ import collections
 import re
 
 
-def op_time_by_type(xspace):
-    """{op type: [self microseconds, count]} over the host plane's thread lines.
+def op_time_by_type(xspace, totals=None):
+    """{op type: [self microseconds, count]} over the host plane's thread lines, added to
+    `totals` when given (several trace files of one run).
 
     Self time: an op event's duration minus that of op events nested inside it on the same
     thread (a function-call op wraps its body's ops), so that no time is counted twice.
     """
-    totals = collections.defaultdict(lambda: [0.0, 0])
+    totals = collections.defaultdict(lambda: [0.0, 0]) if totals is None else totals
     for plane in xspace.planes:
         if not plane.name.startswith("/host:CPU"):
             continue

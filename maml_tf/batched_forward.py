@@ -4,8 +4,8 @@ A Python loop over tasks issues tens of small ops per task per layer; small ops 
 badly and their count makes tracing slow. Here each weight the inner loop adapts carries a
 leading task axis and each layer is one op over all tasks: dense layers are batched matmuls and
 3x3 convolutions batched matmuls on im2col patches (nine slices of the padded input, whose
-derivatives are pads and slices, plus a column of ones that carries the bias). Batch norm statistics stay per task (over each task's
-examples and positions); max-pool works per example. A convolution whose per-task input is
+derivatives are pads and slices, plus a column of ones that carries the bias). Batch norm
+statistics stay per task (over each task's examples and positions); max-pool works per example. A convolution whose per-task input is
 large runs instead as one native convolution per task (`_use_per_task_conv`): the loop's op
 overhead is then small and im2col's copies would dominate.
 
@@ -163,7 +163,7 @@ def _conv2d(kernel, bias, kernel_size, strides, method):
                              for xt, wt, bt in zip(tf.unstack(x), tf.unstack(w), tf.unstack(b))])
         # The bias rides in the matmul as a last row of the kernel against a column of ones in
         # the patches, so that its gradient is part of the matmul's too.
-        patches = _im2col(tf.reshape(x, [tasks * n, height, width, channels]), kh, kw, sh, sw, with_ones=True)
+        patches = _im2col(tf.reshape(x, [tasks * n, height, width, channels]), kh, kw, sh, sw)
         out_h, out_w = patches.shape[1], patches.shape[2]
         patches = tf.reshape(patches, [tasks, n * out_h * out_w, kh * kw * channels + 1])
         kernel_rows = tf.concat([tf.reshape(w, [tasks, kh * kw * channels, w.shape[-1]]), tf.expand_dims(b, 1)], axis=1)
@@ -187,9 +187,9 @@ def _use_per_task_conv(method, tasks, n, height, width, channels):
 PER_TASK_CONV_MIN_INPUT = 30_000
 
 
-def _im2col(x, kh, kw, sh, sw, with_ones=False):
-    """[B, H, W, C] -> [B, out_h, out_w, kh*kw*C]: the 'SAME' conv's input patches, (dy, dx, c),
-    then (with_ones) a last column of ones, for a bias row in the kernel.
+def _im2col(x, kh, kw, sh, sw):
+    """[B, H, W, C] -> [B, out_h, out_w, kh*kw*C + 1]: the 'SAME' conv's input patches, (dy, dx, c),
+    then a last column of ones, for a bias row in the kernel.
 
     Strided slicing (and above all its gradient, StridedSliceGrad) is slow on CPU, so the
     padded input is viewed as [B, rows, sh, cols, sw, C] and tap (dy, dx) becomes a plain
@@ -207,8 +207,7 @@ def _im2col(x, kh, kw, sh, sw, with_ones=False):
     taps = [tf.reshape(tf.slice(blocks, [0, dy // sh, dy % sh, dx // sw, dx % sw, 0], [batch, out_h, 1, out_w, 1, channels]),
                        [batch, out_h, out_w, channels])
             for dy in range(kh) for dx in range(kw)]
-    if with_ones:
-        taps.append(tf.ones([batch, out_h, out_w, 1], x.dtype))
+    taps.append(tf.ones([batch, out_h, out_w, 1], x.dtype))
     return tf.concat(taps, axis=-1)
 
 
