@@ -10,6 +10,7 @@ import os
 
 import numpy as np
 import tensorflow as tf
+from absl import logging
 
 CONFIG = "config.json"
 PROGRESS = "progress.csv"
@@ -36,20 +37,24 @@ def read_config(logdir):
 
 
 class RunState:
-    """tf.train.Checkpoint of policy, optimiser, iteration and numpy RNG state."""
+    """tf.train.Checkpoint of policy, optimiser, iteration and the numpy RNG states
+    (sampling noise and the envs' start noise), so a resumed run continues exactly."""
 
     def __init__(self, logdir, model, optimizer=None, max_to_keep=3):
         self.iteration = tf.Variable(0, dtype=tf.int64, trainable=False)
         self._rng_state = tf.Variable("", dtype=tf.string, trainable=False)
-        parts = {"policy": model, "iteration": self.iteration, "rng_state": self._rng_state}
+        self._env_rng_state = tf.Variable("", dtype=tf.string, trainable=False)
+        parts = {"policy": model, "iteration": self.iteration, "rng_state": self._rng_state,
+                 "env_rng_state": self._env_rng_state}
         if optimizer is not None:
             parts["optimizer"] = optimizer
         self.checkpoint = tf.train.Checkpoint(**parts)
         self.manager = tf.train.CheckpointManager(self.checkpoint, os.path.join(logdir, CKPT_DIR),
                                                   max_to_keep=max_to_keep)
 
-    def restore(self, rng=None, require=False):
-        """Restore the latest checkpoint into the model (and `rng`); False if none."""
+    def restore(self, rng=None, require=False, env=None):
+        """Restore the latest checkpoint into the model (and `rng`, and `env`'s start-noise
+        RNG if it has one); False if there is no checkpoint."""
         path = self.manager.latest_checkpoint
         if path is None:
             if require:
@@ -58,12 +63,21 @@ class RunState:
         self.checkpoint.restore(path).expect_partial()
         if rng is not None and self._rng_state.numpy():
             rng.bit_generator.state = json.loads(self._rng_state.numpy().decode())
+        if hasattr(env, "set_rng_state") and self._env_rng_state.numpy():
+            states = json.loads(self._env_rng_state.numpy().decode())
+            if len(states) == len(env.rng_state()):
+                env.set_rng_state(states)
+            else:  # e.g. resumed with another --sampler_workers: a fresh noise stream, said aloud
+                logging.warning("%s holds start-noise RNG states for %d env processes, this run has %d: "
+                                "the start noise is not continued", path, len(states), len(env.rng_state()))
         return True
 
-    def save(self, iteration, rng=None):
+    def save(self, iteration, rng=None, env=None):
         self.iteration.assign(iteration)
         if rng is not None:
             self._rng_state.assign(json.dumps(rng.bit_generator.state))
+        if hasattr(env, "rng_state"):
+            self._env_rng_state.assign(json.dumps(env.rng_state()))
         return self.manager.save(checkpoint_number=iteration)
 
 

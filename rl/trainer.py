@@ -54,13 +54,13 @@ def _train(config, logdir, vec_env, oracle):
         optimizer = learner.optimizer
         optimizer.build(model.trainable_variables)
     state = run_io.RunState(logdir, model, optimizer, config["keep_checkpoints"])
-    if state.restore(rng):
+    if state.restore(rng, env=vec_env):
         logging.info("Resumed from %s at iteration %d", state.manager.latest_checkpoint, int(state.iteration))
     run_io.write_config(logdir, config)
     start = int(state.iteration)
     n_itr = 0 if config["mode"] == "random" else config["n_itr"]
     if config["mode"] == "random" or start == 0 and n_itr == 0:
-        state.save(0, rng)
+        state.save(0, rng, env=vec_env)
         logging.info("Saved the initial (random) policy to %s", state.manager.latest_checkpoint)
         return
     progress = run_io.ProgressCsv(logdir, start)
@@ -84,7 +84,7 @@ def _train(config, logdir, vec_env, oracle):
                     tf.summary.scalar(key, value)
         writer.flush()
         progress.append(row)
-        state.save(itr + 1, rng)
+        state.save(itr + 1, rng, env=vec_env)
     logging.info("Done: %d iterations in %s", n_itr, logdir)
 
 

@@ -90,6 +90,13 @@ class LocomotionVecEnv:
         self.sim.reset(None if mask is None else np.flatnonzero(mask))
         return self._obs()
 
+    def rng_state(self):
+        """State of the start-noise RNG (one entry per process), saved with checkpoints."""
+        return [self.sim.rng.bit_generator.state]
+
+    def set_rng_state(self, states):
+        (self.sim.rng.bit_generator.state,) = states
+
     def step(self, actions, active=None):
         lb, ub = self.sim.ctrl_low, self.sim.ctrl_high
         ctrl = lb + (np.asarray(actions, dtype=np.float64) + 1.0) * 0.5 * (ub - lb)

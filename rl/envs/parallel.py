@@ -24,6 +24,11 @@ def _worker(conn, name, num_envs, oracle, seed):
         elif cmd == "tasks":
             env.set_tasks(*args)
             conn.send(None)
+        elif cmd == "get_rng":
+            conn.send(env.rng_state())
+        elif cmd == "set_rng":
+            env.set_rng_state(*args)
+            conn.send(None)
         elif cmd == "close":
             conn.close()
             return
@@ -87,6 +92,20 @@ class ShardedVecEnv:
         for conn, s in busy:
             self._obs[s], self._rewards[s], self._done[s] = conn.recv()
         return self._obs.copy(), self._rewards.copy(), self._done.copy()
+
+    def rng_state(self):
+        """Start-noise RNG states of all workers, in shard order."""
+        for conn in self._conns:
+            conn.send(("get_rng",))
+        return [state for conn in self._conns for state in conn.recv()]
+
+    def set_rng_state(self, states):
+        if len(states) != len(self._conns):
+            raise ValueError(f"expected {len(self._conns)} RNG states (one per worker), got {len(states)}")
+        for conn, state in zip(self._conns, states):
+            conn.send(("set_rng", [state]))
+        for conn in self._conns:
+            conn.recv()
 
     def close(self):
         for conn, proc in zip(self._conns, self._procs):

@@ -60,6 +60,32 @@ def test_interrupted_run_resumes_exactly(tmp_path, small_config):
     assert os.listdir(os.path.join(straight, "tb"))
 
 
+@pytest.mark.parametrize("workers", [0, 2])
+def test_interrupted_mujoco_run_resumes_exactly(tmp_path, small_config, workers):
+    """The envs' start noise is checkpointed too: a resumed run does not replay iteration 0's."""
+    config = dict(small_config, env="cheetah_dir", meta_batch_size=2, fast_batch_size=2, max_path_length=10,
+                  hidden_sizes=[8, 8], sampler_workers=workers)
+    straight, resumed = str(tmp_path / "a"), str(tmp_path / "b")
+    run(dict(config, n_itr=2), straight)
+    run(dict(config, n_itr=1), resumed)
+    run(dict(config, n_itr=2), resumed)
+    (wa, _), (wb, _) = _weights(straight), _weights(resumed)
+    for a, b in zip(wa, wb):
+        np.testing.assert_array_equal(a, b)
+    rows_a, rows_b = _progress(straight), _progress(resumed)
+    for column in ("0AverageReturn", "1AverageReturn", "LossAfter"):
+        assert rows_a[1][column] == rows_b[1][column], column
+
+
+def test_resuming_with_other_sampler_workers_warns_and_continues(tmp_path, small_config, caplog):
+    config = dict(small_config, env="cheetah_dir", meta_batch_size=2, fast_batch_size=2, max_path_length=10,
+                  hidden_sizes=[8, 8])
+    run(dict(config, n_itr=1, sampler_workers=0), str(tmp_path))
+    run(dict(config, n_itr=2, sampler_workers=2), str(tmp_path))
+    assert _weights(str(tmp_path))[1] == 2
+    assert "start-noise RNG states for 1 env processes, this run has 2" in caplog.text
+
+
 def test_pretrain_mode_takes_adam_steps_on_preupdate_loss(tmp_path, small_config):
     SMALL = small_config
     run(dict(SMALL, mode="pretrain", n_itr=2), str(tmp_path))
