@@ -28,12 +28,12 @@ def step_sizes(fast_lr, num_steps, later_scale=0.5):
 
 def adapt_and_evaluate(param_values, tasks, vec_env, *, num_trajs, horizon, fast_lr, num_steps,
                        rng, activation="relu", discount=0.99, gae_lambda=1.0, dtype=tf.float32,
-                       batch_in_steps=True, later_lr_scale=0.5):
+                       batch_in_steps=True, later_lr_scale=0.5, collector_workers=1):
     """Returns [num_tasks, num_steps + 1]: each task's mean return after 0..num_steps steps.
 
     batch_in_steps=True samples whole paths until num_trajs * horizon steps per
-    task (the original's batch_size=4000 for the point task), else exactly
-    num_trajs paths.
+    task (the original's batch_size=4000), else exactly num_trajs paths;
+    collector_workers emulates rllab's parallel collector (see rl.sampler).
     """
     n_tasks = len(tasks)
     params = [tf.constant(np.broadcast_to(v, (n_tasks,) + np.shape(v)), dtype=dtype) for v in param_values]
@@ -48,7 +48,8 @@ def adapt_and_evaluate(param_values, tasks, vec_env, *, num_trajs, horizon, fast
     lrs = step_sizes(fast_lr, num_steps, later_lr_scale)
     for step in range(num_steps + 1):
         batch = rollout(vec_env, tasks, num_trajs, horizon, act_fn, rng,
-                        num_trajs * horizon if batch_in_steps else None)
+                        num_trajs * horizon if batch_in_steps else None,
+                        collector_workers=collector_workers)
         results.append(batch.mean_return_per_task())
         if step == num_steps:
             break

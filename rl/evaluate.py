@@ -29,6 +29,9 @@ flags.DEFINE_integer("num_trajs", None, "Trajectories per task per step (default
                      "script: point 40 = 4000 steps, MuJoCo 20 = 4000 steps, ant_dir 40 = 8000 steps).")
 flags.DEFINE_float("later_lr_scale", None, "Step size of steps 2.. relative to the first (default: the "
                    "env's original test script: 0.5; ant_dir 0.01).")
+flags.DEFINE_integer("collector_workers", None, "Workers of rllab's parallel collector to emulate with "
+                     "--batch_in_steps (default: the original test scripts' n_parallel, 4; 1 = keep "
+                     "exactly the paths a sequential sampler keeps).")
 flags.DEFINE_integer("num_steps", 3, "Adaptation steps to evaluate after step 0.")
 flags.DEFINE_float("fast_lr", None, "Adaptation step size (default: the run's --fast_lr).")
 flags.DEFINE_bool("batch_in_steps", True,
@@ -50,7 +53,7 @@ def main(argv):
         sys.exit(f"rl.evaluate: error: {e}")
     if not runs:
         sys.exit("rl.evaluate: error: give at least one --run=method:logdir")
-    for name in ("num_tasks", "num_trajs"):
+    for name in ("num_tasks", "num_trajs", "collector_workers"):
         if getattr(FLAGS, name) is not None and getattr(FLAGS, name) < 1:
             sys.exit(f"rl.evaluate: error: --{name} must be >= 1")
     if FLAGS.num_steps < 0:
@@ -59,7 +62,7 @@ def main(argv):
     for method, logdir in runs:
         try:
             proto = protocol(logdir, task_seed=FLAGS.task_seed, num_trajs=FLAGS.num_trajs,
-                             later_lr_scale=FLAGS.later_lr_scale)
+                             later_lr_scale=FLAGS.later_lr_scale, collector_workers=FLAGS.collector_workers)
             returns, lr, env = evaluate_run(
                 logdir, num_tasks=FLAGS.num_tasks, num_steps=FLAGS.num_steps, fast_lr=FLAGS.fast_lr,
                 seed=FLAGS.seed, batch_in_steps=FLAGS.batch_in_steps, **proto)

@@ -11,13 +11,15 @@ import os
 # 40 test tasks, trajectories per task per step (batch_size / horizon: 4000 / 100 for
 # the point, 4000 / 200 or 8000 / 200 for MuJoCo), and the step size of the later
 # steps relative to alpha (VPG's learning_rate / init_learning_rate: 0.5; 0.01 in
-# test_maml_ant_direc.py).
+# test_maml_ant_direc.py), and the workers of rllab's parallel collector (every test
+# script ran n_parallel=4, which also keeps the paths still running when the budget is
+# reached: 23 paths of 200 steps for a 4000-step MuJoCo batch).
 PROTOCOLS = {
-    "point": dict(task_seed=1, num_trajs=40, later_lr_scale=0.5),
-    "cheetah_vel": dict(task_seed=1, num_trajs=20, later_lr_scale=0.5),
-    "cheetah_dir": dict(task_seed=1, num_trajs=20, later_lr_scale=0.5),
-    "ant_vel": dict(task_seed=1, num_trajs=20, later_lr_scale=0.5),
-    "ant_dir": dict(task_seed=2, num_trajs=40, later_lr_scale=0.01),
+    "point": dict(task_seed=1, num_trajs=40, later_lr_scale=0.5, collector_workers=4),
+    "cheetah_vel": dict(task_seed=1, num_trajs=20, later_lr_scale=0.5, collector_workers=4),
+    "cheetah_dir": dict(task_seed=1, num_trajs=20, later_lr_scale=0.5, collector_workers=4),
+    "ant_vel": dict(task_seed=1, num_trajs=20, later_lr_scale=0.5, collector_workers=4),
+    "ant_dir": dict(task_seed=2, num_trajs=40, later_lr_scale=0.01, collector_workers=4),
 }
 
 COLUMNS = ["method", "task", "step", "mean_return", "stderr", "num_tasks", "num_trajs", "fast_lr"]
@@ -41,7 +43,7 @@ def protocol(logdir, **overrides):
 
 
 def evaluate_run(logdir, *, num_tasks, task_seed, num_trajs, num_steps, fast_lr, seed, batch_in_steps=True,
-                 later_lr_scale=0.5):
+                 later_lr_scale=0.5, collector_workers=1):
     """[num_tasks, steps + 1] mean returns of the run's latest checkpoint, and the step size used."""
     import numpy as np
     from rl import run_io
@@ -63,7 +65,7 @@ def evaluate_run(logdir, *, num_tasks, task_seed, num_trajs, num_steps, fast_lr,
             vec_env, num_trajs=num_trajs, horizon=config["max_path_length"], fast_lr=lr, num_steps=steps,
             rng=np.random.default_rng(seed), activation=config["hidden_activation"],
             discount=config["discount"], gae_lambda=config["gae_lambda"], batch_in_steps=batch_in_steps,
-            later_lr_scale=later_lr_scale)
+            later_lr_scale=later_lr_scale, collector_workers=collector_workers)
     finally:
         if hasattr(vec_env, "close"):
             vec_env.close()

@@ -52,7 +52,7 @@ class MetaLearner:
     def __init__(self, model, vec_env, *, mode="maml", fast_lr=0.1, meta_batch_size=40,
                  fast_batch_size=20, max_path_length=100, discount=0.99, gae_lambda=1.0,
                  max_kl=0.01, cg_iters=10, cg_damping=1e-5, hvp_base_eps=1.0,
-                 pretrain_lr=1e-3, activation="relu", batch_in_steps=False):
+                 pretrain_lr=1e-3, activation="relu", batch_in_steps=False, collector_workers=1):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if vec_env.num_envs != meta_batch_size * fast_batch_size:
@@ -63,6 +63,8 @@ class MetaLearner:
         self.activation = activation
         # rllab counts the batch in steps: fast_batch_size * max_path_length per task.
         self.steps_per_task = fast_batch_size * max_path_length if batch_in_steps else None
+        # rllab's parallel collector (n_parallel workers) also keeps the paths running at the budget.
+        self.collector_workers = collector_workers
         self.params = pol.policy_params(model)
         self.dtype = self.params[0].dtype
         self.target = FlatTarget(self.params)
@@ -128,7 +130,8 @@ class MetaLearner:
         # The oracle env of the original draws a new goal at every reset.
         new_task = (lambda r: self.vec_env.sample_tasks(1, r)[0]) if self.mode == "oracle" else None
         batch = rollout(self.vec_env, tasks, self.fast_batch_size, self.max_path_length,
-                        self.act_fn(fast_params), rng, self.steps_per_task, new_task)
+                        self.act_fn(fast_params), rng, self.steps_per_task, new_task,
+                        collector_workers=self.collector_workers)
         advantages = adv_lib.process_batch(batch, self.discount, self.gae_lambda,
                                            pool_tasks=self.mode == "oracle")
         return batch, to_tensors(batch, advantages, self.dtype)

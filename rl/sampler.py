@@ -8,18 +8,26 @@ env reports termination or at the horizon.
 
 Two budgets:
   steps_per_task=None  exactly `n_traj` paths per task;
-  steps_per_task=B     rllab's rule, counted in steps: the paths a *sequential*
-                       sampler would keep, i.e. path k (in a fixed order) is kept
-                       iff the paths before it hold < B steps. Tasks whose paths
-                       end early (point goal reached) thus get more paths. The
-                       n_traj slots of a task run paths k = r * n_traj + j in
+  steps_per_task=B     rllab's rule, counted in steps: the paths rllab's collector
+                       would keep. With one worker (`collector_workers=1`) path k
+                       (in a fixed order) is kept iff the paths before it hold < B
+                       steps. Tasks whose paths end early (point goal reached) thus
+                       get more paths. With W workers (rllab's `n_parallel`, which
+                       the original MuJoCo scripts set to 8 for training and 4 for
+                       testing) W paths run at once and a worker that finishes a
+                       path starts the next one while the finished paths hold < B
+                       steps, so paths still running when the budget is reached are
+                       kept too: for paths of fixed length H that is
+                       W + ceil(B / H) - 1 paths (27 for 8 workers and B = 20 x 200).
+                       The n_traj slots of a task run paths k = r * n_traj + j in
                        parallel, start a path only while it can still be needed,
                        and unneeded ones are dropped at the end, so the kept set
-                       is distributed exactly as with one sequential sampler
+                       is distributed exactly as with the emulated collector
                        (running many slots and keeping everything they finish
                        would over-represent short paths).
 """
 import dataclasses
+import heapq
 
 import numpy as np
 
@@ -80,7 +88,8 @@ class Batch:
 _KEYS = ("observations", "actions", "rewards", "mask", "means", "log_stds")
 
 
-def rollout(vec_env, tasks, n_traj, horizon, act_fn, rng, steps_per_task=None, new_task=None):
+def rollout(vec_env, tasks, n_traj, horizon, act_fn, rng, steps_per_task=None, new_task=None,
+            collector_workers=1):
     """Sample paths for each of `tasks` (len T) with `vec_env.num_envs == T * n_traj`.
 
     Actions are mean + std * N(0, 1) drawn from `rng`, unclipped (the env
@@ -88,6 +97,8 @@ def rollout(vec_env, tasks, n_traj, horizon, act_fn, rng, steps_per_task=None, n
     fresh task for every path (what maml_rl's oracle env does on each reset);
     `tasks` then only sets the number of groups.
     """
+    if collector_workers < 1:
+        raise ValueError(f"collector_workers must be >= 1, got {collector_workers}")
     tasks = np.asarray(tasks)
     n_tasks = len(tasks)
     n_envs = n_tasks * n_traj
@@ -126,7 +137,8 @@ def rollout(vec_env, tasks, n_traj, horizon, act_fn, rng, steps_per_task=None, n
         if steps_per_task is not None:
             for e in np.flatnonzero(ended):
                 nxt = path_index[e] + n_traj
-                if _steps_before(paths, task_of, path_index, t, active & ~ended, e, nxt) < steps_per_task:
+                if _may_start(paths, task_of, path_index, t, active & ~ended, e, nxt, collector_workers,
+                              steps_per_task):
                     restart[e] = True
                     path_index[e] = nxt
         active = (active & ~ended) | restart
@@ -138,32 +150,51 @@ def rollout(vec_env, tasks, n_traj, horizon, act_fn, rng, steps_per_task=None, n
                 vec_env.set_tasks(slot_tasks)
             next_obs = vec_env.reset(restart)
         obs = next_obs
-    kept = [_sequential_prefix(task_paths, steps_per_task) for task_paths in paths]
+    kept = [_collected(task_paths, steps_per_task, collector_workers) for task_paths in paths]
     return _pad(kept, horizon)
 
 
-def _steps_before(paths, task_of, path_index, t, running, e, k):
-    """Lower bound on the steps in paths with index < k of slot e's task:
-    finished paths count fully, running ones by their current length."""
+def _may_start(paths, task_of, path_index, t, running, e, k, workers, budget):
+    """Whether path k of slot e's task can still be started by the emulated collector.
+
+    It starts path k (k >= workers) at its (k - workers + 1)-th path completion if
+    the finished paths then hold < budget steps; those paths are all among paths
+    0..k-1, so the sum of that many of their smallest lengths (finished paths
+    counted fully, running ones by their current length, unstarted ones as 0)
+    bounds the count from below."""
+    j = k - workers + 1
+    if j <= 0:
+        return True
     task = task_of[e]
-    done_steps = sum(len(p["rewards"]) for i, p in paths[task].items() if i < k)
+    lengths = [len(p["rewards"]) for i, p in paths[task].items() if i < k]
     same = running & (task_of == task) & (path_index < k)
-    return done_steps + int(t[same].sum())
+    lengths += [int(n) for n in t[same]]
+    lengths += [0] * (k - len(lengths))
+    return sum(sorted(lengths)[:j]) < budget
 
 
-def _sequential_prefix(task_paths, steps_per_task):
-    """Paths in index order; with a step budget keep path k iff the earlier ones
-    hold fewer than `steps_per_task` steps."""
+def _collected(task_paths, budget, workers):
+    """The paths the collector keeps, in index order. Without a budget, all of
+    them; with one, `workers` workers take paths in index order, a path taking
+    as long as it has steps (ties: lower index first), and a worker that finishes
+    a path starts the next while the finished paths hold < budget steps."""
     ordered = [task_paths[i] for i in sorted(task_paths)]
-    if steps_per_task is None:
+    if budget is None:
         return ordered
-    kept, total = [], 0
-    for path in ordered:
-        if total >= steps_per_task:
-            break
-        kept.append(path)
-        total += len(path["rewards"])
-    return kept
+    length = [len(p["rewards"]) for p in ordered]
+    started = min(workers, len(ordered))
+    running = [(length[i], i) for i in range(started)]
+    heapq.heapify(running)
+    finished_steps = 0
+    while running:
+        finish, i = heapq.heappop(running)
+        finished_steps += length[i]
+        if finished_steps < budget:
+            if started == len(ordered):
+                raise RuntimeError("sampler bug: the collector needs a path that was not sampled")
+            heapq.heappush(running, (finish + length[started], started))
+            started += 1
+    return ordered[:started]
 
 
 def _pad(paths, horizon):

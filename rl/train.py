@@ -36,6 +36,11 @@ flags.DEFINE_integer("keep_checkpoints", 3, "Checkpoints to keep.")
 flags.DEFINE_integer("sampler_workers", 0,
                      "MuJoCo envs: step them in this many worker processes (0 = in this process; "
                      "2 pays on an idle 2-core machine, not on a loaded one).")
+flags.DEFINE_integer("collector_workers", 1,
+                     "With --batch_in_steps: keep the paths rllab's parallel collector with this many "
+                     "workers (its n_parallel) keeps, i.e. also those still running when the step budget "
+                     "is reached. The original MuJoCo launch scripts ran 8 (27 paths of 200 steps per "
+                     "task instead of 20); its point script 1.")
 flags.DEFINE_bool("batch_in_steps", True,
                   "Count each task's batch in steps like rllab (whole paths until fast_batch_size * "
                   "max_path_length steps; early-terminating paths give more paths); "
@@ -52,6 +57,8 @@ def validate(f):
         return f"--env={f.env!r} is not supported (supported: {', '.join(envs)})"
     if f.mode not in modes:
         return f"--mode={f.mode!r} must be one of {', '.join(modes)}"
+    if f.collector_workers < 1:
+        return f"--collector_workers must be >= 1 (got {f.collector_workers})"
     if f.sampler_workers < 0:
         return f"--sampler_workers must be >= 0 (got {f.sampler_workers})"
     for name in ("meta_batch_size", "fast_batch_size", "max_path_length", "cg_iters", "keep_checkpoints"):
@@ -82,7 +89,8 @@ def validate(f):
 def config_from_flags(f):
     names = ("env", "mode", "fast_lr", "meta_batch_size", "fast_batch_size", "max_path_length", "n_itr",
              "max_kl", "discount", "gae_lambda", "seed", "hidden_activation", "cg_iters", "cg_damping",
-             "hvp_base_eps", "pretrain_lr", "keep_checkpoints", "batch_in_steps", "sampler_workers")
+             "hvp_base_eps", "pretrain_lr", "keep_checkpoints", "batch_in_steps", "collector_workers",
+             "sampler_workers")
     config = {n: getattr(f, n) for n in names}
     config["hidden_sizes"] = [int(s) for s in f.hidden_sizes]
     return config

@@ -4,7 +4,8 @@ A config holds: env, mode (maml | pretrain | oracle | random), fast_lr,
 meta_batch_size, fast_batch_size, max_path_length, n_itr, max_kl, discount,
 gae_lambda, seed, hidden_sizes, hidden_activation, cg_iters, cg_damping,
 hvp_base_eps, pretrain_lr, keep_checkpoints, batch_in_steps (default False),
-sampler_workers (default 0: MuJoCo envs stepped in this process).
+collector_workers (default 1), sampler_workers (default 0: MuJoCo envs stepped
+in this process).
 """
 import os
 import time
@@ -50,7 +51,8 @@ def _train(config, logdir, vec_env, oracle):
             gae_lambda=config["gae_lambda"], max_kl=config["max_kl"], cg_iters=config["cg_iters"],
             cg_damping=config["cg_damping"], hvp_base_eps=config["hvp_base_eps"],
             pretrain_lr=config["pretrain_lr"], activation=config["hidden_activation"],
-            batch_in_steps=config.get("batch_in_steps", False))
+            batch_in_steps=config.get("batch_in_steps", False),
+            collector_workers=config.get("collector_workers", 1))
         optimizer = learner.optimizer
         optimizer.build(model.trainable_variables)
     state = run_io.RunState(logdir, model, optimizer, config["keep_checkpoints"])

@@ -174,6 +174,66 @@ def test_rollout_step_budget_matches_sequential_sampler_with_many_slots():
     assert abs(np.mean(counts) - np.mean(ref)) < 0.15, (np.mean(counts), np.mean(ref))
 
 
+class CoinEnv:
+    """Paths end with probability `p_end` per step (geometric lengths); reward 1 per step."""
+    act_dim = 1
+
+    def __init__(self, n, rng, p_end=0.3):
+        self.num_envs, self.rng, self.p_end = n, rng, p_end
+
+    def set_tasks(self, tasks):
+        pass
+
+    def reset(self, mask=None):
+        return np.zeros((self.num_envs, 1))
+
+    def step(self, actions, active=None):
+        return np.zeros((self.num_envs, 1)), np.ones(self.num_envs), self.rng.random(self.num_envs) < self.p_end
+
+
+@pytest.mark.parametrize("workers, expected", [(1, 20), (4, 23), (8, 27)])
+def test_parallel_collector_keeps_the_paths_running_at_the_budget(workers, expected):
+    """Fixed-length paths, budget 20 paths: rllab's collector with W workers keeps
+    W + 20 - 1 (its train scripts: 8 workers -> 27 paths; test scripts: 4 -> 23)."""
+    rng = np.random.default_rng(0)
+    act = lambda obs: (np.zeros_like(obs), np.zeros_like(obs))
+    batch = rollout(CoinEnv(3 * 5, rng, p_end=0.0), np.zeros(3), 5, 10, act, rng, steps_per_task=200,
+                    collector_workers=workers)
+    np.testing.assert_array_equal(batch.path_mask.sum(1), [expected] * 3)
+    assert batch.num_steps == 3 * expected * 10
+
+
+def test_parallel_collector_with_random_path_lengths_matches_a_simulated_pool():
+    """Geometric path lengths, 3 workers, 7 slots per task: the number of kept paths
+    per task has the mean of a step-by-step simulation of 3 workers sharing a
+    counter (a worker finishing a path starts another while the counter < budget)."""
+    rng = np.random.default_rng(1)
+    act = lambda obs: (np.zeros_like(obs), np.zeros_like(obs))
+    counts = []
+    for _ in range(5):
+        batch = rollout(CoinEnv(200 * 7, rng), np.zeros(200), 7, 10, act, rng, steps_per_task=30,
+                        collector_workers=3)
+        counts.extend(batch.path_mask.sum(1))
+    draw = lambda: min(int(rng.geometric(0.3)), 10)
+    ref = []
+    for _ in range(4000):
+        lengths = [draw() for _ in range(3)]
+        running = [[i, lengths[i]] for i in range(3)]  # [path index, steps left], start order
+        counter = 0
+        while running:
+            for path in running:
+                path[1] -= 1
+            finished = [path for path in running if path[1] == 0]
+            running = [path for path in running if path[1] > 0]
+            for index, _ in finished:
+                counter += lengths[index]
+                if counter < 30:
+                    lengths.append(draw())
+                    running.append([len(lengths) - 1, lengths[-1]])
+        ref.append(len(lengths))
+    assert abs(np.mean(counts) - np.mean(ref)) < 0.15, (np.mean(counts), np.mean(ref))
+
+
 def test_rollout_can_draw_a_new_task_for_every_path():
     drawn = []
 

@@ -71,11 +71,21 @@ def test_maml_flagfiles_follow_the_launch_scripts(parse, env):
         (env, "maml", 0.1, 40, 0.01, 800)
     assert flags.fast_batch_size == (40 if env == "ant_dir" else 20)
     assert flags.batch_in_steps
+    assert flags.collector_workers == 8  # the launch scripts' n_parallel
+
+
+def test_paper_checkpoint_flagfile_is_the_launch_script_at_max_kl_002_until_itr_100(parse):
+    flags = parse(os.path.join(FLAGS_DIR, "rl_cheetah_dir_paper_checkpoint.flags"))
+    launch = parse(os.path.join(FLAGS_DIR, "rl_cheetah_dir.flags"))
+    differ = {k for k in vars(flags) if getattr(flags, k) != getattr(launch, k)}
+    assert differ == {"max_kl", "n_itr", "logdir"}
+    assert (flags.max_kl, flags.n_itr) == (0.02, 101)  # rllab's itr_100 = after 101 updates
 
 
 def test_test_protocols_follow_the_original_test_scripts():
     assert {e: (p["task_seed"], p["num_trajs"]) for e, p in PROTOCOLS.items() if e != "point"} == {
         "cheetah_vel": (1, 20), "cheetah_dir": (1, 20), "ant_vel": (1, 20), "ant_dir": (2, 40)}
+    assert all(p["collector_workers"] == 4 for p in PROTOCOLS.values())  # every test script's n_parallel
 
 
 def test_evaluate_cheetah_run_with_protocol_overrides(tmp_path, small_config, repo_root):
