@@ -56,6 +56,8 @@ def main(argv):
     for name in ("num_tasks", "num_trajs", "collector_workers"):
         if getattr(FLAGS, name) is not None and getattr(FLAGS, name) < 1:
             sys.exit(f"rl.evaluate: error: --{name} must be >= 1")
+    if (FLAGS.collector_workers or 1) > 1 and not FLAGS.batch_in_steps:
+        sys.exit("rl.evaluate: error: --collector_workers > 1 needs --batch_in_steps (it emulates a step budget)")
     if FLAGS.num_steps < 0:
         sys.exit("rl.evaluate: error: --num_steps must be >= 0")
     summary, per_task = [COLUMNS], [["method", "task", "task_index", "step", "mean_return"]]

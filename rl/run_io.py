@@ -28,6 +28,29 @@ def write_config(logdir, config):
     atomic_write(os.path.join(logdir, CONFIG), json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
+# Settings that may change when a run is resumed (they do not change what is trained),
+# values written by rl.trainer itself, and defaults of keys older runs did not record.
+RESUMABLE_CHANGES = ("n_itr", "keep_checkpoints", "sampler_workers")
+DERIVED = ("obs_dim", "act_dim", "oracle")
+OLD_DEFAULTS = {"batch_in_steps": False, "collector_workers": 1, "sampler_workers": 0}
+
+
+class ConfigMismatch(ValueError):
+    """Resuming a run with other training settings than it was started with."""
+
+
+def check_resume_config(logdir, config):
+    """Raise ConfigMismatch naming every setting that differs from the run's config.json."""
+    old = read_config(logdir)
+    keys = (set(old) | set(config)) - set(RESUMABLE_CHANGES) - set(DERIVED)
+    differ = sorted(k for k in keys if old.get(k, OLD_DEFAULTS.get(k)) != config.get(k, OLD_DEFAULTS.get(k)))
+    if differ:
+        said = ", ".join(f"--{k}: {old.get(k, OLD_DEFAULTS.get(k))!r} -> {config.get(k, OLD_DEFAULTS.get(k))!r}"
+                         for k in differ)
+        raise ConfigMismatch(f"{logdir} was trained with other settings ({said}); resume it with its own "
+                             "settings or use a new --logdir")
+
+
 def read_config(logdir):
     path = os.path.join(logdir, CONFIG)
     if not os.path.exists(path):

@@ -104,6 +104,8 @@ def rollout(vec_env, tasks, n_traj, horizon, act_fn, rng, steps_per_task=None, n
     n_envs = n_tasks * n_traj
     if vec_env.num_envs != n_envs:
         raise ValueError(f"vec env has {vec_env.num_envs} envs, need {n_tasks} tasks x {n_traj} trajectories")
+    # Paths of envs that never terminate last the whole horizon: a tighter bound in _may_start.
+    min_length = 0 if getattr(vec_env, "terminates", True) else horizon
     task_of = np.repeat(np.arange(n_tasks), n_traj)
     slot_tasks = tasks[task_of] if new_task is None else np.array([new_task(rng) for _ in range(n_envs)])
     vec_env.set_tasks(slot_tasks)
@@ -138,7 +140,7 @@ def rollout(vec_env, tasks, n_traj, horizon, act_fn, rng, steps_per_task=None, n
             for e in np.flatnonzero(ended):
                 nxt = path_index[e] + n_traj
                 if _may_start(paths, task_of, path_index, t, active & ~ended, e, nxt, collector_workers,
-                              steps_per_task):
+                              steps_per_task, min_length):
                     restart[e] = True
                     path_index[e] = nxt
         active = (active & ~ended) | restart
@@ -154,22 +156,24 @@ def rollout(vec_env, tasks, n_traj, horizon, act_fn, rng, steps_per_task=None, n
     return _pad(kept, horizon)
 
 
-def _may_start(paths, task_of, path_index, t, running, e, k, workers, budget):
-    """Whether path k of slot e's task can still be started by the emulated collector.
+def _may_start(paths, task_of, path_index, t, running, e, k, workers, budget, min_length=0):
+    """Whether the emulated collector may still need path k of slot e's task;
+    never False for a path `_collected` keeps.
 
-    It starts path k (k >= workers) at its (k - workers + 1)-th path completion if
-    the finished paths then hold < budget steps; those paths are all among paths
-    0..k-1, so the sum of that many of their smallest lengths (finished paths
-    counted fully, running ones by their current length, unstarted ones as 0)
-    bounds the count from below."""
+    The collector starts path k (k >= workers) at its (k - workers + 1)-th path
+    completion if the finished paths then hold < budget steps; those paths are
+    all among paths 0..k-1, so the sum of that many of their smallest lengths
+    bounds the count from below. Finished paths count fully, running ones by
+    their current length, unstarted ones as 0; paths that cannot end before the
+    horizon (`min_length`) count at least that."""
     j = k - workers + 1
     if j <= 0:
         return True
     task = task_of[e]
     lengths = [len(p["rewards"]) for i, p in paths[task].items() if i < k]
     same = running & (task_of == task) & (path_index < k)
-    lengths += [int(n) for n in t[same]]
-    lengths += [0] * (k - len(lengths))
+    lengths += [max(int(n), min_length) for n in t[same]]
+    lengths += [min_length] * (k - len(lengths))
     return sum(sorted(lengths)[:j]) < budget
 
 
@@ -181,6 +185,7 @@ def _collected(task_paths, budget, workers):
     ordered = [task_paths[i] for i in sorted(task_paths)]
     if budget is None:
         return ordered
+    ordered = ordered[:next(g for g in range(len(ordered) + 1) if g not in task_paths)]  # no gaps
     length = [len(p["rewards"]) for p in ordered]
     started = min(workers, len(ordered))
     running = [(length[i], i) for i in range(started)]

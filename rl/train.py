@@ -59,6 +59,8 @@ def validate(f):
         return f"--mode={f.mode!r} must be one of {', '.join(modes)}"
     if f.collector_workers < 1:
         return f"--collector_workers must be >= 1 (got {f.collector_workers})"
+    if f.collector_workers > 1 and not f.batch_in_steps:
+        return "--collector_workers > 1 needs --batch_in_steps (it emulates a step budget)"
     if f.sampler_workers < 0:
         return f"--sampler_workers must be >= 0 (got {f.sampler_workers})"
     for name in ("meta_batch_size", "fast_batch_size", "max_path_length", "cg_iters", "keep_checkpoints"):
@@ -102,8 +104,12 @@ def main(argv):
     error = validate(FLAGS)
     if error:
         sys.exit(f"rl.train: error: {error}")
+    from rl.run_io import ConfigMismatch
     from rl.trainer import run
-    run(config_from_flags(FLAGS), os.path.expanduser(FLAGS.logdir))
+    try:
+        run(config_from_flags(FLAGS), os.path.expanduser(FLAGS.logdir))
+    except ConfigMismatch as e:
+        sys.exit(f"rl.train: error: {e}")
 
 
 if __name__ == "__main__":

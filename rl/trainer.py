@@ -56,6 +56,8 @@ def _train(config, logdir, vec_env, oracle):
         optimizer = learner.optimizer
         optimizer.build(model.trainable_variables)
     state = run_io.RunState(logdir, model, optimizer, config["keep_checkpoints"])
+    if state.manager.latest_checkpoint is not None:
+        run_io.check_resume_config(logdir, config)
     if state.restore(rng, env=vec_env):
         logging.info("Resumed from %s at iteration %d", state.manager.latest_checkpoint, int(state.iteration))
     run_io.write_config(logdir, config)

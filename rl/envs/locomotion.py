@@ -57,6 +57,7 @@ class LocomotionSim:
         self.family = family(name)
         self.model = load_model(self.family.model)
         self.is_ant = self.family.model == "ant"
+        self.terminates = self.is_ant  # a cheetah path always runs to the horizon
         self.num_envs = num_envs
         self.datas = [mujoco.MjData(self.model) for _ in range(num_envs)]
         self.torso = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_BODY, "torso")

@@ -74,6 +74,7 @@ class LocomotionVecEnv:
         self.oracle = oracle
         self.obs_dim = self.sim.obs_dim + (1 if oracle else 0)
         self.act_dim = self.sim.act_dim
+        self.terminates = self.sim.terminates
 
     def sample_tasks(self, n, rng):
         return self.family.sample_tasks(n, rng)

@@ -14,7 +14,7 @@ import numpy as np
 def _worker(conn, name, num_envs, oracle, seed):
     from rl.envs.locomotion_env import LocomotionVecEnv
     env = LocomotionVecEnv(name, num_envs, oracle=oracle, seed=seed)
-    conn.send((env.obs_dim, env.act_dim))
+    conn.send((env.obs_dim, env.act_dim, env.terminates))
     while True:
         cmd, *args = conn.recv()
         if cmd == "step":
@@ -54,7 +54,7 @@ class ShardedVecEnv:
             child.close()
             self._conns.append(parent)
             self._procs.append(proc)
-        self.obs_dim, self.act_dim = [c.recv() for c in self._conns][0]
+        self.obs_dim, self.act_dim, self.terminates = [c.recv() for c in self._conns][0]
         self._obs = np.zeros((num_envs, self.obs_dim))
         self._rewards = np.zeros(num_envs)
         self._done = np.zeros(num_envs, bool)

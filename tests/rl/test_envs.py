@@ -133,26 +133,28 @@ def test_rollout_step_budget_keeps_what_a_sequential_sampler_keeps(make_env):
     np.testing.assert_allclose(packed["observations"][0, :2], [[0, 0], [0.1, 0.1]], atol=1e-5)
 
 
+class CoinEnv:
+    """Paths end with probability `p_end` per step (geometric lengths); reward 1 per step."""
+    act_dim = 1
+
+    def __init__(self, n, rng, p_end=0.3):
+        self.num_envs, self.rng, self.p_end = n, rng, p_end
+
+    def set_tasks(self, tasks):
+        pass
+
+    def reset(self, mask=None):
+        return np.zeros((self.num_envs, 1))
+
+    def step(self, actions, active=None):
+        return np.zeros((self.num_envs, 1)), np.ones(self.num_envs), self.rng.random(self.num_envs) < self.p_end
+
+
 def test_rollout_step_budget_matches_sequential_sampler_with_many_slots():
     """Random (geometric) path lengths, 20 parallel slots per task: every task keeps
     exactly the prefix a sequential sampler keeps (the paths before the last hold
     < budget steps, all of them >= budget), and the number of paths per task has
     the sequential sampler's mean."""
-    class CoinEnv:
-        act_dim = 1
-
-        def __init__(self, n, rng):
-            self.num_envs, self.rng = n, rng
-
-        def set_tasks(self, tasks):
-            pass
-
-        def reset(self, mask=None):
-            return np.zeros((self.num_envs, 1))
-
-        def step(self, actions, active=None):
-            return np.zeros((self.num_envs, 1)), np.ones(self.num_envs), self.rng.random(self.num_envs) < 0.3
-
     rng = np.random.default_rng(0)
     act = lambda obs: (np.zeros_like(obs), np.zeros_like(obs))
     counts = []
@@ -174,23 +176,6 @@ def test_rollout_step_budget_matches_sequential_sampler_with_many_slots():
     assert abs(np.mean(counts) - np.mean(ref)) < 0.15, (np.mean(counts), np.mean(ref))
 
 
-class CoinEnv:
-    """Paths end with probability `p_end` per step (geometric lengths); reward 1 per step."""
-    act_dim = 1
-
-    def __init__(self, n, rng, p_end=0.3):
-        self.num_envs, self.rng, self.p_end = n, rng, p_end
-
-    def set_tasks(self, tasks):
-        pass
-
-    def reset(self, mask=None):
-        return np.zeros((self.num_envs, 1))
-
-    def step(self, actions, active=None):
-        return np.zeros((self.num_envs, 1)), np.ones(self.num_envs), self.rng.random(self.num_envs) < self.p_end
-
-
 @pytest.mark.parametrize("workers, expected", [(1, 20), (4, 23), (8, 27)])
 def test_parallel_collector_keeps_the_paths_running_at_the_budget(workers, expected):
     """Fixed-length paths, budget 20 paths: rllab's collector with W workers keeps
@@ -201,6 +186,82 @@ def test_parallel_collector_keeps_the_paths_running_at_the_budget(workers, expec
                     collector_workers=workers)
     np.testing.assert_array_equal(batch.path_mask.sum(1), [expected] * 3)
     assert batch.num_steps == 3 * expected * 10
+
+
+class PresetLengthEnv:
+    """Path k of task i lasts lengths[i][k] steps (slot j of a task runs paths j, j + n, j + 2n, ...)."""
+    act_dim = 1
+
+    def __init__(self, lengths, n_traj, terminates=True):
+        self.lengths, self.n_traj, self.terminates = lengths, n_traj, terminates
+        self.num_envs = len(lengths) * n_traj
+        self.path = np.tile(np.arange(n_traj), len(lengths)) - n_traj  # path index run by each slot
+        self.t = np.zeros(self.num_envs, int)
+        self.resets = 0
+
+    def set_tasks(self, tasks):
+        pass
+
+    def reset(self, mask=None):
+        mask = np.ones(self.num_envs, bool) if mask is None else np.asarray(mask, bool)
+        self.path[mask] += self.n_traj
+        self.t[mask] = 0
+        self.resets += int(mask.sum())
+        return np.zeros((self.num_envs, 1))
+
+    def step(self, actions, active=None):
+        self.t += 1
+        ends = np.array([self.lengths[e // self.n_traj][self.path[e]] for e in range(self.num_envs)])
+        return np.zeros((self.num_envs, 1)), np.ones(self.num_envs), self.t >= ends
+
+
+def _pool_keeps(lengths, workers, budget):
+    """How many paths (in start order) a pool of workers sharing a step counter keeps,
+    simulated time step by time step; simultaneous finishes in start order."""
+    running = [[k, lengths[k]] for k in range(workers)]
+    started, counter = workers, 0
+    while running:
+        for path in running:
+            path[1] -= 1
+        finished = [path for path in running if path[1] == 0]
+        running = [path for path in running if path[1] > 0]
+        for k, _ in finished:
+            counter += lengths[k]
+            if counter < budget:
+                running.append([started, lengths[started]])
+                started += 1
+    return started
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3, 5, 9])
+@pytest.mark.parametrize("n_traj", [1, 3, 7])
+def test_parallel_collector_keeps_exactly_the_paths_of_a_simulated_pool(workers, n_traj):
+    """Preset path lengths (random, all-short, all-full): every task keeps paths
+    0..m-1 in order, m from a step-by-step pool simulation."""
+    rng = np.random.default_rng(workers * 10 + n_traj)
+    horizon, n_tasks = 8, 12
+    lengths = [rng.integers(1, horizon + 1, size=200) for _ in range(n_tasks - 2)]
+    lengths += [np.ones(200, int), np.full(200, horizon)]
+    act = lambda obs: (np.zeros_like(obs), np.zeros_like(obs))
+    for budget in (1, 17, 60):
+        env = PresetLengthEnv(lengths, n_traj)
+        batch = rollout(env, np.zeros(n_tasks), n_traj, horizon, act, rng, steps_per_task=budget,
+                        collector_workers=workers)
+        kept = batch.mask.sum(-1)
+        for i in range(n_tasks):
+            m = _pool_keeps(list(lengths[i]), workers, budget)
+            np.testing.assert_array_equal(kept[i][:m], lengths[i][:m], err_msg=f"task {i} budget {budget}")
+            assert not kept[i][m:].any()
+
+
+def test_collector_starts_no_needless_paths_when_paths_cannot_end_early():
+    """Full-horizon paths (cheetah): with 8 workers and a 20-path budget, exactly the
+    27 kept paths per task are simulated."""
+    rng = np.random.default_rng(0)
+    env = PresetLengthEnv([np.full(100, 10)] * 3, 20, terminates=False)
+    act = lambda obs: (np.zeros_like(obs), np.zeros_like(obs))
+    batch = rollout(env, np.zeros(3), 20, 10, act, rng, steps_per_task=200, collector_workers=8)
+    assert (batch.path_mask.sum(1) == 27).all() and env.resets == 3 * 27
 
 
 def test_parallel_collector_with_random_path_lengths_matches_a_simulated_pool():

@@ -74,6 +74,15 @@ def test_maml_flagfiles_follow_the_launch_scripts(parse, env):
     assert flags.collector_workers == 8  # the launch scripts' n_parallel
 
 
+@pytest.mark.parametrize("env, pretrain, oracle", [("cheetah_vel", 8, 1), ("cheetah_dir", 8, 1),
+                                                   ("ant_vel", 8, 8), ("ant_dir", 8, 8)])
+def test_baseline_flagfiles_emulate_their_scripts_collectors(parse, env, pretrain, oracle):
+    """n_parallel of the scripts: MAML launch scripts (pretrain = use_maml=False) 8; oracles
+    cluster_trpo_cheetah.py 1, cluster_trpo_ant.py 8."""
+    flags = {s: parse(os.path.join(FLAGS_DIR, f"rl_{env}_{s}.flags")) for s in ("pretrain", "oracle")}
+    assert (flags["pretrain"].collector_workers, flags["oracle"].collector_workers) == (pretrain, oracle)
+
+
 def test_paper_checkpoint_flagfile_is_the_launch_script_at_max_kl_002_until_itr_100(parse):
     flags = parse(os.path.join(FLAGS_DIR, "rl_cheetah_dir_paper_checkpoint.flags"))
     launch = parse(os.path.join(FLAGS_DIR, "rl_cheetah_dir.flags"))

@@ -1,4 +1,5 @@
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -84,6 +85,30 @@ def test_resuming_with_other_sampler_workers_warns_and_continues(tmp_path, small
     run(dict(config, n_itr=2, sampler_workers=2), str(tmp_path))
     assert _weights(str(tmp_path))[1] == 2
     assert "start-noise RNG states for 1 env processes, this run has 2" in caplog.text
+
+
+def test_collector_workers_reach_the_sampler(tmp_path, small_config):
+    """3 emulated workers, budget 2 x 10 steps of never-ending cheetah paths: 2 + 3 - 1 = 4 paths per task."""
+    config = dict(small_config, env="cheetah_dir", meta_batch_size=2, fast_batch_size=2, max_path_length=10,
+                  hidden_sizes=[8, 8], n_itr=1, collector_workers=3, batch_in_steps=True)
+    run(config, str(tmp_path))
+    row = _progress(str(tmp_path))[0]
+    assert float(row["0NumTrajs"]) == float(row["1NumTrajs"]) == 2 * 4
+
+
+def test_resuming_with_other_training_settings_is_refused(tmp_path, small_config):
+    run(dict(small_config, n_itr=1), str(tmp_path))
+    with pytest.raises(run_io.ConfigMismatch, match=r"--fast_lr: 0.5 -> 0.1"):
+        run(dict(small_config, n_itr=2, fast_lr=0.1), str(tmp_path))
+    config_path = os.path.join(str(tmp_path), "config.json")
+    with open(config_path) as f:  # a run from before --collector_workers existed: it used 1
+        old = {k: v for k, v in json.load(f).items() if k != "collector_workers"}
+    with open(config_path, "w") as f:
+        json.dump(old, f)
+    with pytest.raises(run_io.ConfigMismatch, match=r"--collector_workers: 1 -> 8"):
+        run(dict(small_config, n_itr=2, collector_workers=8), str(tmp_path))
+    run(dict(small_config, n_itr=2, keep_checkpoints=5), str(tmp_path))  # n_itr etc. may change
+    assert _weights(str(tmp_path))[1] == 2
 
 
 def test_pretrain_mode_takes_adam_steps_on_preupdate_loss(tmp_path, small_config):
