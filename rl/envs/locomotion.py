@@ -1,7 +1,7 @@
 """Half-cheetah and ant locomotion tasks of the paper (Sec. 5.3), batched in one process.
 
 Semantics of maml_rl's HalfCheetahEnvRand(Direc) / AntEnvRand(Direc) on rllab's
-MujocoEnv (DESIGN.md section 3):
+MujocoEnv (the design note ../shared/DESIGN.md, section 3):
   - frame skip 1; after each physics step the model is brought forward at the new
     state (rllab's `model.forward()`), so observations, com and contact forces
     describe the state the action led to;

@@ -49,3 +49,22 @@ def test_evaluate_without_checkpoint_fails_clearly(tmp_path):
     assert result.returncode != 0
     assert "config.json not found" in result.stderr.splitlines()[-1]
     assert not os.path.exists(tmp_path / "e.csv")
+
+
+def test_evaluation_passes_the_protocols_collector_to_the_sampler(tmp_path, small_config, monkeypatch):
+    import rl.adaptation
+    seen = []
+    real = rl.adaptation.rollout
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("collector_workers"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(rl.adaptation, "rollout", spy)
+    logdir = str(tmp_path / "random")
+    run(dict(small_config, mode="random"), logdir)
+    from rl.evaluation import protocol
+    proto = protocol(logdir, num_trajs=2)
+    assert proto["collector_workers"] == 4  # test_maml_point.py's n_parallel
+    evaluate_run(logdir, num_tasks=2, num_steps=1, fast_lr=None, seed=0, **proto)
+    assert seen == [4, 4]
