@@ -30,8 +30,8 @@ flags.DEFINE_integer("num_trajs", None, "Trajectories per task per step (default
 flags.DEFINE_float("later_lr_scale", None, "Step size of steps 2.. relative to the first (default: the "
                    "env's original test script: 0.5; ant_dir 0.01).")
 flags.DEFINE_integer("collector_workers", None, "Workers of rllab's parallel collector to emulate with "
-                     "--batch_in_steps (default: the original test scripts' n_parallel, 4; 1 = keep "
-                     "exactly the paths a sequential sampler keeps).")
+                     "--batch_in_steps (default 1, one sampler, as for the paper's results; the released "
+                     "test scripts' n_parallel=4 is --collector_workers=4).")
 flags.DEFINE_integer("num_steps", 3, "Adaptation steps to evaluate after step 0.")
 flags.DEFINE_float("fast_lr", None, "Adaptation step size (default: the run's --fast_lr).")
 flags.DEFINE_bool("batch_in_steps", True,

