@@ -215,10 +215,11 @@ class PresetLengthEnv:
         return np.zeros((self.num_envs, 1)), np.ones(self.num_envs), self.t >= ends
 
 
-def _pool_keeps(lengths, workers, budget):
+def _pool_keeps(length, workers, budget):
     """How many paths (in start order) a pool of workers sharing a step counter keeps,
-    simulated time step by time step; simultaneous finishes in start order."""
-    running = [[k, lengths[k]] for k in range(workers)]
+    simulated time step by time step (simultaneous finishes in start order);
+    `length(k)` is path k's length."""
+    running = [[k, length(k)] for k in range(workers)]  # [path index, steps left]
     started, counter = workers, 0
     while running:
         for path in running:
@@ -226,9 +227,9 @@ def _pool_keeps(lengths, workers, budget):
         finished = [path for path in running if path[1] == 0]
         running = [path for path in running if path[1] > 0]
         for k, _ in finished:
-            counter += lengths[k]
+            counter += length(k)
             if counter < budget:
-                running.append([started, lengths[started]])
+                running.append([started, length(started)])
                 started += 1
     return started
 
@@ -249,7 +250,7 @@ def test_parallel_collector_keeps_exactly_the_paths_of_a_simulated_pool(workers,
                         collector_workers=workers)
         kept = batch.mask.sum(-1)
         for i in range(n_tasks):
-            m = _pool_keeps(list(lengths[i]), workers, budget)
+            m = _pool_keeps(lambda k: lengths[i][k], workers, budget)
             np.testing.assert_array_equal(kept[i][:m], lengths[i][:m], err_msg=f"task {i} budget {budget}")
             assert not kept[i][m:].any()
 
@@ -275,23 +276,16 @@ def test_parallel_collector_with_random_path_lengths_matches_a_simulated_pool():
         batch = rollout(CoinEnv(200 * 7, rng), np.zeros(200), 7, 10, act, rng, steps_per_task=30,
                         collector_workers=3)
         counts.extend(batch.path_mask.sum(1))
-    draw = lambda: min(int(rng.geometric(0.3)), 10)
     ref = []
     for _ in range(4000):
-        lengths = [draw() for _ in range(3)]
-        running = [[i, lengths[i]] for i in range(3)]  # [path index, steps left], start order
-        counter = 0
-        while running:
-            for path in running:
-                path[1] -= 1
-            finished = [path for path in running if path[1] == 0]
-            running = [path for path in running if path[1] > 0]
-            for index, _ in finished:
-                counter += lengths[index]
-                if counter < 30:
-                    lengths.append(draw())
-                    running.append([len(lengths) - 1, lengths[-1]])
-        ref.append(len(lengths))
+        drawn = []
+
+        def length(k):
+            while len(drawn) <= k:
+                drawn.append(min(int(rng.geometric(0.3)), 10))
+            return drawn[k]
+
+        ref.append(_pool_keeps(length, 3, 30))
     assert abs(np.mean(counts) - np.mean(ref)) < 0.15, (np.mean(counts), np.mean(ref))
 
 
