@@ -29,10 +29,11 @@ def write_config(logdir, config):
 
 
 # Settings that may change when a run is resumed (they do not change what is trained),
-# values written by rl.trainer itself, and defaults of keys older runs did not record.
+# values written by rl.trainer itself, and the defaults of optional keys (older runs did
+# not record them).
 RESUMABLE_CHANGES = ("n_itr", "keep_checkpoints", "sampler_workers")
 DERIVED = ("obs_dim", "act_dim", "oracle")
-OLD_DEFAULTS = {"batch_in_steps": False, "collector_workers": 1, "sampler_workers": 0}
+CONFIG_DEFAULTS = {"batch_in_steps": False, "collector_workers": 1, "sampler_workers": 0}
 
 
 class ConfigMismatch(ValueError):
@@ -41,12 +42,11 @@ class ConfigMismatch(ValueError):
 
 def check_resume_config(logdir, config):
     """Raise ConfigMismatch naming every setting that differs from the run's config.json."""
-    old = read_config(logdir)
-    keys = (set(old) | set(config)) - set(RESUMABLE_CHANGES) - set(DERIVED)
-    differ = sorted(k for k in keys if old.get(k, OLD_DEFAULTS.get(k)) != config.get(k, OLD_DEFAULTS.get(k)))
+    old, new = {**CONFIG_DEFAULTS, **read_config(logdir)}, {**CONFIG_DEFAULTS, **config}
+    keys = (set(old) | set(new)) - set(RESUMABLE_CHANGES) - set(DERIVED)
+    differ = sorted(k for k in keys if old.get(k) != new.get(k))
     if differ:
-        said = ", ".join(f"--{k}: {old.get(k, OLD_DEFAULTS.get(k))!r} -> {config.get(k, OLD_DEFAULTS.get(k))!r}"
-                         for k in differ)
+        said = ", ".join(f"--{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in differ)
         raise ConfigMismatch(f"{logdir} was trained with other settings ({said}); resume it with its own "
                              "settings or use a new --logdir")
 
@@ -87,12 +87,12 @@ class RunState:
         if rng is not None and self._rng_state.numpy():
             rng.bit_generator.state = json.loads(self._rng_state.numpy().decode())
         if hasattr(env, "set_rng_state") and self._env_rng_state.numpy():
-            states = json.loads(self._env_rng_state.numpy().decode())
-            if len(states) == len(env.rng_state()):
+            states, processes = json.loads(self._env_rng_state.numpy().decode()), len(env.rng_state())
+            if len(states) == processes:
                 env.set_rng_state(states)
             else:  # e.g. resumed with another --sampler_workers: a fresh noise stream, said aloud
                 logging.warning("%s holds start-noise RNG states for %d env processes, this run has %d: "
-                                "the start noise is not continued", path, len(states), len(env.rng_state()))
+                                "the start noise is not continued", path, len(states), processes)
         return True
 
     def save(self, iteration, rng=None, env=None):

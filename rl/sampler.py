@@ -13,7 +13,7 @@ Two budgets:
                        (in a fixed order) is kept iff the paths before it hold < B
                        steps. Tasks whose paths end early (point goal reached) thus
                        get more paths. With W workers (rllab's `n_parallel`, which
-                       the original MuJoCo scripts set to 8 for training and 4 for
+                       the released MuJoCo scripts set to 8 for training and 4 for
                        testing) W paths run at once and a worker that finishes a
                        path starts the next one while the finished paths hold < B
                        steps, so paths still running when the budget is reached are

@@ -16,13 +16,15 @@ from absl import logging
 def run(config, logdir):
     """Train according to `config` (plain dict); resumable."""
     import tensorflow as tf
+    from rl import run_io
     from rl.envs import make_vec_env
 
+    config = {**run_io.CONFIG_DEFAULTS, **config}
     tf.get_logger().setLevel("WARNING")  # hide per-save checkpoint chatter
     os.makedirs(logdir, exist_ok=True)
     oracle = config["mode"] == "oracle"
     vec_env = make_vec_env(config["env"], config["meta_batch_size"] * config["fast_batch_size"], oracle=oracle,
-                           workers=config.get("sampler_workers", 0), seed=config["seed"])
+                           workers=config["sampler_workers"], seed=config["seed"])
     try:
         _train(config, logdir, vec_env, oracle)
     finally:
@@ -51,8 +53,7 @@ def _train(config, logdir, vec_env, oracle):
             gae_lambda=config["gae_lambda"], max_kl=config["max_kl"], cg_iters=config["cg_iters"],
             cg_damping=config["cg_damping"], hvp_base_eps=config["hvp_base_eps"],
             pretrain_lr=config["pretrain_lr"], activation=config["hidden_activation"],
-            batch_in_steps=config.get("batch_in_steps", False),
-            collector_workers=config.get("collector_workers", 1))
+            batch_in_steps=config["batch_in_steps"], collector_workers=config["collector_workers"])
         optimizer = learner.optimizer
         optimizer.build(model.trainable_variables)
     state = run_io.RunState(logdir, model, optimizer, config["keep_checkpoints"])
