@@ -28,12 +28,15 @@ def step_sizes(fast_lr, num_steps, later_scale=0.5):
 
 def adapt_and_evaluate(param_values, tasks, vec_env, *, num_trajs, horizon, fast_lr, num_steps,
                        rng, activation="relu", discount=0.99, gae_lambda=1.0, dtype=tf.float32,
-                       batch_in_steps=True, later_lr_scale=0.5, collector_workers=1):
+                       batch_in_steps=True, later_lr_scale=0.5, collector_workers=1, record=None):
     """Returns [num_tasks, num_steps + 1]: each task's mean return after 0..num_steps steps.
 
     batch_in_steps=True samples whole paths until num_trajs * horizon steps per
     task (the original's batch_size=4000), else exactly num_trajs paths;
     collector_workers emulates rllab's parallel collector (see rl.sampler).
+    record: optional list, read-only hook (equivalence tests); gets one dict per sampled batch:
+    the batch, the task-batched parameters that sampled it (numpy), and the step size of the
+    update that follows it (None after the last).
     """
     n_tasks = len(tasks)
     params = [tf.constant(np.broadcast_to(v, (n_tasks,) + np.shape(v)), dtype=dtype) for v in param_values]
@@ -51,6 +54,9 @@ def adapt_and_evaluate(param_values, tasks, vec_env, *, num_trajs, horizon, fast
                         num_trajs * horizon if batch_in_steps else None,
                         collector_workers=collector_workers)
         results.append(batch.mean_return_per_task())
+        if record is not None:
+            record.append({"batch": batch, "params": [p.numpy() for p in params],
+                           "step_size": lrs[step] if step < num_steps else None})
         if step == num_steps:
             break
         advantages = adv_lib.process_batch(batch, discount, gae_lambda)

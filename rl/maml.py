@@ -157,6 +157,9 @@ class MetaLearner:
             env_steps += post_batch.num_steps
             stats.update(_return_stats(post_batch, "1"))
             stats.update(self._trpo_step(pre, post))
+            # Read-only record of this iteration's inputs and inner step (equivalence tests).
+            self.last_iteration = {"tasks": tasks, "pre_batch": pre_batch, "post_batch": post_batch,
+                                   "fast_params": fast}
         stats["dLoss"] = stats["LossBefore"] - stats["LossAfter"]
         stats["EnvSteps"] = env_steps
         stats["ItrTime"] = time.time() - start
@@ -169,6 +172,7 @@ class MetaLearner:
             loss_grad_fn=lambda: _np(self._loss_grad(pre, post)),
             kl_grad_fn=lambda: self._kl_grad(pre, post)[1].numpy(),
             loss_kl_fn=lambda: _np(self._loss_kl(pre, post)))
+        self.last_trpo_step = info  # read-only record (gradient, CG direction, step size)
         return {"MeanKLBefore": float(kl_before), "MeanKL": info.kl_after,
                 "LossBefore": info.loss_before, "LossAfter": info.loss_after,
                 "StepAccepted": float(info.accepted), "Backtracks": info.backtracks}

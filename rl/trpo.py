@@ -58,6 +58,8 @@ class StepInfo:
     accepted: bool
     backtracks: int
     initial_step_size: float
+    gradient: np.ndarray = None   # loss gradient at the start (read-only record)
+    direction: np.ndarray = None  # conjugate-gradient solution (the step is -size * direction)
 
 
 def backtracking_line_search(target, loss_kl_fn, full_step, loss_before, max_kl,
@@ -100,4 +102,4 @@ class ConjugateGradientOptimizer:
             self.backtrack_ratio, self.max_backtracks)
         if not accepted:
             loss, kl = loss_kl_fn()
-        return StepInfo(float(loss_before), float(loss), float(kl), accepted, k, float(step_size))
+        return StepInfo(float(loss_before), float(loss), float(kl), accepted, k, float(step_size), grad, direction)
