@@ -7,9 +7,13 @@ converted to float32. Splits and task structure follow the original `data_genera
   1100 train, next 100 val, last 423 test. Pixels x/255 inverted to 1 - x/255 (stroke = 1);
   every class of a task gets its own rotation by a multiple of 90 degrees.
 - MiniImagenet: Ravi & Larochelle's 64/16/20 classes x 600, 84x84 RGB, x/255, no rotation.
+  JPEGs are decoded by TensorFlow's `decode_jpeg` with its default settings, the original's
+  decoder (its default DCT, libjpeg's fast integer one, gives pixels up to 3 levels away from
+  Pillow's accurate DCT on most pixels).
 - Tasks: N distinct classes in random order (the order is the label permutation), support
   and query images drawn per class without replacement, so they are disjoint.
 """
+import io
 import os
 import random
 from collections.abc import Sequence
@@ -41,6 +45,9 @@ class ClassImages(NamedTuple):
     images: np.ndarray  # uint8 [classes, images_per_class, H, W, C], as stored on disk
     names: tuple  # class names: 'alphabet/character' (Omniglot) or the wnid (MiniImagenet)
     invert: bool = False  # Omniglot: the model sees 1 - x/255, so strokes are 1
+    # Per class, the image files in the order of `images`' second axis, relative to the dataset
+    # folder (omniglot_resized/ or miniImagenet/); empty for images not loaded from files.
+    files: tuple = ()
 
 
 def load_omniglot(data_dir, splits=SPLITS):
@@ -54,10 +61,12 @@ def load_omniglot(data_dir, splits=SPLITS):
         raise ValueError(f"{root} holds {len(names)} character folders, expected {expected}; "
                          f"rerun {_PREP_HINT[OMNIGLOT_FOLDER]}")
     split_names = omniglot_splits(names)
-    return {s: ClassImages(_load_classes(root, split_names[s], "L", OMNIGLOT_SHAPE,
-                                         _PREP_HINT[OMNIGLOT_FOLDER], OMNIGLOT_IMAGES_PER_CLASS),
-                           tuple(split_names[s]), invert=True)
-            for s in splits}
+    result = {}
+    for split in splits:
+        images, files = _load_classes(root, split_names[split], "L", OMNIGLOT_SHAPE, _PREP_HINT[OMNIGLOT_FOLDER],
+                                      OMNIGLOT_IMAGES_PER_CLASS)
+        result[split] = ClassImages(images, tuple(split_names[split]), invert=True, files=files)
+    return result
 
 
 def omniglot_splits(names):
@@ -81,15 +90,17 @@ def load_miniimagenet(data_dir, splits=SPLITS):
     """
     _check_splits(splits)
     root = _dataset_root(data_dir, MINIIMAGENET_FOLDER)
+    import tensorflow  # noqa: F401  (read_image decodes JPEG with it; imported before the worker threads)
+
     result = {}
     for split in splits:
         folder = root / split
         names = sorted(d.name for d in folder.iterdir() if d.is_dir()) if folder.is_dir() else []
         if not names:
             raise ValueError(f"{folder} has no class folders; rerun {_PREP_HINT[MINIIMAGENET_FOLDER]}")
-        result[split] = ClassImages(
-            _load_classes(folder, names, "RGB", MINIIMAGENET_SHAPE, _PREP_HINT[MINIIMAGENET_FOLDER]),
-            tuple(names))
+        images, files = _load_classes(folder, names, "RGB", MINIIMAGENET_SHAPE, _PREP_HINT[MINIIMAGENET_FOLDER],
+                                      prefix=split + "/")
+        result[split] = ClassImages(images, tuple(names), files=files)
     return result
 
 
@@ -108,8 +119,31 @@ def _dataset_root(data_dir, folder_name):
     return root
 
 
-def _load_classes(root, names, mode, shape, hint, per_class=None):
-    """Decode the images of each class folder into one uint8 array [classes, images, *shape]."""
+def read_image(path, mode):
+    """uint8 pixels [H, W, C] of one image file, decoded as the original did.
+
+    JPEG (MiniImagenet) goes through TensorFlow's `decode_jpeg` with default settings, as the
+    original's input pipeline did; anything else (Omniglot's PNGs) through Pillow, converted to
+    `mode` ('L' or 'RGB'), which for those lossless files gives the same pixels. A file that
+    cannot be decoded raises OSError.
+    """
+    with open(path, "rb") as f:
+        data = f.read()
+    if data[:3] == b"\xff\xd8\xff":
+        import tensorflow as tf
+
+        try:
+            return tf.io.decode_jpeg(data, channels={"L": 1, "RGB": 3}[mode]).numpy()
+        except tf.errors.OpError as e:
+            raise OSError(e.message.splitlines()[0] if e.message else type(e).__name__) from None
+    with Image.open(io.BytesIO(data)) as im:
+        pixels = np.asarray(im.convert(mode))
+    return pixels.reshape(pixels.shape[:2] + (-1,))
+
+
+def _load_classes(root, names, mode, shape, hint, per_class=None, prefix=""):
+    """Decode the images of each class folder into one uint8 array [classes, images, *shape];
+    returns it and, per class, the files as `prefix + name/file`."""
     files = [sorted(f for f in os.listdir(root / n) if not f.startswith(".")) for n in names]
     per_class = per_class or len(files[0])
     for name, fs in zip(names, files):
@@ -122,8 +156,7 @@ def _load_classes(root, names, mode, shape, hint, per_class=None):
         for i, f in enumerate(files[c]):
             path = root / names[c] / f
             try:
-                with Image.open(path) as im:
-                    pixels = np.asarray(im.convert(mode))
+                pixels = read_image(path, mode)
             except OSError as e:
                 raise ValueError(f"cannot read image {path} ({e}); rerun {hint}") from e
             if pixels.shape[:2] != shape[:2]:
@@ -133,7 +166,7 @@ def _load_classes(root, names, mode, shape, hint, per_class=None):
 
     with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
         list(pool.map(decode, range(len(names))))  # list() re-raises the first error
-    return images
+    return images, tuple(tuple(f"{prefix}{n}/{f}" for f in fs) for n, fs in zip(names, files))
 
 
 class FewShotSampler:
@@ -205,9 +238,31 @@ class FewShotSampler:
         return EpisodeBatch(support, labela, query, labelb)
 
     def _to_float(self, pixels):
-        # The same float32 operations as the original graph (x / 255, then 1 - x).
-        x = pixels.astype(np.float32) / np.float32(255)
-        return np.subtract(np.float32(1), x, out=x) if self.classes.invert else x
+        return to_float(pixels, self.classes.invert)
+
+    def _describe(self, chosen, images, turns):
+        """The images of `_build`'s tasks, in its row order: per task a list of
+        (set, label, quarter turns, file) with set 'support' or 'query' and the file relative
+        to the dataset folder (see `maml_tf.episode_list`)."""
+        files = self.classes.files
+        if not files:
+            raise ValueError("these class images were not loaded from files, so their tasks cannot be listed")
+        tasks = []
+        for t in range(chosen.shape[0]):
+            rows = []
+            for i in range(images.shape[2]):  # sample-major, as in _build
+                kind = "support" if i < self.support_per_class else "query"
+                rows.extend((kind, j, int(turns[t, j]), files[chosen[t, j]][images[t, j, i]])
+                            for j in range(self.num_classes))
+            tasks.append(rows)
+        return tasks
+
+
+def to_float(pixels, invert):
+    """float32 model input of uint8 pixels: the original graph's operations, x / 255, then 1 - x
+    for Omniglot (`invert`)."""
+    x = pixels.astype(np.float32) / np.float32(255)
+    return np.subtract(np.float32(1), x, out=x) if invert else x
 
 
 class EvalPool(Sequence):
@@ -229,9 +284,17 @@ class EvalPool(Sequence):
         return self.batch([index])
 
     def batch(self, indices) -> EpisodeBatch:
+        return self.sampler._build(*self._draws(indices))
+
+    def episodes(self, indices=None):
+        """The images behind tasks `indices` (default: all), one list of (set, label, quarter
+        turns, file) per task in the row order of `batch`; `maml_tf.episode_list` writes them."""
+        return self.sampler._describe(*self._draws(range(self.num_tasks) if indices is None else indices))
+
+    def _draws(self, indices):
         draws = []
         for i in indices:
             if not 0 <= i < self.num_tasks:
                 raise IndexError(f"task {i} is outside this pool of {self.num_tasks}")
             draws.append(self.sampler._draw(np.random.default_rng([self.seed, int(i)]), 1))
-        return self.sampler._build(*(np.concatenate(parts) for parts in zip(*draws)))
+        return tuple(np.concatenate(parts) for parts in zip(*draws))

@@ -1,0 +1,281 @@
+"""Explicit test episodes: a plain-text list naming the image files of every task.
+
+`maml_tf.main --train=False --test_tasks_file=FILE` evaluates exactly the tasks of FILE instead
+of the fixed seeded pool, and `--write_test_tasks=FILE` writes the tasks being evaluated in
+this format, so that other code (for instance the authors' original) can be run on the same
+episodes, and their episodes on ours.
+
+Format: UTF-8 text, one record per line, fields separated by one TAB:
+
+    # maml-tf episode list: miniimagenet, 5-way, 1 support + 1 query image per label
+    task	set	label	rotation	path
+    0	support	0	0	test/n01930112/n0193011200000517.jpg
+    0	support	1	0	test/n03544143/n0354414300000030.jpg
+    ...
+    0	query	0	0	test/n01930112/n0193011200000102.jpg
+    ...
+
+- Lines starting with '#' are comments; blank lines are ignored. The first other line is the
+  header, exactly `task<TAB>set<TAB>label<TAB>rotation<TAB>path`.
+- Every further line is one image of one task:
+  `task`: the task's identifier (written as 0, 1, 2, ...). A task's lines are consecutive;
+  tasks are evaluated in the order of the file.
+  `set`: `support` (the images adapted on) or `query` (the images scored after each step).
+  `label`: the image's class within the task, 0..N-1.
+  `rotation`: quarter turns counter-clockwise, as `np.rot90(image, rotation)`, 0..3. The
+  original rotates all images of an Omniglot class in a task by the same random multiple of
+  90 degrees and never rotates MiniImagenet images; a list may rotate any image.
+  `path`: the image file, relative to the dataset folder (`omniglot_resized/` or
+  `miniImagenet/` under the data folder, e.g. `Greek/character01/0394_01.png`,
+  `test/n01930112/n0193011200000517.jpg`) or absolute. It may hold spaces, not TABs.
+- Within a task, the support lines in file order are the rows of the support set and the query
+  lines in file order those of the query set (rows are model inputs in that order; the loss and
+  accuracy do not depend on it, batch norm uses the statistics of the whole set).
+- A valid task has N labels 0..N-1 (N = --num_classes), exactly K support images of each label
+  (K = --update_batch_size) and the same number (at least 1) of query images of each label.
+- Images: Omniglot 28x28 greyscale (Pillow mode '1' or 'L'), MiniImagenet 84x84 RGB, decoded
+  and scaled as `maml_tf.few_shot_data` does (x / 255; Omniglot inverted to 1 - x / 255).
+
+Every problem is reported as one line `FILE:LINE: what is wrong` (a ValueError, or a
+FileNotFoundError for a missing file).
+"""
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+from PIL import Image
+
+from maml_tf import few_shot_data
+from maml_tf.episodes import EpisodeBatch
+
+HEADER = ("task", "set", "label", "rotation", "path")
+SETS = ("support", "query")
+
+
+class Dataset(NamedTuple):
+    folder: str  # the dataset folder under the data folder
+    shape: tuple  # H, W, C of every image
+    modes: tuple  # Pillow modes accepted on disk
+    mode: str  # decoded as (few_shot_data.read_image)
+    invert: bool  # Omniglot: 1 - x / 255
+    description: str  # for messages
+
+
+DATASETS = {
+    "omniglot": Dataset(few_shot_data.OMNIGLOT_FOLDER, few_shot_data.OMNIGLOT_SHAPE, ("1", "L"), "L", True,
+                        "28x28 greyscale (mode 1 or L)"),
+    "miniimagenet": Dataset(few_shot_data.MINIIMAGENET_FOLDER, few_shot_data.MINIIMAGENET_SHAPE, ("RGB",), "RGB",
+                            False, "84x84 RGB"),
+}
+
+
+class EpisodeImage(NamedTuple):
+    """One line of an episode list."""
+
+    set: str  # 'support' or 'query'
+    label: int
+    rotation: int  # quarter turns counter-clockwise (np.rot90)
+    path: str  # as written: relative to the dataset folder, or absolute
+    line: int = 0  # line number in the file it was read from (0: not read from a file)
+
+
+class Episode(NamedTuple):
+    task: str  # the task's identifier in the file
+    images: tuple  # its EpisodeImages, in file order
+
+
+def write_episode_list(path, tasks, comment=None):
+    """Write `tasks` (each a sequence of (set, label, rotation, path) rows, e.g. `EvalPool.episodes()`
+    or `EpisodeList.episodes()`) as an episode list, numbering the tasks 0, 1, ...; `comment`
+    lines go first, prefixed with '# '. Written to a temporary file renamed at the end."""
+    path = os.fspath(path)
+    lines = [f"# {line}\n" for line in (comment.splitlines() if comment else [])]
+    lines.append("\t".join(HEADER) + "\n")
+    for t, rows in enumerate(tasks):
+        for kind, label, rotation, image_path, *_ in rows:
+            if kind not in SETS:
+                raise ValueError(f"task {t}: set must be one of {SETS}, got {kind!r}")
+            image_path = os.fspath(image_path)
+            if not image_path or any(c in image_path for c in "\t\n\r"):
+                raise ValueError(f"task {t}: image path {image_path!r} is empty or holds a TAB or line break")
+            lines.append(f"{t}\t{kind}\t{int(label)}\t{int(rotation)}\t{image_path}\n")
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"cannot write the episode list {path}: no folder {directory}")
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.writelines(lines)
+    os.replace(tmp, path)
+
+
+def read_episode_list(path):
+    """The Episodes of an episode list, checked for format only (see `check_episodes`)."""
+    path = os.fspath(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"episode list {path} not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: cannot read the episode list ({e})") from None
+    header_line, episodes, finished = None, [], set()
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.rstrip("\r")
+        if not line.strip() or line.startswith("#"):
+            continue
+        where = f"{path}:{number}"
+        fields = line.split("\t")
+        if header_line is None:
+            if tuple(f.strip() for f in fields) != HEADER:
+                raise ValueError(f"{where}: expected the header line {'<TAB>'.join(HEADER)!r}, got {line[:80]!r}")
+            header_line = number
+            continue
+        if len(fields) != len(HEADER):
+            raise ValueError(f"{where}: expected {len(HEADER)} TAB-separated fields ({', '.join(HEADER)}), "
+                             f"got {len(fields)}")
+        task, kind, label, rotation, image_path = fields
+        task = task.strip()
+        if not task:
+            raise ValueError(f"{where}: empty task identifier")
+        kind = kind.strip()
+        if kind not in SETS:
+            raise ValueError(f"{where}: set must be 'support' or 'query', got {kind!r}")
+        label = _integer(label, where, "label")
+        if label < 0:
+            raise ValueError(f"{where}: label must be >= 0, got {label}")
+        rotation = _integer(rotation, where, "rotation")
+        if rotation not in (0, 1, 2, 3):
+            raise ValueError(f"{where}: rotation must be 0, 1, 2 or 3 quarter turns, got {rotation}")
+        if not image_path.strip():
+            raise ValueError(f"{where}: empty image path")
+        image = EpisodeImage(kind, label, rotation, image_path, number)
+        if episodes and episodes[-1][0] == task:
+            episodes[-1][1].append(image)
+            continue
+        if task in finished:
+            raise ValueError(f"{where}: task {task!r} continues after task {episodes[-1][0]!r} began "
+                             f"(the lines of a task must be consecutive)")
+        if episodes:
+            finished.add(episodes[-1][0])
+        episodes.append((task, [image]))
+    if header_line is None:
+        raise ValueError(f"{path}:1: no header line {'<TAB>'.join(HEADER)!r} (is this an episode list?)")
+    if not episodes:
+        raise ValueError(f"{path}:{header_line}: no task lines after the header")
+    return [Episode(task, tuple(images)) for task, images in episodes]
+
+
+def _integer(text, where, name):
+    try:
+        return int(text.strip())
+    except ValueError:
+        raise ValueError(f"{where}: {name} must be an integer, got {text!r}") from None
+
+
+def check_episodes(episodes, num_classes, support_per_class, path="episode list"):
+    """Raise a one-line ValueError unless every task has labels 0..num_classes-1, exactly
+    `support_per_class` support images of each and the same number (>= 1) of query images of each."""
+    for task, images in episodes:
+        first = images[0].line
+        counts = {kind: [[] for _ in range(num_classes)] for kind in SETS}
+        for image in images:
+            if image.label >= num_classes:
+                raise ValueError(f"{path}:{image.line}: label {image.label} is outside 0..{num_classes - 1} "
+                                 f"({num_classes}-way tasks, --num_classes)")
+            counts[image.set][image.label].append(image.line)
+        for label in range(num_classes):
+            if not counts["support"][label] and not counts["query"][label]:
+                raise ValueError(f"{path}:{first}: task {task!r} has no images of label {label} "
+                                 f"({num_classes}-way tasks need labels 0..{num_classes - 1})")
+        for label, lines in enumerate(counts["support"]):
+            if len(lines) != support_per_class:
+                where = lines[support_per_class] if len(lines) > support_per_class else first
+                raise ValueError(f"{path}:{where}: task {task!r} has {len(lines)} support images of label {label}, "
+                                 f"expected K={support_per_class} (--update_batch_size)")
+        query = [len(lines) for lines in counts["query"]]
+        if max(query) == 0:
+            raise ValueError(f"{path}:{first}: task {task!r} has no query images")
+        if min(query) != max(query):
+            label = int(np.argmin(query))
+            raise ValueError(f"{path}:{first}: task {task!r} has {query[label]} query images of label {label} "
+                             f"but {max(query)} of label {int(np.argmax(query))} (every label needs the same number)")
+
+
+class EpisodeList(Sequence):
+    """The tasks of an episode list with their images decoded, as `EvalPool` offers the seeded
+    pool: indexing gives a 1-task EpisodeBatch (built on demand), `episodes()` the rows."""
+
+    def __init__(self, episodes, pixels, invert, num_classes):
+        self._episodes, self._pixels, self._invert, self._n = episodes, pixels, invert, num_classes
+
+    def __len__(self):
+        return len(self._episodes)
+
+    def __getitem__(self, index) -> EpisodeBatch:
+        if isinstance(index, slice):
+            raise TypeError("an EpisodeList is indexed one task at a time")
+        images = self._episodes[index].images
+        one_hot = np.eye(self._n, dtype=np.float32)
+        arrays = []
+        for kind in SETS:
+            rows = [im for im in images if im.set == kind]
+            x = np.stack([np.rot90(self._pixels[im.path], im.rotation) for im in rows])
+            arrays += [few_shot_data.to_float(x, self._invert)[None], one_hot[[im.label for im in rows]][None]]
+        return EpisodeBatch(*arrays)
+
+    def episodes(self, indices=None):
+        """(set, label, rotation, path) rows per task, as read."""
+        chosen = range(len(self)) if indices is None else indices
+        return [[im[:4] for im in self._episodes[i].images] for i in chosen]
+
+
+def dataset_root(data_dir, datasource):
+    """The folder relative paths are resolved against: DATA/<dataset folder>, or DATA itself if
+    it is that folder (as the loaders accept)."""
+    folder = DATASETS[datasource].folder
+    data_dir = Path(data_dir).expanduser()
+    return data_dir if data_dir.name == folder else data_dir / folder
+
+
+def load_episode_list(path, data_dir, datasource, num_classes, support_per_class) -> EpisodeList:
+    """Read, check and decode an episode list for `datasource` ('omniglot' or 'miniimagenet');
+    relative image paths are resolved against `dataset_root(data_dir, datasource)`."""
+    if datasource not in DATASETS:
+        raise ValueError(f"episode lists hold images: datasource must be one of {sorted(DATASETS)}, "
+                         f"got {datasource!r}")
+    spec = DATASETS[datasource]
+    path = os.fspath(path)
+    episodes = read_episode_list(path)
+    check_episodes(episodes, num_classes, support_per_class, path)
+    root = dataset_root(data_dir, datasource)
+    first_line = {}
+    for _, images in episodes:
+        for image in images:
+            first_line.setdefault(image.path, image.line)
+
+    def decode(item):
+        image_path, line = item
+        file = Path(image_path).expanduser()
+        file = file if file.is_absolute() else root / file
+        where = f"{path}:{line}"
+        if not file.is_file():
+            raise FileNotFoundError(f"{where}: image {image_path} not found (looked for {file})")
+        try:
+            with Image.open(file) as im:
+                size, mode = im.size, im.mode
+            pixels = few_shot_data.read_image(file, spec.mode)
+        except OSError as e:
+            raise ValueError(f"{where}: cannot read image {file} ({e})") from None
+        if mode not in spec.modes or size != (spec.shape[1], spec.shape[0]):
+            raise ValueError(f"{where}: {image_path} is {size[0]}x{size[1]} mode {mode}, expected {spec.description} "
+                             f"for {datasource}")
+        return image_path, pixels.reshape(spec.shape)
+
+    if spec.mode == "RGB":
+        import tensorflow  # noqa: F401  (read_image decodes JPEG with it; imported before the threads)
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+        pixels = dict(pool.map(decode, first_line.items()))  # dict() re-raises the first error
+    return EpisodeList(episodes, pixels, spec.invert, num_classes)
