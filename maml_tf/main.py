@@ -46,6 +46,10 @@ flags.DEFINE_float("train_update_lr", -1, "value of inner gradient step step dur
 flags.DEFINE_string("data_dir", "./data", "folder holding omniglot_resized/ and miniImagenet/ (see data_prep).")
 flags.DEFINE_integer("seed", 0, "seed for initial weights and training tasks (a resumed run draws the same tasks).")
 flags.DEFINE_integer("num_test_tasks", 600, "tasks in the test protocol (the original: 600; fewer only for smoke tests)")
+flags.DEFINE_string("test_tasks_file", None, "with --train=False: evaluate exactly the tasks of this episode list "
+                    "(format: maml_tf/episode_list.py) instead of the fixed seeded pool (Omniglot, MiniImagenet)")
+flags.DEFINE_string("write_test_tasks", None, "with --train=False: also write the tasks being evaluated (the seeded "
+                    "pool or --test_tasks_file) to this file as an episode list")
 
 
 def _positive(name):
@@ -63,6 +67,15 @@ def _validate():
         raise ValueError("--baseline=oracle is only defined for --datasource=sinusoid")
     if FLAGS.datasource == "miniimagenet" and not FLAGS.max_pool and FLAGS.conv:
         raise ValueError("--datasource=miniimagenet needs --max_pool=True (its output layer expects 5x5 maps)")
+    for name in ("test_tasks_file", "write_test_tasks"):
+        if getattr(FLAGS, name) is None:
+            continue
+        if FLAGS.train:
+            raise ValueError(f"--{name} is for testing: add --train=False")
+        if FLAGS.datasource == "sinusoid":
+            raise ValueError(f"--{name} lists image episodes: only for --datasource=omniglot or miniimagenet")
+    if FLAGS.test_tasks_file is not None and FLAGS["num_test_tasks"].present:
+        raise ValueError("--num_test_tasks cannot be combined with --test_tasks_file (the file gives the tasks)")
 
 
 def _samplers(train):
@@ -125,7 +138,19 @@ def run():
     _validate()
     s = settings_from_flags()
     run_dir, test_steps = s["run_dir"], s["test_num_updates"]
-    train_sampler, eval_sampler = _samplers(FLAGS.train)
+    if FLAGS.test_tasks_file is not None:  # (test only) the file's tasks replace the seeded pool
+        from maml_tf import episode_list
+
+        train_sampler, eval_sampler = None, None
+        test_tasks = episode_list.load_episode_list(FLAGS.test_tasks_file, FLAGS.data_dir, FLAGS.datasource,
+                                                    FLAGS.num_classes, FLAGS.update_batch_size)
+        tasks_source = f"the {len(test_tasks)} tasks of {FLAGS.test_tasks_file}"
+    else:
+        train_sampler, eval_sampler = _samplers(FLAGS.train)
+        if not FLAGS.train:
+            seed = 1 if FLAGS.datasource == "sinusoid" else 6
+            test_tasks = eval_sampler.eval_pool(FLAGS.num_test_tasks, seed=seed)
+            tasks_source = f"{FLAGS.num_test_tasks} tasks (seeded pool, seed {seed})"
     keras.utils.set_random_seed(FLAGS.seed)
     model = experiment.build_model(FLAGS.datasource, num_classes=FLAGS.num_classes,
                                    input_shape=eval_sampler.input_shape if FLAGS.datasource == "sinusoid" else None,
@@ -139,16 +164,25 @@ def run():
 
     if not FLAGS.train:
         itr = checkpointer.restore(FLAGS.test_iter, required=True)
-        print(f"Restored {run_dir}/model-{itr}; testing {FLAGS.num_test_tasks} tasks with {test_steps} steps, "
+        if FLAGS.write_test_tasks is not None:
+            from maml_tf import episode_list
+
+            episode_list.write_episode_list(
+                FLAGS.write_test_tasks, test_tasks.episodes(),
+                comment=f"maml-tf episode list: {FLAGS.datasource}, {FLAGS.num_classes}-way, "
+                        f"K={FLAGS.update_batch_size}; {tasks_source}\n"
+                        f"relative paths are under the dataset folder of --data_dir (format: maml_tf/episode_list.py)")
+            print(f"Wrote the tasks to {FLAGS.write_test_tasks}")
+        print(f"Restored {run_dir}/model-{itr}; testing {tasks_source} with {test_steps} steps, "
               f"K={FLAGS.update_batch_size}, alpha={FLAGS.update_lr}")
-        seed = 1 if FLAGS.datasource == "sinusoid" else 6
-        rows = evaluation.evaluate_tasks(learner, eval_sampler.eval_pool(FLAGS.num_test_tasks, seed=seed), test_steps)
+        rows = evaluation.evaluate_tasks(learner, test_tasks, test_steps)
         means, stds, ci95 = evaluation.summarize(rows)
         print("Mean validation accuracy/loss, stddev, and confidence intervals")
         print((means, stds, ci95))
+        tasks_file = None if FLAGS.test_tasks_file is None else os.path.abspath(FLAGS.test_tasks_file)
         csv_path, _ = evaluation.write_results(run_dir, FLAGS.update_batch_size, FLAGS.update_lr, rows,
                                                info={**run_info(), "checkpoint_iteration": itr,
-                                                     "test_set": FLAGS.test_set})
+                                                     "test_set": FLAGS.test_set, "test_tasks_file": tasks_file})
         print(f"Wrote {csv_path}")
         return
 
