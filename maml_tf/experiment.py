@@ -46,3 +46,16 @@ def build_loss(datasource, update_batch_size):
     if datasource == "sinusoid":
         return losses.mse, False
     return losses.summed_cross_entropy(update_batch_size), True
+
+
+# The original clipped each MiniImagenet meta-gradient element to [-10, 10] before Adam.
+CLIP_VALUE = {"miniimagenet": 10.0}
+
+
+def build_learner(model, datasource, *, update_batch_size, update_lr, num_updates, stop_grad=False, meta_lr=1e-3):
+    """The meta-learner the original main() built for this data source: its loss, its clip."""
+    from maml_tf.meta_learner import MetaLearner
+
+    loss_fn, classification = build_loss(datasource, update_batch_size)
+    return MetaLearner(model, loss_fn, update_lr=update_lr, num_updates=num_updates, stop_grad=stop_grad,
+                       meta_lr=meta_lr, clip_value=CLIP_VALUE.get(datasource), classification=classification)

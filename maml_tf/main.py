@@ -133,7 +133,6 @@ def run():
 
     from maml_tf import evaluation, experiment, training
     from maml_tf.checkpoints import Checkpointer
-    from maml_tf.meta_learner import MetaLearner
 
     _validate()
     s = settings_from_flags()
@@ -155,11 +154,9 @@ def run():
     model = experiment.build_model(FLAGS.datasource, num_classes=FLAGS.num_classes,
                                    input_shape=eval_sampler.input_shape if FLAGS.datasource == "sinusoid" else None,
                                    conv=FLAGS.conv, num_filters=FLAGS.num_filters, max_pool=FLAGS.max_pool, norm=FLAGS.norm)
-    loss_fn, classification = experiment.build_loss(FLAGS.datasource, FLAGS.update_batch_size)
-    learner = MetaLearner(model, loss_fn, update_lr=FLAGS.update_lr, num_updates=FLAGS.num_updates,
-                          stop_grad=FLAGS.stop_grad, meta_lr=FLAGS.meta_lr,
-                          clip_value=10.0 if FLAGS.datasource == "miniimagenet" else None,
-                          classification=classification)
+    learner = experiment.build_learner(model, FLAGS.datasource, update_batch_size=FLAGS.update_batch_size,
+                                       update_lr=FLAGS.update_lr, num_updates=FLAGS.num_updates,
+                                       stop_grad=FLAGS.stop_grad, meta_lr=FLAGS.meta_lr)
     checkpointer = Checkpointer(run_dir, learner)
 
     if not FLAGS.train:

@@ -198,13 +198,17 @@ class MetaLearner:
         self.meta_optimizer.apply_gradients(zip(grads, self.variables))
         return per_task
 
-    def _pretrain_step(self, inputa, labela):
-        """The pretrained baseline: Adam on the support loss of each task, no adaptation."""
+    def pretrain_gradients(self, inputa, labela):
+        """(loss, gradients) of the pretrained baseline's loss: the support loss, mean over tasks."""
         with tf.GradientTape() as tape:
             weights = [tf.convert_to_tensor(v) for v in self.variables]
             losses = [self.loss_fn(self.forward(weights, inputa[t]), labela[t]) for t in range(inputa.shape[0])]
             loss = tf.reduce_mean(tf.stack(losses))
-        grads = tape.gradient(loss, self.variables)
+        return loss, tape.gradient(loss, self.variables)
+
+    def _pretrain_step(self, inputa, labela):
+        """The pretrained baseline: Adam on the support loss of each task, no adaptation."""
+        loss, grads = self.pretrain_gradients(inputa, labela)
         if self.clip_value is not None:
             grads = [tf.clip_by_value(g, -self.clip_value, self.clip_value) for g in grads]
         self.pretrain_optimizer.apply_gradients(zip(grads, self.variables))

@@ -19,3 +19,27 @@ def shared_data():
     """`../shared/data`; its absence is a failure (CI must have it), never a skip."""
     assert SHARED_DATA.is_dir(), f"shared data folder missing: {SHARED_DATA}"
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def omniglot_source(shared_data):
+    for name in ("images_background.zip", "images_evaluation.zip"):
+        assert (shared_data / "omniglot" / name).is_file(), f"shared data file missing: {shared_data / 'omniglot' / name}"
+    return shared_data / "omniglot"
+
+
+@pytest.fixture(scope="session")
+def omniglot_prepared(omniglot_source, tmp_path_factory):
+    """DATA folder holding omniglot_resized built from the real archives (about 6 s)."""
+    from data_prep.omniglot import prepare_omniglot
+
+    data = tmp_path_factory.mktemp("omniglot_data")
+    prepare_omniglot(omniglot_source, data)
+    return data
+
+
+@pytest.fixture(scope="session")
+def omniglot_data(omniglot_prepared):
+    from maml_tf.few_shot_data import load_omniglot
+
+    return load_omniglot(omniglot_prepared)
