@@ -14,9 +14,15 @@ taken per parameter variable (per task for the inner step) and maximised; column
   ours vs f64      our float32 run against our float64 replay of the same paths;
   theirs vs f64    the authors' float32 run against the same float64 replay.
 The float64 columns measure how far float32 round-off alone moves each quantity, which is
-what the tolerances in test_rl_equivalence.py are set against.
+what the tolerances in test_rl_equivalence.py are set against. Direction and update are also
+compared in the KL metric ||x||_H = sqrt(x'Hx) (exact KL Hessian at theta, float64), and the
+pieces between the gradient and the update are isolated: the Hessian-vector product on probe
+vectors, rllab's `krylov.cg` and ours on a fixed matrix, and our step size / line search /
+update run along the authors' search direction.
 
-    python tests/original/rl_harness.py [--tasks=4 --paths=5]   # prints markdown tables
+    python tests/original/rl_harness.py                     # 4 tasks x 5 paths, seed 0
+    python tests/original/rl_harness.py --tasks=20 --paths=20 --seed=5 --eval_tasks=4 --eval_trajs=40
+    python tests/original/rl_harness.py --seed=1 --emulate_truncation --later_lr_scale=0.01
 """
 import json
 import os

@@ -23,8 +23,8 @@ float32 round-off, and the float64 replay of our code measures how large that ro
 - end to end through the conjugate gradient: 10 CG iterations on the ill-conditioned KL
   Hessian amplify the ~1e-5 round-off of the finite-difference Hessian-vector products about a
   thousandfold, mostly along flat (low-curvature) directions; our own float32 direction differs
-  from our float64 one by up to ~8e-2 per variable at the paper's batch (~5e-3 in the KL
-  metric). Direction and updated parameters must agree within 0.25 per variable and 2e-2 in the
+  from our float64 one by up to 7.5e-2 per variable at the paper's batch (1.4e-2 in the KL
+  metric). Direction and updated parameters must agree within 0.25 per variable and 5e-2 in the
   KL metric ||x||_H = sqrt(x'Hx) (H the exact KL Hessian, the norm TRPO's step is measured in),
   the scalars they feed (step size, LossAfter, MeanKL) within 1e-2; and the authors' float32
   values must be as close to our float64 ones, so the gap is round-off, not an algorithmic
@@ -49,7 +49,7 @@ TOLERANCES = {
     "along_step_size": 1e-5, "along_final": 1e-5, "along_delta": 1e-4,
     # through the conjugate gradient (round-off amplified, see the module docstring)
     "direction": 0.25, "final": 0.25, "outer_delta": 0.25,
-    "direction_h": 2e-2, "outer_delta_h": 2e-2,
+    "direction_h": 5e-2, "outer_delta_h": 5e-2,
     "step_size": 1e-2, "loss_after": 1e-2, "kl_after": 1e-2,
 }
 THROUGH_CG = ("direction", "final", "outer_delta", "direction_h", "outer_delta_h", "step_size", "loss_after",
