@@ -82,6 +82,18 @@ def test_paper_checkpoint_flagfile_is_the_launch_script_at_max_kl_002_until_itr_
     assert (flags.max_kl, flags.n_itr) == (0.02, 101)  # rllab's itr_100 = after 101 updates
 
 
+def test_vel_paper_checkpoint_flagfile_is_the_launch_script_with_10_paths_until_itr_475(parse):
+    """test_maml_cheetah.py:18 loads maml1_fbs10_mbs40_flr_0.1_mlr0.01/itr_475: the launch script's
+    exp_name with fast batch size 10 (meta batch 40, fast lr 0.1, max KL 0.01 as launched)."""
+    flags = parse(os.path.join(FLAGS_DIR, "rl_cheetah_vel_paper_checkpoint.flags"))
+    launch = parse(os.path.join(FLAGS_DIR, "rl_cheetah_vel.flags"))
+    differ = {k for k in vars(flags) if getattr(flags, k) != getattr(launch, k)}
+    assert differ == {"fast_batch_size", "n_itr", "logdir"}
+    assert (flags.fast_batch_size, flags.n_itr) == (10, 476)  # rllab's itr_475 = after 476 updates
+    assert (flags.meta_batch_size, flags.fast_lr, flags.max_kl) == (40, 0.1, 0.01)
+    assert flags.collector_workers == 1  # one sampler, as the launch script's n_parallel=1 then
+
+
 def test_test_protocols_follow_the_original_test_scripts():
     assert {e: (p["task_seed"], p["num_trajs"]) for e, p in PROTOCOLS.items() if e != "point"} == {
         "cheetah_vel": (1, 20), "cheetah_dir": (1, 20), "ant_vel": (1, 20), "ant_dir": (2, 40)}
