@@ -11,6 +11,23 @@ stderr = sample std over tasks / sqrt(num_tasks). Oracle runs (goal in the
 observation) are evaluated at step 0 only, as in the original. A second file,
 <output stem>_per_task.csv (method,task,task_index,step,mean_return), keeps
 the raw per-task numbers.
+
+Designs beyond the released test scripts' (see rl/evaluation.py):
+  --step_schedule=feb2017    0.5 alpha at every step: the original repo's optimizer as
+                             committed from 25 Feb to 13 Apr 2017 (7fe27d7..285393d), with
+                             the icml/*.pkl results of 7fe27d7; --first_lr_scale sets the
+                             first step's scale directly.
+  --same_sampling_seed       every task sampled from the same seed --seed (the original ran
+                             each task with one fixed seed; with one init, tasks of the same
+                             direction then give identical returns).
+  --init_seeds=1,2,3         runs trained with --mode=random are evaluated from the initial
+                             policy of each seed (as rl.train --seed=N builds it) instead of
+                             their checkpoint: rows <method>_init<N> per seed, then rows
+                             <method> with the mean over the seeds (stderr = std of the seeds'
+                             means / sqrt(seeds); num_tasks = tasks per seed).
+  --by_direction             also <output stem>_by_direction.csv: the summary columns, one row
+                             per method, direction and step of the direction tasks, task
+                             '<env>:backward' (task -1) / '<env>:forward' (+1).
 """
 import csv
 import io
@@ -38,11 +55,54 @@ flags.DEFINE_bool("batch_in_steps", True,
                   "Sample whole paths until num_trajs * horizon steps per task (the original's "
                   "batch_size=4000); false = exactly num_trajs paths.")
 flags.DEFINE_integer("seed", 4, "Seed of the sampling noise (original test script: 4).")
+flags.DEFINE_string("step_schedule", "released",
+                    "released: alpha at step 1, --later_lr_scale * alpha after (the released test scripts); "
+                    "feb2017: 0.5 alpha at every step (the original repo's FirstOrderOptimizer as committed "
+                    "from 25 Feb to 13 Apr 2017).")
+flags.DEFINE_float("first_lr_scale", None, "Step size of step 1 relative to alpha (default 1; "
+                   "--step_schedule=feb2017 sets 0.5).")
+flags.DEFINE_bool("same_sampling_seed", False,
+                  "Sample every test task from the same seed --seed, as if each were evaluated alone "
+                  "(the original test scripts' fixed seed per task); default: one stream for all tasks.")
+flags.DEFINE_list("init_seeds", [], "For runs trained with --mode=random: evaluate the initial policy of "
+                  "each of these seeds instead of the checkpoint, and their mean.")
+flags.DEFINE_bool("by_direction", False, "Also write <output stem>_by_direction.csv: the direction tasks' "
+                  "rows split into backward and forward tasks.")
+
+
+def _resolve_schedule(evaluation):
+    """(first_lr_scale, later_lr_scale override or None) from the flags, or a one-line error."""
+    try:
+        fixed = evaluation.schedule_scales(FLAGS.step_schedule)
+    except ValueError as e:
+        sys.exit(f"rl.evaluate: error: --step_schedule: {e}")
+    if fixed is not None:
+        for name in ("first_lr_scale", "later_lr_scale"):
+            if getattr(FLAGS, name) is not None:
+                sys.exit(f"rl.evaluate: error: --step_schedule={FLAGS.step_schedule} sets the step sizes; "
+                         f"drop --{name}")
+        return fixed
+    first = 1.0 if FLAGS.first_lr_scale is None else FLAGS.first_lr_scale
+    if not first > 0:
+        sys.exit(f"rl.evaluate: error: --first_lr_scale must be > 0 (got {FLAGS.first_lr_scale})")
+    return first, FLAGS.later_lr_scale
+
+
+def _init_seeds():
+    try:
+        seeds = [int(s) for s in FLAGS.init_seeds]
+    except ValueError:
+        sys.exit(f"rl.evaluate: error: --init_seeds must be comma-separated integers (got {','.join(FLAGS.init_seeds)})")
+    if len(set(seeds)) != len(seeds):
+        sys.exit(f"rl.evaluate: error: --init_seeds repeats a seed (got {','.join(FLAGS.init_seeds)})")
+    return seeds
 
 
 def main(argv):
+    from rl import evaluation
+    from rl.adaptation import step_sizes
     from rl.evaluation import COLUMNS, evaluate_run, markdown_table, parse_runs, protocol, summary_rows
-    from rl.run_io import atomic_write
+    from rl.run_io import atomic_write, read_config
     if len(argv) > 1:
         sys.exit(f"rl.evaluate: error: unexpected arguments {' '.join(argv[1:])}")
     if not FLAGS.output:
@@ -60,29 +120,70 @@ def main(argv):
         sys.exit("rl.evaluate: error: --collector_workers > 1 needs --batch_in_steps (it emulates a step budget)")
     if FLAGS.num_steps < 0:
         sys.exit("rl.evaluate: error: --num_steps must be >= 0")
-    summary, per_task = [COLUMNS], [["method", "task", "task_index", "step", "mean_return"]]
+    first_lr_scale, later_lr_scale = _resolve_schedule(evaluation)
+    init_seeds = _init_seeds()
+    configs = []
     for method, logdir in runs:
         try:
-            proto = protocol(logdir, task_seed=FLAGS.task_seed, num_trajs=FLAGS.num_trajs,
-                             later_lr_scale=FLAGS.later_lr_scale, collector_workers=FLAGS.collector_workers)
-            returns, lr, env = evaluate_run(
-                logdir, num_tasks=FLAGS.num_tasks, num_steps=FLAGS.num_steps, fast_lr=FLAGS.fast_lr,
-                seed=FLAGS.seed, batch_in_steps=FLAGS.batch_in_steps, **proto)
+            configs.append(read_config(logdir))
         except FileNotFoundError as e:
             sys.exit(f"rl.evaluate: error: --run={method}:{logdir}: {e}")
-        rows = summary_rows(method, env, returns, proto["num_trajs"], lr)
-        summary += rows
-        per_task += [[method, env, i, s, f"{returns[i, s]:.4f}"]
-                     for i in range(returns.shape[0]) for s in range(returns.shape[1])]
-        for row in rows:
-            logging.info("%-10s step %d: %s +- %s", method, row[2], row[3], row[4])
+    if init_seeds and not any(c["mode"] == "random" for c in configs):
+        sys.exit("rl.evaluate: error: --init_seeds applies to runs trained with --mode=random; no --run is one")
+    if FLAGS.by_direction and not any(c["env"] in evaluation.DIRECTION_ENVS for c in configs):
+        sys.exit(f"rl.evaluate: error: --by_direction needs a run of a direction task "
+                 f"({', '.join(evaluation.DIRECTION_ENVS)})")
+    summary, per_task = [COLUMNS], [["method", "task", "task_index", "step", "mean_return"]]
+    by_direction = [COLUMNS]
+    for (method, logdir), config in zip(runs, configs):
+        seeds = init_seeds if init_seeds and config["mode"] == "random" else [None]
+        proto = protocol(logdir, task_seed=FLAGS.task_seed, num_trajs=FLAGS.num_trajs,
+                         later_lr_scale=later_lr_scale, collector_workers=FLAGS.collector_workers)
+        results = []
+        for seed in seeds:
+            try:
+                returns, lr, env = evaluate_run(
+                    logdir, num_tasks=FLAGS.num_tasks, num_steps=FLAGS.num_steps, fast_lr=FLAGS.fast_lr,
+                    seed=FLAGS.seed, batch_in_steps=FLAGS.batch_in_steps, first_lr_scale=first_lr_scale,
+                    same_sampling_seed=FLAGS.same_sampling_seed, init_seed=seed, **proto)
+            except FileNotFoundError as e:
+                sys.exit(f"rl.evaluate: error: --run={method}:{logdir}: {e}")
+            label = method if seed is None else f"{method}_init{seed}"
+            results.append(returns)
+            rows = summary_rows(label, env, returns, proto["num_trajs"], lr)
+            summary += rows
+            per_task += [[label, env, i, s, f"{returns[i, s]:.4f}"]
+                         for i in range(returns.shape[0]) for s in range(returns.shape[1])]
+            for row in rows:
+                logging.info("%-10s step %d: %s +- %s", label, row[2], row[3], row[4])
+            if FLAGS.by_direction and env in evaluation.DIRECTION_ENVS:
+                tasks = evaluation.evaluation_tasks(env, FLAGS.num_tasks, proto["task_seed"])
+                by_direction += evaluation.direction_rows(label, env, [returns], tasks, proto["num_trajs"], lr)
+        if seeds != [None]:
+            rows = evaluation.seed_mean_rows(method, env, results, proto["num_trajs"], lr)
+            summary += rows
+            for row in rows:
+                logging.info("%-10s step %d: %s +- %s (mean over init seeds %s)", method, row[2], row[3], row[4],
+                             ",".join(map(str, seeds)))
+            if FLAGS.by_direction and env in evaluation.DIRECTION_ENVS:
+                by_direction += evaluation.direction_rows(method, env, results, tasks, proto["num_trajs"], lr)
+        logging.info("%-10s step sizes %s; %s", method,
+                     step_sizes(lr, 0 if config["oracle"] else FLAGS.num_steps, proto["later_lr_scale"],
+                                first_lr_scale),
+                     "the same sampling seed for every task" if FLAGS.same_sampling_seed else "one sampling stream")
     output = os.path.expanduser(FLAGS.output)
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-    for path, table in ((output, summary), (os.path.splitext(output)[0] + "_per_task.csv", per_task)):
+    tables = [(output, summary), (os.path.splitext(output)[0] + "_per_task.csv", per_task)]
+    if FLAGS.by_direction:
+        tables.append((os.path.splitext(output)[0] + "_by_direction.csv", by_direction))
+    for path, table in tables:
         buf = io.StringIO()
         csv.writer(buf, lineterminator="\n").writerows(table)
         atomic_write(path, buf.getvalue())
     print(markdown_table(summary))
+    if FLAGS.by_direction:
+        print()
+        print(markdown_table(by_direction))
 
 
 if __name__ == "__main__":

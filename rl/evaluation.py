@@ -4,6 +4,14 @@ Summary CSV columns (one row per method and step):
     method,task,step,mean_return,stderr,num_tasks,num_trajs,fast_lr
 mean_return = mean over test tasks of each task's mean undiscounted return;
 stderr = sample std over tasks / sqrt(num_tasks).
+
+Options beyond the released protocol (all off by default):
+  - step schedule: `first_lr_scale` scales the first step (STEP_SCHEDULES names the
+    one cbfinn/maml_rl's optimizer applied from 25 Feb to 13 Apr 2017: 0.5 alpha at every step);
+  - same sampling seed: every task is sampled from the same seed, as the original
+    test scripts launched each task with a fixed run_experiment_lite seed;
+  - init seed: a random-init run re-initialised with another seed;
+  - rows per direction for the direction tasks (`direction_rows`).
 """
 import os
 
@@ -24,6 +32,22 @@ PROTOCOLS = {
 
 COLUMNS = ["method", "task", "step", "mean_return", "stderr", "num_tasks", "num_trajs", "fast_lr"]
 
+# Named step schedules -> (first_lr_scale, later_lr_scale); None keeps the protocol's.
+#   released: the released test scripts (July 2017): alpha at step 1, later_lr_scale * alpha
+#     afterwards (VPG's init_learning_rate, then its tf_optimizer_args learning_rate).
+#   feb2017: 0.5 alpha at every step. sandbox/rocky/tf/optimizers/first_order_optimizer.py as
+#     committed from 7fe27d7 (25 Feb 2017, "ICML deadline final state") until 285393d (13 Apr
+#     2017 15:19, "remove debugging code") updated the parameters by hand with
+#     self.learning_rate = tf_optimizer_args['learning_rate'] on every call and never ran the
+#     init_learning_rate op; every test script of 7fe27d7 passed learning_rate 0.5 * step size.
+#     The icml/*.pkl results of 7fe27d7 were committed with it; those of 4d41869 (13 Apr 15:22)
+#     three minutes after its removal.
+STEP_SCHEDULES = {"released": None, "feb2017": (0.5, 0.5)}
+
+# Direction tasks: task value -1 / +1 -> the label of its rows in direction_rows.
+DIRECTION_ENVS = ("cheetah_dir", "ant_dir")
+DIRECTIONS = ((-1.0, "backward"), (1.0, "forward"))
+
 
 def parse_runs(specs):
     runs = []
@@ -42,34 +66,78 @@ def protocol(logdir, **overrides):
     return dict(PROTOCOLS.get(env, PROTOCOLS["point"]), **{k: v for k, v in overrides.items() if v is not None})
 
 
+def schedule_scales(name):
+    """(first_lr_scale, later_lr_scale) of a STEP_SCHEDULES name (None: the protocol's)."""
+    if name not in STEP_SCHEDULES:
+        raise ValueError(f"unknown step schedule {name!r} (known: {', '.join(STEP_SCHEDULES)})")
+    return STEP_SCHEDULES[name]
+
+
+def evaluation_tasks(env, num_tasks, task_seed):
+    """The tasks `evaluate_run` evaluates for env `env` (rows in this order)."""
+    from rl.envs import paper_test_tasks
+    return paper_test_tasks(env, num_tasks, task_seed)
+
+
 def evaluate_run(logdir, *, num_tasks, task_seed, num_trajs, num_steps, fast_lr, seed, batch_in_steps=True,
-                 later_lr_scale=0.5, collector_workers=1):
-    """[num_tasks, steps + 1] mean returns of the run's latest checkpoint, and the step size used."""
+                 later_lr_scale=0.5, collector_workers=1, first_lr_scale=1.0, same_sampling_seed=False,
+                 init_seed=None, record=None):
+    """[num_tasks, steps + 1] mean returns of the run's latest checkpoint, and the step size used.
+
+    first_lr_scale: the first adaptation step is first_lr_scale * alpha (later ones later_lr_scale * alpha).
+    same_sampling_seed: sample every task from the same seed `seed` (action noise and start
+        noise), as if each task were evaluated alone (the original launched every task with the
+        same run_experiment_lite seed); tasks equal to one another then give equal returns, so
+        each distinct task is evaluated once. Default: all tasks at once from one stream.
+    init_seed: for a run trained with mode 'random': evaluate the initial policy rl.train
+        would build with --seed=init_seed instead of the checkpoint.
+    record: optional list; gets `adapt_and_evaluate`'s record entries (with same_sampling_seed,
+        each also names its 'task').
+    """
     import numpy as np
     from rl import run_io
-    from rl.adaptation import adapt_and_evaluate
-    from rl.envs import make_vec_env, paper_test_tasks
+    from rl.adaptation import adapt_and_evaluate, compile_steps
+    from rl.envs import make_vec_env
     from rl.policy import build_policy
 
     config = run_io.read_config(logdir)
+    if init_seed is not None and config["mode"] != "random":
+        raise ValueError(f"{logdir} was trained with mode {config['mode']!r}: an init seed only "
+                         "applies to a random-init run (mode 'random')")
     model = build_policy(config["obs_dim"], config["act_dim"], config["hidden_sizes"],
-                         config["hidden_activation"])
-    run_io.RunState(logdir, model).restore(require=True)
+                         config["hidden_activation"], seed=init_seed)
+    if init_seed is None:
+        run_io.RunState(logdir, model).restore(require=True)
     lr = config["fast_lr"] if fast_lr is None else fast_lr
     steps = 0 if config["oracle"] else num_steps
     lr = 0.0 if config["oracle"] else lr  # the original evaluated the oracle with step size 0
-    vec_env = make_vec_env(config["env"], num_tasks * num_trajs, oracle=config["oracle"], seed=seed)
-    try:
-        returns = adapt_and_evaluate(
-            [v.numpy() for v in model.trainable_variables], paper_test_tasks(config["env"], num_tasks, task_seed),
-            vec_env, num_trajs=num_trajs, horizon=config["max_path_length"], fast_lr=lr, num_steps=steps,
-            rng=np.random.default_rng(seed), activation=config["hidden_activation"],
-            discount=config["discount"], gae_lambda=config["gae_lambda"], batch_in_steps=batch_in_steps,
-            later_lr_scale=later_lr_scale, collector_workers=collector_workers)
-    finally:
-        if hasattr(vec_env, "close"):
-            vec_env.close()
-    return returns, lr, config["env"]
+    tasks = evaluation_tasks(config["env"], num_tasks, task_seed)
+    params = [v.numpy() for v in model.trainable_variables]
+    kwargs = dict(num_trajs=num_trajs, horizon=config["max_path_length"], fast_lr=lr, num_steps=steps,
+                  activation=config["hidden_activation"], discount=config["discount"],
+                  gae_lambda=config["gae_lambda"], batch_in_steps=batch_in_steps, later_lr_scale=later_lr_scale,
+                  collector_workers=collector_workers, first_lr_scale=first_lr_scale)
+
+    def run_tasks(batch_tasks, compiled=None, rec=None):
+        vec_env = make_vec_env(config["env"], len(batch_tasks) * num_trajs, oracle=config["oracle"], seed=seed)
+        try:
+            return adapt_and_evaluate(params, batch_tasks, vec_env, rng=np.random.default_rng(seed),
+                                      compiled=compiled, record=rec, **kwargs)
+        finally:
+            if hasattr(vec_env, "close"):
+                vec_env.close()
+
+    if not same_sampling_seed:
+        return run_tasks(tasks, rec=record), lr, config["env"]
+    distinct, which = np.unique(tasks, axis=0, return_inverse=True)
+    compiled = compile_steps(config["hidden_activation"])
+    rows = []
+    for task in distinct:
+        rec = None if record is None else []
+        rows.append(run_tasks(task[None], compiled, rec)[0])
+        if record is not None:
+            record.extend(dict(r, task=task) for r in rec)
+    return np.stack(rows)[np.reshape(which, -1)], lr, config["env"]
 
 
 def summary_rows(method, env, returns, num_trajs, lr):
@@ -80,6 +148,38 @@ def summary_rows(method, env, returns, num_trajs, lr):
         col = returns[:, step]
         stderr = col.std(ddof=1) / np.sqrt(n) if n > 1 else float("nan")
         rows.append([method, env, step, f"{col.mean():.4f}", f"{stderr:.4f}", n, num_trajs, lr])
+    return rows
+
+
+def seed_mean_rows(method, env, returns_by_seed, num_trajs, lr):
+    """Rows over several init seeds (each [num_tasks, steps + 1]): mean_return = mean over the
+    seeds of each seed's mean over tasks; stderr = sample std of those means / sqrt(seeds);
+    num_tasks = tasks per seed."""
+    import numpy as np
+    means = np.stack([r.mean(0) for r in returns_by_seed])  # [seeds, steps + 1]
+    k, n = len(returns_by_seed), returns_by_seed[0].shape[0]
+    rows = []
+    for step in range(means.shape[1]):
+        stderr = means[:, step].std(ddof=1) / np.sqrt(k) if k > 1 else float("nan")
+        rows.append([method, env, step, f"{means[:, step].mean():.4f}", f"{stderr:.4f}", n, num_trajs, lr])
+    return rows
+
+
+def direction_rows(method, env, returns_by_seed, tasks, num_trajs, lr):
+    """Summary rows per direction of a direction task (-1 backward, +1 forward), task column
+    '<env>:backward' / '<env>:forward': `summary_rows` over that direction's tasks for one
+    returns array, `seed_mean_rows` for several (init seeds)."""
+    import numpy as np
+    tasks = np.asarray(tasks).reshape(-1)
+    rows = []
+    for value, name in DIRECTIONS:
+        chosen = tasks == value
+        if not chosen.any():
+            continue
+        parts = [r[chosen] for r in returns_by_seed]
+        label = f"{env}:{name}"
+        rows += (summary_rows(method, label, parts[0], num_trajs, lr) if len(parts) == 1
+                 else seed_mean_rows(method, label, parts, num_trajs, lr))
     return rows
 
 
