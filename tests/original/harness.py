@@ -96,6 +96,12 @@ def build_ours(s, seed=0, dtype="float32"):
     learner = experiment.build_learner(model, s["datasource"], update_batch_size=s["update_batch_size"],
                                        update_lr=s["update_lr"], num_updates=s["num_updates"],
                                        stop_grad=s["stop_grad"], meta_lr=s["meta_lr"])
+    if dtype == "float64":
+        # TF1's AdamOptimizer holds beta1, beta2 and epsilon as float32 tensors and casts them to
+        # the variable's dtype (0.999 -> 0.99900001287...): give ours the same numbers.
+        for optimizer in (learner.meta_optimizer, learner.pretrain_optimizer):
+            for name in ("beta_1", "beta_2", "epsilon"):
+                setattr(optimizer, name, float(np.float32(getattr(optimizer, name))))
     keys = {}
     for v in learner.variables:
         key = original_key(v.path)
