@@ -65,7 +65,7 @@ def main():
             mini = config.startswith("MiniImagenet")
             data = os.path.expanduser(data_dir)
             r64 = harness.compare(config, args.mini_iterations if mini else args.iterations, omniglot_dir=data,
-                                  free_running=True, reference=False, dtype="float64")
+                                  free_running=True, reference=False, reference_free=False, dtype="float64")
             r32 = harness.compare(config, args.float32_mini_iterations if mini else args.float32_iterations,
                                   omniglot_dir=data, free_running=False, reference=True)
             print(row(r64, r32), flush=True)

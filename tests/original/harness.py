@@ -16,16 +16,17 @@ tf1_compat) the two agree to float64 round-off; in float32 to float32 round-off,
 by our own two implementations against each other.
 """
 import json
-import os
 import pathlib
-import subprocess
 import sys
-import tempfile
 import time
 
 import numpy as np
 
 HERE = pathlib.Path(__file__).resolve().parent
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
+
+from child import run_child  # noqa: E402
 REPO = HERE.parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
@@ -155,7 +156,7 @@ def original_flags(s):
     return flags
 
 
-def run_theirs(s, weights, batch_list, workdir, trajectory=None, float64=False):
+def run_theirs(s, weights, batch_list, trajectory=None, float64=False):
     """Run the authors' graph in a child process; returns its result arrays and seconds.
 
     With `trajectory` ({key: [iterations, ...]}), each iteration starts from the given weights
@@ -165,15 +166,7 @@ def run_theirs(s, weights, batch_list, workdir, trajectory=None, float64=False):
     job.update({f"trajectory/{k}": v for k, v in (trajectory or {}).items()})
     for field in ("inputa", "labela", "inputb", "labelb"):
         job[field] = np.stack([_flat(getattr(b, field)) for b in batch_list])
-    job_path, result_path = os.path.join(workdir, "job.npz"), os.path.join(workdir, "result.npz")
-    np.savez(job_path, **job)
-    start = time.perf_counter()
-    proc = subprocess.run([sys.executable, str(HERE / "run_maml.py"), job_path, result_path],
-                          capture_output=True, text=True)
-    seconds = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise RuntimeError(f"the original code failed:\n{proc.stderr[-3000:]}")
-    return dict(np.load(result_path)), seconds
+    return run_child("run_maml.py", job)
 
 
 def run_ours(learner, s, batch_list, keys, record=True):
@@ -247,16 +240,17 @@ def _grads_rel(ours, theirs):
 
 
 def compare(config, iterations, omniglot_dir=None, seed=0, free_running=True, reference=True, dtype="float32",
-            **overrides):
+            reference_free=None, **overrides):
     """Both implementations on `iterations` training batches; a dict of differences and timings.
 
     Same weights (every iteration starts both from our weights): `loss` (pre- and post-update,
     max relative), `accuracy` (max absolute), `gradient` (the meta-gradient each update applies,
-    per variable relative to its largest element). Free running (each from the same initial
-    weights on its own trajectory): `free_loss`, `free_weights` after the last iteration, and
-    `reference_weights`, our per-task reference path against our default batched path, and
-    `reference_gradient`, the same two at the same weights: the round-off scale of two correct
-    float32 implementations (`reference_vs_theirs_gradient`: the per-task path against theirs).
+    relative L2 over all variables, the largest over iterations). Free running (`free_running`;
+    each from the same initial weights on its own trajectory): `free_loss`, `free_weights`
+    (relative L2) after the last iteration, and `reference_weights`, our per-task reference
+    path against our default batched path (`reference_free`; default: as `free_running`).
+    With `reference`, `reference_gradient`: the same two at the same weights, the round-off
+    scale of two correct float32 implementations (`reference_vs_theirs_gradient`: the per-task path against theirs).
     """
     s = settings(config, **overrides)
     learner, keys = build_ours(s, seed, dtype)
@@ -264,9 +258,8 @@ def compare(config, iterations, omniglot_dir=None, seed=0, free_running=True, re
     batch_list = batches(sampler_for(s, omniglot_dir), s, iterations, seed, dtype)
     ours, our_seconds = run_ours(learner, s, batch_list, keys)
     f64 = dtype == "float64"
-    with tempfile.TemporaryDirectory() as workdir:
-        forced, their_seconds = run_theirs(s, initial, batch_list, workdir, trajectory=ours["trajectory"], float64=f64)
-        free = run_theirs(s, initial, batch_list, workdir, float64=f64)[0] if free_running else None
+    forced, their_seconds = run_theirs(s, initial, batch_list, trajectory=ours["trajectory"], float64=f64)
+    free = run_theirs(s, initial, batch_list, float64=f64)[0] if free_running else None
     result = {"config": config, "iterations": iterations, "ours_seconds": our_seconds,
               "theirs_seconds": their_seconds}
     losses = [(ours["pre_loss"], forced["pre_loss"])]
@@ -280,7 +273,8 @@ def compare(config, iterations, omniglot_dir=None, seed=0, free_running=True, re
     if free is not None:
         result["free_loss"] = _rel(ours["pre_loss"], free["pre_loss"])
         result["free_weights"] = _weights_rel(ours["final"], {k: free["final/" + k] for k in ours["final"]})
-    if reference or free_running:
+    reference_free = free_running if reference_free is None else reference_free
+    if reference or reference_free:
         from maml_tf.meta_learner import MetaLearner
 
         ref_learner, _ = build_ours(s, seed, dtype)
@@ -288,7 +282,7 @@ def compare(config, iterations, omniglot_dir=None, seed=0, free_running=True, re
                           num_updates=s["num_updates"], stop_grad=s["stop_grad"], meta_lr=s["meta_lr"],
                           clip_value=ref_learner.clip_value, classification=ref_learner.classification,
                           batched=False)
-    if free_running:
+    if reference_free:
         result["reference_weights"] = _weights_rel(run_ours(ref, s, batch_list, keys, record=False)[0]["final"],
                                                    ours["final"])
     if reference:

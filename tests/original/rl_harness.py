@@ -27,14 +27,16 @@ update run along the authors' search direction.
 import json
 import os
 import pathlib
-import subprocess
 import sys
-import tempfile
 import time
 
 import numpy as np
 
 HERE = pathlib.Path(__file__).resolve().parent
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
+
+from child import run_child  # noqa: E402
 REPO = HERE.parents[1]
 
 # maml_examples/maml_trpo_point.py (fast_learning_rate 0.5, meta_step_size 0.01, horizon 100,
@@ -91,17 +93,7 @@ def batch_arrays(batch, step):
 
 def run_theirs(job):
     """Run run_maml_trpo.py on `job` (dict of arrays, `config` a dict); returns (result, seconds)."""
-    job = dict(job, config=json.dumps(job["config"]))
-    with tempfile.TemporaryDirectory() as workdir:
-        job_path, result_path = os.path.join(workdir, "job.npz"), os.path.join(workdir, "result.npz")
-        np.savez(job_path, **job)
-        start = time.perf_counter()
-        proc = subprocess.run([sys.executable, str(HERE / "run_maml_trpo.py"), job_path, result_path],
-                              capture_output=True, text=True)
-        seconds = time.perf_counter() - start
-        if proc.returncode != 0:
-            raise RuntimeError(f"the original code failed:\n{proc.stderr[-4000:]}")
-        return dict(np.load(result_path)), seconds
+    return run_child("run_maml_trpo.py", dict(job, config=json.dumps(job["config"])))
 
 
 def sliced_fun_truncates(pre_batch, post_batch):
