@@ -106,7 +106,7 @@ def build_ours(s, seed=0, dtype="float32"):
     keys = {}
     for v in learner.variables:
         key = original_key(v.path)
-        if key.startswith("norm/") and not s["conv"] or s["datasource"] == "sinusoid" and key.startswith("norm/"):
+        if key.startswith("norm/") and (not s["conv"] or s["datasource"] == "sinusoid"):
             key = _fc_norm_key(key)
         keys[v.path] = key
     return learner, keys
@@ -169,13 +169,18 @@ def run_theirs(s, weights, batch_list, trajectory=None, float64=False):
     return run_child("run_maml.py", job)
 
 
+def _gradient_functions(learner):
+    """Compiled (meta-gradient, pretrain-gradient) of the learner: what each update applies."""
+    import tensorflow as tf
+
+    return (tf.function(lambda *b: learner.meta_gradients(*b, score_every_step=False)[1]),
+            tf.function(lambda a, la: learner.pretrain_gradients(a, la)[1]))
+
+
 def run_ours(learner, s, batch_list, keys, record=True):
     """Our training steps on the batches (the pretrain step while itr < pretrain_iterations, as
     maml_tf.training). With `record`, also the weights before and the gradient of every update."""
-    import tensorflow as tf
-
-    meta_gradients = tf.function(lambda *b: learner.meta_gradients(*b, score_every_step=False)[1])
-    pretrain_gradients = tf.function(lambda a, la: learner.pretrain_gradients(a, la)[1])
+    meta_gradients, pretrain_gradients = _gradient_functions(learner)
     out = {"pre_loss": [], "post_loss": [], "pre_accuracy": [], "post_accuracy": []}
     weights, grads = [], []
     start = time.perf_counter()
@@ -203,10 +208,7 @@ def run_ours(learner, s, batch_list, keys, record=True):
 
 def gradients_at(learner, s, batch_list, keys, trajectory):
     """{key: [iterations, ...]}: the gradient each update would apply, from the given weights."""
-    import tensorflow as tf
-
-    meta_gradients = tf.function(lambda *b: learner.meta_gradients(*b, score_every_step=False)[1])
-    pretrain_gradients = tf.function(lambda a, la: learner.pretrain_gradients(a, la)[1])
+    meta_gradients, pretrain_gradients = _gradient_functions(learner)
     names = [keys[v.path] for v in learner.variables]
     grads = []
     for itr, b in enumerate(batch_list):
