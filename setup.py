@@ -8,7 +8,7 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["maml_tf", "maml_tf.*", "rl", "rl.*", "data_prep", "data_prep.*"]),
+    packages=find_packages(include=["maml_tf", "maml_tf.*", "rl", "rl.*", "report", "report.*", "data_prep", "data_prep.*"]),
     # Ranges are the ones we test with (TF 2.21 + Keras 3 + tfp 0.25 on CPython 3.11).
     install_requires=[
         "tensorflow>=2.20,<2.22",

@@ -1,0 +1,41 @@
+"""report.files and report.console: the shared output helpers both packages use."""
+import os
+
+import pytest
+
+from report.console import exit_with_error, format_duration
+from report.files import atomic_open, atomic_write_text
+
+
+def test_atomic_open_replaces_the_file_only_when_the_block_completes(tmp_path):
+    """A failure inside the block leaves the old content and no temporary file behind."""
+    path = tmp_path / "out.txt"
+    atomic_write_text(path, "old\n")
+    with pytest.raises(RuntimeError):
+        with atomic_open(path, "w") as f:
+            f.write("half")
+            raise RuntimeError("interrupted")
+    assert path.read_text() == "old\n"
+    assert os.listdir(tmp_path) == ["out.txt"]
+    with atomic_open(path, "wb") as f:
+        f.write(b"new")
+    assert path.read_bytes() == b"new"
+    assert os.listdir(tmp_path) == ["out.txt"]
+
+
+def test_atomic_open_refuses_a_reading_mode(tmp_path):
+    with pytest.raises(ValueError, match="mode"):
+        with atomic_open(tmp_path / "x", "r"):
+            pass
+
+
+def test_format_duration_counts_hours_minutes_seconds():
+    assert format_duration(3723.9) == "1h02m03s"
+    assert format_duration(59) == "0h00m59s"
+    assert format_duration(-5) == "0h00m00s"
+
+
+def test_exit_with_error_is_one_line_naming_the_program():
+    with pytest.raises(SystemExit) as exit_info:
+        exit_with_error("rl.train", "--n_itr must be >= 1")
+    assert exit_info.value.code == "rl.train: error: --n_itr must be >= 1"
