@@ -1,13 +1,13 @@
 """Batched trajectory sampling: many tasks x many trajectories stepped at once.
 
-Each task gets `n_traj` env slots (env e = task * n_traj + j), all stepped
+Each task gets `num_trajs` env slots (env e = task * num_trajs + j), all stepped
 together with a single policy call per time step
 (`act_fn(obs[E, d]) -> mean[E, a], log_std[E, a]`), so a MuJoCo vector env
 (200-step horizon, tens of envs) plugs into the same loop. A path ends when the
 env reports termination or at the horizon.
 
 Two budgets:
-  steps_per_task=None  exactly `n_traj` paths per task;
+  steps_per_task=None  exactly `num_trajs` paths per task;
   steps_per_task=B     rllab's rule, counted in steps: the paths rllab's collector
                        would keep. With one worker (`collector_workers=1`) path k
                        (in a fixed order) is kept iff the paths before it hold < B
@@ -19,7 +19,7 @@ Two budgets:
                        steps, so paths still running when the budget is reached are
                        kept too: for paths of fixed length H that is
                        W + ceil(B / H) - 1 paths (27 for 8 workers and B = 20 x 200).
-                       The n_traj slots of a task run paths k = r * n_traj + j in
+                       The num_trajs slots of a task run paths k = r * num_trajs + j in
                        parallel, start a path only while it can still be needed,
                        and unneeded ones are dropped at the end, so the kept set
                        is distributed exactly as with the emulated collector
@@ -30,6 +30,8 @@ import dataclasses
 import heapq
 
 import numpy as np
+
+_KEYS = ("observations", "actions", "rewards", "mask", "means", "log_stds")  # Batch's fields
 
 
 @dataclasses.dataclass
@@ -63,13 +65,12 @@ class Batch:
     def flat(self):
         """[T, N*H, ...] views for the losses."""
         t, n, h = self.mask.shape
-        return {k: getattr(self, k).reshape((t, n * h) + getattr(self, k).shape[3:])
-                for k in ("observations", "actions", "rewards", "mask", "means", "log_stds")}
-
+        return {k: getattr(self, k).reshape((t, n * h) + getattr(self, k).shape[3:]) for k in _KEYS}
 
     def compact(self, advantages):
-        """Loss inputs: every task's valid steps packed to the front, [T, M, ...],
-        M = the largest step count of a task; 'mask' marks the valid entries."""
+        """Loss inputs (`rl.objectives`): the `flat` arrays and `advantages` [T, N, H], every
+        task's valid steps packed to the front, [T, M, ...], M = the largest step count of a
+        task; 'mask' marks the valid entries."""
         data = self.flat()
         t = self.mask.shape[0]
         data["advantages"] = advantages.reshape(t, -1)
@@ -85,12 +86,9 @@ class Batch:
         return out
 
 
-_KEYS = ("observations", "actions", "rewards", "mask", "means", "log_stds")
-
-
-def rollout(vec_env, tasks, n_traj, horizon, act_fn, rng, steps_per_task=None, new_task=None,
+def rollout(vec_env, tasks, num_trajs, horizon, act_fn, rng, steps_per_task=None, new_task=None,
             collector_workers=1):
-    """Sample paths for each of `tasks` (len T) with `vec_env.num_envs == T * n_traj`.
+    """Sample paths for each of `tasks` (len T) with `vec_env.num_envs == T * num_trajs`.
 
     Actions are mean + std * N(0, 1) drawn from `rng`, unclipped (the env
     wrapper clips what it executes). `new_task(rng) -> task`, if given, draws a
@@ -101,12 +99,12 @@ def rollout(vec_env, tasks, n_traj, horizon, act_fn, rng, steps_per_task=None, n
         raise ValueError(f"collector_workers must be >= 1, got {collector_workers}")
     tasks = np.asarray(tasks)
     n_tasks = len(tasks)
-    n_envs = n_tasks * n_traj
+    n_envs = n_tasks * num_trajs
     if vec_env.num_envs != n_envs:
-        raise ValueError(f"vec env has {vec_env.num_envs} envs, need {n_tasks} tasks x {n_traj} trajectories")
+        raise ValueError(f"vec env has {vec_env.num_envs} envs, need {n_tasks} tasks x {num_trajs} trajectories")
     # Paths of envs that never terminate last the whole horizon: a tighter bound in _may_start.
     min_length = 0 if getattr(vec_env, "terminates", True) else horizon
-    task_of = np.repeat(np.arange(n_tasks), n_traj)
+    task_of = np.repeat(np.arange(n_tasks), num_trajs)
     slot_tasks = tasks[task_of] if new_task is None else np.array([new_task(rng) for _ in range(n_envs)])
     vec_env.set_tasks(slot_tasks)
     obs = vec_env.reset()
@@ -119,7 +117,7 @@ def rollout(vec_env, tasks, n_traj, horizon, act_fn, rng, steps_per_task=None, n
         "log_stds": np.zeros((n_envs, horizon, act_dim)),
     }
     paths = [{} for _ in range(n_tasks)]      # task -> {path index: path}
-    path_index = np.tile(np.arange(n_traj), n_tasks)  # index of the path each slot runs
+    path_index = np.tile(np.arange(num_trajs), n_tasks)  # index of the path each slot runs
     t = np.zeros(n_envs, int)
     active = np.ones(n_envs, bool)
     rows = np.arange(n_envs)
@@ -138,7 +136,7 @@ def rollout(vec_env, tasks, n_traj, horizon, act_fn, rng, steps_per_task=None, n
         restart = np.zeros(n_envs, bool)
         if steps_per_task is not None:
             for e in np.flatnonzero(ended):
-                nxt = path_index[e] + n_traj
+                nxt = path_index[e] + num_trajs
                 if _may_start(paths, task_of, path_index, t, active & ~ended, e, nxt, collector_workers,
                               steps_per_task, min_length):
                     restart[e] = True

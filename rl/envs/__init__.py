@@ -3,15 +3,12 @@ import gymnasium as gym
 import numpy as np
 
 from rl.envs.point import Point2DEnv, PointVecEnv, sample_goals
-from rl.envs.vec import GymnasiumVecEnv
 from rl.envs.wrappers import NormalizeAction, OracleObservation
 
 POINT_HORIZON = 100
 LOCOMOTION_HORIZON = 200
 LOCOMOTION_IDS = {"cheetah_vel": "MAML/HalfCheetahVel-v0", "cheetah_dir": "MAML/HalfCheetahDir-v0",
                   "ant_vel": "MAML/AntVel-v0", "ant_dir": "MAML/AntDir-v0"}
-ENV_IDS = {"point": "MAML/Point2D-v0", "point_oracle": "MAML/Point2DOracle-v0",
-           **LOCOMOTION_IDS, **{f"{k}_oracle": v.replace("-v0", "Oracle-v0") for k, v in LOCOMOTION_IDS.items()}}
 
 
 def make_point(goal=None):
@@ -20,6 +17,7 @@ def make_point(goal=None):
 
 
 def make_point_oracle(goal=None):
+    """The point task with the goal appended to the observation (the oracle's env)."""
     return OracleObservation(make_point(goal=goal))
 
 
@@ -31,6 +29,8 @@ def make_locomotion(name, task=None, oracle=False):
 
 
 def register_envs():
+    """Register the gymnasium ids MAML/Point2D-v0, MAML/Point2DOracle-v0 and the locomotion
+    tasks' (LOCOMOTION_IDS, and their Oracle-v0 variants)."""
     for env_id, entry in (("MAML/Point2D-v0", make_point), ("MAML/Point2DOracle-v0", make_point_oracle)):
         if env_id not in gym.registry:
             gym.register(id=env_id, entry_point=entry, max_episode_steps=POINT_HORIZON,
@@ -46,8 +46,7 @@ def make_vec_env(name, num_envs, oracle=False, workers=0, seed=0):
     """Batch of `num_envs` envs for the sampler. 'point' uses the numpy version; the
     locomotion tasks ('cheetah_vel', 'cheetah_dir', 'ant_vel', 'ant_dir') a batched MuJoCo
     env, in this process (workers 0 or 1) or split over `workers` processes -- which only
-    pays on an otherwise idle machine (benchmarks/rl_mujoco.py); any other registered
-    gymnasium id goes through `GymnasiumVecEnv`."""
+    pays on an otherwise idle machine (benchmarks/rl_mujoco.py)."""
     if name == "point":
         return PointVecEnv(num_envs, oracle=oracle)
     if name in LOCOMOTION_IDS:
@@ -56,10 +55,7 @@ def make_vec_env(name, num_envs, oracle=False, workers=0, seed=0):
             return ShardedVecEnv(name, num_envs, workers=workers, oracle=oracle, seed=seed)
         from rl.envs.locomotion_env import LocomotionVecEnv
         return LocomotionVecEnv(name, num_envs, oracle=oracle, seed=seed)
-    if name in gym.registry:
-        return GymnasiumVecEnv([lambda: gym.make(name)] * num_envs)
-    known = ", ".join(["point", *LOCOMOTION_IDS])
-    raise ValueError(f"unknown env {name!r}; known: {known} or a registered gymnasium id")
+    raise ValueError(f"unknown env {name!r}; known: {', '.join(['point', *LOCOMOTION_IDS])}")
 
 
 def paper_test_tasks(name, num_tasks, seed):
@@ -70,7 +66,7 @@ def paper_test_tasks(name, num_tasks, seed):
     return family(name).paper_tasks(num_tasks, seed)
 
 
-__all__ = ["Point2DEnv", "PointVecEnv", "GymnasiumVecEnv", "NormalizeAction", "OracleObservation",
+__all__ = ["Point2DEnv", "PointVecEnv", "NormalizeAction", "OracleObservation",
            "sample_goals", "make_point", "make_point_oracle", "make_locomotion", "make_vec_env",
            "register_envs", "paper_test_tasks", "POINT_HORIZON", "LOCOMOTION_HORIZON",
-           "LOCOMOTION_IDS", "ENV_IDS"]
+           "LOCOMOTION_IDS"]

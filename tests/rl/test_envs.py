@@ -3,8 +3,41 @@ import numpy as np
 import pytest
 
 import rl  # noqa: F401
-from rl.envs import GymnasiumVecEnv, Point2DEnv, PointVecEnv, make_point, make_point_oracle
+from rl.envs import Point2DEnv, PointVecEnv, make_point, make_point_oracle
 from rl.sampler import rollout
+
+
+class GymnasiumVecEnv:
+    """The sampler's vec-env interface over a list of gymnasium envs stepped one by one: the
+    reference the sampler tests run on besides the numpy `PointVecEnv`. Only active (not yet
+    terminated) envs are stepped, so an env is never stepped past its episode end."""
+
+    def __init__(self, env_fns):
+        self.envs = [fn() for fn in env_fns]
+        self.num_envs = len(self.envs)
+        self.obs_dim = int(np.prod(self.envs[0].observation_space.shape))
+        self.act_dim = int(np.prod(self.envs[0].action_space.shape))
+        self._last_obs = np.zeros((self.num_envs, self.obs_dim))
+
+    def set_tasks(self, tasks):
+        for env, task in zip(self.envs, tasks):
+            env.unwrapped.set_task(task)
+
+    def reset(self, mask=None):
+        which = range(self.num_envs) if mask is None else np.flatnonzero(mask)
+        for i in which:
+            self._last_obs[i] = np.ravel(self.envs[i].reset()[0])
+        return self._last_obs.copy()
+
+    def step(self, actions, active=None):
+        active = np.ones(self.num_envs, bool) if active is None else np.asarray(active, bool)
+        rewards = np.zeros(self.num_envs)
+        done = np.zeros(self.num_envs, bool)
+        for i in np.flatnonzero(active):
+            obs, rew, term, _, _ = self.envs[i].step(actions[i])
+            self._last_obs[i] = np.ravel(obs)
+            rewards[i], done[i] = rew, term
+        return self._last_obs.copy(), rewards, done
 
 
 def test_point_dynamics_reward_and_termination():
@@ -101,7 +134,7 @@ def test_rollout_masks_steps_after_termination(make_env):
     tasks = np.array([[0.2, 0.2], [-0.5, 0.5]])
     env = make_env(4)
     act = lambda obs: (np.ones_like(obs) * np.array([1.0, 1.0]), np.full_like(obs, np.log(1e-6)))
-    batch = rollout(env, tasks, n_traj=2, horizon=6, act_fn=act, rng=np.random.default_rng(0))
+    batch = rollout(env, tasks, num_trajs=2, horizon=6, act_fn=act, rng=np.random.default_rng(0))
     assert batch.mask.shape == (2, 2, 6)
     np.testing.assert_array_equal(batch.mask[0], [[1, 1, 0, 0, 0, 0]] * 2)
     np.testing.assert_array_equal(batch.mask[1], np.ones((2, 6)))
@@ -112,7 +145,7 @@ def test_rollout_masks_steps_after_termination(make_env):
 
 def test_rollout_checks_env_count():
     with pytest.raises(ValueError, match="tasks x"):
-        rollout(PointVecEnv(5), np.zeros((2, 2)), n_traj=2, horizon=3, act_fn=None, rng=None)
+        rollout(PointVecEnv(5), np.zeros((2, 2)), num_trajs=2, horizon=3, act_fn=None, rng=None)
 
 
 @pytest.mark.parametrize("make_env", [lambda n: PointVecEnv(n),
@@ -121,7 +154,7 @@ def test_rollout_step_budget_keeps_what_a_sequential_sampler_keeps(make_env):
     """Budget 6 steps: 2-step paths -> 3 paths (2+2 < 6, 2+2+2 = 6 stops); 6-step paths -> 1."""
     tasks = np.array([[0.2, 0.2], [-0.5, 0.5]])
     act = lambda obs: (np.ones_like(obs), np.full_like(obs, np.log(1e-6)))
-    batch = rollout(make_env(4), tasks, n_traj=2, horizon=6, act_fn=act, rng=np.random.default_rng(0),
+    batch = rollout(make_env(4), tasks, num_trajs=2, horizon=6, act_fn=act, rng=np.random.default_rng(0),
                     steps_per_task=6)
     np.testing.assert_array_equal(batch.path_mask, [[True, True, True], [True, False, False]])
     np.testing.assert_array_equal(batch.mask[0].sum(-1), [2, 2, 2])
@@ -192,10 +225,10 @@ class PresetLengthEnv:
     """Path k of task i lasts lengths[i][k] steps (slot j of a task runs paths j, j + n, j + 2n, ...)."""
     act_dim = 1
 
-    def __init__(self, lengths, n_traj, terminates=True):
-        self.lengths, self.n_traj, self.terminates = lengths, n_traj, terminates
-        self.num_envs = len(lengths) * n_traj
-        self.path = np.tile(np.arange(n_traj), len(lengths)) - n_traj  # path index run by each slot
+    def __init__(self, lengths, num_trajs, terminates=True):
+        self.lengths, self.num_trajs, self.terminates = lengths, num_trajs, terminates
+        self.num_envs = len(lengths) * num_trajs
+        self.path = np.tile(np.arange(num_trajs), len(lengths)) - num_trajs  # path index run by each slot
         self.t = np.zeros(self.num_envs, int)
         self.resets = 0
 
@@ -204,14 +237,14 @@ class PresetLengthEnv:
 
     def reset(self, mask=None):
         mask = np.ones(self.num_envs, bool) if mask is None else np.asarray(mask, bool)
-        self.path[mask] += self.n_traj
+        self.path[mask] += self.num_trajs
         self.t[mask] = 0
         self.resets += int(mask.sum())
         return np.zeros((self.num_envs, 1))
 
     def step(self, actions, active=None):
         self.t += 1
-        ends = np.array([self.lengths[e // self.n_traj][self.path[e]] for e in range(self.num_envs)])
+        ends = np.array([self.lengths[e // self.num_trajs][self.path[e]] for e in range(self.num_envs)])
         return np.zeros((self.num_envs, 1)), np.ones(self.num_envs), self.t >= ends
 
 
@@ -235,18 +268,18 @@ def _pool_keeps(length, workers, budget):
 
 
 @pytest.mark.parametrize("workers", [1, 2, 3, 5, 9])
-@pytest.mark.parametrize("n_traj", [1, 3, 7])
-def test_parallel_collector_keeps_exactly_the_paths_of_a_simulated_pool(workers, n_traj):
+@pytest.mark.parametrize("num_trajs", [1, 3, 7])
+def test_parallel_collector_keeps_exactly_the_paths_of_a_simulated_pool(workers, num_trajs):
     """Preset path lengths (random, all-short, all-full): every task keeps paths
     0..m-1 in order, m from a step-by-step pool simulation."""
-    rng = np.random.default_rng(workers * 10 + n_traj)
+    rng = np.random.default_rng(workers * 10 + num_trajs)
     horizon, n_tasks = 8, 12
     lengths = [rng.integers(1, horizon + 1, size=200) for _ in range(n_tasks - 2)]
     lengths += [np.ones(200, int), np.full(200, horizon)]
     act = lambda obs: (np.zeros_like(obs), np.zeros_like(obs))
     for budget in (1, 17, 60):
-        env = PresetLengthEnv(lengths, n_traj)
-        batch = rollout(env, np.zeros(n_tasks), n_traj, horizon, act, rng, steps_per_task=budget,
+        env = PresetLengthEnv(lengths, num_trajs)
+        batch = rollout(env, np.zeros(n_tasks), num_trajs, horizon, act, rng, steps_per_task=budget,
                         collector_workers=workers)
         kept = batch.mask.sum(-1)
         for i in range(n_tasks):

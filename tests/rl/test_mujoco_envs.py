@@ -246,7 +246,7 @@ def test_rollout_on_ant_masks_terminated_paths():
     """Full torque on every motor flips the ant within 200 steps in some paths."""
     env = make_vec_env("ant_dir", 6, workers=0)
     act = lambda obs: (np.tile([1.0, -1.0], (len(obs), 4)) * 3, np.zeros((len(obs), 8)))
-    batch = rollout(env, np.array([-1.0, 1.0]), n_traj=3, horizon=50, act_fn=act, rng=np.random.default_rng(0))
+    batch = rollout(env, np.array([-1.0, 1.0]), num_trajs=3, horizon=50, act_fn=act, rng=np.random.default_rng(0))
     assert batch.observations.shape == (2, 3, 50, 125)
     lengths = batch.mask.sum(-1)
     assert np.all(lengths >= 1) and np.all(lengths <= 50)
@@ -277,7 +277,7 @@ def test_two_workers_sample_a_batch():
     env = make_vec_env("cheetah_dir", 4, workers=2)
     try:
         act = lambda obs: (np.zeros((len(obs), 6)), np.zeros((len(obs), 6)))
-        batch = rollout(env, np.array([-1.0, 1.0]), n_traj=2, horizon=10, act_fn=act,
+        batch = rollout(env, np.array([-1.0, 1.0]), num_trajs=2, horizon=10, act_fn=act,
                         rng=np.random.default_rng(0), steps_per_task=20)
         assert batch.num_steps == 40 and np.isfinite(batch.rewards).all()
     finally:
