@@ -1,13 +1,13 @@
 """Milliseconds per meta-iteration for every Table 1 configuration: the batched fast path
-against the per-task reference (`MetaLearner(batched=False)`), second and first order.
+against the per-task reference (`ReferenceLearner`, tests/reference_maml.py), second and first order.
 
     python benchmarks/meta_step.py                      # everything (the reference takes a while)
     python benchmarks/meta_step.py --configs=omniglot_5way_1shot --orders=second --rounds=20
 
 Each (configuration, order) runs in its own process so peak RSS is its own: first the batched
 path alone (trace, then its peak RSS), then the reference alone (its peak RSS), then the two
-timed in alternation (with `train_step`, which skips the query scores after intermediate inner
-steps, when there are several), so that all see the same load on a shared machine and their
+timed in alternation (`train_step` scoring the query set after every inner step; with several
+inner steps also the lean `train_step` that scores only the last, as training runs it), so that all see the same load on a shared machine and their
 ratio is the figure to trust. Inputs are random at the real sizes. Prints a markdown table.
 """
 import json
@@ -21,6 +21,7 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
+sys.path.insert(0, os.path.join(REPO, "tests"))  # reference_maml
 
 from absl import app, flags  # noqa: E402
 
@@ -78,25 +79,23 @@ def _batch(config, rng):
             np.broadcast_to(labels[np.tile(np.arange(n), q)], (tasks, n * q, n)).copy())
 
 
-def _learner(config, stop_grad, batched):
+def _learner(config, first_order, batched):
     import keras
 
     from maml_tf import experiment
-    from maml_tf.meta_learner import MetaLearner
+    from reference_maml import ReferenceLearner
 
     datasource, n, _, k, _, steps, alpha, options = config
     keras.utils.set_random_seed(0)
     model = experiment.build_model(datasource, num_classes=n, **options)
-    loss_fn, classification = experiment.build_loss(datasource, k)
-    return MetaLearner(model, loss_fn, update_lr=alpha, num_updates=steps, stop_grad=stop_grad,
-                       classification=classification, batched=batched,
-                       clip_value=10.0 if datasource == "miniimagenet" else None)
+    return experiment.build_learner(model, datasource, update_batch_size=k, update_lr=alpha, num_inner_steps=steps,
+                                    first_order=first_order, learner_class=None if batched else ReferenceLearner)
 
 
-def _step_seconds(learner, batch, step="meta_step"):
+def _step_seconds(learner, batch, score_every_step=True):
     start = time.perf_counter()
-    out = getattr(learner, step)(*batch)
-    _ = float(out["pre_loss"])  # wait for the result
+    out = learner.train_step(batch[:2], batch[2:], score_every_step)
+    _ = float(out.support_loss)  # wait for the result
     return time.perf_counter() - start
 
 
@@ -117,12 +116,12 @@ def run_worker(spec):
         result[f"{path}_trace_s"] = _step_seconds(learners[path], batch)  # trace + first step
         _step_seconds(learners[path], batch)  # warm-up
         result[f"{path}_peak_rss_mb"] = _peak_rss_mb()
-    timed = [(path, learner, "meta_step") for path, learner in learners.items()]
+    timed = [(path, learner, True) for path, learner in learners.items()]
     inner_steps = config[5]
-    if inner_steps > 1:  # train_step differs from meta_step only with several inner steps
-        _step_seconds(learners["batched"], batch, "train_step")  # trace
-        _step_seconds(learners["batched"], batch, "train_step")  # warm-up
-        timed.append(("train_step", learners["batched"], "train_step"))
+    if inner_steps > 1:  # the lean step differs only with several inner steps
+        _step_seconds(learners["batched"], batch, False)  # trace
+        _step_seconds(learners["batched"], batch, False)  # warm-up
+        timed.append(("train_step", learners["batched"], False))
     times = {path: [] for path, _, _ in timed}
     start = time.perf_counter()
     for i in range(FLAGS.rounds):
@@ -174,7 +173,7 @@ def main(argv):
             print(_row(rows[-1]), file=sys.stderr, flush=True)
     print(f"Load average at end: {' / '.join(f'{x:.1f}' for x in os.getloadavg())}\n")
     print("| configuration | order | batched median / min ms | batched peak RSS MB | reference median / min ms "
-          "| reference peak RSS MB | speed-up (median) | rounds | batched train_step median ms |")
+          "| reference peak RSS MB | speed-up (median) | rounds | batched lean train_step median ms |")
     print("|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         print(_row(row))
@@ -189,7 +188,7 @@ def _row(r):
     else:
         cells += ["-", "-", "-"]
     cells.append(str(r["batched_rounds"]))
-    cells.append(f"{r['train_step_median_ms']:.1f}" if "train_step_median_ms" in r else "= meta_step")
+    cells.append(f"{r['train_step_median_ms']:.1f}" if "train_step_median_ms" in r else "= full step")
     return "| " + " | ".join(cells) + " |"
 
 

@@ -39,11 +39,11 @@ def time_steps(n):
 
     keras.utils.set_random_seed(0)
     learner = MetaLearner(experiment.build_model("sinusoid", norm="None"), experiment.build_loss("sinusoid", 10)[0],
-                          update_lr=0.01, num_updates=1)
+                          update_lr=0.01, num_inner_steps=1)
     sampler, rng = SinusoidSampler(10, 10), np.random.default_rng(0)
     out = {}
-    for name, step in (("meta-step (MAML)", lambda b: learner.meta_step(*b)),
-                       ("pretrain step", lambda b: learner.pretrain_step(b.inputa, b.labela))):
+    for name, step in (("meta-step (MAML)", lambda b: learner.train_step(b.support, b.query, True)),
+                       ("pretrain step", lambda b: learner.pretrain_step(b.support))):
         step(sampler.sample(rng, 25))  # trace
         times, cpu = [], time.process_time()
         for _ in range(n):

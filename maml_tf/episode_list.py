@@ -50,6 +50,7 @@ from PIL import Image
 
 from maml_tf import few_shot_data
 from maml_tf.episodes import EpisodeBatch
+from report.files import atomic_write_text
 
 HEADER = ("task", "set", "label", "rotation", "path")
 SETS = ("support", "query")
@@ -105,10 +106,7 @@ def write_episode_list(path, tasks, comment=None):
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"cannot write the episode list {path}: no folder {directory}")
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.writelines(lines)
-    os.replace(tmp, path)
+    atomic_write_text(path, "".join(lines))
 
 
 def read_episode_list(path):

@@ -1,13 +1,24 @@
-"""A meta-batch of tasks, each split into a support set (a) and a query set (b)."""
+"""A meta-batch of tasks, each split into a support set (adapted on) and a query set (scored)."""
 from typing import NamedTuple
 
 import numpy as np
 
 
 class EpisodeBatch(NamedTuple):
-    """Arrays shaped [tasks, examples, ...]; labels are one-hot (classification) or targets."""
+    """Arrays shaped [tasks, examples, ...]; labels are one-hot (classification) or targets.
+    The original called these inputa, labela (support) and inputb, labelb (query)."""
 
-    inputa: np.ndarray  # support inputs, e.g. [tasks, N*K, H, W, C] float32
-    labela: np.ndarray  # support labels, [tasks, N*K, N] float32 one-hot
-    inputb: np.ndarray  # query inputs
-    labelb: np.ndarray  # query labels
+    support_inputs: np.ndarray  # e.g. [tasks, N*K, H, W, C] float32
+    support_labels: np.ndarray  # [tasks, N*K, N] float32 one-hot
+    query_inputs: np.ndarray
+    query_labels: np.ndarray
+
+    @property
+    def support(self):
+        """(inputs, labels) of the support sets."""
+        return self.support_inputs, self.support_labels
+
+    @property
+    def query(self):
+        """(inputs, labels) of the query sets."""
+        return self.query_inputs, self.query_labels

@@ -7,19 +7,20 @@ import pickle
 
 import numpy as np
 
+from report.files import atomic_open
 
-def evaluate_tasks(learner, batches, num_steps):
-    """Rows [pre-update support metric, query metric after steps 1..num_steps], one per task.
 
-    Accuracies for classification, losses for regression, as the original's test() recorded.
-    """
+def evaluate_tasks(learner, batches, num_inner_steps):
+    """Rows [pre-update support metric, query metric after steps 1..num_inner_steps], one per
+    task. Accuracies for classification, losses for regression, as the original's test()
+    recorded."""
     rows = []
     for batch in batches:
-        per_task = learner.evaluate(batch.inputa, batch.labela, batch.inputb, batch.labelb, num_steps)
+        scores = learner.evaluate(batch.support, batch.query, num_inner_steps)
         if learner.classification:
-            first, rest = per_task["support_accuracy"], per_task["query_accuracies"]
+            first, rest = scores.support_accuracy, scores.query_accuracies
         else:
-            first, rest = per_task["support_loss"], per_task["query_losses"]
+            first, rest = scores.support_loss, scores.query_losses
         rows.append(np.concatenate([np.asarray(first)[:, None], np.asarray(rest)], axis=1))
     return np.concatenate(rows, axis=0)
 
@@ -37,29 +38,26 @@ def result_paths(run_dir, update_batch_size, update_lr):
 
 
 def write_json(path, data):
-    with open(path + ".tmp", "w") as f:
+    with atomic_open(path, "w") as f:
         json.dump(data, f, indent=1, sort_keys=True)
-    os.replace(path + ".tmp", path)
 
 
 def write_results(run_dir, update_batch_size, update_lr, rows, info=None):
     """The original's csv (header update0.., means, stds, ci95) and pkl {'mses': rows}, plus a
-    `.json` describing the run for `maml_tf.compare`. Each is written to a temporary file and
-    renamed, so an interrupted test leaves no half-written result."""
+    `.json` describing the run for `report.compare`. Each is written whole or not at all
+    (`atomic_open`), so an interrupted test leaves no half-written result."""
     csv_path, pkl_path = result_paths(run_dir, update_batch_size, update_lr)
     if info is not None:
         write_json(csv_path[:-4] + ".json", {**info, "update_batch_size": update_batch_size,
                                                "update_lr": update_lr, "num_tasks": int(rows.shape[0])})
     means, stds, ci95 = summarize(rows)
-    with open(pkl_path + ".tmp", "wb") as f:
+    with atomic_open(pkl_path, "wb") as f:
         pickle.dump({"mses": rows}, f)
-    with open(csv_path + ".tmp", "w", newline="") as f:
+    with atomic_open(csv_path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow([f"update{i}" for i in range(rows.shape[1])])
         for values in (means, stds, ci95):
             writer.writerow([repr(float(v)) for v in values])
-    os.replace(pkl_path + ".tmp", pkl_path)
-    os.replace(csv_path + ".tmp", csv_path)
     return csv_path, pkl_path
 
 

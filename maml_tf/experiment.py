@@ -1,19 +1,20 @@
-"""Plain-argument wiring shared by the entry points: run names, models and losses per data source."""
+"""The original's recipes, as plain arguments: per data source its run name, network, loss,
+clip, samplers, test tasks and cadence. Entry points and the equivalence harness build from here."""
 from maml_tf import losses, models
 
 DATASOURCES = ("sinusoid", "omniglot", "miniimagenet")
 
 
-def exp_string(num_classes, meta_batch_size, train_update_batch_size, num_updates, train_update_lr,
-               num_filters=64, max_pool=False, stop_grad=False, baseline=None, norm="batch_norm"):
+def exp_string(num_classes, meta_batch_size, train_update_batch_size, num_inner_steps, train_update_lr,
+               num_filters=64, max_pool=False, first_order=False, baseline=None, norm="batch_norm"):
     """The original main.py's run-directory name, character for character (numbers via str())."""
     name = (f"cls_{num_classes}.mbs_{meta_batch_size}.ubs_{train_update_batch_size}"
-            f".numstep{num_updates}.updatelr{train_update_lr}")
+            f".numstep{num_inner_steps}.updatelr{train_update_lr}")
     if num_filters != 64:
         name += f"hidden{num_filters}"
     if max_pool:
         name += "maxpool"
-    if stop_grad:
+    if first_order:
         name += "stopgrad"
     if baseline:
         name += baseline
@@ -21,7 +22,7 @@ def exp_string(num_classes, meta_batch_size, train_update_batch_size, num_update
     return name
 
 
-def test_num_updates(datasource, train):
+def eval_num_inner_steps(datasource, train):
     """Inner steps scored while training (for logging) and at test, as the original chose them."""
     if not train:
         return 10
@@ -52,10 +53,58 @@ def build_loss(datasource, update_batch_size):
 CLIP_VALUE = {"miniimagenet": 10.0}
 
 
-def build_learner(model, datasource, *, update_batch_size, update_lr, num_updates, stop_grad=False, meta_lr=1e-3):
-    """The meta-learner the original main() built for this data source: its loss, its clip."""
+def build_learner(model, datasource, *, update_batch_size, update_lr, num_inner_steps, first_order=False,
+                  meta_lr=1e-3, learner_class=None):
+    """The meta-learner the original main() built for this data source: its loss, its clip.
+    (`learner_class`: a MetaLearner subclass, e.g. the tests' per-task reference.)"""
     from maml_tf.meta_learner import MetaLearner
 
     loss_fn, classification = build_loss(datasource, update_batch_size)
-    return MetaLearner(model, loss_fn, update_lr=update_lr, num_updates=num_updates, stop_grad=stop_grad,
-                       meta_lr=meta_lr, clip_value=CLIP_VALUE.get(datasource), classification=classification)
+    return (learner_class or MetaLearner)(
+        model, loss_fn, update_lr=update_lr, num_inner_steps=num_inner_steps, first_order=first_order,
+        meta_lr=meta_lr, clip_value=CLIP_VALUE.get(datasource), classification=classification)
+
+
+# MiniImagenet trained on 15 query images per class whatever K; everything else on K.
+TRAIN_QUERY_PER_CLASS = {"miniimagenet": 15}
+
+
+def build_samplers(datasource, *, data_dir, num_classes, update_batch_size, train, test_set=False, oracle=False):
+    """(training sampler, or None when not training; evaluation sampler: the validation split,
+    or the test split with `test_set`), as the original's DataGenerator drew tasks."""
+    from maml_tf.sinusoid import SinusoidSampler
+
+    k = update_batch_size
+    if datasource == "sinusoid":
+        sampler = SinusoidSampler(k, k, oracle=oracle)
+        return sampler, sampler
+    from maml_tf import few_shot_data
+
+    eval_split = "test" if test_set else "val"
+    needed = ("train", eval_split) if train else (eval_split,)
+    load = few_shot_data.load_omniglot if datasource == "omniglot" else few_shot_data.load_miniimagenet
+    splits = load(data_dir, needed)
+    make = lambda split: few_shot_sampler(datasource, splits[split], num_classes=num_classes,  # noqa: E731
+                                          update_batch_size=k, train=train)
+    return (make("train") if train else None), make(eval_split)
+
+
+def few_shot_sampler(datasource, classes, *, num_classes, update_batch_size, train):
+    """The task sampler over one split's ClassImages: N classes, K support and (training
+    MiniImagenet: 15, else K) query images per class, Omniglot classes rotated by a random
+    multiple of 90 degrees, as the original's DataGenerator."""
+    from maml_tf import few_shot_data
+
+    k = update_batch_size
+    query = TRAIN_QUERY_PER_CLASS.get(datasource, k) if train else k
+    return few_shot_data.FewShotSampler(classes, num_classes, k, query, rotate=datasource == "omniglot")
+
+
+def test_seed(datasource):
+    """The seed of the fixed test tasks: the original seeded numpy with 1 (sinusoid) or 6."""
+    return 1 if datasource == "sinusoid" else 6
+
+
+def print_interval(datasource):
+    """Iterations between printed training means, as the original's PRINT_INTERVAL."""
+    return 1000 if datasource == "sinusoid" else 100

@@ -233,9 +233,9 @@ class FewShotSampler:
         support = self._to_float(x[:, :k_support]).reshape((num_tasks, -1) + x.shape[3:])
         query = self._to_float(x[:, k_support:]).reshape((num_tasks, -1) + x.shape[3:])
         one_hot = np.eye(n, dtype=np.float32)
-        labela = np.tile(one_hot, (num_tasks, k_support, 1))
-        labelb = np.tile(one_hot, (num_tasks, self.query_per_class, 1))
-        return EpisodeBatch(support, labela, query, labelb)
+        support_labels = np.tile(one_hot, (num_tasks, k_support, 1))
+        query_labels = np.tile(one_hot, (num_tasks, self.query_per_class, 1))
+        return EpisodeBatch(support, support_labels, query, query_labels)
 
     def _to_float(self, pixels):
         return to_float(pixels, self.classes.invert)

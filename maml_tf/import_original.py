@@ -8,11 +8,12 @@ The weights land in LOGDIR/<run name of the paper's 5-way 1-shot command> as our
 evaluates them. The paper reports 48.70 +- 1.84 % for this model.
 """
 import os
-import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags  # noqa: E402
+
+from report.console import exit_with_error  # noqa: E402
 
 from maml_tf.original_checkpoint import import_checkpoint  # noqa: E402
 
@@ -29,11 +30,11 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
     for name in ("checkpoint", "logdir"):
         if not getattr(FLAGS, name):
-            sys.exit(f"error: --{name} is required")
+            exit_with_error("maml_tf.import_original", f"--{name} is required")
     try:
         run_dir, iteration = import_checkpoint(FLAGS.checkpoint, FLAGS.logdir, FLAGS.overwrite)
     except (ValueError, FileNotFoundError) as e:
-        sys.exit(f"error: {e}")
+        exit_with_error("maml_tf.import_original", str(e))
     print(f"Imported {FLAGS.checkpoint} as {run_dir}/model-{iteration}")
     print(f"Evaluate: python -m maml_tf.main --flagfile=flags/miniimagenet_1shot_test.flags --logdir={FLAGS.logdir} "
           f"--data_dir=DATA")

@@ -7,11 +7,12 @@
 This module only translates flags into plain arguments for the library.
 """
 import os
-import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags, logging  # noqa: E402
+
+from report.console import exit_with_error  # noqa: E402
 
 FLAGS = flags.FLAGS
 
@@ -78,27 +79,6 @@ def _validate():
         raise ValueError("--num_test_tasks cannot be combined with --test_tasks_file (the file gives the tasks)")
 
 
-def _samplers(train):
-    """(training sampler or None, evaluation sampler) for the data source."""
-    from maml_tf.sinusoid import SinusoidSampler
-
-    k = FLAGS.update_batch_size
-    if FLAGS.datasource == "sinusoid":
-        sampler = SinusoidSampler(k, k, oracle=FLAGS.baseline == "oracle")
-        return sampler, sampler
-    from maml_tf import few_shot_data
-
-    eval_split = "test" if FLAGS.test_set else "val"
-    needed = ("train", eval_split) if train else (eval_split,)
-    if FLAGS.datasource == "omniglot":
-        splits, query, rotate = few_shot_data.load_omniglot(FLAGS.data_dir, needed), k, True
-    else:
-        splits, query, rotate = few_shot_data.load_miniimagenet(FLAGS.data_dir, needed), (15 if train else k), False
-    make = lambda split: few_shot_data.FewShotSampler(  # noqa: E731
-        splits[split], FLAGS.num_classes, k, query, rotate=rotate)
-    return (make("train") if train else None), make(eval_split)
-
-
 def settings_from_flags(f=FLAGS):
     """Plain settings derived from the flags the way the original main() derived them."""
     train_ubs = f.update_batch_size if f.train_update_batch_size == -1 else f.train_update_batch_size
@@ -113,14 +93,14 @@ def settings_from_flags(f=FLAGS):
     return {
         "exp_string": exp,
         "run_dir": os.path.join(os.path.expanduser(f.logdir), exp),
-        "test_num_updates": experiment.test_num_updates(f.datasource, f.train),
+        "eval_num_inner_steps": experiment.eval_num_inner_steps(f.datasource, f.train),
         "pretrain_iterations": pretrain,
         "metatrain_iterations": metatrain,
     }
 
 
 def run_info(f=FLAGS):
-    """What `maml_tf.compare` needs to know about a run (its name alone does not say)."""
+    """What `report.compare` needs to know about a run (its name alone does not say)."""
     method = "oracle" if f.baseline == "oracle" else ("maml" if f.metatrain_iterations > 0 else "pretrain")
     return {"datasource": f.datasource, "method": method, "num_classes": f.num_classes, "conv": f.conv,
             "stop_grad": f.stop_grad, "num_updates": f.num_updates, "update_lr": f.update_lr,
@@ -136,7 +116,7 @@ def run():
 
     _validate()
     s = settings_from_flags()
-    run_dir, test_steps = s["run_dir"], s["test_num_updates"]
+    run_dir, test_steps = s["run_dir"], s["eval_num_inner_steps"]
     if FLAGS.test_tasks_file is not None:  # (test only) the file's tasks replace the seeded pool
         from maml_tf import episode_list
 
@@ -145,9 +125,12 @@ def run():
                                                     FLAGS.num_classes, FLAGS.update_batch_size)
         tasks_source = f"the {len(test_tasks)} tasks of {FLAGS.test_tasks_file}"
     else:
-        train_sampler, eval_sampler = _samplers(FLAGS.train)
+        train_sampler, eval_sampler = experiment.build_samplers(
+            FLAGS.datasource, data_dir=FLAGS.data_dir, num_classes=FLAGS.num_classes,
+            update_batch_size=FLAGS.update_batch_size, train=FLAGS.train, test_set=FLAGS.test_set,
+            oracle=FLAGS.baseline == "oracle")
         if not FLAGS.train:
-            seed = 1 if FLAGS.datasource == "sinusoid" else 6
+            seed = experiment.test_seed(FLAGS.datasource)
             test_tasks = eval_sampler.eval_pool(FLAGS.num_test_tasks, seed=seed)
             tasks_source = f"{FLAGS.num_test_tasks} tasks (seeded pool, seed {seed})"
     keras.utils.set_random_seed(FLAGS.seed)
@@ -155,8 +138,8 @@ def run():
                                    input_shape=eval_sampler.input_shape if FLAGS.datasource == "sinusoid" else None,
                                    conv=FLAGS.conv, num_filters=FLAGS.num_filters, max_pool=FLAGS.max_pool, norm=FLAGS.norm)
     learner = experiment.build_learner(model, FLAGS.datasource, update_batch_size=FLAGS.update_batch_size,
-                                       update_lr=FLAGS.update_lr, num_updates=FLAGS.num_updates,
-                                       stop_grad=FLAGS.stop_grad, meta_lr=FLAGS.meta_lr)
+                                       update_lr=FLAGS.update_lr, num_inner_steps=FLAGS.num_updates,
+                                       first_order=FLAGS.stop_grad, meta_lr=FLAGS.meta_lr)
     checkpointer = Checkpointer(run_dir, learner)
 
     if not FLAGS.train:
@@ -195,7 +178,7 @@ def run():
         learner, train_sampler, checkpointer,
         meta_batch_size=FLAGS.meta_batch_size, pretrain_iterations=s["pretrain_iterations"],
         metatrain_iterations=s["metatrain_iterations"], start_iteration=start, seed=FLAGS.seed,
-        log_num_steps=test_steps, print_interval=1000 if FLAGS.datasource == "sinusoid" else 100,
+        eval_num_inner_steps=test_steps, print_interval=experiment.print_interval(FLAGS.datasource),
         val_sampler=None if FLAGS.datasource == "sinusoid" else eval_sampler, writer=writer,
     )
     print(f"Finished at iteration {s['pretrain_iterations'] + s['metatrain_iterations']}; checkpoints in {run_dir}")
@@ -204,13 +187,13 @@ def run():
 def main(argv):
     logging.set_verbosity(logging.WARNING)  # hide checkpoint-saver INFO chatter
     if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+        exit_with_error("maml_tf.main", f"unexpected arguments: {' '.join(argv[1:])}")
     from maml_tf.checkpoints import CheckpointNotFoundError
 
     try:
         run()
     except (ValueError, FileNotFoundError, NotADirectoryError, CheckpointNotFoundError) as e:
-        sys.exit(f"error: {e}")
+        exit_with_error("maml_tf.main", str(e))
 
 
 if __name__ == "__main__":

@@ -1,242 +1,121 @@
-"""MAML: inner-loop adaptation on fast weights and the compiled meta-step.
+"""The meta-learner: a Keras model, its two Adam optimisers and the compiled steps that train it.
 
-The model's trainable weights are split into adaptable ones (every kernel and bias) and norm
-parameters, which the inner loop leaves alone but the outer optimiser updates, as in the
-original. Inner steps run under their own `GradientTape` inside the outer tape, so the outer
-gradient differentiates through them (second order) unless `stop_grad` cuts the inner
-gradients (first order).
-
-Two implementations of the same computation: the default (`batched=True`) adapts every task of
-the batch at once, each adapted weight carrying a leading task axis (`batched_forward`); the
-reference (`batched=False`) loops over tasks in Python, running the Keras model on each task's
-fast weights. tests/test_batched.py checks that they agree to round-off.
+The algorithm itself is in `maml_tf.maml`; this module runs it on all tasks of a meta-batch at
+once: each adapted weight carries a leading task axis and the network runs through
+`batched_forward`, one op per layer for the whole batch. (tests/reference_maml.py holds the
+per-task loop over the Keras model that this is checked against.)
 """
-from typing import NamedTuple
-
 import keras
-import numpy as np
 import tensorflow as tf
 
+from maml_tf import maml
 from maml_tf.batched_forward import batched_forward
 from maml_tf.losses import accuracy
-from maml_tf.models import is_norm_variable
-
-
-class Adaptation(NamedTuple):
-    """What an inner loop measured, for one task (scalars) or a task batch ([tasks] tensors).
-    Query entries follow steps 1..num_steps, or the last step only when not scoring every step."""
-
-    support_loss: tf.Tensor  # before any step
-    support_accuracy: tf.Tensor
-    query_losses: list
-    query_accuracies: list
-    fast_weights: list  # after the last step; norm parameters are the inputs unchanged
+from maml_tf.models import is_norm_variable, stateless_forward
 
 
 class MetaLearner:
-    """Owns a model, its two Adam optimisers and the compiled steps that train it.
+    """MAML (or the pretrained baseline) on a model.
 
-    `meta_step`, `pretrain_step` and `evaluate` take batches shaped [tasks, examples, ...]
-    (support a, query b) and are `tf.function`s traced once per batch shape. `batched=False`
-    selects the per-task reference implementation (same results, slower).
+    `train_step(support, query)`, `pretrain_step(support)` and `evaluate(support, query, steps)`
+    take (inputs, labels) pairs shaped [tasks, examples, ...]; the first two are `tf.function`s
+    traced once per batch shape.
     """
 
-    def __init__(self, model, loss_fn, *, update_lr, num_updates, stop_grad=False, meta_lr=1e-3,
-                 clip_value=None, classification=False, batched=True):
-        if num_updates < 1:
-            raise ValueError(f"num_updates must be at least 1 (MAML adapts before its meta-loss), got {num_updates}")
+    def __init__(self, model, loss_fn, *, update_lr, num_inner_steps, first_order=False, meta_lr=1e-3,
+                 clip_value=None, classification=False):
+        if num_inner_steps < 1:
+            raise ValueError(f"num_inner_steps must be at least 1 (MAML adapts before its meta-loss), "
+                             f"got {num_inner_steps}")
         self.model = model
         self.loss_fn = loss_fn
         self.update_lr = update_lr
-        self.num_updates = num_updates
-        self.stop_grad = stop_grad
+        self.num_inner_steps = num_inner_steps
+        self.first_order = first_order
         self.clip_value = clip_value
         self.classification = classification
-        self.batched = batched
-        # Built now so that an unsupported model fails at construction, not inside a trace.
-        self._batched_forward = batched_forward(model) if batched else None
         self.variables = list(model.trainable_variables)
-        self._adaptable = [i for i, v in enumerate(self.variables) if not is_norm_variable(model, v)]
+        self.adaptable = [i for i, v in enumerate(self.variables) if not is_norm_variable(model, v)]
+        # Built now so that an unsupported model fails at construction, not inside a trace.
+        self._forward = self._build_forward(model)
         # Two optimisers, as the original built separate Adam ops for pretraining and meta-training.
         self.meta_optimizer = keras.optimizers.Adam(meta_lr, beta_1=0.9, beta_2=0.999, epsilon=1e-8)
         self.pretrain_optimizer = keras.optimizers.Adam(meta_lr, beta_1=0.9, beta_2=0.999, epsilon=1e-8)
         self.meta_optimizer.build(self.variables)
         self.pretrain_optimizer.build(self.variables)
-        self.meta_step = tf.function(self._meta_step)
         self.train_step = tf.function(self._train_step)
         self.pretrain_step = tf.function(self._pretrain_step)
-        self._evaluate_task = tf.function(self._evaluate_one)
+        self._scores = tf.function(self.adapt_tasks)
 
-    def forward(self, weights, inputs):
-        """The model on the given weight values (one per trainable variable)."""
-        return self.model.stateless_call(weights, self.model.non_trainable_variables, inputs)[0]
+    def _build_forward(self, model):
+        """forward(weights, x[tasks, ...]) for weights shared or with a task axis."""
+        return batched_forward(model)
 
-    def adapt(self, weights, inputa, labela, inputb, labelb, num_steps, stop_grad=False, score_every_step=True):
-        """`num_steps` SGD steps on one task's support set; the query set is scored after each
-        (after the last only, with score_every_step=False)."""
-        return self._inner_loop(list(weights), inputa, labela, inputb, labelb, num_steps, stop_grad,
-                                self.forward, self.loss_fn, self._accuracy, score_every_step)
+    def task_accuracy(self, logits, labels):
+        """One task's accuracy (classification), zero for regression."""
+        return accuracy(logits, labels) if self.classification else tf.zeros([], logits.dtype)
 
-    def _inner_loop(self, fast, inputa, labela, inputb, labelb, num_steps, stop_grad, forward, loss_of, accuracy_of,
-                    score_every_step):
-        """The inner loop, for one task (scalar losses) or a task batch (`loss_of` gives [tasks];
-        the gradient of their sum holds each task's own gradient, since task t's loss depends only
-        on slice t of the adapted weights)."""
-        if num_steps < 1:
-            raise ValueError(f"the inner loop needs at least one step, got num_steps={num_steps}")
-        query_losses, query_accuracies = [], []
-        for step in range(num_steps):
-            adaptable = [fast[i] for i in self._adaptable]
-            with tf.GradientTape(watch_accessed_variables=False) as tape:
-                tape.watch(adaptable)
-                outputa = forward(fast, inputa)
-                lossa = loss_of(outputa, labela)
-                total = tf.reduce_sum(lossa)
-            if step == 0:
-                support_loss, support_accuracy = lossa, accuracy_of(outputa, labela)
-            grads = tape.gradient(total, adaptable)
-            if stop_grad:
-                grads = [tf.stop_gradient(g) for g in grads]
-            for i, w, g in zip(self._adaptable, adaptable, grads):
-                fast[i] = w - self.update_lr * g
-            if not score_every_step and step < num_steps - 1:
-                continue
-            outputb = forward(fast, inputb)
-            query_losses.append(loss_of(outputb, labelb))
-            query_accuracies.append(accuracy_of(outputb, labelb))
-        return Adaptation(support_loss, support_accuracy, query_losses, query_accuracies, fast)
-
-    def _accuracy(self, logits, labels):
-        if self.classification:
-            return accuracy(logits, labels)
-        return tf.zeros([], logits.dtype)
-
-    def _adapt_all(self, weights, inputa, labela, inputb, labelb, num_steps, stop_grad, score_every_step=True):
-        """Adapt to each task of the batch: (per-task tensors [tasks] and [tasks, steps], the query
-        losses after the last step [tasks]).
-
-        score_every_step=False scores the query set after the last step only: the steps axis then
-        has length 1. The final query losses are the last step's own tensors, not a slice of the
-        stack: through the stack, the outer gradient would carry zeros back through every earlier
-        query forward pass (and their second-order terms) at full cost.
-        """
-        if self.batched:
-            return self._adapt_batched(weights, inputa, labela, inputb, labelb, num_steps, stop_grad,
-                                       score_every_step)
-        results = [
-            self.adapt(weights, inputa[t], labela[t], inputb[t], labelb[t], num_steps, stop_grad, score_every_step)
-            for t in range(inputa.shape[0])
-        ]
-        per_task = {
-            "support_loss": tf.stack([r.support_loss for r in results]),
-            "support_accuracy": tf.stack([r.support_accuracy for r in results]),
-            "query_losses": tf.stack([tf.stack(r.query_losses) for r in results]),
-            "query_accuracies": tf.stack([tf.stack(r.query_accuracies) for r in results]),
-        }
-        return per_task, tf.stack([r.query_losses[-1] for r in results])
-
-    def _adapt_batched(self, weights, inputa, labela, inputb, labelb, num_steps, stop_grad, score_every_step=True):
-        """`_adapt_all` for all tasks at once: adapted weights carry a leading task axis, the
-        first step's being the shared weights broadcast to [tasks, ...]."""
-        inputa, labela, inputb, labelb = (tf.convert_to_tensor(t) for t in (inputa, labela, inputb, labelb))
-        tasks = inputa.shape[0]
+    def adapt_tasks(self, weights, support, query, steps, score_every_step=True, first_order=None):
+        """Adapt every task of the batch at once: (per-task `maml.Scores`, [tasks] final query
+        losses). The adapted weights start as the shared weights broadcast to [tasks, ...]."""
+        support = tuple(tf.convert_to_tensor(t) for t in support)
+        query = tuple(tf.convert_to_tensor(t) for t in query)
+        tasks = support[0].shape[0]
         fast = list(weights)
-        for i in self._adaptable:
+        for i in self.adaptable:
             fast[i] = tf.broadcast_to(tf.expand_dims(fast[i], 0), [tasks, *fast[i].shape])
-        result = self._inner_loop(fast, inputa, labela, inputb, labelb, num_steps, stop_grad, self._batched_forward,
-                                  self._task_losses, self._task_accuracies, score_every_step)
-        per_task = {
-            "support_loss": result.support_loss,
-            "support_accuracy": result.support_accuracy,
-            "query_losses": tf.stack(result.query_losses, axis=1),
-            "query_accuracies": tf.stack(result.query_accuracies, axis=1),
-        }
-        return per_task, result.query_losses[-1]
+        return maml.adapt_and_score(self._forward, _over_tasks(self.loss_fn), _over_tasks(self.task_accuracy), fast, support,
+                                    query, self.update_lr, steps, self._order(first_order), self.adaptable,
+                                    score_every_step)
 
-    def _task_losses(self, outputs, labels):
-        """[tasks]: the per-task loss function vectorised over the leading axis."""
-        return tf.vectorized_map(lambda pair: self.loss_fn(*pair), (outputs, labels))
+    def _order(self, first_order):
+        return self.first_order if first_order is None else first_order
 
-    def _task_accuracies(self, outputs, labels):
-        return tf.vectorized_map(lambda pair: self._accuracy(*pair), (outputs, labels))
+    def meta_gradients(self, support, query, score_every_step=True):
+        """(per-task Scores, the meta-gradient for each trainable variable) after
+        `num_inner_steps` inner steps: `maml.meta_gradients`."""
+        return maml.meta_gradients(self.adapt_tasks, self.variables, support, query, self.num_inner_steps,
+                                   score_every_step)
 
-    def meta_gradients(self, inputa, labela, inputb, labelb, score_every_step=True):
-        """(per-task metrics, gradient of the meta-loss for each trainable variable).
+    def _train_step(self, support, query, score_every_step=False):
+        """One meta-update: Adam (after the element-wise clip, if any) on the meta-gradient.
+        Returns the Scores' means over tasks. The query set is scored after every inner step
+        only with `score_every_step`: the update is the same, those scores feed only logs (the
+        original's training op never computed them; its summary fetches did)."""
+        scores, gradients = self.meta_gradients(support, query, score_every_step)
+        self.meta_optimizer.apply_gradients(zip(self._clip(gradients), self.variables))
+        return scores.mean()
 
-        Meta-loss: query loss after exactly `num_updates` inner steps, mean over tasks.
-        """
+    def _clip(self, gradients):
+        if self.clip_value is None:
+            return gradients
+        return [tf.clip_by_value(g, -self.clip_value, self.clip_value) for g in gradients]
+
+    def pretrain_gradients(self, support):
+        """(loss, gradients) of the pretrained baseline's objective: the support loss of the
+        shared weights, mean over tasks (one Keras call per task, as the original's map_fn)."""
+        forward = stateless_forward(self.model)
+        inputs, labels = support
         with tf.GradientTape() as tape:
             weights = [tf.convert_to_tensor(v) for v in self.variables]
-            per_task, final_query_losses = self._adapt_all(weights, inputa, labela, inputb, labelb, self.num_updates,
-                                                           self.stop_grad, score_every_step)
-            meta_loss = tf.reduce_mean(final_query_losses)
-        return per_task, tape.gradient(meta_loss, self.variables)
-
-    def _meta_step(self, inputa, labela, inputb, labelb):
-        """One meta-update: Adam (optionally after an element-wise clip) on the meta-gradient."""
-        per_task = self._apply_meta_update(inputa, labela, inputb, labelb, score_every_step=True)
-        return _task_means(per_task)
-
-    def _train_step(self, inputa, labela, inputb, labelb):
-        """`meta_step`'s update, without scoring the query set after the intermediate inner steps.
-
-        Those scores only feed logs (the original's training op never computed them; only its
-        summary fetches did), yet with 5 inner steps and 75 query images (MiniImagenet) they
-        cost about as much as the rest. Returns the mean pre-update support loss/accuracy and
-        the mean query loss/accuracy after the last step.
-        """
-        per_task = self._apply_meta_update(inputa, labela, inputb, labelb, score_every_step=False)
-        return {"pre_loss": tf.reduce_mean(per_task["support_loss"]),
-                "pre_accuracy": tf.reduce_mean(per_task["support_accuracy"]),
-                "post_loss": tf.reduce_mean(per_task["query_losses"][:, -1]),
-                "post_accuracy": tf.reduce_mean(per_task["query_accuracies"][:, -1])}
-
-    def _apply_meta_update(self, inputa, labela, inputb, labelb, score_every_step):
-        per_task, grads = self.meta_gradients(inputa, labela, inputb, labelb, score_every_step)
-        if self.clip_value is not None:
-            grads = [tf.clip_by_value(g, -self.clip_value, self.clip_value) for g in grads]
-        self.meta_optimizer.apply_gradients(zip(grads, self.variables))
-        return per_task
-
-    def pretrain_gradients(self, inputa, labela):
-        """(loss, gradients) of the pretrained baseline's loss: the support loss, mean over tasks."""
-        with tf.GradientTape() as tape:
-            weights = [tf.convert_to_tensor(v) for v in self.variables]
-            losses = [self.loss_fn(self.forward(weights, inputa[t]), labela[t]) for t in range(inputa.shape[0])]
-            loss = tf.reduce_mean(tf.stack(losses))
+            loss = tf.reduce_mean(tf.stack([self.loss_fn(forward(weights, inputs[t]), labels[t])
+                                            for t in range(inputs.shape[0])]))
         return loss, tape.gradient(loss, self.variables)
 
-    def _pretrain_step(self, inputa, labela):
+    def _pretrain_step(self, support):
         """The pretrained baseline: Adam on the support loss of each task, no adaptation."""
-        loss, grads = self.pretrain_gradients(inputa, labela)
-        if self.clip_value is not None:
-            grads = [tf.clip_by_value(g, -self.clip_value, self.clip_value) for g in grads]
-        self.pretrain_optimizer.apply_gradients(zip(grads, self.variables))
+        loss, gradients = self.pretrain_gradients(support)
+        self.pretrain_optimizer.apply_gradients(zip(self._clip(gradients), self.variables))
         return loss
 
-    def evaluate(self, inputa, labela, inputb, labelb, num_steps):
-        """Per-task adaptation metrics as numpy arrays, weights untouched (num_steps: Python int).
-
-        Batched: the whole batch in one call (its graph's size does not grow with the tasks).
-        Reference: one task per call of a single-task graph, so that tracing stays small however
-        many tasks and steps are scored (logging, validation and the 600-task test share it).
-        """
-        if self.batched:
-            return {key: value.numpy() for key, value in self._evaluate_task(inputa, labela, inputb, labelb,
-                                                                             num_steps).items()}
-        results = [self._evaluate_task(inputa[t:t + 1], labela[t:t + 1], inputb[t:t + 1], labelb[t:t + 1], num_steps)
-                   for t in range(len(inputa))]
-        return {key: np.concatenate([r[key].numpy() for r in results]) for key in results[0]}
-
-    def _evaluate_one(self, inputa, labela, inputb, labelb, num_steps):
+    def evaluate(self, support, query, steps):
+        """Per-task Scores (numpy) after 1..`steps` inner steps, weights untouched; the whole
+        batch in one call (the graph's size does not grow with the tasks)."""
         weights = [tf.convert_to_tensor(v) for v in self.variables]
-        return self._adapt_all(weights, inputa, labela, inputb, labelb, num_steps, stop_grad=True)[0]
+        scores, _ = self._scores(weights, support, query, steps, first_order=True)
+        return maml.Scores(*(value.numpy() for value in scores))
 
 
-def _task_means(per_task):
-    return {
-        "pre_loss": tf.reduce_mean(per_task["support_loss"]),
-        "pre_accuracy": tf.reduce_mean(per_task["support_accuracy"]),
-        "post_losses": tf.reduce_mean(per_task["query_losses"], axis=0),
-        "post_accuracies": tf.reduce_mean(per_task["query_accuracies"], axis=0),
-    }
+def _over_tasks(score):
+    """A one-task score function applied to every task of a batch: [tasks] results."""
+    return lambda outputs, labels: tf.vectorized_map(lambda pair: score(*pair), (outputs, labels))

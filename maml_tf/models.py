@@ -63,3 +63,9 @@ def is_norm_variable(model, variable):
     """True for variables the inner loop must not adapt (Normalization offsets/scales)."""
     norm_ids = {id(v) for layer in model.layers if isinstance(layer, Normalization) for v in layer.weights}
     return id(variable) in norm_ids
+
+
+def stateless_forward(model):
+    """forward(weights, x): the model on the given weight values (one per trainable variable,
+    in their order) instead of its variables."""
+    return lambda weights, inputs: model.stateless_call(weights, model.non_trainable_variables, inputs)[0]

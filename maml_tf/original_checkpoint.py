@@ -7,8 +7,8 @@ import os
 import re
 
 # The paper's command for the released model (original README: 5-way 1-shot mini imagenet).
-PAPER_RUN = dict(num_classes=5, meta_batch_size=4, train_update_batch_size=1, num_updates=5, train_update_lr=0.01,
-                 num_filters=32, max_pool=True, stop_grad=False, baseline=None, norm="batch_norm")
+PAPER_RUN = dict(num_classes=5, meta_batch_size=4, train_update_batch_size=1, num_inner_steps=5, train_update_lr=0.01,
+                 num_filters=32, max_pool=True, first_order=False, baseline=None, norm="batch_norm")
 
 # original variable -> our variable path (see ../shared/data/original_checkpoint/SOURCE.md)
 VARIABLE_MAP = {
@@ -53,7 +53,7 @@ def import_checkpoint(prefix, logdir, overwrite=False):
         by_path[path].assign(original[name])
     run_dir = os.path.join(logdir, experiment.exp_string(**PAPER_RUN))
     checkpointer = Checkpointer(run_dir, MetaLearner(model, experiment.build_loss("miniimagenet", 1)[0],
-                                                     update_lr=0.01, num_updates=5, classification=True))
+                                                     update_lr=0.01, num_inner_steps=5, classification=True))
     if iteration in checkpointer.available() and not overwrite:
         raise ValueError(f"{run_dir}/model-{iteration} exists; pass --overwrite to replace it")
     os.makedirs(run_dir, exist_ok=True)

@@ -4,48 +4,50 @@ import time
 import numpy as np
 import tensorflow as tf
 
+from report.console import format_duration
+
 
 def batch_rng(seed, iteration):
     """The generator for one iteration's tasks: a resumed run sees the same tasks."""
     return np.random.default_rng([seed, iteration])
 
 
-def summary_names(prefix, num_steps, classification):
+def summary_names(prefix, num_inner_steps, classification):
     """TensorBoard tags as the original named them."""
     names = {"pre_loss": f"{prefix}Pre-update loss"}
     if classification:
         names["pre_accuracy"] = f"{prefix}Pre-update accuracy"
-    for j in range(num_steps):
+    for j in range(num_inner_steps):
         names[f"post_loss_{j}"] = f"{prefix}Post-update loss, step {j + 1}"
         if classification:
             names[f"post_accuracy_{j}"] = f"{prefix}Post-update accuracy, step {j + 1}"
     return names
 
 
-def _batch_means(learner, batch, num_steps):
-    """Means over the batch's tasks of the pre-update and post-step metrics."""
-    per_task = learner.evaluate(batch.inputa, batch.labela, batch.inputb, batch.labelb, num_steps)
-    out = {"pre_loss": float(np.mean(per_task["support_loss"])),
-           "pre_accuracy": float(np.mean(per_task["support_accuracy"]))}
-    for j, (loss, acc) in enumerate(zip(np.mean(per_task["query_losses"], 0), np.mean(per_task["query_accuracies"], 0))):
+def _batch_means(learner, batch, num_inner_steps):
+    """The summary values: means over the batch's tasks of the pre-update (support) and
+    post-step (query) metrics, keyed as `summary_names`."""
+    means = learner.evaluate(batch.support, batch.query, num_inner_steps).mean()
+    out = {"pre_loss": float(means.support_loss), "pre_accuracy": float(means.support_accuracy)}
+    for j, (loss, acc) in enumerate(zip(means.query_losses, means.query_accuracies)):
         out[f"post_loss_{j}"], out[f"post_accuracy_{j}"] = float(loss), float(acc)
     return out
 
 
 def train(learner, sampler, checkpointer, *, meta_batch_size, pretrain_iterations, metatrain_iterations,
-          start_iteration=0, seed=0, log_num_steps=None, print_interval=100, summary_interval=100,
+          start_iteration=0, seed=0, eval_num_inner_steps=None, print_interval=100, summary_interval=100,
           save_interval=1000, val_sampler=None, val_interval=500, writer=None, print_fn=print):
     """Pretrain for `pretrain_iterations`, then meta-train, from `start_iteration` on.
 
     Every `summary_interval` iterations the batch about to be trained on is scored with the
-    current weights over `log_num_steps` inner steps (TensorBoard, and the printed means, as the
+    current weights over `eval_num_inner_steps` inner steps (TensorBoard, and the printed means, as the
     original fetched them with the update). Checkpoints every `save_interval` and at the end.
     """
     total = pretrain_iterations + metatrain_iterations
-    log_num_steps = max(learner.num_updates, log_num_steps or learner.num_updates)
+    eval_steps = max(learner.num_inner_steps, eval_num_inner_steps or learner.num_inner_steps)
     key = "accuracy" if learner.classification else "loss"
-    train_names = summary_names("metatrain_", log_num_steps, learner.classification)
-    val_names = summary_names("metaval_", log_num_steps, learner.classification)
+    train_names = summary_names("metatrain_", eval_steps, learner.classification)
+    val_names = summary_names("metaval_", eval_steps, learner.classification)
     pre, post = [], []
     clock, clock_itr = time.perf_counter(), start_iteration
     if start_iteration >= total:
@@ -53,27 +55,27 @@ def train(learner, sampler, checkpointer, *, meta_batch_size, pretrain_iteration
     for itr in range(start_iteration, total):
         batch = sampler.sample(batch_rng(seed, itr), meta_batch_size)
         if itr % summary_interval == 0:
-            means = _batch_means(learner, batch, log_num_steps)
+            means = _batch_means(learner, batch, eval_steps)
             pre.append(means[f"pre_{key}"])
-            post.append(means[f"{'post_' + key}_{learner.num_updates - 1}"])
+            post.append(means[f"{'post_' + key}_{learner.num_inner_steps - 1}"])
             _write(writer, train_names, means, itr)
         if itr < pretrain_iterations:
-            learner.pretrain_step(batch.inputa, batch.labela)
+            learner.pretrain_step(batch.support)
         else:
-            learner.train_step(*batch)  # the update alone: the logged metrics come from _batch_means
+            learner.train_step(batch.support, batch.query)  # the update alone: the logged metrics come from _batch_means
 
         if itr != 0 and itr % print_interval == 0:
             now = time.perf_counter()
             rate = (itr - clock_itr) / max(now - clock, 1e-9)
             label = f"Pretrain Iteration {itr}" if itr < pretrain_iterations else f"Iteration {itr - pretrain_iterations}"
             print_fn(f"{label}: {np.mean(pre):.6g}, {np.mean(post):.6g}  "
-                     f"({rate:.1f} it/s, ETA {_duration((total - itr - 1) / max(rate, 1e-9))})")
+                     f"({rate:.1f} it/s, ETA {format_duration((total - itr - 1) / max(rate, 1e-9))})")
             pre, post = [], []
             clock, clock_itr = now, itr
         if val_sampler is not None and itr != 0 and itr % val_interval == 0:
-            val = _batch_means(learner, val_sampler.sample(batch_rng(seed + 1, itr), meta_batch_size), log_num_steps)
+            val = _batch_means(learner, val_sampler.sample(batch_rng(seed + 1, itr), meta_batch_size), eval_steps)
             _write(writer, val_names, val, itr)
-            print_fn(f"Validation results: {val[f'pre_{key}']:.6g}, {val[f'post_{key}_{learner.num_updates - 1}']:.6g}")
+            print_fn(f"Validation results: {val[f'pre_{key}']:.6g}, {val[f'post_{key}_{learner.num_inner_steps - 1}']:.6g}")
         if (itr + 1) % save_interval == 0 and itr + 1 < total:
             checkpointer.save(itr + 1)
     if total > start_iteration:
@@ -89,7 +91,3 @@ def _write(writer, names, values, step):
         for key, tag in names.items():
             tf.summary.scalar(tag, values[key])
 
-
-def _duration(seconds):
-    seconds = int(seconds)
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m{seconds % 60:02d}s"

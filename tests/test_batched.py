@@ -1,5 +1,5 @@
-"""The batched meta-step (all tasks at once, weights with a task axis) against the per-task
-reference: same metrics and meta-gradients to float64 round-off, for every model family, both
+"""The batched meta-learner (all tasks at once, weights with a task axis) against the per-task
+reference (tests/reference_maml.py): same metrics and meta-gradients to float64 round-off, for every model family, both
 orders and one or several inner steps; and against finite differences."""
 import keras
 import numpy as np
@@ -9,7 +9,9 @@ import tensorflow as tf
 from maml_tf import batched_forward as batched_forward_module
 from maml_tf import losses, models
 from maml_tf.batched_forward import UnsupportedModelError, batched_forward
+from maml_tf.episodes import EpisodeBatch
 from maml_tf.meta_learner import MetaLearner
+from reference_maml import ReferenceLearner
 from test_meta_gradients import (_check_against_finite_differences, _image_batch, _mlp, _regression_batch,
                                  _tiny_conv)
 
@@ -44,9 +46,10 @@ CASES = {
 
 
 def _learner(case, batched, **kwargs):
+    """The batched MetaLearner, or (batched=False) the per-task ReferenceLearner."""
     model_fn, loss_fn, _, classification, update_lr = CASES[case]
-    return MetaLearner(model_fn(), loss_fn, update_lr=update_lr, classification=classification,
-                       batched=batched, **kwargs)
+    return (MetaLearner if batched else ReferenceLearner)(model_fn(), loss_fn, update_lr=update_lr,
+                                                          classification=classification, **kwargs)
 
 
 def _assert_same_gradients(reference, fast):
@@ -57,21 +60,24 @@ def _assert_same_gradients(reference, fast):
         np.testing.assert_allclose(f.numpy(), r.numpy(), rtol=1e-9, atol=1e-11 * scale)
 
 
-@pytest.mark.parametrize("stop_grad", [False, True], ids=["second_order", "first_order"])
-@pytest.mark.parametrize("num_updates", [1, 2])
+@pytest.mark.parametrize("first_order", [False, True], ids=["second_order", "first_order"])
+@pytest.mark.parametrize("steps", [1, 2])
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_batched_meta_gradients_match_reference(case, num_updates, stop_grad):
+def test_batched_meta_gradients_match_reference(case, steps, first_order):
+    """All tasks at once (weights with a task axis, one op per layer, vectorised losses) gives
+    each task's scores and the meta-gradient of the per-task loop over the Keras model."""
     batch = CASES[case][2]()
     results = []
     for batched in (False, True):
-        learner = _learner(case, batched, num_updates=num_updates, stop_grad=stop_grad)
-        per_task, grads = learner.meta_gradients(*batch)  # eager: tracing would dominate at these sizes
-        results.append(({k: v.numpy() for k, v in per_task.items()}, grads))
+        learner = _learner(case, batched, num_inner_steps=steps, first_order=first_order)
+        scores, grads = learner.meta_gradients(batch.support, batch.query)  # eager: tracing would dominate here
+        results.append((scores._asdict(), grads))
     (ref_metrics, ref_grads), (fast_metrics, fast_grads) = results
     assert ref_metrics.keys() == fast_metrics.keys()
     for key in ref_metrics:
         assert fast_metrics[key].shape == ref_metrics[key].shape, key
-        np.testing.assert_allclose(fast_metrics[key], ref_metrics[key], rtol=1e-10, atol=1e-12, err_msg=key)
+        np.testing.assert_allclose(fast_metrics[key].numpy(), ref_metrics[key].numpy(), rtol=1e-10, atol=1e-12,
+                                   err_msg=key)
     _assert_same_gradients(ref_grads, fast_grads)
 
 
@@ -79,7 +85,7 @@ def test_batched_meta_gradients_match_reference(case, num_updates, stop_grad):
                                   "fc_batch_norm"])
 def test_batched_second_order_matches_finite_differences(case):
     """(First order is not a derivative of the meta-loss; it is covered by the reference match.)"""
-    _check_against_finite_differences(_learner(case, True, num_updates=2), CASES[case][2](), directions=2)
+    _check_against_finite_differences(_learner(case, True, num_inner_steps=2), CASES[case][2](), directions=2)
 
 
 @pytest.mark.parametrize("conv", ["im2col", "per_task"])
@@ -111,27 +117,29 @@ def test_per_task_convolutions_match_reference(case, monkeypatch):
     inputs, which the tiny models above never reach)."""
     monkeypatch.setattr(batched_forward_module, "PER_TASK_CONV_MIN_INPUT", 0)
     batch = CASES[case][2]()
-    reference = _learner(case, False, num_updates=2).meta_gradients(*batch)[1]
-    _assert_same_gradients(reference, _learner(case, True, num_updates=2).meta_gradients(*batch)[1])
+    reference = _learner(case, False, num_inner_steps=2).meta_gradients(batch.support, batch.query)[1]
+    _assert_same_gradients(reference, _learner(case, True, num_inner_steps=2).meta_gradients(batch.support, batch.query)[1])
 
 
 def test_evaluate_matches_reference():
+    """Scoring more steps than training uses (the test protocol's 10 after training with 1)."""
     batch = _image_batch((7, 7, 1), tasks=3)
-    results = [_learner("omniglot_conv_batch_norm", batched, num_updates=1).evaluate(*batch, num_steps=2)
+    results = [_learner("omniglot_conv_batch_norm", batched, num_inner_steps=1).evaluate(batch.support, batch.query, 2)
                for batched in (False, True)]
-    for key in results[0]:
-        np.testing.assert_allclose(results[1][key], results[0][key], rtol=1e-10, atol=1e-12, err_msg=key)
+    for key, reference, got in zip(results[0]._fields, *results):
+        np.testing.assert_allclose(got, reference, rtol=1e-10, atol=1e-12, err_msg=key)
 
 
-def test_batched_meta_step_traces_once_and_matches_reference():
-    reference, fast = (_learner("omniglot_conv_batch_norm", batched, num_updates=2) for batched in (False, True))
+def test_batched_train_step_traces_once_and_matches_reference():
+    """Three Adam meta-updates: the same mean scores and the same weights after each."""
+    reference, fast = (_learner("omniglot_conv_batch_norm", batched, num_inner_steps=2) for batched in (False, True))
     for seed in range(3):
         batch = _image_batch((7, 7, 1), seed=seed)
-        expected = reference._meta_step(*batch)  # eagerly: tracing the per-task loop is slow
-        got = fast.meta_step(*batch)
-        for key in expected:
-            np.testing.assert_allclose(got[key].numpy(), expected[key].numpy(), rtol=1e-8, err_msg=key)
-    assert fast.meta_step.experimental_get_tracing_count() == 1
+        expected = reference._train_step(batch.support, batch.query, True)  # eagerly: tracing the loop is slow
+        got = fast.train_step(batch.support, batch.query, True)
+        for key, e, g in zip(expected._fields, expected, got):
+            np.testing.assert_allclose(g.numpy(), e.numpy(), rtol=1e-8, err_msg=key)
+    assert fast.train_step.experimental_get_tracing_count() == 1
     for a, b in zip(reference.variables, fast.variables):
         np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=1e-8, atol=1e-12)
 
@@ -141,8 +149,8 @@ def test_unsupported_model_fails_at_construction():
     outputs = keras.layers.Dense(2, dtype="float64")(keras.layers.Dropout(0.5, dtype="float64")(inputs))
     model = keras.Model(inputs, outputs)
     with pytest.raises(UnsupportedModelError, match="Dropout"):
-        MetaLearner(model, losses.mse, update_lr=0.1, num_updates=1)
-    MetaLearner(model, losses.mse, update_lr=0.1, num_updates=1, batched=False)  # the reference still works
+        MetaLearner(model, losses.mse, update_lr=0.1, num_inner_steps=1)
+    ReferenceLearner(model, losses.mse, update_lr=0.1, num_inner_steps=1)  # the Keras model itself still runs
 
     inputs = keras.Input((8, 8, 1), dtype="float64")
     conv = keras.layers.Conv2D(2, 3, padding="valid", dtype="float64")(inputs)
@@ -152,23 +160,23 @@ def test_unsupported_model_fails_at_construction():
 
 
 @pytest.mark.parametrize("batched", [True, False])
-def test_train_step_makes_the_meta_step_update(batched):
-    """train_step skips the intermediate query scores but updates the weights identically."""
-    learners = [_learner("omniglot_conv_batch_norm", batched, num_updates=3) for _ in range(2)]
+def test_train_step_without_intermediate_scores_makes_the_same_update(batched):
+    """score_every_step=False skips the query scores after steps 1..n-1 but updates the weights
+    identically (they do not enter the meta-loss, the query loss after step n)."""
+    learners = [_learner("omniglot_conv_batch_norm", batched, num_inner_steps=3) for _ in range(2)]
     batch = _image_batch((7, 7, 1))
-    full = learners[0]._meta_step(*batch)
-    lean = learners[1]._train_step(*batch)
-    np.testing.assert_allclose(lean["post_loss"].numpy(), full["post_losses"][-1].numpy(), rtol=1e-12)
-    np.testing.assert_allclose(lean["pre_accuracy"].numpy(), full["pre_accuracy"].numpy())
+    full = learners[0]._train_step(batch.support, batch.query, score_every_step=True)
+    lean = learners[1]._train_step(batch.support, batch.query, score_every_step=False)
+    np.testing.assert_allclose(lean.query_losses[-1].numpy(), full.query_losses[-1].numpy(), rtol=1e-12)
+    np.testing.assert_allclose(lean.support_accuracy.numpy(), full.support_accuracy.numpy())
     # and it does skip them: only the last step's query set is scored.
-    per_task, _ = learners[1].meta_gradients(*batch, score_every_step=False)
-    assert per_task["query_losses"].shape == (batch[0].shape[0], 1)
+    assert full.query_losses.shape == (3,) and lean.query_losses.shape == (1,)
     for a, b in zip(*(learner.variables for learner in learners)):
         np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=1e-12, atol=1e-15)
 
 
 @pytest.mark.parametrize("per_task_min_input", [0, 10**12], ids=["per_task_convs", "im2col"])
-def test_float32_meta_step_runs_and_agrees(per_task_min_input, monkeypatch):
+def test_float32_train_step_runs_and_agrees(per_task_min_input, monkeypatch):
     """float32 goes through oneDNN's graph rewrites, which float64 never meets (a fused conv
     bias once produced a graph cycle there); the result must still match float64."""
     monkeypatch.setattr(batched_forward_module, "PER_TASK_CONV_MIN_INPUT", per_task_min_input)
@@ -179,9 +187,10 @@ def test_float32_meta_step_runs_and_agrees(per_task_min_input, monkeypatch):
         model = models.conv_net((9, 9, 1), 3, 3, max_pool=False, norm="batch_norm", dtype=dtype)
         for v, w in zip(model.trainable_variables, weights):
             v.assign(w.astype(dtype))
-        learner = MetaLearner(model, losses.summed_cross_entropy(2), update_lr=0.1, num_updates=2,
+        learner = MetaLearner(model, losses.summed_cross_entropy(2), update_lr=0.1, num_inner_steps=2,
                               classification=True)
-        batch = [np.asarray(b, dtype) for b in batch64]
-        results.append((learner.meta_step(*batch)["post_losses"].numpy(), learner.train_step(*batch)["post_loss"].numpy()))
+        batch = EpisodeBatch(*(np.asarray(b, dtype) for b in batch64))
+        results.append((learner.train_step(batch.support, batch.query, True).query_losses.numpy(),
+                        learner.train_step(batch.support, batch.query).query_losses.numpy()))
     np.testing.assert_allclose(results[1][0], results[0][0], rtol=1e-4)
     np.testing.assert_allclose(results[1][1], results[0][1], rtol=1e-4)

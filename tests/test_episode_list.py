@@ -167,13 +167,13 @@ def test_loaded_tasks_are_the_listed_images(tmp_path):
     loaded = load_episode_list(path, tmp_path, "omniglot", 2, 1)
     assert len(loaded) == 1 and loaded.episodes() == tasks
     batch = loaded[0]
-    assert batch.inputa.shape == (1, 2, 28, 28, 1) and batch.inputb.shape == (1, 4, 28, 28, 1)
+    assert batch.support_inputs.shape == (1, 2, 28, 28, 1) and batch.query_inputs.shape == (1, 4, 28, 28, 1)
     assert all(x.dtype == np.float32 for x in batch)
-    np.testing.assert_array_equal(batch.labela[0], [[0, 1], [1, 0]])
-    np.testing.assert_array_equal(batch.labelb[0].argmax(-1), [0, 1, 1, 0])
+    np.testing.assert_array_equal(batch.support_labels[0], [[0, 1], [1, 0]])
+    np.testing.assert_array_equal(batch.query_labels[0].argmax(-1), [0, 1, 1, 0])
     expected = few_shot_data.to_float(np.rot90(classes.images[1, 0], 3), invert=True)
-    np.testing.assert_array_equal(batch.inputa[0, 1], expected)
-    np.testing.assert_array_equal(batch.inputb[0, 3], 1 - classes.images[1, 2][::-1, ::-1] / np.float32(255))
+    np.testing.assert_array_equal(batch.support_inputs[0, 1], expected)
+    np.testing.assert_array_equal(batch.query_inputs[0, 3], 1 - classes.images[1, 2][::-1, ::-1] / np.float32(255))
     # the data folder may also be the dataset folder itself; absolute paths are used as they are
     absolute = [[(s, label, r, str(tmp_path / "omniglot_resized" / p)) for s, label, r, p in tasks[0]]]
     write_episode_list(path, absolute)
@@ -264,7 +264,7 @@ def test_image_errors_name_file_and_line(tmp_path):
     rows = [("support", j, 0, good[2 * j]) for j in range(5)] + [("query", j, 0, good[2 * j + 1]) for j in range(5)]
     rows[0] = ("support", 0, 0, str(rgb_png))
     write_episode_list(path, [rows])
-    assert load_episode_list(path, tmp_path, "miniimagenet", 5, 1)[0].inputa.shape == (1, 5, 84, 84, 3)
+    assert load_episode_list(path, tmp_path, "miniimagenet", 5, 1)[0].support_inputs.shape == (1, 5, 84, 84, 3)
     # Omniglot wants greyscale 28x28
     _omniglot_folder(tmp_path, classes=1, per_class=1)
     Image.new("RGB", (28, 28)).save(tmp_path / "omniglot_resized" / "rgb.png")
@@ -350,4 +350,4 @@ def test_main_writes_the_pool_and_evaluates_a_list_identically(tmp_path, repo_ro
     third = _main(repo_root, *common, f"--test_tasks_file={broken}")
     assert third.returncode != 0 and "Traceback" not in third.stderr
     assert third.stderr.strip().splitlines()[-1] == (
-        f"error: {broken}:4: label 7 is outside 0..4 (5-way tasks, --num_classes)")
+        f"maml_tf.main: error: {broken}:4: label 7 is outside 0..4 (5-way tasks, --num_classes)")

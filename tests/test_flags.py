@@ -92,5 +92,5 @@ def test_sinusoid_test_flagfile_tests_the_trained_run(parse, repo_root, monkeypa
 
 
 def test_test_steps_follow_the_original():
-    assert [experiment.test_num_updates(d, True) for d in ("sinusoid", "omniglot", "miniimagenet")] == [5, 10, 1]
-    assert {experiment.test_num_updates(d, False) for d in ("sinusoid", "omniglot", "miniimagenet")} == {10}
+    assert [experiment.eval_num_inner_steps(d, True) for d in ("sinusoid", "omniglot", "miniimagenet")] == [5, 10, 1]
+    assert {experiment.eval_num_inner_steps(d, False) for d in ("sinusoid", "omniglot", "miniimagenet")} == {10}

@@ -67,7 +67,7 @@ def _numpy_original_forward(w, x):
 def test_forward_equals_numpy_implementation_of_the_original(checkpoint, imported):
     _, run_dir, iteration = imported
     model = experiment.build_model("miniimagenet", num_filters=32, max_pool=True)
-    learner = MetaLearner(model, experiment.build_loss("miniimagenet", 1)[0], update_lr=0.01, num_updates=5,
+    learner = MetaLearner(model, experiment.build_loss("miniimagenet", 1)[0], update_lr=0.01, num_inner_steps=5,
                           classification=True)
     assert Checkpointer(run_dir, learner).restore(-1, required=True) == iteration
     x = np.random.default_rng(0).uniform(0, 1, (5, 84, 84, 3)).astype(np.float32)

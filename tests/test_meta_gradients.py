@@ -5,8 +5,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from maml_tf import losses, models
+from maml_tf import losses, maml, models
+from maml_tf.episodes import EpisodeBatch
 from maml_tf.meta_learner import MetaLearner
+from maml_tf.models import stateless_forward
 
 
 def _mlp(seed=0):
@@ -36,7 +38,7 @@ def _regression_batch(tasks=2, k=4, seed=0):
     rng = np.random.default_rng(seed)
     x = rng.uniform(-2, 2, (tasks, 2 * k, 1))
     y = np.sin(x) * rng.uniform(0.5, 2, (tasks, 1, 1))
-    return x[:, :k], y[:, :k], x[:, k:], y[:, k:]
+    return EpisodeBatch(x[:, :k], y[:, :k], x[:, k:], y[:, k:])
 
 
 def _image_batch(shape, tasks=2, n=3, k=2, seed=0):
@@ -44,7 +46,7 @@ def _image_batch(shape, tasks=2, n=3, k=2, seed=0):
     x = rng.normal(0, 1, (tasks, 2 * n * k, *shape))
     labels = np.eye(n)[np.tile(np.arange(n), 2 * k)]
     y = np.broadcast_to(labels, (tasks, *labels.shape)).copy()
-    return x[:, : n * k], y[:, : n * k], x[:, n * k:], y[:, n * k:]
+    return EpisodeBatch(x[:, : n * k], y[:, : n * k], x[:, n * k:], y[:, n * k:])
 
 
 def _check_against_finite_differences(learner, batch, directions=5, eps=1e-5, rtol=1e-4):
@@ -53,7 +55,7 @@ def _check_against_finite_differences(learner, batch, directions=5, eps=1e-5, rt
     A wrong Hessian term shows up as an O(1) relative error; truncation error here is ~1e-5.
     """
     meta_gradients = tf.function(learner.meta_gradients)
-    _, grads = meta_gradients(*batch)
+    _, grads = meta_gradients(batch.support, batch.query)
     rng = np.random.default_rng(42)
     originals = [v.numpy().copy() for v in learner.variables]
     for _ in range(directions):
@@ -63,77 +65,90 @@ def _check_against_finite_differences(learner, batch, directions=5, eps=1e-5, rt
         for sign in (1, -1):
             for v, w, d in zip(learner.variables, originals, direction):
                 v.assign(w + sign * eps * d)
-            values.append(float(np.mean(meta_gradients(*batch)[0]["query_losses"][:, -1])))
+            values.append(float(np.mean(meta_gradients(batch.support, batch.query)[0].query_losses[:, -1])))
         for v, w in zip(learner.variables, originals):
             v.assign(w)
         numeric = (values[0] - values[1]) / (2 * eps)
         assert analytic == pytest.approx(numeric, rel=rtol, abs=1e-8), (analytic, numeric)
 
 
-@pytest.mark.parametrize("num_updates", [1, 3])
-def test_second_order_mlp_matches_finite_differences(num_updates):
-    learner = MetaLearner(_mlp(), losses.mse, update_lr=0.05, num_updates=num_updates)
+@pytest.mark.parametrize("steps", [1, 3])
+def test_second_order_mlp_matches_finite_differences(steps):
+    """d/dtheta of mean_T L_T^query(theta'_T(theta)) along random directions equals the central
+    difference of the meta-loss: the Hessian terms of eq. (1) through `steps` inner steps."""
+    learner = MetaLearner(_mlp(), losses.mse, update_lr=0.05, num_inner_steps=steps)
     _check_against_finite_differences(learner, _regression_batch())
 
 
-@pytest.mark.parametrize("num_updates", [1, 3])
+@pytest.mark.parametrize("steps", [1, 3])
 @pytest.mark.parametrize("norm", ["batch_norm", "layer_norm"])
-def test_second_order_conv_with_norm_matches_finite_differences(num_updates, norm):
+def test_second_order_conv_with_norm_matches_finite_differences(steps, norm):
+    """As above through convolutions and per-call normalisation (whose statistics depend on
+    the weights, so their second derivatives enter the meta-gradient)."""
     learner = MetaLearner(_tiny_conv(norm), losses.summed_cross_entropy(2), update_lr=0.1,
-                          num_updates=num_updates, classification=True)
+                          num_inner_steps=steps, classification=True)
     _check_against_finite_differences(learner, _image_batch((7, 7, 1)))
 
 
 def test_second_order_conv_with_max_pool_matches_finite_differences():
+    """As above through max-pooling (MiniImagenet's network)."""
     learner = MetaLearner(_tiny_conv(max_pool=True), losses.summed_cross_entropy(2), update_lr=0.1,
-                          num_updates=2, classification=True)
+                          num_inner_steps=2, classification=True)
     _check_against_finite_differences(learner, _image_batch((16, 16, 2)))
 
 
 def test_second_order_differs_from_first_order():
     """Guards the check above: the two orders must actually disagree on this problem."""
     batch = _regression_batch()
-    second = MetaLearner(_mlp(), losses.mse, update_lr=0.05, num_updates=2)
-    first = MetaLearner(_mlp(), losses.mse, update_lr=0.05, num_updates=2, stop_grad=True)
-    g2 = np.concatenate([g.numpy().ravel() for g in second.meta_gradients(*batch)[1]])
-    g1 = np.concatenate([g.numpy().ravel() for g in first.meta_gradients(*batch)[1]])
+    second = MetaLearner(_mlp(), losses.mse, update_lr=0.05, num_inner_steps=2)
+    first = MetaLearner(_mlp(), losses.mse, update_lr=0.05, num_inner_steps=2, first_order=True)
+    g2 = np.concatenate([g.numpy().ravel() for g in second.meta_gradients(batch.support, batch.query)[1]])
+    g1 = np.concatenate([g.numpy().ravel() for g in first.meta_gradients(batch.support, batch.query)[1]])
     assert np.linalg.norm(g2 - g1) > 1e-3 * np.linalg.norm(g2)
 
 
 @pytest.mark.parametrize("model_fn", [_mlp, _tiny_conv])
 def test_first_order_is_query_gradient_at_adapted_weights(model_fn):
-    """stop_grad: d meta-loss / d theta = d query-loss / d theta', evaluated at theta'."""
+    """First order (--stop_grad): the inner gradients are constants, so d theta'/d theta = I and
+    the meta-gradient is mean_T d L_T^query / d theta', evaluated at each task's theta'."""
     model = model_fn()
     if model_fn is _mlp:
         loss_fn, batch, classification = losses.mse, _regression_batch(), False
     else:
         loss_fn, batch, classification = losses.summed_cross_entropy(2), _image_batch((7, 7, 1)), True
-    learner = MetaLearner(model, loss_fn, update_lr=0.1, num_updates=2, stop_grad=True, classification=classification)
-    _, grads = learner.meta_gradients(*batch)
+    learner = MetaLearner(model, loss_fn, update_lr=0.1, num_inner_steps=2, first_order=True,
+                          classification=classification)
+    _, grads = learner.meta_gradients(batch.support, batch.query)
+    forward = stateless_forward(model)
 
     expected = [np.zeros(v.shape) for v in learner.variables]
     weights = [tf.convert_to_tensor(v) for v in learner.variables]
-    for t in range(batch[0].shape[0]):
-        fast = [tf.constant(w) for w in learner.adapt(weights, *(b[t] for b in batch), num_steps=2).fast_weights]
+    tasks = batch.support_inputs.shape[0]
+    for t in range(tasks):
+        support = (batch.support_inputs[t], batch.support_labels[t])
+        adapted = maml.inner_loop(forward, loss_fn, weights, support, 0.1, 2, adaptable=learner.adaptable)[1][-1]
+        fast = [tf.constant(w) for w in adapted]
         with tf.GradientTape() as tape:
             tape.watch(fast)
-            query_loss = loss_fn(learner.forward(fast, batch[2][t]), batch[3][t])
+            query_loss = loss_fn(forward(fast, batch.query_inputs[t]), batch.query_labels[t])
         for i, g in enumerate(tape.gradient(query_loss, fast)):
-            expected[i] += g.numpy() / batch[0].shape[0]
+            expected[i] += g.numpy() / tasks
     for g, e in zip(grads, expected):
         np.testing.assert_allclose(g.numpy(), e, rtol=1e-10, atol=1e-12)
 
 
 def test_linear_model_meta_gradient_matches_closed_form():
-    """One inner step on least squares has a closed-form meta-gradient."""
+    """One inner step on least squares, f(x) = [x, 1] theta, L = mean squared error: with
+    A, B the augmented support and query inputs, theta' = theta - alpha 2/n A^T (A theta - y_a)
+    and the meta-gradient is (I - alpha 2/n A^T A)^T 2/m B^T (B theta' - y_b)."""
     keras.utils.set_random_seed(3)
     model = models.fc_net((2,), (), 1, dtype="float64")  # y = x w + b
     alpha = 0.1
-    learner = MetaLearner(model, losses.mse, update_lr=alpha, num_updates=1)
+    learner = MetaLearner(model, losses.mse, update_lr=alpha, num_inner_steps=1)
     rng = np.random.default_rng(0)
     xa, xb = rng.normal(size=(1, 5, 2)), rng.normal(size=(1, 7, 2))
     ya, yb = rng.normal(size=(1, 5, 1)), rng.normal(size=(1, 7, 1))
-    _, grads = learner.meta_gradients(xa, ya, xb, yb)
+    _, grads = learner.meta_gradients((xa, ya), (xb, yb))
 
     theta = np.concatenate([model.trainable_variables[0].numpy().ravel(), model.trainable_variables[1].numpy()])
     aug = lambda x: np.concatenate([x[0], np.ones((x.shape[1], 1))], axis=1)  # noqa: E731
@@ -148,11 +163,15 @@ def test_linear_model_meta_gradient_matches_closed_form():
 
 @pytest.mark.parametrize("norm", ["batch_norm", "layer_norm"])
 def test_norm_parameters_get_no_inner_update(norm):
+    """The original adapted only its `weights` dict: normalisation offsets/scales keep their
+    values through the inner loop, yet the outer step gives them a non-zero gradient."""
     model = _tiny_conv(norm)
-    learner = MetaLearner(model, losses.summed_cross_entropy(2), update_lr=10.0, num_updates=3, classification=True)
+    loss_fn = losses.summed_cross_entropy(2)
+    learner = MetaLearner(model, loss_fn, update_lr=10.0, num_inner_steps=3, classification=True)
     batch = _image_batch((7, 7, 1))
     weights = [tf.convert_to_tensor(v) for v in learner.variables]
-    fast = learner.adapt(weights, *(b[0] for b in batch), num_steps=3).fast_weights
+    support = (batch.support_inputs[0], batch.support_labels[0])
+    fast = maml.inner_loop(stateless_forward(model), loss_fn, weights, support, 10.0, 3, adaptable=learner.adaptable)[1][-1]
     for v, w, f in zip(learner.variables, weights, fast):
         if models.is_norm_variable(model, v):
             np.testing.assert_array_equal(f.numpy(), w.numpy())
@@ -160,7 +179,7 @@ def test_norm_parameters_get_no_inner_update(norm):
             # (a conv bias right before batch norm has an exactly zero gradient: BN cancels it)
             assert not np.allclose(f.numpy(), w.numpy()), v.path
     # ...but the outer step does update them.
-    _, grads = learner.meta_gradients(*batch)
+    _, grads = learner.meta_gradients(batch.support, batch.query)
     norm_grads = [g for v, g in zip(learner.variables, grads) if models.is_norm_variable(model, v)]
     assert norm_grads and all(np.abs(g.numpy()).max() > 0 for g in norm_grads)
 
@@ -176,17 +195,20 @@ def test_batch_norm_uses_statistics_of_each_call():
     assert not np.allclose(model(x[:2]).numpy(), first[:2])
 
 
-def test_meta_step_traces_once():
-    learner = MetaLearner(_mlp(), losses.mse, update_lr=0.01, num_updates=1)
+def test_train_step_traces_once():
+    """New batches of the same shape reuse the compiled step."""
+    learner = MetaLearner(_mlp(), losses.mse, update_lr=0.01, num_inner_steps=1)
     for seed in range(4):
-        learner.meta_step(*_regression_batch(seed=seed))
-    assert learner.meta_step.experimental_get_tracing_count() == 1
+        batch = _regression_batch(seed=seed)
+        learner.train_step(batch.support, batch.query)
+    assert learner.train_step.experimental_get_tracing_count() == 1
 
 
 def test_clip_bounds_every_gradient_element():
     """MiniImagenet's clip: Adam sees gradients within [-c, c] (checked via its first moment)."""
-    learner = MetaLearner(_mlp(), losses.mse, update_lr=0.01, num_updates=1, clip_value=1e-4)
-    learner.meta_step(*_regression_batch())
+    learner = MetaLearner(_mlp(), losses.mse, update_lr=0.01, num_inner_steps=1, clip_value=1e-4)
+    batch = _regression_batch()
+    learner.train_step(batch.support, batch.query)
     # After one Adam step m = (1 - beta1) g, so |m| <= 0.1 * clip.
     moments = [m.numpy() for m in learner.meta_optimizer._momentums]
     assert max(np.abs(m).max() for m in moments) <= 0.1 * 1e-4 * (1 + 1e-9)

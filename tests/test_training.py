@@ -17,17 +17,17 @@ from maml_tf.sinusoid import SinusoidSampler
 def _learner(seed=0, **kwargs):
     keras.utils.set_random_seed(seed)
     model = experiment.build_model("sinusoid", norm="None")
-    return MetaLearner(model, experiment.build_loss("sinusoid", 10)[0], **{"update_lr": 0.01, "num_updates": 1, **kwargs})
+    return MetaLearner(model, experiment.build_loss("sinusoid", 10)[0], **{"update_lr": 0.01, "num_inner_steps": 1, **kwargs})
 
 
 def test_sinusoid_sampler_shapes_and_ranges():
     batch = SinusoidSampler(10, 10).sample(np.random.default_rng(0), 25)
-    assert batch.inputa.shape == batch.labela.shape == batch.inputb.shape == (25, 10, 1)
-    assert np.all(np.abs(batch.inputa) <= 5) and np.all(np.abs(batch.labela) <= 5)
+    assert batch.support_inputs.shape == batch.support_labels.shape == batch.query_inputs.shape == (25, 10, 1)
+    assert np.all(np.abs(batch.support_inputs) <= 5) and np.all(np.abs(batch.support_labels) <= 5)
     oracle = SinusoidSampler(5, 5, oracle=True).sample(np.random.default_rng(0), 3)
-    assert oracle.inputa.shape == (3, 5, 3)
-    amp, phase = oracle.inputa[:, :1, 1:2], oracle.inputa[:, :1, 2:3]  # constant per task
-    np.testing.assert_allclose(oracle.labela, amp * np.sin(oracle.inputa[..., :1] - phase), rtol=1e-5, atol=1e-6)
+    assert oracle.support_inputs.shape == (3, 5, 3)
+    amp, phase = oracle.support_inputs[:, :1, 1:2], oracle.support_inputs[:, :1, 2:3]  # constant per task
+    np.testing.assert_allclose(oracle.support_labels, amp * np.sin(oracle.support_inputs[..., :1] - phase), rtol=1e-5, atol=1e-6)
 
 
 def test_short_sinusoid_run_lowers_post_update_loss(tmp_path):
@@ -101,7 +101,7 @@ def test_cli_test_without_checkpoint_fails_with_one_line(tmp_path, repo_root):
     result = _main(["--flagfile=flags/sinusoid_test5.flags", f"--logdir={tmp_path}"], repo_root)
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines()[-1].startswith("error: no checkpoint in")
+    assert result.stderr.strip().splitlines()[-1].startswith("maml_tf.main: error: no checkpoint in")
 
 
 @pytest.mark.parametrize("args,message", [

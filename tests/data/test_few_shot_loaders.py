@@ -51,8 +51,8 @@ def test_images_match_files(omniglot_prepared, omniglot_data):
 
 def test_sampled_omniglot_is_inverted_binary(omniglot_data):
     batch = FewShotSampler(omniglot_data["train"], 5, 1, 1, rotate=True).sample(np.random.default_rng(0), 32)
-    assert set(np.unique(batch.inputa)) == {0.0, 1.0}
-    assert batch.inputa.mean() < 0.3  # strokes are 1 and sparse, the paper background 0
+    assert set(np.unique(batch.support_inputs)) == {0.0, 1.0}
+    assert batch.support_inputs.mean() < 0.3  # strokes are 1 and sparse, the paper background 0
 
 
 def test_omniglot_splits_function_is_pure():

@@ -45,16 +45,16 @@ def test_task_structure(synthetic, n, k, q, rotate):
     sampler = FewShotSampler(classes, n, k, q, rotate)
     batch = sampler.sample(np.random.default_rng(1), 8)
     assert isinstance(batch, EpisodeBatch)
-    assert batch.inputa.shape == (8, n * k, SIZE, SIZE, 1) and batch.inputb.shape == (8, n * q, SIZE, SIZE, 1)
-    assert batch.labela.shape == (8, n * k, n) and batch.labelb.shape == (8, n * q, n)
+    assert batch.support_inputs.shape == (8, n * k, SIZE, SIZE, 1) and batch.query_inputs.shape == (8, n * q, SIZE, SIZE, 1)
+    assert batch.support_labels.shape == (8, n * k, n) and batch.query_labels.shape == (8, n * q, n)
     assert all(x.dtype == np.float32 for x in batch)
     # Rows are sample-major: row r carries label r % N, in both sets.
-    np.testing.assert_array_equal(batch.labela.argmax(-1), np.tile(np.arange(n), (8, k)))
-    np.testing.assert_array_equal(batch.labelb.argmax(-1), np.tile(np.arange(n), (8, q)))
-    assert set(np.unique(batch.labela)) == {0.0, 1.0} and (batch.labela.sum(-1) == 1).all()
-    ids_a, ids_b = identify(batch.inputa, lookup), identify(batch.inputb, lookup)
+    np.testing.assert_array_equal(batch.support_labels.argmax(-1), np.tile(np.arange(n), (8, k)))
+    np.testing.assert_array_equal(batch.query_labels.argmax(-1), np.tile(np.arange(n), (8, q)))
+    assert set(np.unique(batch.support_labels)) == {0.0, 1.0} and (batch.support_labels.sum(-1) == 1).all()
+    ids_a, ids_b = identify(batch.support_inputs, lookup), identify(batch.query_inputs, lookup)
     for t in range(8):
-        support, query = by_label(ids_a[t], batch.labela[t], n), by_label(ids_b[t], batch.labelb[t], n)
+        support, query = by_label(ids_a[t], batch.support_labels[t], n), by_label(ids_b[t], batch.query_labels[t], n)
         task_classes = []
         for j in range(n):
             assert len(support[j]) == k and len(query[j]) == q
@@ -70,7 +70,7 @@ def test_task_structure(synthetic, n, k, q, rotate):
 
 def test_rotations_vary_across_classes(synthetic):
     classes, lookup = synthetic
-    ids = identify(FewShotSampler(classes, 5, 1, 1, True).sample(np.random.default_rng(2), 200).inputa, lookup)
+    ids = identify(FewShotSampler(classes, 5, 1, 1, True).sample(np.random.default_rng(2), 200).support_inputs, lookup)
     turns = ids[:, :, 2]  # [tasks, N]: support row j is label j
     assert set(np.unique(turns)) == {0, 1, 2, 3}
     assert np.mean([len(set(t)) > 1 for t in turns]) > 0.9
@@ -81,7 +81,7 @@ def test_labels_are_permuted_across_tasks(synthetic):
     classes, lookup = synthetic
     # With N == number of classes every task holds every class: only the labels can differ.
     small = ClassImages(classes.images[:5], classes.names[:5], invert=True)
-    ids = identify(FewShotSampler(small, 5, 1, 1, False).sample(np.random.default_rng(3), 400).inputa, lookup)
+    ids = identify(FewShotSampler(small, 5, 1, 1, False).sample(np.random.default_rng(3), 400).support_inputs, lookup)
     label_of_class0 = np.argmax(ids[:, :, 0] == 0, axis=1)
     counts = np.bincount(label_of_class0, minlength=5)
     assert (counts > 40).all(), counts  # about 80 each
@@ -90,7 +90,7 @@ def test_labels_are_permuted_across_tasks(synthetic):
 
 def test_classes_and_images_are_spread(synthetic):
     classes, lookup = synthetic
-    ids = identify(FewShotSampler(classes, 5, 2, 2, True).sample(np.random.default_rng(4), 300).inputa, lookup)
+    ids = identify(FewShotSampler(classes, 5, 2, 2, True).sample(np.random.default_rng(4), 300).support_inputs, lookup)
     assert len(np.unique(ids[:, :, 0])) == CLASSES
     assert len(np.unique(ids[:, :, 1])) == PER_CLASS
 
@@ -101,9 +101,9 @@ def test_pixel_values(synthetic):
     batch_plain = FewShotSampler(plain, 5, 1, 1, False).sample(np.random.default_rng(5), 2)
     batch_inv = FewShotSampler(classes, 5, 1, 1, False).sample(np.random.default_rng(5), 2)
     # Exactly the original graph's float32 arithmetic: x / 255, then 1 - x.
-    np.testing.assert_array_equal(batch_inv.inputa, np.float32(1) - batch_plain.inputa)
+    np.testing.assert_array_equal(batch_inv.support_inputs, np.float32(1) - batch_plain.support_inputs)
     values = np.arange(256, dtype=np.uint8)
-    assert set(np.unique(batch_plain.inputa)) <= set(values.astype(np.float32) / np.float32(255))
+    assert set(np.unique(batch_plain.support_inputs)) <= set(values.astype(np.float32) / np.float32(255))
 
 
 def test_same_rng_same_batch(synthetic):
@@ -112,7 +112,7 @@ def test_same_rng_same_batch(synthetic):
     b = sampler.sample(np.random.default_rng(7), 4)
     c = sampler.sample(np.random.default_rng(8), 4)
     assert all(np.array_equal(x, y) for x, y in zip(a, b))
-    assert not np.array_equal(a.inputa, c.inputa)
+    assert not np.array_equal(a.support_inputs, c.support_inputs)
 
 
 def test_eval_pool_is_fixed(synthetic):
@@ -120,7 +120,7 @@ def test_eval_pool_is_fixed(synthetic):
     pool = sampler.eval_pool()
     assert len(pool) == 600
     first = pool[0]
-    assert first.inputa.shape == (1, 5, SIZE, SIZE, 1) and first.inputb.shape == (1, 15, SIZE, SIZE, 1)
+    assert first.support_inputs.shape == (1, 5, SIZE, SIZE, 1) and first.query_inputs.shape == (1, 15, SIZE, SIZE, 1)
     again = sampler.eval_pool()
     for i in (0, 17, 599, -1):
         assert all(np.array_equal(x, y) for x, y in zip(pool[i], again[i]))
@@ -129,8 +129,8 @@ def test_eval_pool_is_fixed(synthetic):
     assert all(np.array_equal(x, y) for x, y in zip(pool[5], short[5]))
     several = pool.batch([3, 4, 5])
     assert all(np.array_equal(x[2:3], y) for x, y in zip(several, pool[5]))
-    assert not np.array_equal(pool[0].inputa, pool[1].inputa)
-    assert not np.array_equal(pool[0].inputa, sampler.eval_pool(seed=7)[0].inputa)
+    assert not np.array_equal(pool[0].support_inputs, pool[1].support_inputs)
+    assert not np.array_equal(pool[0].support_inputs, sampler.eval_pool(seed=7)[0].support_inputs)
     with pytest.raises(IndexError):
         pool[600]
     assert sum(1 for _ in sampler.eval_pool(num_tasks=3)) == 3

@@ -44,8 +44,8 @@ def test_prepare_writes_84x84_rgb_tree(small_source, tmp_path):
     assert data["train"].images.shape == (5, 6, 84, 84, 3) and data["val"].images.shape == (2, 6, 84, 84, 3)
     assert list(data["train"].names) == sorted({label for _, label in rows["train"]})
     batch = FewShotSampler(data["train"], 5, 1, 5, rotate=False).sample(np.random.default_rng(0), 4)
-    assert batch.inputa.shape == (4, 5, 84, 84, 3) and batch.inputb.shape == (4, 25, 84, 84, 3)
-    assert 0.0 <= batch.inputa.min() and batch.inputa.max() <= 1.0
+    assert batch.support_inputs.shape == (4, 5, 84, 84, 3) and batch.query_inputs.shape == (4, 25, 84, 84, 3)
+    assert 0.0 <= batch.support_inputs.min() and batch.support_inputs.max() <= 1.0
     with pytest.raises(ValueError, match="num_classes=5 \\(--num_classes\\) is more than the 2 classes"):
         FewShotSampler(data["val"], 5, 1, 15, rotate=False)
     with pytest.raises(ValueError, match="1 \\+ 15 is more than the 6 images per class"):

@@ -13,8 +13,8 @@ from maml_tf.meta_learner import MetaLearner
 def test_short_omniglot_run_beats_chance(omniglot_data, tmp_path):
     keras.utils.set_random_seed(0)
     model = experiment.build_model("omniglot", num_classes=5)
-    learner = MetaLearner(model, experiment.build_loss("omniglot", 1)[0], update_lr=0.4, num_updates=1,
-                          stop_grad=True, classification=True)
+    learner = MetaLearner(model, experiment.build_loss("omniglot", 1)[0], update_lr=0.4, num_inner_steps=1,
+                          first_order=True, classification=True)
     train = FewShotSampler(omniglot_data["train"], 5, 1, 1, rotate=True)
     training.train(learner, train, Checkpointer(str(tmp_path), learner), meta_batch_size=16,
                    pretrain_iterations=0, metatrain_iterations=400, print_fn=lambda s: None)

@@ -23,8 +23,9 @@ import time
 import numpy as np
 
 HERE = pathlib.Path(__file__).resolve().parent
-if str(HERE) not in sys.path:
-    sys.path.insert(0, str(HERE))
+for folder in (HERE, HERE.parent):  # child.py here; reference_maml.py in tests/
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
 
 from child import run_child  # noqa: E402
 REPO = HERE.parents[1]
@@ -83,8 +84,9 @@ def _fc_norm_key(key):
     return key if scope == 0 else f"norm/{scope + 1}/beta"
 
 
-def build_ours(s, seed=0, dtype="float32"):
-    """Our model and learner for settings `s`, as maml_tf.main builds them (in `dtype`)."""
+def build_ours(s, seed=0, dtype="float32", learner_class=None):
+    """Our model and learner for settings `s`, as maml_tf.main builds them (in `dtype`;
+    `learner_class`: e.g. the per-task ReferenceLearner)."""
     import keras
 
     from maml_tf import experiment
@@ -95,8 +97,8 @@ def build_ours(s, seed=0, dtype="float32"):
                                    conv=s["conv"], num_filters=s["num_filters"], max_pool=s["max_pool"],
                                    norm=s["norm"], dtype=dtype)
     learner = experiment.build_learner(model, s["datasource"], update_batch_size=s["update_batch_size"],
-                                       update_lr=s["update_lr"], num_updates=s["num_updates"],
-                                       stop_grad=s["stop_grad"], meta_lr=s["meta_lr"])
+                                       update_lr=s["update_lr"], num_inner_steps=s["num_updates"],
+                                       first_order=s["stop_grad"], meta_lr=s["meta_lr"], learner_class=learner_class)
     if dtype == "float64":
         # TF1's AdamOptimizer holds beta1, beta2 and epsilon as float32 tensors and casts them to
         # the variable's dtype (0.999 -> 0.99900001287...): give ours the same numbers.
@@ -123,16 +125,18 @@ def random_miniimagenet(classes=8, per_class=20, seed=0):
 
 def sampler_for(s, omniglot_dir=None):
     """The training sampler `maml_tf.main` uses (MiniImagenet on generated images)."""
-    from maml_tf import few_shot_data
-    from maml_tf.sinusoid import SinusoidSampler
+    from maml_tf import experiment, few_shot_data
 
-    k = s["update_batch_size"]
     if s["datasource"] == "sinusoid":
-        return SinusoidSampler(k, k, oracle=s["baseline"] == "oracle")
+        return experiment.build_samplers("sinusoid", data_dir=None, num_classes=s["num_classes"],
+                                         update_batch_size=s["update_batch_size"], train=True,
+                                         oracle=s["baseline"] == "oracle")[0]
     if s["datasource"] == "omniglot":
-        train = few_shot_data.load_omniglot(omniglot_dir, ("train",))["train"]
-        return few_shot_data.FewShotSampler(train, s["num_classes"], k, k, rotate=True)
-    return few_shot_data.FewShotSampler(random_miniimagenet(), s["num_classes"], k, 15, rotate=False)
+        classes = few_shot_data.load_omniglot(omniglot_dir, ("train",))["train"]
+    else:
+        classes = random_miniimagenet()
+    return experiment.few_shot_sampler(s["datasource"], classes, num_classes=s["num_classes"],
+                                       update_batch_size=s["update_batch_size"], train=True)
 
 
 def batches(sampler, s, iterations, seed=0, dtype="float32"):
@@ -164,8 +168,9 @@ def run_theirs(s, weights, batch_list, trajectory=None, float64=False):
     job = {"flags": json.dumps(original_flags(s)), "float64": float64}
     job.update({f"weights/{k}": v for k, v in weights.items()})
     job.update({f"trajectory/{k}": v for k, v in (trajectory or {}).items()})
-    for field in ("inputa", "labela", "inputb", "labelb"):
-        job[field] = np.stack([_flat(getattr(b, field)) for b in batch_list])
+    for field, ours in (("inputa", "support_inputs"), ("labela", "support_labels"), ("inputb", "query_inputs"),
+                        ("labelb", "query_labels")):
+        job[field] = np.stack([_flat(getattr(b, ours)) for b in batch_list])
     return run_child("run_maml.py", job)
 
 
@@ -173,8 +178,8 @@ def _gradient_functions(learner):
     """Compiled (meta-gradient, pretrain-gradient) of the learner: what each update applies."""
     import tensorflow as tf
 
-    return (tf.function(lambda *b: learner.meta_gradients(*b, score_every_step=False)[1]),
-            tf.function(lambda a, la: learner.pretrain_gradients(a, la)[1]))
+    return (tf.function(lambda support, query: learner.meta_gradients(support, query, score_every_step=False)[1]),
+            tf.function(lambda support: learner.pretrain_gradients(support)[1]))
 
 
 def run_ours(learner, s, batch_list, keys, record=True):
@@ -188,14 +193,15 @@ def run_ours(learner, s, batch_list, keys, record=True):
         pretraining = itr < s["pretrain_iterations"] or s["baseline"] == "oracle"
         if record:
             weights.append([v.numpy() for v in learner.variables])
-            grads.append([g.numpy() for g in (pretrain_gradients(b.inputa, b.labela) if pretraining
-                                              else meta_gradients(*b))])
+            grads.append([g.numpy() for g in (pretrain_gradients(b.support) if pretraining
+                                              else meta_gradients(b.support, b.query))])
         if pretraining:
-            out["pre_loss"].append(float(learner.pretrain_step(b.inputa, b.labela)))
+            out["pre_loss"].append(float(learner.pretrain_step(b.support)))
             continue
-        m = learner.train_step(*b)
-        for key in out:
-            out[key].append(float(m[key]))
+        m = learner.train_step(b.support, b.query)
+        for key, value in (("pre_loss", m.support_loss), ("post_loss", m.query_losses[-1]),
+                           ("pre_accuracy", m.support_accuracy), ("post_accuracy", m.query_accuracies[-1])):
+            out[key].append(float(value))
     seconds = time.perf_counter() - start
     result = {k: np.asarray(v) for k, v in out.items() if v}
     names = [keys[v.path] for v in learner.variables]
@@ -215,8 +221,8 @@ def gradients_at(learner, s, batch_list, keys, trajectory):
         for name, v in zip(names, learner.variables):
             v.assign(trajectory[name][itr])
         pretraining = itr < s["pretrain_iterations"] or s["baseline"] == "oracle"
-        grads.append([g.numpy() for g in (pretrain_gradients(b.inputa, b.labela) if pretraining
-                                          else meta_gradients(*b))])
+        grads.append([g.numpy() for g in (pretrain_gradients(b.support) if pretraining
+                                          else meta_gradients(b.support, b.query))])
     return {k: np.stack([g[i] for g in grads]) for i, k in enumerate(names)}
 
 
@@ -277,13 +283,9 @@ def compare(config, iterations, omniglot_dir=None, seed=0, free_running=True, re
         result["free_weights"] = _weights_rel(ours["final"], {k: free["final/" + k] for k in ours["final"]})
     reference_free = free_running if reference_free is None else reference_free
     if reference or reference_free:
-        from maml_tf.meta_learner import MetaLearner
+        from reference_maml import ReferenceLearner
 
-        ref_learner, _ = build_ours(s, seed, dtype)
-        ref = MetaLearner(ref_learner.model, ref_learner.loss_fn, update_lr=s["update_lr"],
-                          num_updates=s["num_updates"], stop_grad=s["stop_grad"], meta_lr=s["meta_lr"],
-                          clip_value=ref_learner.clip_value, classification=ref_learner.classification,
-                          batched=False)
+        ref, _ = build_ours(s, seed, dtype, learner_class=ReferenceLearner)
     if reference_free:
         result["reference_weights"] = _weights_rel(run_ours(ref, s, batch_list, keys, record=False)[0]["final"],
                                                    ours["final"])

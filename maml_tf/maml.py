@@ -1,0 +1,105 @@
+"""MAML (Finn et al. 2017, Algorithm 2) as pure functions of weights and data.
+
+Weights are lists of tensors ordered as the model's trainable variables. `forward(weights, x)`
+runs the network; `loss(outputs, labels)` and `accuracy(outputs, labels)` score one task, or,
+on the batched path, every task of a meta-batch at once ([tasks] results, each adapted weight
+carrying a leading task axis). `adaptable` holds the indices of the weights the inner loop
+updates: every kernel and bias; the normalisation offsets and scales are left to the outer
+step, as the original kept them outside its `weights` dict.
+
+A support set and a query set are each a pair (inputs, labels).
+"""
+from typing import NamedTuple
+
+import tensorflow as tf
+
+
+class Scores(NamedTuple):
+    """What adaptation measured: per task ([tasks] and [tasks, steps]), or their means over
+    tasks (scalars and [steps]). The query entries follow inner steps 1..n, or only the last
+    step when the intermediate ones were not scored."""
+
+    support_loss: tf.Tensor  # before the first inner step
+    support_accuracy: tf.Tensor  # (zero for regression)
+    query_losses: tf.Tensor
+    query_accuracies: tf.Tensor
+
+    def mean(self):
+        """The means over tasks (the leading axis) of every entry."""
+        return Scores(*(tf.reduce_mean(value, axis=0) for value in self))
+
+
+def inner_loop(forward, loss, weights, support, lr, steps, first_order=False, adaptable=None):
+    """`steps` gradient steps on the support loss, eq. (1) of the paper repeated:
+
+        theta'  <-  theta' - lr * grad_theta' L_support(f_theta'),   theta' starting at theta.
+
+    Only the weights listed in `adaptable` (default: all) move. The gradients stay in the graph,
+    so that an outer gradient flows through them (second order); `first_order` stops them
+    (the original's --stop_grad). With a [tasks] loss the gradient of its sum holds each task's
+    own gradient, since task t's loss depends only on slice t of the adapted weights.
+
+    Returns (the support outputs before the first step, [the weights after step 1, ..., steps]).
+    """
+    if steps < 1:
+        raise ValueError(f"the inner loop needs at least one step, got steps={steps}")
+    inputs, labels = support
+    adaptable = range(len(weights)) if adaptable is None else adaptable
+    fast, trajectory, first_outputs = list(weights), [], None
+    for _ in range(steps):
+        moving = [fast[i] for i in adaptable]
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch(moving)
+            outputs = forward(fast, inputs)
+            total = tf.reduce_sum(loss(outputs, labels))
+        first_outputs = outputs if first_outputs is None else first_outputs
+        gradients = tape.gradient(total, moving)
+        if first_order:
+            gradients = [tf.stop_gradient(g) for g in gradients]
+        fast = list(fast)
+        for i, w, g in zip(adaptable, moving, gradients):
+            fast[i] = w - lr * g
+        trajectory.append(fast)
+    return first_outputs, trajectory
+
+
+def adapt_and_score(forward, loss, accuracy, weights, support, query, lr, steps, first_order=False, adaptable=None,
+                    score_every_step=True):
+    """Adapt to the support set (`inner_loop`), then score the query set with the adapted
+    weights after every step, or after the last one only (`score_every_step=False`: the
+    intermediate scores feed nothing but logs, and with 5 steps they cost about as much as the
+    rest).
+
+    Returns (Scores, the query loss after the last step). The latter is that step's own tensor,
+    not a slice of the stacked scores: through the stack, an outer gradient would carry zeros
+    back through every earlier query pass (and their second-order terms) at full cost.
+    """
+    support_outputs, trajectory = inner_loop(forward, loss, weights, support, lr, steps, first_order, adaptable)
+    query_inputs, query_labels = query
+    outputs = [forward(w, query_inputs) for w in (trajectory if score_every_step else trajectory[-1:])]
+    query_losses = [loss(o, query_labels) for o in outputs]
+    scores = Scores(loss(support_outputs, support[1]), accuracy(support_outputs, support[1]),
+                    tf.stack(query_losses, axis=-1), tf.stack([accuracy(o, query_labels) for o in outputs], axis=-1))
+    return scores, query_losses[-1]
+
+
+def outer_loss(final_query_losses):
+    """The meta-objective (paper eq. (3)): sum over tasks T of L_T(f_theta'_T) on each task's
+    query set, here its mean over the meta-batch, as the original's `total_losses2`."""
+    return tf.reduce_mean(final_query_losses)
+
+
+def meta_gradients(adapt_tasks, variables, support, query, steps, score_every_step=True):
+    """(Scores, d outer_loss / d theta for each variable): the gradient of the query losses
+    after `steps` inner steps with respect to the weights the inner loop started from,
+    differentiated through the inner loop (paper Algorithm 2, line 10).
+
+    `adapt_tasks(weights, support, query, steps, score_every_step)` adapts every task of the
+    batch and returns (per-task Scores, [tasks] final query losses), as `adapt_and_score` does
+    for one task or a task batch.
+    """
+    with tf.GradientTape() as tape:
+        weights = [tf.convert_to_tensor(v) for v in variables]
+        scores, final_query_losses = adapt_tasks(weights, support, query, steps, score_every_step)
+        objective = outer_loss(final_query_losses)
+    return scores, tape.gradient(objective, variables)
