@@ -76,7 +76,8 @@ def main(argv):
     if FLAGS.skip_training:
         return
 
-    from maml_tf import evaluation, paper
+    from maml_tf import evaluation
+    from report import paper
 
     print()
     rows = []

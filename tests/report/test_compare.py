@@ -1,8 +1,9 @@
-"""maml_tf.compare: test csvs next to the paper's numbers."""
+"""report.compare: test csvs (supervised and RL) next to the paper's numbers."""
 import numpy as np
 import pytest
 
-from maml_tf import compare, evaluation
+from maml_tf import evaluation
+from report import compare
 
 
 def _fake_run(tmp_path, info, rows, ubs, lr):

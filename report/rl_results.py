@@ -1,0 +1,52 @@
+"""rl.evaluate's summary csv: its columns, and reading it next to the paper's RL numbers."""
+import csv
+
+import numpy as np
+
+from report import paper
+
+
+# The columns of rl.evaluate's summary csv (rl.evaluation writes them; the first five identify it).
+SUMMARY_COLUMNS = ["method", "task", "step", "mean_return", "stderr", "num_tasks", "num_trajs", "fast_lr"]
+
+
+class RLResult:
+    """One method's rows of an rl.evaluate csv: mean return +- stderr after 0..n steps."""
+
+    def __init__(self, path, method, task, rows):
+        self.path, self.method, self.task = path, method, task
+        rows = sorted(rows, key=lambda r: int(r["step"]))
+        self.steps = [int(r["step"]) for r in rows]
+        self.means = np.array([float(r["mean_return"]) for r in rows])
+        self.stderr = np.array([float(r["stderr"]) for r in rows])
+        self.paper = paper.RL.get(task)
+
+
+def is_rl_csv(path):
+    with open(path, newline="") as f:
+        return next(csv.reader(f), [])[:5] == SUMMARY_COLUMNS[:5]
+
+
+def read_rl(path):
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    groups = {}
+    for row in rows:
+        groups.setdefault((row["method"], row["task"]), []).append(row)
+    return [RLResult(path, method, task, rs) for (method, task), rs in groups.items()]
+
+
+def rl_table(results):
+    lines = ["| task | method | steps 0 / 1 / 2 / 3 (mean return ± stderr) | paper MAML (0 / 1 / 2 / 3), oracle |",
+             "|---|---|---|---|"]
+    for r in results:
+        ours = " / ".join(f"{m:.2f} ± {e:.2f}" for m, e in zip(r.means, r.stderr))
+        if r.paper is None:
+            theirs = "—"
+        elif r.method == "oracle":
+            theirs = f"oracle {r.paper.oracle:g}"
+        else:
+            theirs = " / ".join(f"{v:g}" for v in r.paper.maml) + (" (MAML)" if r.method != "maml" else "")
+        label = r.paper.label if r.paper else r.task
+        lines.append(f"| {label} | {r.method} | {ours} | {theirs} |")
+    return "\n".join(lines)
