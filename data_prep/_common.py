@@ -3,9 +3,10 @@ import contextlib
 import json
 import os
 import shutil
-import sys
 import tempfile
 from pathlib import Path
+
+from report.console import exit_with_error
 
 PREP_INFO = "PREP_INFO.json"  # written inside each prepared dataset folder
 
@@ -62,5 +63,4 @@ def run_main(prepare, prog: str) -> None:
 
 
 def _fail(prog: str, message: str) -> None:
-    print(f"{prog}: error: {message}", file=sys.stderr)
-    sys.exit(1)
+    exit_with_error(prog, message)
