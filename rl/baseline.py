@@ -15,6 +15,9 @@ def features(observations, time_steps):
 
 
 class LinearFeatureBaseline:
+    """Ridge regression (ridge `reg_coeff`, raised tenfold while the fit has NaNs, 5 tries) of the
+    discounted returns on `features`; `coeffs` after `fit`."""
+
     def __init__(self, reg_coeff=1e-5):
         self.reg_coeff = reg_coeff
         self.coeffs = None

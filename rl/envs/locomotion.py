@@ -45,6 +45,7 @@ FAMILIES = {f.name: f for f in (
 
 
 def family(name):
+    """The `TaskFamily` of a locomotion task name (FAMILIES)."""
     if name not in FAMILIES:
         raise ValueError(f"unknown locomotion task {name!r}; known: {', '.join(FAMILIES)}")
     return FAMILIES[name]
