@@ -56,8 +56,7 @@ class _TimedEnv:
 def main(argv):
     import tensorflow as tf
     from rl.envs import make_vec_env
-    from rl.maml import MetaLearner
-    from rl.policy import build_policy
+    from rl.policy import Policy
     from rl.sampler import rollout
 
     mb, fb, horizon = FLAGS.meta_batch_size, FLAGS.fast_batch_size, 200
@@ -66,12 +65,10 @@ def main(argv):
         for workers in (int(w) for w in FLAGS.workers):
             vec = make_vec_env(name, mb * fb, workers=workers)
             try:
-                model = build_policy(vec.obs_dim, vec.act_dim, seed=0)
-                learner = MetaLearner(model, vec, mode="maml", fast_lr=0.1, meta_batch_size=mb,
-                                      fast_batch_size=fb, max_path_length=horizon)
+                policy = Policy(vec.obs_dim, vec.act_dim, seed=0)
                 rng = np.random.default_rng(0)
                 tasks = vec.sample_tasks(mb, rng)
-                act = learner.act_fn()
+                act = policy.act_fn()
                 rollout(vec, tasks, fb, horizon, act, rng, fb * horizon)  # warm-up (tracing)
                 env, policy = _TimedEnv(vec), _Timed(act)
                 load = os.getloadavg()[0]

@@ -31,19 +31,23 @@ def _time_iterations(learner, rng, n):
 
 def main(argv):
     import tensorflow as tf
+    from rl.config import TrainConfig
     from rl.envs import make_vec_env
-    from rl.maml import MetaLearner
-    from rl.policy import build_policy
+    from rl.maml import TRAINERS
+    from rl.policy import Policy
     from rl.sampler import rollout
 
     mb, fb = FLAGS.meta_batch_size, FLAGS.fast_batch_size
     rows = []
     rng = np.random.default_rng(0)
 
-    model = build_policy(2, 2, seed=0)
-    learner = MetaLearner(model, make_vec_env("point", mb * fb), mode="maml", fast_lr=0.5,
-                          meta_batch_size=mb, fast_batch_size=fb)
-    act = learner.act_fn()
+    def learner_for(mode, m, f):
+        config = TrainConfig(mode=mode, fast_lr=0.5, meta_batch_size=m, fast_batch_size=f, batch_in_steps=False)
+        return TRAINERS[mode](Policy(4 if mode == "oracle" else 2, 2, seed=0),
+                              make_vec_env("point", m * f, oracle=mode == "oracle"), config)
+
+    learner = learner_for("maml", mb, fb)
+    act = learner.policy.act_fn()
     tasks = learner.vec_env.sample_tasks(mb, rng)
     rollout(learner.vec_env, tasks, fb, 100, act, rng)
     start = time.time()
@@ -53,9 +57,7 @@ def main(argv):
     rows.append(("MAML-TRPO meta-iteration", *_time_iterations(learner, rng, FLAGS.iterations)))
 
     for mode, m, f in (("pretrain", mb, fb), ("oracle", 10, 1)):
-        model = build_policy(4 if mode == "oracle" else 2, 2, seed=0)
-        learner = MetaLearner(model, make_vec_env("point", m * f, oracle=mode == "oracle"), mode=mode,
-                              fast_lr=0.5, meta_batch_size=m, fast_batch_size=f)
+        learner = learner_for(mode, m, f)
         rows.append((f"{mode} iteration ({m} tasks x {f} trajs)", *_time_iterations(learner, rng, FLAGS.iterations)))
 
     print(f"\nPoint task, horizon 100, {mb} tasks x {fb} trajectories, TF {tf.__version__}, "

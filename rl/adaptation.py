@@ -15,36 +15,29 @@ then) every time, i.e. first_lr_scale = later_lr_scale = 0.5.
 import numpy as np
 import tensorflow as tf
 
-from rl import advantages as adv_lib
 from rl import objectives as obj
-from rl import policy as pol
 from rl.sampler import rollout
 
 
-def paper_test_goals(num_tasks=40, seed=1):
-    """np.random.seed(seed); np.random.uniform(-0.5, 0.5, (num_tasks, 2)), as the original."""
-    return np.random.RandomState(seed).uniform(-0.5, 0.5, size=(num_tasks, 2))
+def step_sizes(fast_lr, num_steps, later_lr_scale=0.5, first_lr_scale=1.0):
+    """alpha (first_lr_scale * alpha) for the first adaptation step, later_lr_scale * alpha
+    (alpha/2) for the later ones."""
+    return [fast_lr * first_lr_scale if step == 0 else fast_lr * later_lr_scale for step in range(num_steps)]
 
 
-def step_sizes(fast_lr, num_steps, later_scale=0.5, first_scale=1.0):
-    """alpha (first_scale * alpha) for the first adaptation step, later_scale * alpha (alpha/2)
-    for the later ones."""
-    return [fast_lr * first_scale if step == 0 else fast_lr * later_scale for step in range(num_steps)]
+def compile_inner_step(policy):
+    """`rl.objectives.inner_step` of `policy` on task-batched parameters with the step size as an
+    argument, compiled: pass it to `adapt_and_evaluate` (`inner_step=`) to reuse its traces over
+    many calls of the same shapes."""
+    return tf.function(lambda params, support, lr: obj.inner_step(policy.forward, params, support, lr),
+                       reduce_retracing=True)
 
 
-def compile_steps(activation="relu"):
-    """The (forward, update) tf.functions `adapt_and_evaluate` uses; pass them back in
-    (`compiled=`) to reuse their traces over many calls of the same shapes."""
-    forward = tf.function(lambda p, o: pol.forward(p, o, activation), reduce_retracing=True)
-    update = tf.function(lambda p, d, lr: obj.inner_update(p, d, lr, activation), reduce_retracing=True)
-    return forward, update
-
-
-def adapt_and_evaluate(param_values, tasks, vec_env, *, num_trajs, horizon, fast_lr, num_steps,
-                       rng, activation="relu", discount=0.99, gae_lambda=1.0, dtype=tf.float32,
-                       batch_in_steps=True, later_lr_scale=0.5, collector_workers=1, record=None,
-                       first_lr_scale=1.0, compiled=None):
-    """Returns [num_tasks, num_steps + 1]: each task's mean return after 0..num_steps steps.
+def adapt_and_evaluate(policy, tasks, vec_env, *, num_trajs, horizon, fast_lr, num_steps, rng, discount=0.99,
+                       gae_lambda=1.0, batch_in_steps=True, later_lr_scale=0.5, collector_workers=1, record=None,
+                       first_lr_scale=1.0, inner_step=None):
+    """Returns [num_tasks, num_steps + 1]: each task's mean return after 0..num_steps steps,
+    starting every task from `policy`'s parameters (an `rl.policy.Policy`; not changed).
 
     batch_in_steps=True samples whole paths until num_trajs * horizon steps per
     task (the original's batch_size=4000), else exactly num_trajs paths;
@@ -53,20 +46,16 @@ def adapt_and_evaluate(param_values, tasks, vec_env, *, num_trajs, horizon, fast
     the batch, the task-batched parameters that sampled it (numpy), and the step size of the
     update that follows it (None after the last).
     first_lr_scale: the first step is first_lr_scale * fast_lr (default 1: alpha).
-    compiled: optional `compile_steps(activation)` pair to reuse.
+    inner_step: optional `compile_inner_step(policy)` to reuse.
     """
     n_tasks = len(tasks)
-    params = [tf.constant(np.broadcast_to(v, (n_tasks,) + np.shape(v)), dtype=dtype) for v in param_values]
-    forward, update = compile_steps(activation) if compiled is None else compiled
-
-    def act_fn(obs):
-        mean, log_std = forward(params, tf.constant(obs.reshape(n_tasks, num_trajs, -1), dtype))
-        return mean.numpy().reshape(len(obs), -1), log_std.numpy().reshape(len(obs), -1)
-
+    params = [tf.constant(np.broadcast_to(p.numpy(), (n_tasks,) + tuple(p.shape)), dtype=policy.dtype)
+              for p in policy.params]
+    inner_step = compile_inner_step(policy) if inner_step is None else inner_step
     results = []
     lrs = step_sizes(fast_lr, num_steps, later_lr_scale, first_lr_scale)
     for step in range(num_steps + 1):
-        batch = rollout(vec_env, tasks, num_trajs, horizon, act_fn, rng,
+        batch = rollout(vec_env, tasks, num_trajs, horizon, policy.act_fn(params), rng,
                         num_trajs * horizon if batch_in_steps else None,
                         collector_workers=collector_workers)
         results.append(batch.mean_return_per_task())
@@ -75,7 +64,6 @@ def adapt_and_evaluate(param_values, tasks, vec_env, *, num_trajs, horizon, fast
                            "step_size": lrs[step] if step < num_steps else None})
         if step == num_steps:
             break
-        advantages = adv_lib.process_batch(batch, discount, gae_lambda)
-        data = {k: tf.constant(v, dtype) for k, v in batch.compact(advantages).items()}
-        params = update(params, data, tf.constant(lrs[step], dtype))
+        support = obj.loss_inputs(batch, discount, gae_lambda, policy.dtype)
+        params = inner_step(params, support, tf.constant(lrs[step], policy.dtype))
     return np.stack(results, axis=1)

@@ -30,11 +30,12 @@ Designs beyond the released test scripts' (see rl/evaluation.py):
                              '<env>:backward' (task -1) / '<env>:forward' (+1).
 """
 import csv
-import io
 import os
-import sys
 
 from absl import app, flags, logging
+
+from report.console import exit_with_error
+from report.files import atomic_open
 
 FLAGS = flags.FLAGS
 flags.DEFINE_multi_string("run", [], "method:logdir of a run written by rl.train (repeatable).")
@@ -70,21 +71,25 @@ flags.DEFINE_bool("by_direction", False, "Also write <output stem>_by_direction.
                   "rows split into backward and forward tasks.")
 
 
+def _error(message):
+    exit_with_error("rl.evaluate", message)
+
+
 def _resolve_schedule(evaluation):
     """(first_lr_scale, later_lr_scale override or None) from the flags, or a one-line error."""
     try:
         fixed = evaluation.schedule_scales(FLAGS.step_schedule)
     except ValueError as e:
-        sys.exit(f"rl.evaluate: error: --step_schedule: {e}")
+        _error(f"--step_schedule: {e}")
     if fixed is not None:
         for name in ("first_lr_scale", "later_lr_scale"):
             if getattr(FLAGS, name) is not None:
-                sys.exit(f"rl.evaluate: error: --step_schedule={FLAGS.step_schedule} sets the step sizes; "
+                _error(f"--step_schedule={FLAGS.step_schedule} sets the step sizes; "
                          f"drop --{name}")
         return fixed
     first = 1.0 if FLAGS.first_lr_scale is None else FLAGS.first_lr_scale
     if not first > 0:
-        sys.exit(f"rl.evaluate: error: --first_lr_scale must be > 0 (got {FLAGS.first_lr_scale})")
+        _error(f"--first_lr_scale must be > 0 (got {FLAGS.first_lr_scale})")
     return first, FLAGS.later_lr_scale
 
 
@@ -92,9 +97,9 @@ def _init_seeds():
     try:
         seeds = [int(s) for s in FLAGS.init_seeds]
     except ValueError:
-        sys.exit(f"rl.evaluate: error: --init_seeds must be comma-separated integers (got {','.join(FLAGS.init_seeds)})")
+        _error(f"--init_seeds must be comma-separated integers (got {','.join(FLAGS.init_seeds)})")
     if len(set(seeds)) != len(seeds):
-        sys.exit(f"rl.evaluate: error: --init_seeds repeats a seed (got {','.join(FLAGS.init_seeds)})")
+        _error(f"--init_seeds repeats a seed (got {','.join(FLAGS.init_seeds)})")
     return seeds
 
 
@@ -102,24 +107,24 @@ def main(argv):
     from rl import evaluation
     from rl.adaptation import step_sizes
     from rl.evaluation import COLUMNS, evaluate_run, markdown_table, parse_runs, protocol, summary_rows
-    from rl.run_io import atomic_write, read_config
+    from rl.run_io import read_config
     if len(argv) > 1:
-        sys.exit(f"rl.evaluate: error: unexpected arguments {' '.join(argv[1:])}")
+        _error(f"unexpected arguments {' '.join(argv[1:])}")
     if not FLAGS.output:
-        sys.exit("rl.evaluate: error: --output is required")
+        _error("--output is required")
     try:
         runs = parse_runs(FLAGS.run)
     except ValueError as e:
-        sys.exit(f"rl.evaluate: error: {e}")
+        _error(str(e))
     if not runs:
-        sys.exit("rl.evaluate: error: give at least one --run=method:logdir")
+        _error("give at least one --run=method:logdir")
     for name in ("num_tasks", "num_trajs", "collector_workers"):
         if getattr(FLAGS, name) is not None and getattr(FLAGS, name) < 1:
-            sys.exit(f"rl.evaluate: error: --{name} must be >= 1")
+            _error(f"--{name} must be >= 1")
     if (FLAGS.collector_workers or 1) > 1 and not FLAGS.batch_in_steps:
-        sys.exit("rl.evaluate: error: --collector_workers > 1 needs --batch_in_steps (it emulates a step budget)")
+        _error("--collector_workers > 1 needs --batch_in_steps (it emulates a step budget)")
     if FLAGS.num_steps < 0:
-        sys.exit("rl.evaluate: error: --num_steps must be >= 0")
+        _error("--num_steps must be >= 0")
     first_lr_scale, later_lr_scale = _resolve_schedule(evaluation)
     init_seeds = _init_seeds()
     configs = []
@@ -127,11 +132,11 @@ def main(argv):
         try:
             configs.append(read_config(logdir))
         except FileNotFoundError as e:
-            sys.exit(f"rl.evaluate: error: --run={method}:{logdir}: {e}")
+            _error(f"--run={method}:{logdir}: {e}")
     if init_seeds and not any(c["mode"] == "random" for c in configs):
-        sys.exit("rl.evaluate: error: --init_seeds applies to runs trained with --mode=random; no --run is one")
+        _error("--init_seeds applies to runs trained with --mode=random; no --run is one")
     if FLAGS.by_direction and not any(c["env"] in evaluation.DIRECTION_ENVS for c in configs):
-        sys.exit(f"rl.evaluate: error: --by_direction needs a run of a direction task "
+        _error(f"--by_direction needs a run of a direction task "
                  f"({', '.join(evaluation.DIRECTION_ENVS)})")
     summary, per_task = [COLUMNS], [["method", "task", "task_index", "step", "mean_return"]]
     by_direction = [COLUMNS]
@@ -147,7 +152,7 @@ def main(argv):
                     seed=FLAGS.seed, batch_in_steps=FLAGS.batch_in_steps, first_lr_scale=first_lr_scale,
                     same_sampling_seed=FLAGS.same_sampling_seed, init_seed=seed, **proto)
             except FileNotFoundError as e:
-                sys.exit(f"rl.evaluate: error: --run={method}:{logdir}: {e}")
+                _error(f"--run={method}:{logdir}: {e}")
             label = method if seed is None else f"{method}_init{seed}"
             results.append(returns)
             rows = summary_rows(label, env, returns, proto["num_trajs"], lr)
@@ -177,9 +182,8 @@ def main(argv):
     if FLAGS.by_direction:
         tables.append((os.path.splitext(output)[0] + "_by_direction.csv", by_direction))
     for path, table in tables:
-        buf = io.StringIO()
-        csv.writer(buf, lineterminator="\n").writerows(table)
-        atomic_write(path, buf.getvalue())
+        with atomic_open(path, "w", newline="", encoding="utf-8") as f:
+            csv.writer(f, lineterminator="\n").writerows(table)
     print(markdown_table(summary))
     if FLAGS.by_direction:
         print()

@@ -30,6 +30,7 @@ PROTOCOLS = {
     "ant_dir": dict(task_seed=2, num_trajs=40, later_lr_scale=0.01, collector_workers=1),
 }
 
+# The summary csv's header (report.rl_results.SUMMARY_COLUMNS repeats it for reading).
 COLUMNS = ["method", "task", "step", "mean_return", "stderr", "num_tasks", "num_trajs", "fast_lr"]
 
 # Named step schedules -> (first_lr_scale, later_lr_scale); None keeps the protocol's.
@@ -50,6 +51,7 @@ DIRECTIONS = ((-1.0, "backward"), (1.0, "forward"))
 
 
 def parse_runs(specs):
+    """[(method, logdir)] from --run=method:logdir values."""
     runs = []
     for spec in specs:
         method, sep, logdir = spec.partition(":")
@@ -96,33 +98,32 @@ def evaluate_run(logdir, *, num_tasks, task_seed, num_trajs, num_steps, fast_lr,
     """
     import numpy as np
     from rl import run_io
-    from rl.adaptation import adapt_and_evaluate, compile_steps
+    from rl.adaptation import adapt_and_evaluate, compile_inner_step
     from rl.envs import make_vec_env
-    from rl.policy import build_policy
+    from rl.policy import Policy
 
     config = run_io.read_config(logdir)
     if init_seed is not None and config["mode"] != "random":
         raise ValueError(f"{logdir} was trained with mode {config['mode']!r}: an init seed only "
                          "applies to a random-init run (mode 'random')")
-    model = build_policy(config["obs_dim"], config["act_dim"], config["hidden_sizes"],
-                         config["hidden_activation"], seed=init_seed)
+    policy = Policy(config["obs_dim"], config["act_dim"], config["hidden_sizes"], config["hidden_activation"],
+                    seed=init_seed)
     if init_seed is None:
-        run_io.RunState(logdir, model).restore(require=True)
+        run_io.RunState(logdir, policy.model).restore(require=True)
     lr = config["fast_lr"] if fast_lr is None else fast_lr
     steps = 0 if config["oracle"] else num_steps
     lr = 0.0 if config["oracle"] else lr  # the original evaluated the oracle with step size 0
     tasks = evaluation_tasks(config["env"], num_tasks, task_seed)
-    params = [v.numpy() for v in model.trainable_variables]
     kwargs = dict(num_trajs=num_trajs, horizon=config["max_path_length"], fast_lr=lr, num_steps=steps,
-                  activation=config["hidden_activation"], discount=config["discount"],
-                  gae_lambda=config["gae_lambda"], batch_in_steps=batch_in_steps, later_lr_scale=later_lr_scale,
-                  collector_workers=collector_workers, first_lr_scale=first_lr_scale)
+                  discount=config["discount"], gae_lambda=config["gae_lambda"], batch_in_steps=batch_in_steps,
+                  later_lr_scale=later_lr_scale, collector_workers=collector_workers, first_lr_scale=first_lr_scale,
+                  inner_step=compile_inner_step(policy))
 
-    def run_tasks(batch_tasks, compiled=None, rec=None):
+    def run_tasks(batch_tasks, rec=None):
         vec_env = make_vec_env(config["env"], len(batch_tasks) * num_trajs, oracle=config["oracle"], seed=seed)
         try:
-            return adapt_and_evaluate(params, batch_tasks, vec_env, rng=np.random.default_rng(seed),
-                                      compiled=compiled, record=rec, **kwargs)
+            return adapt_and_evaluate(policy, batch_tasks, vec_env, rng=np.random.default_rng(seed), record=rec,
+                                      **kwargs)
         finally:
             if hasattr(vec_env, "close"):
                 vec_env.close()
@@ -130,17 +131,17 @@ def evaluate_run(logdir, *, num_tasks, task_seed, num_trajs, num_steps, fast_lr,
     if not same_sampling_seed:
         return run_tasks(tasks, rec=record), lr, config["env"]
     distinct, which = np.unique(tasks, axis=0, return_inverse=True)
-    compiled = compile_steps(config["hidden_activation"])
     rows = []
     for task in distinct:
         rec = None if record is None else []
-        rows.append(run_tasks(task[None], compiled, rec)[0])
+        rows.append(run_tasks(task[None], rec)[0])
         if record is not None:
             record.extend(dict(r, task=task) for r in rec)
     return np.stack(rows)[np.reshape(which, -1)], lr, config["env"]
 
 
 def summary_rows(method, env, returns, num_trajs, lr):
+    """Summary rows (`COLUMNS`) of one returns array [num_tasks, steps + 1]: mean over tasks, stderr."""
     import numpy as np
     n = returns.shape[0]
     rows = []
@@ -184,6 +185,7 @@ def direction_rows(method, env, returns_by_seed, tasks, num_trajs, lr):
 
 
 def markdown_table(summary):
+    """A table (header row first) as markdown."""
     header, rows = summary[0], summary[1:]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]

@@ -1,17 +1,19 @@
-"""MAML-TRPO (maml_rl `MAMLTRPO` / `BatchMAMLPolopt`), plus the two non-meta
-trainers the paper compares with: the pretrained policy (`use_maml=False`) and
-the oracle (plain TRPO on the oracle env).
+"""MAML-TRPO (maml_rl `MAMLTRPO` / `BatchMAMLPolopt`), plus the two non-meta trainers the
+paper compares with. Each trainer's `iteration(rng)` runs one iteration and returns its
+rllab-named statistics (the progress.csv columns):
 
-One `MetaLearner.iteration` = sample tasks, sample with theta, one inner
-REINFORCE step per task, sample with each theta', one outer update:
-  maml     TRPO on the post-update surrogate, differentiating through the
-           inner step (second order);
-  pretrain one Adam step (lr 1e-3) on the mean over tasks of the *pre-update*
-           REINFORCE loss -- what the original's FirstOrderOptimizer(max_epochs=1,
-           batch_size=None) does with use_maml=False;
-  oracle   TRPO on the pre-update data, paths of all tasks pooled into one
-           batch, each path with a freshly drawn goal (rllab's TRPO on
-           PointEnvRandGoalOracle; the observation contains the goal).
+  MAMLTRPO    sample tasks, sample a support batch with theta, one inner REINFORCE step per
+              task (`adapt`), sample a query batch with each theta'_i, and one TRPO step on
+              the query surrogate differentiated through the inner step (`surrogate_and_kl`,
+              `step`);
+  Pretrainer  one Adam step (lr 1e-3) on the mean over tasks of the support batch's
+              REINFORCE loss -- what the original's FirstOrderOptimizer(max_epochs=1,
+              batch_size=None) does with use_maml=False;
+  OracleTRPO  TRPO on the support batch, paths of all tasks pooled into one batch, each path
+              with a freshly drawn goal (rllab's TRPO on PointEnvRandGoalOracle; the
+              observation contains the goal).
+
+The trainers read their settings from an `rl.config.TrainConfig`.
 """
 import time
 
@@ -19,171 +21,194 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from rl import advantages as adv_lib
 from rl import objectives as obj
 from rl import policy as pol
 from rl.sampler import rollout
 from rl.trpo import ConjugateGradientOptimizer
 
-MODES = ("maml", "pretrain", "oracle")
+
+def adam(learning_rate):
+    """Adam with TF1's AdamOptimizer defaults (epsilon 1e-8), as in the original."""
+    return keras.optimizers.Adam(learning_rate, beta_1=0.9, beta_2=0.999, epsilon=1e-8)
 
 
-class FlatTarget:
-    """get/set all policy variables as one numpy vector (rllab `Parameterized`)."""
+class Trainer:
+    """What the trainers share: the policy, the vectorised env (meta_batch_size *
+    fast_batch_size envs), sampling a batch for each task and the iteration's statistics."""
 
-    def __init__(self, variables):
-        self.variables = list(variables)
-        self.shapes = [tuple(v.shape) for v in self.variables]
-        self.dtype = self.variables[0].dtype.as_numpy_dtype
-
-    def get_flat(self):
-        return np.concatenate([v.numpy().ravel() for v in self.variables])
-
-    def set_flat(self, flat):
-        for v, value in zip(self.variables, pol.unflatten(tf.constant(flat, dtype=self.dtype), self.shapes)):
-            v.assign(value)
-
-
-def to_tensors(batch, advantages, dtype):
-    return {k: tf.constant(v, dtype=dtype) for k, v in batch.compact(advantages).items()}
-
-
-class MetaLearner:
-    def __init__(self, model, vec_env, *, mode="maml", fast_lr=0.1, meta_batch_size=40,
-                 fast_batch_size=20, max_path_length=100, discount=0.99, gae_lambda=1.0,
-                 max_kl=0.01, cg_iters=10, cg_damping=1e-5, hvp_base_eps=1.0,
-                 pretrain_lr=1e-3, activation="relu", batch_in_steps=False, collector_workers=1):
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-        if vec_env.num_envs != meta_batch_size * fast_batch_size:
+    def __init__(self, policy, vec_env, config):
+        if vec_env.num_envs != config.meta_batch_size * config.fast_batch_size:
             raise ValueError("vec_env must have meta_batch_size * fast_batch_size envs")
-        self.model, self.vec_env, self.mode = model, vec_env, mode
-        self.fast_lr, self.meta_batch_size, self.fast_batch_size = fast_lr, meta_batch_size, fast_batch_size
-        self.max_path_length, self.discount, self.gae_lambda = max_path_length, discount, gae_lambda
-        self.activation = activation
-        # rllab counts the batch in steps: fast_batch_size * max_path_length per task.
-        self.steps_per_task = fast_batch_size * max_path_length if batch_in_steps else None
-        # rllab's parallel collector (n_parallel workers) also keeps the paths running at the budget.
-        self.collector_workers = collector_workers
-        self.params = pol.policy_params(model)
-        self.dtype = self.params[0].dtype
-        self.target = FlatTarget(self.params)
-        self.trpo = ConjugateGradientOptimizer(max_kl, cg_iters, cg_damping, hvp_base_eps=hvp_base_eps)
-        # TF1's AdamOptimizer defaults (epsilon 1e-8), as in the original.
-        self.optimizer = keras.optimizers.Adam(pretrain_lr, beta_1=0.9, beta_2=0.999, epsilon=1e-8)
-        self._build_functions()
+        self.policy, self.vec_env, self.config = policy, vec_env, config
 
-    # ---- compiled pieces -------------------------------------------------
-    def _build_functions(self):
-        act = self.activation
-        per_task = self.mode != "oracle"
+    def sample(self, tasks, rng, params=None, new_task=None, pool_tasks=False):
+        """fast_batch_size trajectories per task with `params` (None: the policy's variables;
+        or task-batched ones), counted in steps like rllab if config.batch_in_steps.
+        Returns the `rl.sampler.Batch` and its loss inputs."""
+        c = self.config
+        steps_per_task = c.fast_batch_size * c.max_path_length if c.batch_in_steps else None
+        batch = rollout(self.vec_env, tasks, c.fast_batch_size, c.max_path_length, self.policy.act_fn(params), rng,
+                        steps_per_task, new_task, collector_workers=c.collector_workers)
+        return batch, obj.loss_inputs(batch, c.discount, c.gae_lambda, self.policy.dtype, pool_tasks)
 
-        def outer(pre, post):
-            if self.mode == "oracle":
-                return obj.surrogate_and_kl(self.params, pre, act, per_task=False)
-            fast = obj.inner_update(self.params, pre, self.fast_lr, act)
-            return obj.surrogate_and_kl(fast, post, act, per_task=per_task)
+    def sample_support(self, rng):
+        """Start of every iteration: the tasks, and their support batch sampled with theta
+        (batch, loss inputs) with its statistics ('0...' columns, AveragePolicyStd)."""
+        tasks = self.vec_env.sample_tasks(self.config.meta_batch_size, rng)
+        batch, support = self.sample(tasks, rng)
+        stats = return_stats(batch, "0")
+        stats["AveragePolicyStd"] = float(np.exp(self.policy.params[-1].numpy()).mean())
+        return tasks, batch, support, stats
 
-        def grad_of(index):
-            def fn(pre, post):
-                with tf.GradientTape() as tape:
-                    value = outer(pre, post)[index]
-                grads = tape.gradient(value, self.params)
-                grads = [tf.zeros_like(p) if g is None else g for p, g in zip(self.params, grads)]
-                return value, pol.flatten(grads)
-            return fn
 
-        def pretrain_step(pre):
-            with tf.GradientTape() as tape:
-                loss = tf.reduce_mean(obj.reinforce_losses(self.params, pre, act))
-            grads = tape.gradient(loss, self.params)
-            self.optimizer.apply_gradients(zip(grads, self.model.trainable_variables))
-            return loss
+class TRPOTrainer(Trainer):
+    """A trainer whose update is a TRPO step on its `surrogate_and_kl(*data)`."""
 
-        self._loss_kl = tf.function(outer, reduce_retracing=True)
-        self._loss_grad = tf.function(grad_of(0), reduce_retracing=True)
-        self._kl_grad = tf.function(grad_of(1), reduce_retracing=True)
-        self._pretrain_loss = tf.function(
-            lambda pre: tf.reduce_mean(obj.reinforce_losses(self.params, pre, act)), reduce_retracing=True)
-        self._pretrain_step = tf.function(pretrain_step, reduce_retracing=True)
-        self._adapt = tf.function(lambda pre: obj.inner_update(self.params, pre, self.fast_lr, act),
-                                  reduce_retracing=True)
-        self._act = tf.function(lambda obs: pol.forward(self.params, obs, act), reduce_retracing=True)
-        self._act_batched = tf.function(lambda params, obs: pol.forward(params, obs, act),
-                                        reduce_retracing=True)
+    def __init__(self, policy, vec_env, config):
+        super().__init__(policy, vec_env, config)
+        self.trpo = ConjugateGradientOptimizer(config.max_kl, config.cg_iters, config.cg_damping,
+                                               hvp_base_eps=config.hvp_base_eps)
+        self.compiled_surrogate_and_kl = tf.function(self.surrogate_and_kl, reduce_retracing=True)
+        self.surrogate_gradient = tf.function(lambda *data: self._flat_gradient(0, data), reduce_retracing=True)
+        self.kl_gradient = tf.function(lambda *data: self._flat_gradient(1, data), reduce_retracing=True)
 
-    def act_fn(self, fast_params=None):
-        """Sampler callback: obs [E, d] -> (mean, log_std) numpy, E = tasks x trajs."""
-        t, n = self.meta_batch_size, self.fast_batch_size
+    def surrogate_and_kl(self, *data):
+        """(surrogate loss, mean KL) at the policy's parameters, differentiable w.r.t. them."""
+        raise NotImplementedError
 
-        def shared(obs):
-            mean, log_std = self._act(tf.constant(obs, self.dtype))
-            return mean.numpy(), log_std.numpy()
+    def _flat_gradient(self, index, data):
+        """(value, flat gradient w.r.t. theta) of surrogate_and_kl(*data)[index]."""
+        params = self.policy.params
+        with tf.GradientTape() as tape:
+            value = self.surrogate_and_kl(*data)[index]
+        grads = tape.gradient(value, params)
+        return value, pol.flatten([tf.zeros_like(p) if g is None else g for p, g in zip(params, grads)])
 
-        def per_task(obs):
-            mean, log_std = self._act_batched(fast_params, tf.constant(obs.reshape(t, n, -1), self.dtype))
-            return mean.numpy().reshape(t * n, -1), log_std.numpy().reshape(t * n, -1)
-
-        return shared if fast_params is None else per_task
-
-    def _sample(self, tasks, rng, fast_params=None):
-        # The oracle env of the original draws a new goal at every reset.
-        new_task = (lambda r: self.vec_env.sample_tasks(1, r)[0]) if self.mode == "oracle" else None
-        batch = rollout(self.vec_env, tasks, self.fast_batch_size, self.max_path_length,
-                        self.act_fn(fast_params), rng, self.steps_per_task, new_task,
-                        collector_workers=self.collector_workers)
-        advantages = adv_lib.process_batch(batch, self.discount, self.gae_lambda,
-                                           pool_tasks=self.mode == "oracle")
-        return batch, to_tensors(batch, advantages, self.dtype)
-
-    # ---- one iteration ---------------------------------------------------
-    def iteration(self, rng):
-        """Run one meta-iteration; returns a dict of rllab-named statistics."""
-        start = time.time()
-        tasks = self.vec_env.sample_tasks(self.meta_batch_size, rng)
-        pre_batch, pre = self._sample(tasks, rng)
-        stats = _return_stats(pre_batch, "0")
-        stats["AveragePolicyStd"] = float(np.exp(self.params[-1].numpy()).mean())
-        env_steps = pre_batch.num_steps
-        if self.mode == "pretrain":
-            stats["LossBefore"] = float(self._pretrain_loss(pre))
-            self._pretrain_step(pre)
-            stats["LossAfter"] = float(self._pretrain_loss(pre))
-        elif self.mode == "oracle":
-            stats.update(self._trpo_step(pre, pre))
-        else:
-            fast = self._adapt(pre)
-            post_batch, post = self._sample(tasks, rng, fast_params=fast)
-            env_steps += post_batch.num_steps
-            stats.update(_return_stats(post_batch, "1"))
-            stats.update(self._trpo_step(pre, post))
-            # Read-only record of this iteration's inputs and inner step (equivalence tests).
-            self.last_iteration = {"tasks": tasks, "pre_batch": pre_batch, "post_batch": post_batch,
-                                   "fast_params": fast}
-        stats["dLoss"] = stats["LossBefore"] - stats["LossAfter"]
-        stats["EnvSteps"] = env_steps
-        stats["ItrTime"] = time.time() - start
-        return stats
-
-    def _trpo_step(self, pre, post):
-        _, kl_before = self._loss_kl(pre, post)
+    def step(self, *data):
+        """One TRPO step of the policy on surrogate_and_kl(*data) (`ConjugateGradientOptimizer.step`);
+        returns its statistics. `last_trpo_step` keeps its `StepInfo` (read-only record)."""
+        _, kl_before = self.compiled_surrogate_and_kl(*data)
         info = self.trpo.step(
-            self.target,
-            loss_grad_fn=lambda: _np(self._loss_grad(pre, post)),
-            kl_grad_fn=lambda: self._kl_grad(pre, post)[1].numpy(),
-            loss_kl_fn=lambda: _np(self._loss_kl(pre, post)))
-        self.last_trpo_step = info  # read-only record (gradient, CG direction, step size)
+            self.policy,
+            loss_grad_fn=lambda: _numpy(self.surrogate_gradient(*data)),
+            kl_grad_fn=lambda: self.kl_gradient(*data)[1].numpy(),
+            loss_kl_fn=lambda: _numpy(self.compiled_surrogate_and_kl(*data)))
+        self.last_trpo_step = info
         return {"MeanKLBefore": float(kl_before), "MeanKL": info.kl_after,
                 "LossBefore": info.loss_before, "LossAfter": info.loss_after,
                 "StepAccepted": float(info.accepted), "Backtracks": info.backtracks}
 
 
-def _np(values):
-    return tuple(v.numpy() for v in values)
+class MAMLTRPO(TRPOTrainer):
+    """MAML with TRPO as the meta-optimiser (Finn et al. 2017, Algorithm 3; maml_rl's `MAMLTRPO`):
+    one inner REINFORCE step per task (`adapt`), one TRPO step on the query surrogate through it
+    (`surrogate_and_kl`, `step`).
+
+    `last_iteration` keeps the last iteration's tasks, batches and adapted parameters
+    (read-only record for the equivalence tests)."""
+
+    def __init__(self, policy, vec_env, config):
+        super().__init__(policy, vec_env, config)
+        self.compiled_adapt = tf.function(self.adapt, reduce_retracing=True)
+
+    def adapt(self, support):
+        """theta'_i = theta - alpha grad_theta L_{T_i}(f_theta) for every task i of the support
+        batch (`rl.objectives.inner_step`, alpha = fast_lr); task-batched parameters."""
+        return obj.inner_step(self.policy.forward, self.policy.params, support, self.config.fast_lr)
+
+    def surrogate_and_kl(self, support, query):
+        """The outer (meta) objective of eq. 3, with TRPO's surrogate for the RL loss on each
+        task's query batch D'_i (sampled by theta'_i):
+
+            L(theta) = mean_i -E_{D'_i}[pi_{theta'_i}(a|s) / pi_old(a|s) A],
+            KL(theta) = mean over all query steps of KL(pi_old || pi_{theta'_i}),
+
+        theta'_i = `adapt(support)`, so gradients flow through the inner step (second order)."""
+        return obj.surrogate_and_kl(self.policy.forward, self.adapt(support), query, per_task=True)
+
+    def iteration(self, rng):
+        """One meta-iteration: support batch with theta, inner step, query batch with the
+        adapted parameters, TRPO step. Returns rllab-named statistics."""
+        start = time.time()
+        tasks, support_batch, support, stats = self.sample_support(rng)
+        adapted = self.compiled_adapt(support)
+        query_batch, query = self.sample(tasks, rng, params=adapted)
+        stats.update(return_stats(query_batch, "1"))
+        stats.update(self.step(support, query))
+        self.last_iteration = {"tasks": tasks, "support_batch": support_batch, "query_batch": query_batch,
+                               "adapted_params": adapted}
+        return finish_stats(stats, start, support_batch, query_batch)
 
 
-def _return_stats(batch, prefix):
+class OracleTRPO(TRPOTrainer):
+    """The oracle: plain TRPO on the env whose observation contains the task (rllab's TRPO on
+    maml_rl's oracle envs). Every path draws a new task, and advantages are fit over all paths."""
+
+    def sample(self, tasks, rng, params=None):
+        """As `Trainer.sample`; the oracle env of the original draws a new goal at every reset."""
+        return super().sample(tasks, rng, params, new_task=lambda r: self.vec_env.sample_tasks(1, r)[0],
+                              pool_tasks=True)
+
+    def surrogate_and_kl(self, batch):
+        """TRPO's surrogate and mean KL over all timesteps of the pooled batch."""
+        return obj.surrogate_and_kl(self.policy.forward, self.policy.params, batch, per_task=False)
+
+    def iteration(self, rng):
+        """Sample with theta, one TRPO step on that batch. Returns rllab-named statistics."""
+        start = time.time()
+        _, batch, data, stats = self.sample_support(rng)
+        stats.update(self.step(data))
+        return finish_stats(stats, start, batch)
+
+
+class Pretrainer(Trainer):
+    """The pretrained baseline (the original's use_maml=False): one Adam step (`optimizer`, lr
+    config.pretrain_lr) per iteration on the mean REINFORCE loss of all tasks' batches."""
+
+    def __init__(self, policy, vec_env, config):
+        super().__init__(policy, vec_env, config)
+        self.optimizer = adam(config.pretrain_lr)
+        self.loss = tf.function(self._loss, reduce_retracing=True)
+        self.adam_step = tf.function(self._adam_step, reduce_retracing=True)
+
+    def _loss(self, data):
+        return tf.reduce_mean(obj.reinforce_losses(self.policy.forward, self.policy.params, data))
+
+    def _adam_step(self, data):
+        with tf.GradientTape() as tape:
+            loss = self._loss(data)
+        grads = tape.gradient(loss, self.policy.params)
+        self.optimizer.apply_gradients(zip(grads, self.policy.model.trainable_variables))
+        return loss
+
+    def iteration(self, rng):
+        """Sample with theta, one Adam step on that batch. Returns rllab-named statistics."""
+        start = time.time()
+        _, batch, data, stats = self.sample_support(rng)
+        stats["LossBefore"] = float(self.loss(data))
+        self.adam_step(data)
+        stats["LossAfter"] = float(self.loss(data))
+        return finish_stats(stats, start, batch)
+
+
+TRAINERS = {"maml": MAMLTRPO, "pretrain": Pretrainer, "oracle": OracleTRPO}
+
+
+def return_stats(batch, prefix):
+    """rllab's return statistics of a batch, columns prefixed '0' (support) or '1' (query)."""
     returns = batch.undiscounted_returns()
     return {prefix + "AverageReturn": float(returns.mean()), prefix + "StdReturn": float(returns.std()),
             prefix + "MaxReturn": float(returns.max()), prefix + "MinReturn": float(returns.min()),
             prefix + "NumTrajs": int(returns.size)}
+
+
+def finish_stats(stats, start, *batches):
+    """Close an iteration's statistics: dLoss, EnvSteps of `batches`, ItrTime since `start`."""
+    stats["dLoss"] = stats["LossBefore"] - stats["LossAfter"]
+    stats["EnvSteps"] = sum(b.num_steps for b in batches)
+    stats["ItrTime"] = time.time() - start
+    return stats
+
+
+def _numpy(values):
+    return tuple(v.numpy() for v in values)

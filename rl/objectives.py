@@ -1,49 +1,66 @@
 """The MAML-RL losses, written on parameter lists so they can be nested.
 
-Data are dicts of tensors with leading axes [task, step] (`Batch.flat()` plus
-'advantages'); padded steps have mask 0. Parameter lists follow
-`rl.policy.policy_params`, either shared ([...]) or task-batched ([T, ...]).
+Loss inputs ("data") are dicts of tensors with leading axes [task, step] (`loss_inputs`:
+`rl.sampler.Batch.compact` with the advantages): every task's valid steps packed to the front,
+'mask' 0 on the padding. Parameter lists are in `rl.policy.Policy.params` order, either shared
+([...]) or task-batched ([T, ...]); `forward` is a policy's `Policy.forward`.
 """
 import tensorflow as tf
 
+from rl import advantages as adv_lib
 from rl import policy as pol
+
+
+def loss_inputs(batch, discount, gae_lambda, dtype, pool_tasks=False):
+    """The loss inputs of a sampled `rl.sampler.Batch`: its advantages (`rl.advantages.process_batch`:
+    per task, or over all tasks' paths pooled) and its packed steps, as `dtype` tensors."""
+    advantages = adv_lib.process_batch(batch, discount, gae_lambda, pool_tasks=pool_tasks)
+    return {k: tf.constant(v, dtype=dtype) for k, v in batch.compact(advantages).items()}
 
 
 def _masked_mean(x, mask, axis=None):
     return tf.reduce_sum(x * mask, axis=axis) / tf.reduce_sum(mask, axis=axis)
 
 
-def reinforce_losses(params, data, activation):
-    """Per-task inner loss -mean_t log pi(a|s) A over the task's timesteps, [T]."""
-    mean, log_std = pol.forward(params, data["observations"], activation)
+def reinforce_losses(forward, params, data):
+    """Per-task inner loss -mean_t log pi(a_t|s_t) A_t over the task's timesteps, [T]."""
+    mean, log_std = forward(params, data["observations"])
     logli = pol.log_prob(data["actions"], mean, log_std)
     return -_masked_mean(logli * data["advantages"], data["mask"], axis=1)
 
 
-def inner_update(params, data, lr, activation):
-    """One SGD step per task on its REINFORCE loss, all parameters (log-std
-    included). `params` may be shared (then broadcast to one copy per task) or
-    task-batched. Differentiable w.r.t. `params` when an outer tape records."""
-    n_tasks = tf.shape(data["mask"])[0]
-    batched = params[-1].shape.rank == 2
-    if not batched:
+def inner_step(forward, params, support, lr):
+    """The inner (adaptation) step, one per task i on its support batch D_i (Finn et al. 2017,
+    eq. 1 with the RL loss of eq. 4 as a REINFORCE estimate):
+
+        theta'_i = theta - alpha * grad_theta L_{T_i}(f_theta),
+        L_{T_i}(f_theta) = -mean_t log pi_theta(a_t|s_t) A_t   over D_i.
+
+    All parameters are adapted, log-std included. `params` may be shared (then broadcast to one
+    copy per task) or task-batched. Differentiable w.r.t. `params` when an outer tape records
+    (the meta-gradient is then second order)."""
+    n_tasks = tf.shape(support["mask"])[0]
+    if params[-1].shape.rank != 2:  # shared: one copy per task
         params = [tf.broadcast_to(p, tf.concat([[n_tasks], tf.shape(p)], 0)) for p in params]
     with tf.GradientTape() as tape:
         tape.watch(params)
         # Task t's loss only depends on copy t, so one gradient gives all per-task gradients.
-        total = tf.reduce_sum(reinforce_losses(params, data, activation))
+        total = tf.reduce_sum(reinforce_losses(forward, params, support))
     grads = tape.gradient(total, params)
     return [p - lr * g for p, g in zip(params, grads)]
 
 
-def surrogate_and_kl(params, data, activation, per_task=True):
-    """TRPO surrogate -E[pi(a|s)/pi_old(a|s) A] and mean KL(old || new).
+def surrogate_and_kl(forward, params, data, per_task=True):
+    """TRPO's surrogate loss and mean KL of the policy with `params` on data sampled by the
+    old policy pi_old (whose means and log-stds the data hold):
 
-    per_task=True (MAML): loss = unweighted mean over tasks of each task's mean;
-    KL = mean over all timesteps of all tasks (the original concatenates them).
+        L = -E[pi(a|s) / pi_old(a|s) A],   KL = E[KL(pi_old(.|s) || pi(.|s))].
+
+    per_task=True (MAML): L = unweighted mean over tasks of each task's mean; KL = mean over
+    all timesteps of all tasks (the original concatenates them).
     per_task=False (plain TRPO): both are means over all timesteps.
     """
-    mean, log_std = pol.forward(params, data["observations"], activation)
+    mean, log_std = forward(params, data["observations"])
     logli = pol.log_prob(data["actions"], mean, log_std)
     old_logli = pol.log_prob(data["actions"], data["means"], data["log_stds"])
     ratio = tf.exp(logli - old_logli)

@@ -1,12 +1,12 @@
 """Gaussian MLP policy of maml_rl (`MAMLGaussianMLPPolicy`), on Keras 3 + tfp.
 
-The Keras model owns the variables (Glorot-uniform kernels, zero biases, a
-state-independent log-std vector initialised at log(init_std)) and is what we
-checkpoint. MAML needs the policy evaluated on *fast weights* that are tensors,
-not variables, and for sampling we want all tasks' adapted policies in one call;
-`forward` is therefore an explicit functional forward pass over a parameter
-list, which also accepts a leading task axis on every parameter
-(params [T, ...], obs [T, M, obs_dim]).
+`Policy` wraps a Keras model that owns the variables (Glorot-uniform kernels,
+zero biases, a state-independent log-std vector initialised at log(init_std))
+and is what we checkpoint. MAML needs the policy evaluated on adapted
+parameters that are tensors, not variables, and for sampling we want all tasks'
+adapted policies in one call; `Policy.forward` is therefore an explicit
+functional forward pass over a parameter list, which also accepts a leading
+task axis on every parameter (params [T, ...], obs [T, M, obs_dim]).
 """
 import keras
 import numpy as np
@@ -36,12 +36,75 @@ class LogStd(keras.layers.Layer):
         return tf.zeros_like(mean) + self.log_std
 
 
-def build_policy(obs_dim, action_dim, hidden_sizes=(100, 100), activation="relu",
-                 init_std=1.0, dtype="float32", seed=None):
-    """Keras model obs -> (mean, unfloored log_std). Variables in `forward` order:
-    [W0, b0, W1, b1, ..., W_out, b_out, log_std]."""
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"unknown activation {activation!r}; choose from {sorted(ACTIVATIONS)}")
+class Policy:
+    """The Gaussian MLP policy: a Keras model that owns (and checkpoints) the variables, the
+    hidden activation, and the functional forward pass MAML needs.
+
+    `forward(params, obs)` evaluates the policy on any parameter list in `params` order
+    ([W0, b0, W1, b1, ..., W_out, b_out, log_std]): the variables themselves, adapted
+    parameters (tensors), or task-batched ones. `get_flat`/`set_flat` read and write all
+    variables as one numpy vector (rllab's `Parameterized`), which is how TRPO moves them.
+    """
+
+    def __init__(self, obs_dim, action_dim, hidden_sizes=(100, 100), activation="relu", init_std=1.0,
+                 dtype="float32", seed=None):
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}; choose from {sorted(ACTIVATIONS)}")
+        self.activation = activation
+        self.model = _keras_model(obs_dim, action_dim, hidden_sizes, activation, init_std, dtype, seed)
+        self.params = [v.value for v in self.model.trainable_variables]  # the tf.Variables, `forward` order
+        self.shapes = [tuple(p.shape) for p in self.params]
+        self.dtype = self.params[0].dtype.as_numpy_dtype
+        self._compiled_forward = tf.function(self.forward, reduce_retracing=True)
+
+    def forward(self, params, obs):
+        """Mean and floored log-std of the policy with parameters `params`.
+
+        Unbatched: params as `self.params`, obs [M, d] -> [M, a].
+        Task-batched: every param has a leading axis T, obs [T, M, d] -> [T, M, a].
+        """
+        act = ACTIVATIONS[self.activation]
+        *layers, log_std = params
+        batched = log_std.shape.rank == 2
+        h = obs
+        n_layers = len(layers) // 2
+        for i in range(n_layers):
+            w, b = layers[2 * i], layers[2 * i + 1]
+            h = tf.matmul(h, w) + (b[:, None, :] if batched else b)
+            if i < n_layers - 1:
+                h = act(h)
+        log_std = log_std[:, None, :] if batched else log_std
+        log_std = tf.maximum(log_std, np.log(MIN_STD)) + tf.zeros_like(h)
+        return h, log_std
+
+    def act_fn(self, params=None):
+        """The sampler's callback obs [E, d] -> (mean, log_std) numpy [E, a] (rl.sampler.rollout).
+
+        params None: the policy's variables for every env. Task-batched params [T, ...]: the
+        envs are T equal groups in task order (env e = task * E/T + j) and group t is run with
+        task t's parameters, all in one call."""
+        if params is None:
+            return lambda obs: _numpy(self._compiled_forward(self.params, tf.constant(obs, self.dtype)))
+        n_tasks = int(params[-1].shape[0])
+
+        def per_task(obs):
+            mean, log_std = self._compiled_forward(params, tf.constant(obs.reshape(n_tasks, -1, obs.shape[-1]),
+                                                                       self.dtype))
+            return mean.numpy().reshape(len(obs), -1), log_std.numpy().reshape(len(obs), -1)
+        return per_task
+
+    def get_flat(self):
+        """All variables as one numpy vector, in `params` order."""
+        return np.concatenate([v.numpy().ravel() for v in self.params])
+
+    def set_flat(self, flat):
+        """Assign the variables from one vector laid out as `get_flat`'s."""
+        for v, value in zip(self.params, unflatten(tf.constant(flat, dtype=self.dtype), self.shapes)):
+            v.assign(value)
+
+
+def _keras_model(obs_dim, action_dim, hidden_sizes, activation, init_std, dtype, seed):
+    """Keras model obs -> (mean, unfloored log_std); Glorot-uniform kernels seeded seed + 1, + 2, ..."""
     n_init = [0]
 
     def glorot():
@@ -56,35 +119,11 @@ def build_policy(obs_dim, action_dim, hidden_sizes=(100, 100), activation="relu"
     mean = keras.layers.Dense(action_dim, kernel_initializer=glorot(), bias_initializer="zeros",
                               dtype=dtype, name="output")(h)
     log_std = LogStd(action_dim, init_std, dtype=dtype, name="output_std_param")(mean)
-    model = keras.Model(inputs, [mean, log_std], name="policy")
-    model.activation_name = activation
-    return model
+    return keras.Model(inputs, [mean, log_std], name="policy")
 
 
-def policy_params(model):
-    """The model's trainable variables as `tf.Variable`s, in `forward` order."""
-    return [v.value for v in model.trainable_variables]
-
-
-def forward(params, obs, activation="relu"):
-    """Mean and floored log-std of the policy with parameters `params`.
-
-    Unbatched: params as in `policy_params`, obs [M, d] -> [M, a].
-    Task-batched: every param has a leading axis T, obs [T, M, d] -> [T, M, a].
-    """
-    act = ACTIVATIONS[activation]
-    *layers, log_std = params
-    batched = log_std.shape.rank == 2
-    h = obs
-    n_layers = len(layers) // 2
-    for i in range(n_layers):
-        w, b = layers[2 * i], layers[2 * i + 1]
-        h = tf.matmul(h, w) + (b[:, None, :] if batched else b)
-        if i < n_layers - 1:
-            h = act(h)
-    log_std = log_std[:, None, :] if batched else log_std
-    log_std = tf.maximum(log_std, np.log(MIN_STD)) + tf.zeros_like(h)
-    return h, log_std
+def _numpy(tensors):
+    return tuple(t.numpy() for t in tensors)
 
 
 def distribution(mean, log_std):
@@ -93,6 +132,7 @@ def distribution(mean, log_std):
 
 
 def log_prob(actions, mean, log_std):
+    """log pi(a|s) of the diagonal Gaussian, summed over the action vector."""
     return distribution(mean, log_std).log_prob(actions)
 
 
@@ -102,9 +142,11 @@ def kl(old_mean, old_log_std, mean, log_std):
 
 
 def flatten(tensors):
+    """One flat vector of all the tensors' entries, in order."""
     return tf.concat([tf.reshape(t, [-1]) for t in tensors], axis=0)
 
 
 def unflatten(flat, shapes):
+    """The inverse of `flatten` for tensors of the given shapes."""
     sizes = [int(np.prod(s)) for s in shapes]
     return [tf.reshape(p, s) for p, s in zip(tf.split(flat, sizes), shapes)]

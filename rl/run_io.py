@@ -1,48 +1,37 @@
 """Run directory I/O: config, checkpoints (with RNG state), progress.csv.
 
-Every file is written to a temporary name and renamed, so an interrupted run
-never leaves a half-written output.
+Every file is written atomically (`report.files`), so an interrupted run never
+leaves a half-written output.
 """
 import csv
-import io
 import json
 import os
 
-import numpy as np
 import tensorflow as tf
 from absl import logging
+
+from report.files import atomic_open, atomic_write_text
+from rl.config import ABSENT, DERIVED, RESUMABLE_CHANGES
 
 CONFIG = "config.json"
 PROGRESS = "progress.csv"
 CKPT_DIR = "checkpoints"
 
 
-def atomic_write(path, text):
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
-def write_config(logdir, config):
-    atomic_write(os.path.join(logdir, CONFIG), json.dumps(config, indent=2, sort_keys=True) + "\n")
-
-
-# Settings that may change when a run is resumed (they do not change what is trained),
-# values written by rl.trainer itself, and the defaults of optional keys (older runs did
-# not record them).
-RESUMABLE_CHANGES = ("n_itr", "keep_checkpoints", "sampler_workers")
-DERIVED = ("obs_dim", "act_dim", "oracle")
-CONFIG_DEFAULTS = {"batch_in_steps": False, "collector_workers": 1, "sampler_workers": 0}
+def write_config(logdir, record):
+    """Write config.json (`rl.config.run_record`), keys sorted."""
+    atomic_write_text(os.path.join(logdir, CONFIG), json.dumps(record, indent=2, sort_keys=True) + "\n")
 
 
 class ConfigMismatch(ValueError):
     """Resuming a run with other training settings than it was started with."""
 
 
-def check_resume_config(logdir, config):
-    """Raise ConfigMismatch naming every setting that differs from the run's config.json."""
-    old, new = {**CONFIG_DEFAULTS, **read_config(logdir)}, {**CONFIG_DEFAULTS, **config}
+def check_resume_config(logdir, record):
+    """Raise ConfigMismatch naming every setting of `record` (a config.json dict) that differs
+    from the run's config.json, except the `RESUMABLE_CHANGES` and `DERIVED` keys of
+    `rl.config`; keys a config.json lacks count as their `ABSENT` value."""
+    old, new = {**ABSENT, **read_config(logdir)}, {**ABSENT, **record}
     keys = (set(old) | set(new)) - set(RESUMABLE_CHANGES) - set(DERIVED)
     differ = sorted(k for k in keys if old.get(k) != new.get(k))
     if differ:
@@ -52,6 +41,7 @@ def check_resume_config(logdir, config):
 
 
 def read_config(logdir):
+    """The run's config.json as a dict."""
     path = os.path.join(logdir, CONFIG)
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path} not found: is {logdir!r} a run directory written by rl.train?")
@@ -96,6 +86,7 @@ class RunState:
         return True
 
     def save(self, iteration, rng=None, env=None):
+        """Checkpoint the policy (and optimiser) with `iteration` and the RNG states."""
         self.iteration.assign(iteration)
         if rng is not None:
             self._rng_state.assign(json.dumps(rng.bit_generator.state))
@@ -115,16 +106,12 @@ class ProgressCsv:
                 self.rows = [r for r in csv.DictReader(f) if int(r["Iteration"]) < start_iteration]
 
     def append(self, row):
+        """Add a row and rewrite the file (columns: first seen first)."""
         self.rows.append(row)
         columns = list(self.rows[0].keys())
         for r in self.rows:
             columns += [k for k in r if k not in columns]
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=columns, restval="")
-        writer.writeheader()
-        writer.writerows(self.rows)
-        atomic_write(self.path, buf.getvalue())
-
-
-def rng_from_seed(seed):
-    return np.random.default_rng(seed)
+        with atomic_open(self.path, "w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=columns, restval="")
+            writer.writeheader()
+            writer.writerows(self.rows)

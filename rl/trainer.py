@@ -1,11 +1,7 @@
-"""Training driver: config dict -> run directory (resumable). Knows nothing about flags.
+"""Training driver: `rl.config.TrainConfig` -> run directory (resumable). Knows nothing about flags.
 
-A config holds: env, mode (maml | pretrain | oracle | random), fast_lr,
-meta_batch_size, fast_batch_size, max_path_length, n_itr, max_kl, discount,
-gae_lambda, seed, hidden_sizes, hidden_activation, cg_iters, cg_damping,
-hvp_base_eps, pretrain_lr, keep_checkpoints, batch_in_steps (default False),
-collector_workers (default 1), sampler_workers (default 0: MuJoCo envs stepped
-in this process).
+The run directory holds config.json (`rl.config.run_record`), checkpoints, progress.csv
+(one row of the trainer's statistics per iteration) and TensorBoard summaries (tb/).
 """
 import os
 import time
@@ -14,57 +10,53 @@ from absl import logging
 
 
 def run(config, logdir):
-    """Train according to `config` (plain dict); resumable."""
+    """Train according to `config` (a `TrainConfig`, or a plain dict as in config.json); resumable."""
     import tensorflow as tf
-    from rl import run_io
+    from rl.config import TrainConfig
     from rl.envs import make_vec_env
 
-    config = {**run_io.CONFIG_DEFAULTS, **config}
+    if not isinstance(config, TrainConfig):
+        config = TrainConfig.from_dict(config)
     tf.get_logger().setLevel("WARNING")  # hide per-save checkpoint chatter
     os.makedirs(logdir, exist_ok=True)
-    oracle = config["mode"] == "oracle"
-    vec_env = make_vec_env(config["env"], config["meta_batch_size"] * config["fast_batch_size"], oracle=oracle,
-                           workers=config["sampler_workers"], seed=config["seed"])
+    vec_env = make_vec_env(config.env, config.meta_batch_size * config.fast_batch_size,
+                           oracle=config.mode == "oracle", workers=config.sampler_workers, seed=config.seed)
     try:
-        _train(config, logdir, vec_env, oracle)
+        _train(config, logdir, vec_env)
     finally:
         if hasattr(vec_env, "close"):
             vec_env.close()
 
 
-def _train(config, logdir, vec_env, oracle):
+def _train(config, logdir, vec_env):
+    import numpy as np
     import tensorflow as tf
+    from report.console import format_duration
     from rl import run_io
-    from rl.maml import MetaLearner
-    from rl.policy import build_policy
+    from rl.config import run_record
+    from rl.maml import TRAINERS, adam
+    from rl.policy import Policy
 
-    config = dict(config, obs_dim=vec_env.obs_dim, act_dim=vec_env.act_dim, oracle=oracle)
-    tf.random.set_seed(config["seed"])
-    model = build_policy(vec_env.obs_dim, vec_env.act_dim, config["hidden_sizes"],
-                         config["hidden_activation"], seed=config["seed"])
-    rng = run_io.rng_from_seed(config["seed"])
-    learner = None
-    optimizer = None
-    if config["mode"] != "random":
-        learner = MetaLearner(
-            model, vec_env, mode=config["mode"], fast_lr=config["fast_lr"],
-            meta_batch_size=config["meta_batch_size"], fast_batch_size=config["fast_batch_size"],
-            max_path_length=config["max_path_length"], discount=config["discount"],
-            gae_lambda=config["gae_lambda"], max_kl=config["max_kl"], cg_iters=config["cg_iters"],
-            cg_damping=config["cg_damping"], hvp_base_eps=config["hvp_base_eps"],
-            pretrain_lr=config["pretrain_lr"], activation=config["hidden_activation"],
-            batch_in_steps=config["batch_in_steps"], collector_workers=config["collector_workers"])
-        optimizer = learner.optimizer
-        optimizer.build(model.trainable_variables)
-    state = run_io.RunState(logdir, model, optimizer, config["keep_checkpoints"])
+    tf.random.set_seed(config.seed)
+    policy = Policy(vec_env.obs_dim, vec_env.act_dim, config.hidden_sizes, config.hidden_activation,
+                    seed=config.seed)
+    rng = np.random.default_rng(config.seed)
+    learner = optimizer = None
+    if config.mode != "random":  # random: the initial policy is the run's only checkpoint
+        learner = TRAINERS[config.mode](policy, vec_env, config)
+        # Every trained mode's checkpoint has always held Adam's state (only pretrain steps it).
+        optimizer = learner.optimizer if config.mode == "pretrain" else adam(config.pretrain_lr)
+        optimizer.build(policy.model.trainable_variables)
+    state = run_io.RunState(logdir, policy.model, optimizer, config.keep_checkpoints)
+    record = run_record(config, vec_env.obs_dim, vec_env.act_dim)
     if state.manager.latest_checkpoint is not None:
-        run_io.check_resume_config(logdir, config)
+        run_io.check_resume_config(logdir, record)
     if state.restore(rng, env=vec_env):
         logging.info("Resumed from %s at iteration %d", state.manager.latest_checkpoint, int(state.iteration))
-    run_io.write_config(logdir, config)
+    run_io.write_config(logdir, record)
     start = int(state.iteration)
-    n_itr = 0 if config["mode"] == "random" else config["n_itr"]
-    if config["mode"] == "random" or start == 0 and n_itr == 0:
+    n_itr = 0 if learner is None else config.n_itr
+    if learner is None or start == 0 and n_itr == 0:
         state.save(0, rng, env=vec_env)
         logging.info("Saved the initial (random) policy to %s", state.manager.latest_checkpoint)
         return
@@ -82,7 +74,7 @@ def _train(config, logdir, vec_env, oracle):
             itr + 1, n_itr, stats["0AverageReturn"],
             f"{stats['1AverageReturn']:.2f}" if "1AverageReturn" in stats else "-",
             f"{stats['MeanKL']:.4f}" if "MeanKL" in stats else "-",
-            stats["LossBefore"], stats["LossAfter"], steps_per_s, stats["ItrTime"], _hms(eta))
+            stats["LossBefore"], stats["LossAfter"], steps_per_s, stats["ItrTime"], format_duration(eta))
         with writer.as_default(step=itr):
             for key, value in row.items():
                 if key != "Iteration":
@@ -91,8 +83,3 @@ def _train(config, logdir, vec_env, oracle):
         progress.append(row)
         state.save(itr + 1, rng, env=vec_env)
     logging.info("Done: %d iterations in %s", n_itr, logdir)
-
-
-def _hms(seconds):
-    seconds = int(seconds)
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m{seconds % 60:02d}s"

@@ -52,12 +52,14 @@ def finite_difference_hvp(target, grad_fn, base_eps=1.0, damping=1e-5):
 
 @dataclasses.dataclass
 class StepInfo:
+    """What one TRPO step did: loss and KL after it, whether the line search accepted a
+    candidate and at which backtrack k, and the step size sqrt(2 delta / s'Hs) it started from."""
     loss_before: float
     loss_after: float
     kl_after: float
     accepted: bool
     backtracks: int
-    initial_step_size: float
+    initial_step_size: float  # read by tests/original/rl_harness.py (rllab's initial_step_size)
     gradient: np.ndarray = None   # loss gradient at the start (read-only record)
     direction: np.ndarray = None  # conjugate-gradient solution (the step is -size * direction)
 
@@ -79,6 +81,10 @@ def backtracking_line_search(target, loss_kl_fn, full_step, loss_before, max_kl,
 
 
 class ConjugateGradientOptimizer:
+    """rllab's TRPO optimiser: KL bound `max_kl` (delta), `cg_iters` conjugate-gradient
+    iterations on finite-difference Hessian-vector products (`hvp_base_eps`) plus `damping`,
+    and a backtracking line search (`backtrack_ratio`, `max_backtracks`)."""
+
     def __init__(self, max_kl=0.01, cg_iters=10, damping=1e-5, backtrack_ratio=0.8,
                  max_backtracks=15, hvp_base_eps=1.0):
         self.max_kl = max_kl
@@ -89,8 +95,19 @@ class ConjugateGradientOptimizer:
         self.hvp_base_eps = hvp_base_eps
 
     def step(self, target, loss_grad_fn, kl_grad_fn, loss_kl_fn):
-        """One TRPO update of `target`. `loss_grad_fn() -> (loss, flat grad)`,
-        `kl_grad_fn() -> flat grad of the KL`, `loss_kl_fn() -> (loss, kl)`."""
+        """The TRPO step (Schulman et al. 2015, as rllab): approximately solve
+
+            min_theta L(theta)   subject to   KL(theta_old, theta) <= delta
+
+        by the natural-gradient direction s = H^-1 g (g = grad L, H = Hessian of the mean KL at
+        theta_old, by `cg_iters` conjugate-gradient iterations on finite-difference products),
+        the full step beta s with beta = sqrt(2 delta / (s'Hs + 1e-8)), and a line search
+        theta = theta_old - 0.8^k beta s for the first k that lowers L with KL <= delta (none:
+        theta_old stays).
+
+        Moves `target` (`get_flat`/`set_flat`). `loss_grad_fn() -> (loss, flat grad)`,
+        `kl_grad_fn() -> flat grad of the KL`, `loss_kl_fn() -> (loss, kl)`, each at the
+        target's current parameters. Returns a `StepInfo`."""
         loss_before, grad = loss_grad_fn()
         hvp = finite_difference_hvp(target, kl_grad_fn, self.hvp_base_eps, self.damping)
         direction = conjugate_gradient(hvp, grad, self.cg_iters)

@@ -1,9 +1,9 @@
 """MAML-TRPO equivalence: the authors' rllab objects and our `rl/` on the same parameters and paths.
 
-`compare_iteration(n_tasks, n_paths)` runs one real meta-iteration of our trainer's
-`rl.maml.MetaLearner` on the point task (`MAML/Point2D-v0`, the paper's configuration of
+`compare_iteration(n_tasks, num_trajs)` runs one real meta-iteration of our trainer's
+`rl.maml.MAMLTRPO` on the point task (`MAML/Point2D-v0`, the paper's configuration of
 maml_examples/maml_trpo_point.py: fast_lr 0.5, max KL 0.01, batches counted in steps), which
-samples the pre- and post-update paths with our sampler. Those paths and the initial parameters
+samples the support (pre-update) and query (post-update) paths with our sampler. Those paths and the initial parameters
 go to the authors' `MAMLTRPO.train()` in a child process (`run_maml_trpo.py`), and the same
 paths are replayed through our code in float64. `compare_adaptation(...)` does the same for the
 evaluation protocol (`rl.adaptation.adapt_and_evaluate` against the test scripts' `VPG`).
@@ -96,46 +96,50 @@ def run_theirs(job):
     return run_child("run_maml_trpo.py", dict(job, config=json.dumps(job["config"])))
 
 
-def sliced_fun_truncates(pre_batch, post_batch):
+def sliced_fun_truncates(support_batch, query_batch):
     """Whether rllab's `sliced_fun` (num_slices=1), which the original's TRPO optimiser wraps
     around every loss/gradient/KL evaluation, would drop data: it slices every input array to
     the length of the first one (task 0's pre-update steps)."""
-    lengths = [m.sum() for b in (pre_batch, post_batch) for m in b.mask]
+    lengths = [m.sum() for b in (support_batch, query_batch) for m in b.mask]
     return max(lengths) > lengths[0]
 
 
 # ---- one meta-iteration ------------------------------------------------------------------------
 
-def _learner(model, vec_env, n_tasks, n_paths, config):
-    from rl.maml import MetaLearner
-    return MetaLearner(model, vec_env, mode="maml", fast_lr=config["fast_lr"], meta_batch_size=n_tasks,
-                       fast_batch_size=n_paths, max_path_length=config["max_path_length"],
-                       discount=config["discount"], gae_lambda=config["gae_lambda"], max_kl=config["max_kl"],
-                       cg_iters=10, cg_damping=1e-5, hvp_base_eps=1.0, activation=config["activation"],
-                       batch_in_steps=True)
+def _policy(vec_env, config, dtype="float32", seed=None):
+    from rl.policy import Policy
+    return Policy(vec_env.obs_dim, vec_env.act_dim, config["hidden_sizes"], config["activation"], dtype=dtype,
+                  seed=seed)
 
 
-def ours_iteration(n_tasks, n_paths, seed=0, config=POINT):
+def _learner(policy, vec_env, n_tasks, num_trajs, config):
+    from rl.config import TrainConfig
+    from rl.maml import MAMLTRPO
+    return MAMLTRPO(policy, vec_env, TrainConfig(
+        fast_lr=config["fast_lr"], meta_batch_size=n_tasks, fast_batch_size=num_trajs,
+        max_path_length=config["max_path_length"], discount=config["discount"], gae_lambda=config["gae_lambda"],
+        max_kl=config["max_kl"], cg_iters=10, cg_damping=1e-5, hvp_base_eps=1.0, batch_in_steps=True))
+
+
+def ours_iteration(n_tasks, num_trajs, seed=0, config=POINT):
     """One meta-iteration exactly as rl.trainer runs it (sampling included); returns what it used
     and computed (float32)."""
     import tensorflow as tf
-    from rl import run_io
     from rl.envs import make_vec_env
-    from rl.policy import build_policy
 
-    vec_env = make_vec_env("point", n_tasks * n_paths, seed=seed)
+    vec_env = make_vec_env("point", n_tasks * num_trajs, seed=seed)
     tf.random.set_seed(seed)
-    model = build_policy(vec_env.obs_dim, vec_env.act_dim, config["hidden_sizes"], config["activation"], seed=seed)
-    learner = _learner(model, vec_env, n_tasks, n_paths, config)
-    init = [v.numpy() for v in learner.params]
+    policy = _policy(vec_env, config, seed=seed)
+    learner = _learner(policy, vec_env, n_tasks, num_trajs, config)
+    init = [v.numpy() for v in policy.params]
     start = time.perf_counter()
-    stats = learner.iteration(run_io.rng_from_seed(seed))
+    stats = learner.iteration(np.random.default_rng(seed))
     seconds = time.perf_counter() - start
     rec, info = learner.last_iteration, learner.last_trpo_step
-    return dict(seed=seed, n_tasks=n_tasks, n_paths=n_paths, keys=param_keys(model), shapes=[v.shape for v in init],
-                init=init, stats=stats, info=info,
-                pre_batch=rec["pre_batch"], post_batch=rec["post_batch"], tasks=rec["tasks"],
-                fast=[p.numpy() for p in rec["fast_params"]], final=[p.numpy() for p in learner.params],
+    return dict(seed=seed, n_tasks=n_tasks, num_trajs=num_trajs, keys=param_keys(policy.model),
+                shapes=[v.shape for v in init], init=init, stats=stats, info=info,
+                support_batch=rec["support_batch"], query_batch=rec["query_batch"], tasks=rec["tasks"],
+                adapted=[p.numpy() for p in rec["adapted_params"]], final=[p.numpy() for p in policy.params],
                 seconds=seconds, vec_env=vec_env)
 
 
@@ -145,72 +149,70 @@ def truncate_like_sliced_fun(data, length):
     return {k: v[:, :length] for k, v in data.items()}
 
 
-def replay_learner(init, pre_batch, post_batch, vec_env, n_tasks, n_paths, dtype="float64", config=POINT,
+def replay_learner(init, support_batch, query_batch, vec_env, n_tasks, num_trajs, dtype="float64", config=POINT,
                    emulate_truncation=False):
-    """A MetaLearner at `init` in `dtype` and the loss inputs of `MetaLearner.iteration` for the
-    recorded batches: (learner, pre, post, fast). emulate_truncation: `pre` and `post` (the TRPO
-    step's inputs; not the sampling-time inner step `fast`) cut as the original's `sliced_fun`
-    cuts them."""
-    from rl import advantages as adv_lib
-    from rl.maml import to_tensors
-    from rl.policy import build_policy
+    """A MAMLTRPO at `init` in `dtype` and the loss inputs of `MAMLTRPO.iteration` for the
+    recorded batches: (learner, support, query, adapted). emulate_truncation: `support` and
+    `query` (the TRPO step's inputs; not the sampling-time inner step `adapted`) cut as the
+    original's `sliced_fun` cuts them."""
+    from rl import objectives as obj
 
-    model = build_policy(vec_env.obs_dim, vec_env.act_dim, config["hidden_sizes"], config["activation"], dtype=dtype)
-    for var, value in zip(model.trainable_variables, init):
+    policy = _policy(vec_env, config, dtype=dtype)
+    for var, value in zip(policy.params, init):
         var.assign(value.astype(dtype))
-    learner = _learner(model, vec_env, n_tasks, n_paths, config)
-    process = lambda b: adv_lib.process_batch(b, config["discount"], config["gae_lambda"])  # noqa: E731
-    pre = to_tensors(pre_batch, process(pre_batch), learner.dtype)
-    fast = learner._adapt(pre)
-    post = to_tensors(post_batch, process(post_batch), learner.dtype)
+    learner = _learner(policy, vec_env, n_tasks, num_trajs, config)
+    inputs = lambda b: obj.loss_inputs(b, config["discount"], config["gae_lambda"], policy.dtype)  # noqa: E731
+    support = inputs(support_batch)
+    adapted = learner.compiled_adapt(support)
+    query = inputs(query_batch)
     if emulate_truncation:
-        length = int(pre_batch.mask[0].sum())
-        pre, post = truncate_like_sliced_fun(pre, length), truncate_like_sliced_fun(post, length)
-    return learner, pre, post, fast
+        length = int(support_batch.mask[0].sum())
+        support, query = truncate_like_sliced_fun(support, length), truncate_like_sliced_fun(query, length)
+    return learner, support, query, adapted
 
 
-def replay_ours(*args, **kwargs):
-    """`replay_learner`, then the TRPO step of `MetaLearner.iteration`; returns what it computed."""
-    learner, pre, post, fast = replay_learner(*args, **kwargs)
-    stats = learner._trpo_step(pre, post)
-    return dict(stats=stats, info=learner.last_trpo_step, fast=[p.numpy() for p in fast],
-                final=[p.numpy() for p in learner.params])
+def replay_step(learner, support, query, adapted):
+    """The TRPO step of `MAMLTRPO.iteration` on a `replay_learner`; returns what it computed,
+    with the inner step's `adapted` parameters."""
+    stats = learner.step(support, query)
+    return dict(stats=stats, info=learner.last_trpo_step, adapted=[p.numpy() for p in adapted],
+                final=[p.numpy() for p in learner.policy.params])
 
 
-def our_hvp(learner, pre, post, vectors, config=POINT):
+def our_hvp(learner, support, query, vectors, config=POINT):
     """Our TRPO step's Hessian-vector product (`rl.trpo.finite_difference_hvp` on the KL gradient,
     as `ConjugateGradientOptimizer.step` builds it) at the learner's parameters."""
     from rl.trpo import finite_difference_hvp
-    hvp = finite_difference_hvp(learner.target, lambda: learner._kl_grad(pre, post)[1].numpy(),
+    hvp = finite_difference_hvp(learner.policy, lambda: learner.kl_gradient(support, query)[1].numpy(),
                                 learner.trpo.hvp_base_eps, learner.trpo.damping)
-    return [hvp(np.asarray(v, learner.target.dtype)) for v in vectors]
+    return [hvp(np.asarray(v, learner.policy.dtype)) for v in vectors]
 
 
-def kl_hessian_vector_product(learner, pre, post):
+def kl_hessian_vector_product(learner, support, query):
     """x -> H x, H the exact Hessian of the meta-objective's mean KL (through the inner step) at
     the learner's parameters, by double backpropagation."""
     import tensorflow as tf
 
-    shapes = learner.target.shapes
+    policy = learner.policy
 
     def hvp(x):
-        parts = [tf.constant(p) for p in split_flat(np.asarray(x, learner.target.dtype), shapes)]
+        parts = [tf.constant(p) for p in split_flat(np.asarray(x, policy.dtype), policy.shapes)]
         with tf.GradientTape() as outer:
             with tf.GradientTape() as inner:
-                kl = learner._loss_kl(pre, post)[1]
-            grads = inner.gradient(kl, learner.params)
+                kl = learner.compiled_surrogate_and_kl(support, query)[1]
+            grads = inner.gradient(kl, policy.params)
             gv = tf.add_n([tf.reduce_sum(g * v) for g, v in zip(grads, parts)])
-        return np.concatenate([h.numpy().ravel() for h in outer.gradient(gv, learner.params)])
+        return np.concatenate([h.numpy().ravel() for h in outer.gradient(gv, policy.params)])
     return hvp
 
 
-def step_along(learner, pre, post, direction):
+def step_along(learner, support, query, direction):
     """Our `ConjugateGradientOptimizer.step` with the conjugate-gradient solve replaced by
     `direction` (step size, line search and update are ours, unchanged). Returns (info, final)."""
     from unittest import mock
     with mock.patch("rl.trpo.conjugate_gradient", lambda hvp, b, iters: np.array(direction, b.dtype)):
-        learner._trpo_step(pre, post)
-    return learner.last_trpo_step, [p.numpy() for p in learner.params]
+        learner.step(support, query)
+    return learner.last_trpo_step, [p.numpy() for p in learner.policy.params]
 
 
 def probe_vectors(ours, count=2, seed=0):
@@ -226,22 +228,22 @@ def cg_problem(n=30, seed=0):
 
 
 def theirs_iteration(ours, config=POINT):
-    job = {"config": dict(config, mode="train", meta_batch_size=ours["n_tasks"], fast_batch_size=ours["n_paths"])}
+    job = {"config": dict(config, mode="train", meta_batch_size=ours["n_tasks"], fast_batch_size=ours["num_trajs"])}
     job["probe/vectors"] = probe_vectors(ours)
     job["cg_check/A"], job["cg_check/b"] = cg_problem()
     job.update({"init/" + k: v for k, v in zip(ours["keys"], ours["init"])})
-    job.update(batch_arrays(ours["pre_batch"], 0))
-    job.update(batch_arrays(ours["post_batch"], 1))
+    job.update(batch_arrays(ours["support_batch"], 0))
+    job.update(batch_arrays(ours["query_batch"], 1))
     return run_theirs(job)
 
 
-def _iteration_quantities(keys, shapes, init, fast, final, info, stats, advantages):
+def _iteration_quantities(keys, shapes, init, adapted, final, info, stats, advantages):
     """The compared quantities of one run, in a common layout (lists of arrays)."""
-    n_tasks = fast[0].shape[0]
+    n_tasks = adapted[0].shape[0]
     return {
         "advantages": advantages,
-        "adapted": [f[i] for i in range(n_tasks) for f in fast],
-        "inner_delta": [f[i] - p for i in range(n_tasks) for f, p in zip(fast, init)],
+        "adapted": [f[i] for i in range(n_tasks) for f in adapted],
+        "inner_delta": [f[i] - p for i in range(n_tasks) for f, p in zip(adapted, init)],
         "loss_before": [info["loss_before"]],
         "kl_before": [stats["MeanKLBefore"]],
         "gradient": split_flat(info["gradient"], shapes),
@@ -258,22 +260,22 @@ def _iteration_quantities(keys, shapes, init, fast, final, info, stats, advantag
 def _ours_quantities(ours, run, advantages):
     info = run["info"]
     return _iteration_quantities(
-        ours["keys"], ours["shapes"], ours["init"], run["fast"], run["final"],
+        ours["keys"], ours["shapes"], ours["init"], run["adapted"], run["final"],
         dict(loss_before=info.loss_before, gradient=info.gradient, direction=info.direction,
              step_size=info.initial_step_size, backtracks=info.backtracks),
         run["stats"], advantages)
 
 
 def _theirs_quantities(ours, theirs):
-    keys, n_tasks = ours["keys"], ours["pre_batch"].mask.shape[0]
+    keys, n_tasks = ours["keys"], ours["support_batch"].mask.shape[0]
     flat_keys = json.loads(str(theirs["flat_keys"]))
     if flat_keys != keys:
         raise AssertionError(f"parameter order differs: theirs {flat_keys}, ours {keys}")
-    fast = [np.stack([theirs[f"adapted/{i}/{k}"] for i in range(n_tasks)]) for k in keys]
+    adapted = [np.stack([theirs[f"adapted/{i}/{k}"] for i in range(n_tasks)]) for k in keys]
     advantages = [theirs[f"advantages/{s}/{i}"] for s in (0, 1) for i in range(n_tasks)]
     tab = {k[len("tabular/"):]: float(v[0]) for k, v in theirs.items() if k.startswith("tabular/")}
     return _iteration_quantities(
-        keys, ours["shapes"], ours["init"], fast, [theirs["final/" + k] for k in keys],
+        keys, ours["shapes"], ours["init"], adapted, [theirs["final/" + k] for k in keys],
         dict(loss_before=float(theirs["cg/loss_before"]), gradient=theirs["cg/flat_g"],
              direction=theirs["cg/descent_direction"], step_size=float(theirs["cg/initial_step_size"]),
              backtracks=int(theirs["cg/n_iter"])),
@@ -305,14 +307,14 @@ def _diff(name, a, b):
     return rel_parts(a, b)
 
 
-def run_iteration(n_tasks=4, n_paths=5, seed=0, config=POINT):
+def run_iteration(n_tasks=4, num_trajs=5, seed=0, config=POINT):
     """Our real meta-iteration and the authors' `MAMLTRPO.train()` on its paths: (ours, theirs, seconds)."""
-    ours = ours_iteration(n_tasks, n_paths, seed, config)
+    ours = ours_iteration(n_tasks, num_trajs, seed, config)
     theirs, their_seconds = theirs_iteration(ours, config)
     return ours, theirs, their_seconds
 
 
-def compare_iteration(n_tasks=4, n_paths=5, seed=0, config=POINT, emulate_truncation=False, runs=None):
+def compare_iteration(n_tasks=4, num_trajs=5, seed=0, config=POINT, emulate_truncation=False, runs=None):
     """One MAML-TRPO meta-iteration, ours against theirs on our sampled paths. Returns a dict:
     rows [(key, label, ours vs theirs, ours vs f64, theirs vs f64)] and facts about the run.
 
@@ -321,29 +323,26 @@ def compare_iteration(n_tasks=4, n_paths=5, seed=0, config=POINT, emulate_trunca
     the float64 reference likewise). Rows after the end-to-end ones isolate the pieces: the
     Hessian-vector product at theta on probe vectors, both conjugate-gradient implementations
     on one fixed matrix, and our step size / line search / update run along the authors'
-    search direction. `runs`: a `run_iteration` result to reuse (then n_tasks, n_paths, seed are
+    search direction. `runs`: a `run_iteration` result to reuse (then n_tasks, num_trajs, seed are
     taken from it)."""
     from rl.trpo import conjugate_gradient
 
-    ours, theirs, their_seconds = runs or run_iteration(n_tasks, n_paths, seed, config)
-    n_tasks, n_paths = ours["n_tasks"], ours["n_paths"]
+    ours, theirs, their_seconds = runs or run_iteration(n_tasks, num_trajs, seed, config)
+    n_tasks, num_trajs = ours["n_tasks"], ours["num_trajs"]
     replay = lambda dtype: replay_learner(  # noqa: E731
-        ours["init"], ours["pre_batch"], ours["post_batch"], ours["vec_env"], n_tasks, n_paths, dtype, config,
+        ours["init"], ours["support_batch"], ours["query_batch"], ours["vec_env"], n_tasks, num_trajs, dtype, config,
         emulate_truncation)
     shapes = ours["shapes"]
     # The pieces first (at theta), then each replay's TRPO step.
     probes = [theirs["cg/flat_g"]] + list(probe_vectors(ours))
     their_hvps = [theirs["hvp/b"]] + [theirs[f"hvp/probe{i}"] for i in range(len(probes) - 1)]
-    learner32, pre32, post32, fast32 = replay("float32")
-    hvp32 = our_hvp(learner32, pre32, post32, probes, config)
-    learner64, pre64, post64, fast64 = replay("float64")
-    hvp64 = our_hvp(learner64, pre64, post64, probes, config)
+    learner32, support32, query32, adapted32 = replay("float32")
+    hvp32 = our_hvp(learner32, support32, query32, probes, config)
+    learner64, support64, query64, adapted64 = replay("float64")
+    hvp64 = our_hvp(learner64, support64, query64, probes, config)
     along_info, along_final = step_along(*replay("float32")[:3], theirs["cg/descent_direction"])
-    along64_info, along64_final = step_along(learner64, pre64, post64, theirs["cg/descent_direction"])
-    learner64, pre64, post64, fast64 = replay("float64")
-    stats64 = learner64._trpo_step(pre64, post64)
-    replay64 = dict(stats=stats64, info=learner64.last_trpo_step, fast=[p.numpy() for p in fast64],
-                    final=[p.numpy() for p in learner64.params])
+    along64_info, along64_final = step_along(learner64, support64, query64, theirs["cg/descent_direction"])
+    replay64 = replay_step(*replay("float64"))
     # The KL metric at theta: TRPO measures its step in the norm ||x||_H = sqrt(x'Hx), H the
     # Hessian of the mean KL (exact, by double backpropagation in float64). Round-off in flat,
     # low-curvature directions, which the conjugate gradient amplifies most, weighs little there.
@@ -351,15 +350,13 @@ def compare_iteration(n_tasks=4, n_paths=5, seed=0, config=POINT, emulate_trunca
     h_norm = lambda x: float(np.sqrt(max(0.0, np.dot(x, metric(x)))))  # noqa: E731
     h_rel = lambda a, b: h_norm(np.asarray(a, np.float64) - b) / h_norm(np.asarray(b, np.float64))  # noqa: E731
     if emulate_truncation:
-        stats32 = learner32._trpo_step(pre32, post32)
-        run32 = dict(stats=stats32, info=learner32.last_trpo_step, fast=[p.numpy() for p in fast32],
-                     final=[p.numpy() for p in learner32.params])
+        run32 = replay_step(learner32, support32, query32, adapted32)
         replay_vs_iteration = float("nan")
     else:
-        run32 = dict(info=ours["info"], fast=ours["fast"], final=ours["final"], stats=ours["stats"])
-        learner32._trpo_step(pre32, post32)  # replaying the recorded paths reproduces the iteration
-        replay_vs_iteration = rel_parts([p.numpy() for p in learner32.params], ours["final"])
-    advantages = [a for b in (ours["pre_batch"], ours["post_batch"]) for a in task_advantages(b)]
+        run32 = dict(info=ours["info"], adapted=ours["adapted"], final=ours["final"], stats=ours["stats"])
+        learner32.step(support32, query32)  # replaying the recorded paths reproduces the iteration
+        replay_vs_iteration = rel_parts([p.numpy() for p in learner32.policy.params], ours["final"])
+    advantages = [a for b in (ours["support_batch"], ours["query_batch"]) for a in task_advantages(b)]
     q32 = _ours_quantities(ours, run32, advantages)
     q64 = _ours_quantities(ours, replay64, advantages)  # advantages: the same float64 numpy values
     qt = _theirs_quantities(ours, theirs)
@@ -401,10 +398,10 @@ def compare_iteration(n_tasks=4, n_paths=5, seed=0, config=POINT, emulate_trunca
                            [f - p for f, p in zip(along64_final, ours["init"])]),
                  rel_parts([f - p for f, p in zip(their_final, ours["init"])],
                            [f - p for f, p in zip(along64_final, ours["init"])])))
-    return dict(rows=rows, tasks=n_tasks, paths=n_paths, seed=ours["seed"], emulate_truncation=emulate_truncation,
-                steps=int(ours["pre_batch"].num_steps + ours["post_batch"].num_steps),
-                task_steps=[[int(m.sum()) for m in b.mask] for b in (ours["pre_batch"], ours["post_batch"])],
-                truncated=sliced_fun_truncates(ours["pre_batch"], ours["post_batch"]),
+    return dict(rows=rows, tasks=n_tasks, paths=num_trajs, seed=ours["seed"], emulate_truncation=emulate_truncation,
+                steps=int(ours["support_batch"].num_steps + ours["query_batch"].num_steps),
+                task_steps=[[int(m.sum()) for m in b.mask] for b in (ours["support_batch"], ours["query_batch"])],
+                truncated=sliced_fun_truncates(ours["support_batch"], ours["query_batch"]),
                 accepted=bool(run32["info"].accepted), backtracks=int(run32["info"].backtracks),
                 along_backtracks=(int(along_info.backtracks), int(theirs["cg/n_iter"])),
                 replay_vs_iteration=replay_vs_iteration,
@@ -418,16 +415,16 @@ def kl_formula_difference(ours, config=POINT):
     tfp's exact KL (ours) and the original's formula, whose denominator is 2 sigma^2 + 1e-8, both
     evaluated in float64 on the post-update batch: the formula difference alone."""
     import tensorflow as tf
-    from rl import advantages as adv_lib
     from rl import objectives as obj
     from rl import policy as pol
 
-    pre, post = ours["pre_batch"], ours["post_batch"]
-    pre_data = {k: tf.constant(v, tf.float64) for k, v in pre.compact(adv_lib.process_batch(pre)).items()}
-    data = post.compact(np.zeros(post.mask.shape))
+    support_batch, query_batch = ours["support_batch"], ours["query_batch"]
+    support = obj.loss_inputs(support_batch, config["discount"], config["gae_lambda"], tf.float64)
+    data = query_batch.compact(np.zeros(query_batch.mask.shape))
     params = [tf.constant(p, tf.float64) for p in ours["final"]]
-    fast = obj.inner_update(params, pre_data, config["fast_lr"], config["activation"])
-    mean, log_std = pol.forward(fast, tf.constant(data["observations"], tf.float64), config["activation"])
+    forward = _policy(ours["vec_env"], config, dtype="float64").forward
+    adapted = obj.inner_step(forward, params, support, config["fast_lr"])
+    mean, log_std = forward(adapted, tf.constant(data["observations"], tf.float64))
     mean, log_std = mean.numpy(), log_std.numpy()
     old_mean, old_log_std = data["means"], data["log_stds"]
     tfp_kl = pol.kl(old_mean, old_log_std, mean, log_std).numpy()
@@ -446,22 +443,19 @@ def compare_adaptation(n_tasks=2, num_trajs=5, num_steps=3, fast_lr=0.5, later_l
     scripts' VPG on the same paths. Returns rows [(label, ours vs theirs, ours vs f64, theirs vs f64)]."""
     import tensorflow as tf
     from rl import objectives as obj
-    from rl.adaptation import adapt_and_evaluate, paper_test_goals
-    from rl.envs import make_vec_env
-    from rl.maml import to_tensors
-    from rl import advantages as adv_lib
-    from rl.policy import build_policy
+    from rl.adaptation import adapt_and_evaluate
+    from rl.envs import make_vec_env, paper_test_tasks
 
     vec_env = make_vec_env("point", n_tasks * num_trajs, seed=seed)
     tf.random.set_seed(seed)
-    model = build_policy(vec_env.obs_dim, vec_env.act_dim, config["hidden_sizes"], config["activation"], seed=seed)
-    keys = param_keys(model)
-    init = [v.numpy() for v in model.trainable_variables]
-    goals = paper_test_goals(n_tasks, seed=1)
+    policy = _policy(vec_env, config, seed=seed)
+    keys = param_keys(policy.model)
+    init = [v.numpy() for v in policy.params]
+    goals = paper_test_tasks("point", n_tasks, 1)
     record = []
-    adapt_and_evaluate(init, goals, vec_env, num_trajs=num_trajs, horizon=config["max_path_length"],
+    adapt_and_evaluate(policy, goals, vec_env, num_trajs=num_trajs, horizon=config["max_path_length"],
                        fast_lr=fast_lr, num_steps=num_steps, rng=np.random.default_rng(seed),
-                       activation=config["activation"], discount=config["discount"],
+                       discount=config["discount"],
                        gae_lambda=config["gae_lambda"], batch_in_steps=True, later_lr_scale=later_lr_scale,
                        record=record)
     job = {"config": dict(config, mode="eval", fast_lr=fast_lr, later_lr_scale=later_lr_scale, num_steps=num_steps,
@@ -475,8 +469,8 @@ def compare_adaptation(n_tasks=2, num_trajs=5, num_steps=3, fast_lr=0.5, later_l
     rows, floors = [], {}
     for k in range(num_steps):
         batch = record[k]["batch"]
-        data = to_tensors(batch, adv_lib.process_batch(batch, config["discount"], config["gae_lambda"]), tf.float64)
-        params64 = obj.inner_update(params64, data, record[k]["step_size"], config["activation"])
+        support = obj.loss_inputs(batch, config["discount"], config["gae_lambda"], tf.float64)
+        params64 = obj.inner_step(policy.forward, params64, support, record[k]["step_size"])
         before = record[k]["params"]
         ours = record[k + 1]["params"]
         mine = [[p[i] for p in ours] for i in range(n_tasks)]
@@ -505,11 +499,11 @@ def compare_adaptation(n_tasks=2, num_trajs=5, num_steps=3, fast_lr=0.5, later_l
 
 # ---- tables ------------------------------------------------------------------------------------
 
-def equivalence_rows(n_tasks=4, n_paths=5, seed=0):
+def equivalence_rows(n_tasks=4, num_trajs=5, seed=0):
     """[(quantity, max relative difference ours vs theirs)] for one meta-iteration and for the
     evaluation's adaptation steps (point task), for the equivalence table."""
-    it = compare_iteration(n_tasks, n_paths, seed)
-    ad = compare_adaptation(n_tasks=min(n_tasks, 2), num_trajs=n_paths, seed=seed)
+    it = compare_iteration(n_tasks, num_trajs, seed)
+    ad = compare_adaptation(n_tasks=min(n_tasks, 2), num_trajs=num_trajs, seed=seed)
     rows = [(f"MAML-TRPO {label}", d) for _, label, d, _, _ in it["rows"]]
     rows += [(f"evaluation {label}", d) for label, d, _, _ in ad["rows"]]
     return rows

@@ -75,7 +75,7 @@ def check_iteration(result):
 def iteration_4x5():
     # Seed 0: tasks of unequal length (paths reaching the goal early), task 0 the longest, so the
     # original's sliced_fun truncation (test below) is a no-op.
-    return rl_harness.compare_iteration(n_tasks=4, n_paths=5, seed=0)
+    return rl_harness.compare_iteration(n_tasks=4, num_trajs=5, seed=0)
 
 
 def test_one_meta_iteration_matches_the_original(iteration_4x5):
@@ -97,7 +97,7 @@ def test_one_meta_iteration_matches_the_original(iteration_4x5):
 def test_one_meta_iteration_at_the_papers_batch():
     """The same at the paper's point-task batch: 20 tasks x 20 paths x 100 steps (seed 5: task 0
     holds the most steps, so no truncation)."""
-    result = rl_harness.compare_iteration(n_tasks=20, n_paths=20, seed=5)
+    result = rl_harness.compare_iteration(n_tasks=20, num_trajs=20, seed=5)
     assert not result["truncated"]
     assert result["replay_vs_iteration"] == 0.0
     check_iteration(result)
@@ -111,7 +111,7 @@ def test_the_original_truncates_every_task_to_task_0s_length():
     their last ones in the meta-update (not in the sampling-time inner step). Seed 1 has such
     a task. Our code on data cut the same way matches the original to round-off; on the full data
     (what we and the paper's description use) the meta-gradient differs far beyond round-off."""
-    runs = rl_harness.run_iteration(n_tasks=4, n_paths=5, seed=1)
+    runs = rl_harness.run_iteration(n_tasks=4, num_trajs=5, seed=1)
     emulated = rl_harness.compare_iteration(emulate_truncation=True, runs=runs)
     assert emulated["truncated"]
     check_iteration(emulated)

@@ -3,9 +3,10 @@ import pytest
 import tensorflow as tf
 
 import rl  # noqa: F401  (registers the gymnasium ids)
+from rl.config import TrainConfig
 from rl.envs import PointVecEnv
-from rl.maml import MetaLearner
-from rl.policy import build_policy
+from rl.maml import MAMLTRPO
+from rl.policy import Policy
 
 
 def _synthetic_data(rng, n_tasks, n_steps, obs_dim=2, act_dim=2, dtype=tf.float64, terminated=True):
@@ -32,13 +33,13 @@ def synthetic_data():
 
 @pytest.fixture
 def small_learner():
-    """float64 MAML learner with a tiny policy (fast, exact enough for finite differences)."""
-    model = build_policy(2, 2, hidden_sizes=(6, 5), dtype="float64", seed=3)
+    """float64 MAML-TRPO with a tiny ReLU policy (fast, exact enough for finite differences)."""
+    policy = Policy(2, 2, hidden_sizes=(6, 5), activation="relu", dtype="float64", seed=3)
     # Non-zero biases and log-std so every parameter matters.
-    for v in model.trainable_variables:
+    for v in policy.params:
         v.assign(v.numpy() + 0.05 * np.random.default_rng(0).normal(size=v.shape))
-    return MetaLearner(model, PointVecEnv(3 * 2), mode="maml", fast_lr=0.3, meta_batch_size=3,
-                       fast_batch_size=2, activation="relu")
+    return MAMLTRPO(policy, PointVecEnv(3 * 2), TrainConfig(fast_lr=0.3, meta_batch_size=3, fast_batch_size=2,
+                                                            batch_in_steps=False))
 
 
 SMALL_CONFIG = dict(env="point", mode="maml", fast_lr=0.5, meta_batch_size=6, fast_batch_size=5,
@@ -49,5 +50,6 @@ SMALL_CONFIG = dict(env="point", mode="maml", fast_lr=0.5, meta_batch_size=6, fa
 
 @pytest.fixture
 def small_config():
-    """A plain rl.train config small enough for a few-second run."""
+    """A plain rl.train config (a config.json-style dict, so the keys older runs lack take their
+    old values) small enough for a few-second run."""
     return dict(SMALL_CONFIG)

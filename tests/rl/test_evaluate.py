@@ -5,22 +5,27 @@ import sys
 
 import numpy as np
 
-from rl.adaptation import step_sizes, paper_test_goals
+from rl.adaptation import step_sizes
+from rl.envs import paper_test_tasks
 from rl.evaluation import COLUMNS, evaluate_run
 from rl.trainer import run
 
 
 def test_test_goals_are_the_originals():
+    """The point test goals are test_maml_point.py's: np.random.seed(1); uniform(-0.5, 0.5, (40, 2))."""
     np.random.seed(1)
     expected = np.random.uniform(-0.5, 0.5, size=(40, 2))
-    np.testing.assert_array_equal(paper_test_goals(40, 1), expected)
+    np.testing.assert_array_equal(paper_test_tasks("point", 40, 1), expected)
 
 
 def test_step_size_schedule_alpha_then_half():
+    """The released test scripts' schedule: alpha, then alpha/2."""
     assert step_sizes(0.5, 3) == [0.5, 0.25, 0.25]
 
 
 def test_evaluate_random_run_and_cli_csv(tmp_path, small_config):
+    """evaluate_run's returns of a random policy are plausible; rl.evaluate writes the summary
+    csv (COLUMNS, one row per step) and the per-task csv."""
     logdir = str(tmp_path / "random")
     run(dict(small_config, mode="random"), logdir)
     returns, lr, env = evaluate_run(logdir, num_tasks=3, task_seed=1, num_trajs=2, num_steps=2,
@@ -43,6 +48,7 @@ def test_evaluate_random_run_and_cli_csv(tmp_path, small_config):
 
 
 def test_evaluate_without_checkpoint_fails_clearly(tmp_path):
+    """A --run that is no run directory: a one-line error naming config.json, no csv."""
     result = subprocess.run(
         [sys.executable, "-m", "rl.evaluate", f"--run=maml:{tmp_path}", f"--output={tmp_path}/e.csv"],
         capture_output=True, text=True, timeout=300, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
@@ -52,6 +58,7 @@ def test_evaluate_without_checkpoint_fails_clearly(tmp_path):
 
 
 def test_evaluation_passes_the_protocols_collector_to_the_sampler(tmp_path, small_config, monkeypatch):
+    """The protocol's collector_workers reaches every rollout of the evaluation."""
     import rl.adaptation
     seen = []
     real = rl.adaptation.rollout

@@ -1,3 +1,6 @@
+"""The policy and the losses: initialisation, the functional forward pass, the inner step,
+the REINFORCE loss, the meta-gradient (float64, against finite differences) and the TRPO
+surrogate and KL (against closed forms)."""
 import numpy as np
 import tensorflow as tf
 
@@ -6,8 +9,9 @@ from rl import policy as pol
 
 
 def test_policy_init_matches_original():
-    model = pol.build_policy(3, 2, seed=0)
-    params = pol.policy_params(model)
+    """Parameter order and shapes of MAMLGaussianMLPPolicy; zero biases, log-std log(1) and
+    Glorot-uniform kernels."""
+    params = pol.Policy(3, 2, seed=0).params
     assert [tuple(p.shape) for p in params] == [(3, 100), (100,), (100, 100), (100,), (100, 2), (2,), (2,)]
     for b in params[1:6:2]:
         np.testing.assert_array_equal(b.numpy(), 0.0)
@@ -18,10 +22,13 @@ def test_policy_init_matches_original():
 
 
 def test_functional_forward_matches_keras_model_and_stateless_call():
-    model = pol.build_policy(2, 2, hidden_sizes=(7, 5), seed=1)
+    """Policy.forward on the variables is the Keras model's own forward pass (mean; log-std
+    floored at log(1e-6) like the original's min_std)."""
+    policy = pol.Policy(2, 2, hidden_sizes=(7, 5), seed=1)
+    model = policy.model
     model.trainable_variables[-1].assign([-20.0, 0.3])  # below the floor on one axis
     obs = np.random.default_rng(0).normal(size=(4, 2)).astype(np.float32)
-    mean, log_std = pol.forward(pol.policy_params(model), obs)
+    mean, log_std = policy.forward(policy.params, obs)
     k_mean, k_log_std = model(obs)
     s_mean, _ = model.stateless_call([v.value for v in model.trainable_variables], [], obs)[0]
     np.testing.assert_allclose(mean, k_mean, rtol=1e-6)
@@ -31,79 +38,91 @@ def test_functional_forward_matches_keras_model_and_stateless_call():
 
 
 def test_task_batched_forward_equals_per_task_forward():
+    """Parameters with a leading task axis evaluate each task's policy on its own observations."""
     rng = np.random.default_rng(0)
-    models = [pol.build_policy(2, 2, hidden_sizes=(4,), seed=s) for s in range(3)]
-    per_task = [pol.policy_params(m) for m in models]
+    policies = [pol.Policy(2, 2, hidden_sizes=(4,), seed=s) for s in range(3)]
+    per_task = [p.params for p in policies]
     batched = [tf.stack([p[i] for p in per_task]) for i in range(len(per_task[0]))]
     obs = rng.normal(size=(3, 5, 2)).astype(np.float32)
-    mean, log_std = pol.forward(batched, obs)
+    forward = policies[0].forward
+    mean, log_std = forward(batched, obs)
     for t in range(3):
-        m, l = pol.forward(per_task[t], obs[t])
+        m, l = forward(per_task[t], obs[t])
         np.testing.assert_allclose(mean[t], m, rtol=1e-6)
         np.testing.assert_allclose(log_std[t], l)
 
 
-def test_inner_update_is_sgd_on_each_tasks_own_loss(synthetic_data):
-    model = pol.build_policy(2, 2, hidden_sizes=(4,), dtype="float64", seed=2)
-    params = pol.policy_params(model)
+def test_inner_step_is_sgd_on_each_tasks_own_loss(synthetic_data):
+    """theta'_t = theta - alpha grad L_t(theta) for every task t, with L_t computed on task t's
+    data alone (float64, 1e-10): the batched inner step does not mix tasks."""
+    policy = pol.Policy(2, 2, hidden_sizes=(4,), activation="relu", dtype="float64", seed=2)
+    params = policy.params
     data = synthetic_data(np.random.default_rng(0), 3, 6)
-    fast = obj.inner_update(params, data, 0.7, "relu")
+    adapted = obj.inner_step(policy.forward, params, data, 0.7)
     for t in range(3):
         task = {k: v[t:t + 1] for k, v in data.items()}
         with tf.GradientTape() as tape:
-            loss = obj.reinforce_losses(params, task, "relu")[0]
+            loss = obj.reinforce_losses(policy.forward, params, task)[0]
         grads = tape.gradient(loss, params)
-        for f, p, g in zip(fast, params, grads):
+        for f, p, g in zip(adapted, params, grads):
             np.testing.assert_allclose(f[t], p - 0.7 * g, rtol=1e-10, atol=1e-12)
     assert np.abs(grads[-1].numpy()).max() > 0  # log-std is adapted too
 
 
 def test_reinforce_loss_ignores_masked_steps(synthetic_data):
-    model = pol.build_policy(2, 2, hidden_sizes=(4,), dtype="float64", seed=2)
-    params = pol.policy_params(model)
+    """Padded steps (mask 0) do not enter the loss, whatever their values."""
+    policy = pol.Policy(2, 2, hidden_sizes=(4,), activation="relu", dtype="float64", seed=2)
+    params = policy.params
     data = synthetic_data(np.random.default_rng(0), 2, 6)
     changed = dict(data, actions=tf.where(data["mask"][..., None] > 0, data["actions"], 1e3))
-    np.testing.assert_allclose(obj.reinforce_losses(params, data, "relu"),
-                               obj.reinforce_losses(params, changed, "relu"))
+    np.testing.assert_allclose(obj.reinforce_losses(policy.forward, params, data),
+                               obj.reinforce_losses(policy.forward, params, changed))
 
 
 def test_meta_gradient_through_inner_step_matches_finite_differences(small_learner, synthetic_data):
-    """d/dtheta of the post-update surrogate L(theta - alpha grad L_in(theta)), float64."""
+    """The meta-gradient d/dtheta L(theta - alpha grad L_in(theta)) of the query surrogate
+    (MAMLTRPO.surrogate_gradient, through the inner step) equals central finite differences of
+    the surrogate in float64 (rtol 1e-5); dropping the second-order term (stop-gradient through
+    the inner step) changes it by more than 1e-4, so the test sees the second-order term."""
     ml = small_learner
+    policy = ml.policy
     rng = np.random.default_rng(5)
-    pre, post = synthetic_data(rng, 3, 8), synthetic_data(rng, 3, 8)
-    loss, grad = ml._loss_grad(pre, post)
-    theta = ml.target.get_flat()
+    support, query = synthetic_data(rng, 3, 8), synthetic_data(rng, 3, 8)
+    loss, grad = ml.surrogate_gradient(support, query)
+    theta = policy.get_flat()
     fd = np.zeros_like(theta)
     h = 1e-6
     for i in range(theta.size):
         e = np.zeros_like(theta)
         e[i] = h
-        ml.target.set_flat(theta + e)
-        plus = ml._loss_kl(pre, post)[0].numpy()
-        ml.target.set_flat(theta - e)
-        minus = ml._loss_kl(pre, post)[0].numpy()
+        policy.set_flat(theta + e)
+        plus = ml.compiled_surrogate_and_kl(support, query)[0].numpy()
+        policy.set_flat(theta - e)
+        minus = ml.compiled_surrogate_and_kl(support, query)[0].numpy()
         fd[i] = (plus - minus) / (2 * h)
-    ml.target.set_flat(theta)
+    policy.set_flat(theta)
     np.testing.assert_allclose(grad.numpy(), fd, rtol=1e-5, atol=1e-8)
     # The second-order term matters: a first-order (stop-gradient) meta-gradient differs.
-    fast = [tf.stop_gradient(p) for p in obj.inner_update(ml.params, pre, ml.fast_lr, "relu")]
+    adapted = [tf.stop_gradient(p) for p in ml.adapt(support)]
     with tf.GradientTape() as tape:
-        tape.watch(fast)
-        fo_loss = obj.surrogate_and_kl(fast, post, "relu")[0]
-    fo = np.concatenate([tf.reduce_sum(g, 0).numpy().ravel() for g in tape.gradient(fo_loss, fast)])
+        tape.watch(adapted)
+        fo_loss = obj.surrogate_and_kl(policy.forward, adapted, query)[0]
+    fo = np.concatenate([tf.reduce_sum(g, 0).numpy().ravel() for g in tape.gradient(fo_loss, adapted)])
     assert np.abs(fo - fd).max() > 1e-4
 
 
 def test_surrogate_is_task_mean_and_kl_is_pooled_mean(synthetic_data):
-    model = pol.build_policy(2, 2, hidden_sizes=(4,), dtype="float64", seed=2)
-    params = pol.policy_params(model)
+    """The MAML surrogate is the unweighted mean over tasks of each task's mean of
+    -ratio * A, and the KL is tfp's diagonal-Gaussian KL(old || new) equal to its closed form,
+    averaged over all valid steps of all tasks (float64, 1e-10; tasks of unequal length)."""
+    policy = pol.Policy(2, 2, hidden_sizes=(4,), activation="relu", dtype="float64", seed=2)
+    params = policy.params
     data = synthetic_data(np.random.default_rng(0), 2, 6)
     mask = data["mask"].numpy().copy()
     mask[1, :] = [1, 1, 0, 0, 0, 0]  # tasks of unequal size
     data["mask"] = tf.constant(mask)
-    loss, kl = obj.surrogate_and_kl(params, data, "relu")
-    mean, log_std = pol.forward(params, data["observations"])
+    loss, kl = obj.surrogate_and_kl(policy.forward, params, data)
+    mean, log_std = policy.forward(params, data["observations"])
     ratio = np.exp(pol.log_prob(data["actions"], mean, log_std) - pol.log_prob(data["actions"], data["means"], data["log_stds"]))
     per_task = [-(ratio[t] * data["advantages"][t] * mask[t]).numpy().sum() / mask[t].sum() for t in range(2)]
     np.testing.assert_allclose(loss, np.mean(per_task), rtol=1e-10)

@@ -9,17 +9,19 @@ import pytest
 import tensorflow as tf
 
 from rl import run_io
+from rl.config import TrainConfig
 from rl.envs import make_vec_env
-from rl.maml import MetaLearner
-from rl.policy import build_policy
+from rl.maml import MAMLTRPO
+from rl.policy import Policy
 from rl.trainer import run
 
 
 def test_meta_iterations_post_update_beats_pre_update():
+    """Three MAML-TRPO iterations on the point task: the adapted policies' returns beat the
+    unadapted policy's by 5 on average, and every step keeps the KL bound."""
     tf.random.set_seed(0)
-    model = build_policy(2, 2, seed=0)
-    learner = MetaLearner(model, make_vec_env("point", 10 * 10), mode="maml", fast_lr=0.5,
-                          meta_batch_size=10, fast_batch_size=10)
+    learner = MAMLTRPO(Policy(2, 2, seed=0), make_vec_env("point", 10 * 10),
+                       TrainConfig(fast_lr=0.5, meta_batch_size=10, fast_batch_size=10, batch_in_steps=False))
     rng = np.random.default_rng(0)
     stats = [learner.iteration(rng) for _ in range(3)]
     pre = np.mean([s["0AverageReturn"] for s in stats])
@@ -31,10 +33,10 @@ def test_meta_iterations_post_update_beats_pre_update():
 
 def _weights(logdir):
     config = run_io.read_config(logdir)
-    model = build_policy(config["obs_dim"], config["act_dim"], config["hidden_sizes"], config["hidden_activation"])
-    state = run_io.RunState(logdir, model)
+    policy = Policy(config["obs_dim"], config["act_dim"], config["hidden_sizes"], config["hidden_activation"])
+    state = run_io.RunState(logdir, policy.model)
     state.restore(require=True)
-    return [v.numpy() for v in model.trainable_variables], int(state.iteration)
+    return [p.numpy() for p in policy.params], int(state.iteration)
 
 
 def _progress(logdir):
@@ -43,6 +45,8 @@ def _progress(logdir):
 
 
 def test_interrupted_run_resumes_exactly(tmp_path, small_config):
+    """Two iterations straight, or one and a resumed second: the same weights bit for bit, the
+    same progress.csv rows (the RNG state is checkpointed), and the rllab columns present."""
     SMALL = small_config
     straight, resumed = str(tmp_path / "a"), str(tmp_path / "b")
     run(dict(SMALL, n_itr=2), straight)
@@ -97,6 +101,8 @@ def test_collector_workers_reach_the_sampler(tmp_path, small_config):
 
 
 def test_resuming_with_other_training_settings_is_refused(tmp_path, small_config):
+    """Resuming with another training setting names it; a config.json without a newer key
+    compares as the value runs used before it existed; resumable settings may change."""
     run(dict(small_config, n_itr=1), str(tmp_path))
     with pytest.raises(run_io.ConfigMismatch, match=r"--fast_lr: 0.5 -> 0.1"):
         run(dict(small_config, n_itr=2, fast_lr=0.1), str(tmp_path))
@@ -111,7 +117,8 @@ def test_resuming_with_other_training_settings_is_refused(tmp_path, small_config
     assert _weights(str(tmp_path))[1] == 2
 
 
-def test_pretrain_mode_takes_adam_steps_on_preupdate_loss(tmp_path, small_config):
+def test_pretrain_mode_takes_adam_steps_on_support_loss(tmp_path, small_config):
+    """--mode=pretrain: no query batch, and every Adam step lowers the support batch's loss."""
     SMALL = small_config
     run(dict(SMALL, mode="pretrain", n_itr=2), str(tmp_path))
     rows = _progress(str(tmp_path))
@@ -131,6 +138,7 @@ def _train_cli(*args):
     (["--hidden_sizes=100,x"], "--hidden_sizes must be comma-separated integers"),
 ])
 def test_bad_flags_give_one_line_error(tmp_path, args, message):
+    """A bad flag: one line `rl.train: error: ...`, no traceback, no run directory."""
     result = _train_cli(f"--logdir={tmp_path}/run", *args)
     assert result.returncode != 0
     lines = [l for l in result.stderr.splitlines() if l.strip()]

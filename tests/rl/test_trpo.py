@@ -1,3 +1,6 @@
+"""The TRPO step's pieces: conjugate gradient, the finite-difference Hessian-vector product
+(against the exact one of the MAML KL, float64), the line search, and a whole step on a
+quadratic with a closed-form answer."""
 import numpy as np
 import tensorflow as tf
 
@@ -6,6 +9,8 @@ from rl.trpo import (ConjugateGradientOptimizer, backtracking_line_search, conju
 
 
 class NumpyTarget:
+    """A TRPO target (get_flat/set_flat) holding a numpy vector."""
+
     def __init__(self, theta):
         self.theta = np.array(theta, dtype=np.float64)
 
@@ -17,6 +22,7 @@ class NumpyTarget:
 
 
 def test_cg_solves_spd_system():
+    """10 iterations solve an 8x8 SPD system to 1e-5."""
     rng = np.random.default_rng(0)
     m = rng.normal(size=(8, 8))
     a = m @ m.T + 8 * np.eye(8)
@@ -26,6 +32,7 @@ def test_cg_solves_spd_system():
 
 
 def test_cg_stops_early_on_small_residual():
+    """With H = 2I one iteration is exact and the residual test stops the loop."""
     calls = []
     x = conjugate_gradient(lambda v: calls.append(1) or 2.0 * v, np.ones(5), iters=10)
     np.testing.assert_allclose(x, 0.5 * np.ones(5))
@@ -33,28 +40,31 @@ def test_cg_stops_early_on_small_residual():
 
 
 def test_fd_hvp_matches_exact_hvp_of_maml_kl(small_learner, synthetic_data):
-    """FD HVP of the meta KL (through the inner step) vs a double-tape HVP."""
+    """The finite-difference Hessian-vector product of the meta KL (through the inner step)
+    equals the exact one by double backpropagation (float64, rtol 1e-4), puts the parameters
+    back, and damping adds exactly damping * v."""
     ml = small_learner
+    policy = ml.policy
     rng = np.random.default_rng(1)
-    pre = synthetic_data(rng, 3, 7)
-    post = synthetic_data(rng, 3, 7)
-    v = rng.normal(size=ml.target.get_flat().shape)
-    v_parts = [tf.constant(p) for p in np.split(v, np.cumsum([np.prod(s) for s in ml.target.shapes])[:-1])]
+    support = synthetic_data(rng, 3, 7)
+    query = synthetic_data(rng, 3, 7)
+    v = rng.normal(size=policy.get_flat().shape)
+    v_parts = [tf.constant(p) for p in np.split(v, np.cumsum([np.prod(s) for s in policy.shapes])[:-1])]
 
     with tf.GradientTape() as outer:
         with tf.GradientTape() as inner:
-            kl = ml._loss_kl(pre, post)[1]
-        grads = inner.gradient(kl, ml.params)
+            kl = ml.compiled_surrogate_and_kl(support, query)[1]
+        grads = inner.gradient(kl, policy.params)
         gv = tf.add_n([tf.reduce_sum(g * tf.reshape(p, g.shape)) for g, p in zip(grads, v_parts)])
-    exact = np.concatenate([h.numpy().ravel() for h in outer.gradient(gv, ml.params)])
+    exact = np.concatenate([h.numpy().ravel() for h in outer.gradient(gv, policy.params)])
 
-    theta0 = ml.target.get_flat()
-    hvp = finite_difference_hvp(ml.target, lambda: ml._kl_grad(pre, post)[1].numpy(),
+    theta0 = policy.get_flat()
+    hvp = finite_difference_hvp(policy, lambda: ml.kl_gradient(support, query)[1].numpy(),
                                 base_eps=1e-4, damping=0.0)
     approx = hvp(v)
     np.testing.assert_allclose(approx, exact, rtol=1e-4, atol=1e-6 * np.abs(exact).max())
-    np.testing.assert_array_equal(ml.target.get_flat(), theta0)  # parameters restored
-    damped = finite_difference_hvp(ml.target, lambda: ml._kl_grad(pre, post)[1].numpy(),
+    np.testing.assert_array_equal(policy.get_flat(), theta0)  # parameters restored
+    damped = finite_difference_hvp(policy, lambda: ml.kl_gradient(support, query)[1].numpy(),
                                    base_eps=1e-4, damping=1e-5)(v)
     np.testing.assert_allclose(damped - approx, 1e-5 * v, rtol=1e-6, atol=1e-9)
 
@@ -74,6 +84,7 @@ def test_fd_hvp_epsilon_is_scaled_by_parameter_norm():
 
 
 def test_line_search_rejects_kl_violation_and_restores_theta():
+    """No candidate within the KL bound: all 15 backtracks tried, theta put back."""
     target = NumpyTarget([1.0, -2.0])
     theta0 = target.get_flat()
     # Every candidate improves the loss but breaks the KL bound.
@@ -85,6 +96,7 @@ def test_line_search_rejects_kl_violation_and_restores_theta():
 
 
 def test_line_search_backtracks_until_kl_bound_holds():
+    """The first backtrack k with KL <= max_kl is taken (k = 2 here, by hand)."""
     target = NumpyTarget([0.0, 0.0])
     step = np.array([1.0, 0.0])
 

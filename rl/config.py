@@ -1,0 +1,105 @@
+"""The one typed training config: `TrainConfig`. rl.train's flags, their defaults, the keys of
+a run's config.json and the resume check are all derived from its fields.
+
+Field metadata: `help` (the flag's help text); `resumable=True` for settings that may change
+when a run is resumed (they do not change what is trained); `absent` for keys that runs from
+before the setting existed did not record, with the value those runs used.
+"""
+import dataclasses
+
+MODES = ("maml", "pretrain", "oracle", "random")
+ENVS = ("point", "cheetah_vel", "cheetah_dir", "ant_vel", "ant_dir")
+ACTIVATIONS = ("relu", "tanh")
+# Keys rl.trainer adds to config.json from the env (`run_record`); never compared on resume.
+DERIVED = ("obs_dim", "act_dim", "oracle")
+
+_NO_ABSENT = object()
+
+
+def _setting(default, help, *, resumable=False, absent=_NO_ABSENT):
+    metadata = {"help": help, "resumable": resumable}
+    if absent is not _NO_ABSENT:
+        metadata["absent"] = absent
+    if isinstance(default, list):
+        return dataclasses.field(default_factory=lambda: list(default), metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """What rl.train trains (defaults: rl.train's flag defaults, the point task's paper settings).
+
+    Written to config.json as is (plus `DERIVED`); `from_dict` reads it back."""
+    env: str = _setting("point", "Task family: point (2D navigation), cheetah_vel, cheetah_dir, "
+                        "ant_vel, ant_dir (MuJoCo locomotion).")
+    mode: str = _setting("maml", "maml | pretrain | oracle | random.")
+    fast_lr: float = _setting(0.1, "Inner (adaptation) step size alpha.")
+    meta_batch_size: int = _setting(40, "Tasks per meta-iteration.")
+    fast_batch_size: int = _setting(20, "Trajectories per task for each step.")
+    max_path_length: int = _setting(100, "Horizon.")
+    n_itr: int = _setting(100, "Meta-iterations.", resumable=True)
+    max_kl: float = _setting(0.01, "TRPO KL bound delta (the original's meta step_size).")
+    discount: float = _setting(0.99, "Discount gamma.")
+    gae_lambda: float = _setting(1.0, "GAE lambda.")
+    seed: int = _setting(1, "Seed for the policy init, tasks and action noise.")
+    hidden_sizes: list = _setting([100, 100], "Hidden layer sizes.")
+    hidden_activation: str = _setting("relu", "relu | tanh.")
+    cg_iters: int = _setting(10, "Conjugate-gradient iterations.")
+    cg_damping: float = _setting(1e-5, "Damping added to each Hessian-vector product.")
+    hvp_base_eps: float = _setting(1.0, "Finite-difference HVP base epsilon (original's effective value 1).")
+    pretrain_lr: float = _setting(1e-3, "Adam learning rate of --mode=pretrain.")
+    keep_checkpoints: int = _setting(3, "Checkpoints to keep.", resumable=True)
+    sampler_workers: int = _setting(
+        0, "MuJoCo envs: step them in this many worker processes (0 = in this process; "
+        "2 pays on an idle 2-core machine, not on a loaded one).", resumable=True, absent=0)
+    collector_workers: int = _setting(
+        1, "With --batch_in_steps: keep the paths rllab's parallel collector with this many "
+        "workers (its n_parallel) keeps, i.e. also those still running when the step budget "
+        "is reached. 1 (one sampler) is what produced the paper's results; the released "
+        "MuJoCo launch scripts' n_parallel=8 is --collector_workers=8 (27 paths of 200 "
+        "steps per task instead of 20).", absent=1)
+    batch_in_steps: bool = _setting(
+        True, "Count each task's batch in steps like rllab (whole paths until fast_batch_size * "
+        "max_path_length steps; early-terminating paths give more paths); "
+        "false = exactly fast_batch_size paths.", absent=False)
+
+    @classmethod
+    def from_dict(cls, values):
+        """A config from a plain dict (config.json or a caller's): keys of `ABSENT` it lacks take
+        the value older runs used; `DERIVED` keys are ignored; any other key is required."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(values) - known - set(DERIVED)
+        if unknown:
+            raise ValueError(f"unknown config keys: {', '.join(sorted(unknown))}")
+        return cls(**{**ABSENT, **{k: v for k, v in values.items() if k in known}})
+
+    def to_dict(self):
+        """The config as a plain dict (what config.json holds, without `DERIVED`)."""
+        return dataclasses.asdict(self)
+
+
+FIELDS = dataclasses.fields(TrainConfig)
+RESUMABLE_CHANGES = tuple(f.name for f in FIELDS if f.metadata["resumable"])
+ABSENT = {f.name: f.metadata["absent"] for f in FIELDS if "absent" in f.metadata}
+
+
+def run_record(config, obs_dim, act_dim):
+    """The dict rl.trainer writes to config.json: the config and the `DERIVED` keys."""
+    return dict(config.to_dict(), obs_dim=obs_dim, act_dim=act_dim, oracle=config.mode == "oracle")
+
+
+def define_flags(flags):
+    """Define one absl flag per `TrainConfig` field (same name, default and help), attributed to
+    the calling module (so `python -m rl.train --help` lists them)."""
+    flags.disclaim_key_flags()
+    for f in FIELDS:
+        default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+        define = {str: flags.DEFINE_string, int: flags.DEFINE_integer, float: flags.DEFINE_float,
+                  bool: flags.DEFINE_bool, list: flags.DEFINE_list}[f.type]
+        define(f.name, [str(v) for v in default] if f.type is list else default, f.metadata["help"])
+
+
+def from_flags(values):
+    """A `TrainConfig` from parsed flag values (list flags are comma-separated integers)."""
+    return TrainConfig(**{f.name: [int(s) for s in getattr(values, f.name)] if f.type is list
+                          else getattr(values, f.name) for f in FIELDS})
