@@ -15,6 +15,8 @@ Options beyond the released protocol (all off by default):
 """
 import os
 
+from report.rl_results import SUMMARY_COLUMNS
+
 # The original test scripts (maml_examples/test_maml_*.py), per env: numpy seed of the
 # 40 test tasks, trajectories per task per step (batch_size / horizon: 4000 / 100 for
 # the point, 4000 / 200 or 8000 / 200 for MuJoCo), and the step size of the later
@@ -30,8 +32,8 @@ PROTOCOLS = {
     "ant_dir": dict(task_seed=2, num_trajs=40, later_lr_scale=0.01, collector_workers=1),
 }
 
-# The summary csv's header (report.rl_results.SUMMARY_COLUMNS repeats it for reading).
-COLUMNS = ["method", "task", "step", "mean_return", "stderr", "num_tasks", "num_trajs", "fast_lr"]
+# The summary csv's header, defined with its reader in report.rl_results.
+COLUMNS = SUMMARY_COLUMNS
 
 # Named step schedules -> (first_lr_scale, later_lr_scale); None keeps the protocol's.
 #   released: the released test scripts (July 2017): alpha at step 1, later_lr_scale * alpha
