@@ -1,6 +1,7 @@
 """Outputs written whole or not at all."""
 import contextlib
 import os
+import re
 
 
 @contextlib.contextmanager
@@ -24,3 +25,29 @@ def atomic_write_text(path, text):
     """Write `text` (utf-8) to `path` atomically."""
     with atomic_open(path, "w", encoding="utf-8") as f:
         f.write(text)
+
+
+def check_writable(directory, what):
+    """Create `directory` if needed and prove a file can be written there, before long work
+    whose results would otherwise be lost at the end. Raises one-line OSError naming `what`."""
+    try:
+        os.makedirs(directory, exist_ok=True)
+        probe = os.path.join(directory, f".write_test{os.getpid()}")
+        with open(probe, "w") as f:
+            f.write("ok")
+        os.remove(probe)
+    except OSError as e:
+        raise OSError(f"{what} {directory} is not writable: {e.strerror or e}") from None
+
+
+def remove_temporary_files(directory):
+    """Remove what interrupted atomic writes left in `directory` (names holding `.tmp` followed
+    by a process id, as `atomic_open` makes them). Returns the removed names."""
+    removed = []
+    if not os.path.isdir(directory):
+        return removed
+    for name in os.listdir(directory):
+        if re.search(r"\.tmp\d+$", name):
+            os.remove(os.path.join(directory, name))
+            removed.append(name)
+    return removed

@@ -1,0 +1,46 @@
+"""Graceful stop: SIGINT / SIGTERM end a long run at the next safe point instead of mid-write."""
+import signal
+
+# Exit statuses of a run stopped by a signal after saving (the shell's 128 + signal number).
+EXIT_STATUS = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+
+class StopRequested(Exception):
+    """Raised by `GracefulStop.check()` once a stop signal arrived."""
+
+    def __init__(self, signum):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+        self.exit_status = EXIT_STATUS[signum]
+
+
+class GracefulStop:
+    """`with GracefulStop() as stop:` records SIGINT and SIGTERM instead of dying at once; the
+    run calls `stop.check()` where stopping is safe (between iterations), which raises
+    StopRequested; the caller saves and exits with `exit_status`. A second signal while
+    stopping is recorded too, never interrupting the save. Handlers are restored on exit.
+    Outside the main thread (where Python cannot install handlers) it does nothing."""
+
+    def __init__(self):
+        self.signum = None
+        self._previous = {}
+
+    def _record(self, signum, frame):
+        self.signum = self.signum or signum
+
+    def __enter__(self):
+        try:
+            for signum in EXIT_STATUS:
+                self._previous[signum] = signal.signal(signum, self._record)
+        except ValueError:  # not the main thread
+            self._previous = {}
+        return self
+
+    def check(self):
+        if self.signum is not None:
+            raise StopRequested(self.signum)
+
+    def __exit__(self, *exc):
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        return False

@@ -1,0 +1,70 @@
+"""report.run_lock, report.stop and the storage checks of report.files: the pieces every entry
+point uses to keep one writer per run, stop between iterations and fail before long work."""
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from report.files import check_writable, remove_temporary_files
+from report.run_lock import RunLock, RunLockedError
+from report.stop import GracefulStop, StopRequested
+
+
+def test_a_second_writer_is_refused_naming_the_first(tmp_path):
+    """flock is per open file description: a second RunLock, even in this process, conflicts."""
+    with RunLock(str(tmp_path)):
+        with pytest.raises(RunLockedError, match=rf"process {os.getpid()} on "):
+            with RunLock(str(tmp_path)):
+                pass
+    with RunLock(str(tmp_path)):  # released at the end of the block
+        pass
+
+
+def test_a_lock_of_a_killed_process_does_not_block(tmp_path):
+    """The kernel drops the lock of a SIGKILLed holder; its stale text stays and is replaced."""
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sys, time
+        sys.path.insert(0, {os.getcwd()!r})
+        from report.run_lock import RunLock
+        with RunLock({str(tmp_path)!r}):
+            print("locked", flush=True)
+            time.sleep(60)
+        """)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    with pytest.raises(RunLockedError, match=f"process {holder.pid}"):
+        with RunLock(str(tmp_path)):
+            pass
+    holder.kill()
+    holder.wait()
+    with RunLock(str(tmp_path)):
+        assert (tmp_path / ".lock").read_text().startswith(f"process {os.getpid()} ")
+
+
+@pytest.mark.parametrize("signum,status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_graceful_stop_turns_a_signal_into_a_check_at_a_safe_point(signum, status):
+    with GracefulStop() as stop:
+        stop.check()  # nothing yet
+        os.kill(os.getpid(), signum)
+        with pytest.raises(StopRequested) as info:
+            stop.check()
+    assert info.value.exit_status == status
+    assert signal.getsignal(signum) is not stop._record  # handlers restored
+
+
+def test_check_writable_names_the_directory(tmp_path):
+    check_writable(str(tmp_path / "new" / "dir"), "--logdir")
+    assert (tmp_path / "new" / "dir").is_dir() and not os.listdir(tmp_path / "new" / "dir")
+    blocked = tmp_path / "file"
+    blocked.write_text("x")
+    with pytest.raises(OSError, match=r"^--output folder .*file/sub is not writable"):
+        check_writable(str(blocked / "sub"), "--output folder")
+
+
+def test_remove_temporary_files_removes_only_interrupted_atomic_writes(tmp_path):
+    for name in ("a.csv.tmp123", "b.json.tmp9", "keep.tmp", "keep.csv"):
+        (tmp_path / name).write_text("x")
+    assert sorted(remove_temporary_files(str(tmp_path))) == ["a.csv.tmp123", "b.json.tmp9"]
+    assert sorted(os.listdir(tmp_path)) == ["keep.csv", "keep.tmp"]
