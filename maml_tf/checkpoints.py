@@ -1,7 +1,18 @@
 """Checkpoints holding weights, both optimisers' state and the iteration, so a resumed run
-continues exactly (the original saved weights only and restarted Adam)."""
-import os
+continues exactly (the original saved weights only and restarted Adam).
 
+What is on disk is the truth: checkpoints are found by their `model-<N>.index` files, so a
+copied run whose `checkpoint` state file is missing is still found. A damaged checkpoint (cut
+short, bytes flipped) is reported by name; resuming steps back to the newest intact one and
+renames the damaged files aside (`model-<N>.damaged.*`), never deleting or overwriting them.
+Weights that are not finite are never saved.
+"""
+import glob
+import os
+import re
+import shutil
+
+import numpy as np
 import tensorflow as tf
 
 
@@ -9,11 +20,29 @@ class CheckpointNotFoundError(RuntimeError):
     pass
 
 
+class CheckpointDamagedError(RuntimeError):
+    """A checkpoint's files cannot be read back."""
+
+
+class CheckpointWriteError(RuntimeError):
+    """Saving failed (disk full, ...); the checkpoints saved before are intact."""
+
+
+class NonFiniteWeightsError(RuntimeError):
+    """The weights hold NaN or infinity: there is nothing worth saving."""
+
+
+# What TensorFlow raises on a checkpoint cut short or with flipped bytes.
+_READ_ERRORS = (tf.errors.OpError, IndexError, ValueError, AssertionError, UnicodeDecodeError)
+
+
 class Checkpointer:
     """`RUN_DIR/model-<iteration>` files, the newest `max_to_keep` kept."""
 
     def __init__(self, run_dir, learner, max_to_keep=10):
         self.run_dir = run_dir
+        self.max_to_keep = max_to_keep
+        self.variables = learner.variables
         self.iteration = tf.Variable(0, dtype=tf.int64, trainable=False)
         self.checkpoint = tf.train.Checkpoint(
             model=learner.model,
@@ -21,35 +50,103 @@ class Checkpointer:
             pretrain_optimizer=learner.pretrain_optimizer,
             iteration=self.iteration,
         )
-        self.manager = tf.train.CheckpointManager(self.checkpoint, run_dir, max_to_keep=max_to_keep,
-                                                  checkpoint_name="model")
 
-    def save(self, iteration):
-        """Save the state after `iteration` completed meta-iterations."""
-        self.iteration.assign(iteration)
-        return self.manager.save(checkpoint_number=iteration)
+    def path(self, iteration):
+        return os.path.join(self.run_dir, f"model-{iteration}")
 
     def available(self):
-        return sorted(int(p.rsplit("-", 1)[1]) for p in self.manager.checkpoints)
+        """Iterations of the checkpoints on disk (those with an index file), ascending."""
+        found = (re.fullmatch(r"model-(\d+)\.index", os.path.basename(p))
+                 for p in glob.glob(os.path.join(glob.escape(self.run_dir), "model-*.index")))
+        return sorted(int(m.group(1)) for m in found if m)
+
+    def save(self, iteration):
+        """Save the state after `iteration` completed meta-iterations (written to a temporary
+        name and renamed by TensorFlow, so a failed save leaves the earlier checkpoints as
+        they were). Keeps the newest `max_to_keep`."""
+        if not all(bool(np.isfinite(v.numpy()).all()) for v in self.variables):
+            raise NonFiniteWeightsError(f"the weights after iteration {iteration} are not finite; "
+                                        f"not saving model-{iteration}")
+        self.iteration.assign(iteration)
+        os.makedirs(self.run_dir, exist_ok=True)
+        try:
+            path = self.checkpoint.write(self.path(iteration))
+        except (tf.errors.OpError, OSError) as e:
+            self.remove_leftovers()
+            for partial in glob.glob(glob.escape(self.path(iteration)) + ".*"):
+                os.remove(partial)
+            kept = [i for i in self.available() if i != iteration]
+            raise CheckpointWriteError(
+                f"could not write {self.path(iteration)} ({_reason(e)}); the checkpoints saved before are intact "
+                f"(newest: {'model-%d' % kept[-1] if kept else 'none'})") from None
+        for old in self.available()[:-self.max_to_keep]:
+            for f in glob.glob(glob.escape(self.path(old)) + ".*"):
+                if ".damaged" not in f:
+                    os.remove(f)
+        self._write_state()
+        return path
+
+    def _write_state(self):
+        """The `checkpoint` state file TensorFlow tools read (TensorBoard, tf.train.latest_checkpoint)."""
+        iterations = self.available()
+        if iterations:
+            tf.compat.v1.train.update_checkpoint_state(self.run_dir, f"model-{iterations[-1]}",
+                                                       [f"model-{i}" for i in iterations])
+
+    def remove_leftovers(self):
+        """Remove what an interrupted save left: TensorFlow's `*_temp` folders."""
+        for leftover in glob.glob(os.path.join(glob.escape(self.run_dir), "model-*_temp*")):
+            shutil.rmtree(leftover, ignore_errors=True) if os.path.isdir(leftover) else os.remove(leftover)
 
     def restore(self, iteration=-1, required=False):
-        """Restore the newest checkpoint (or `model-<iteration>`); returns its iteration.
-
-        Returns 0 when there is none and `required` is False; raises a one-line
-        CheckpointNotFoundError otherwise.
-        """
+        """Restore `model-<iteration>` (or, for -1/None, the newest checkpoint); returns its
+        iteration. Returns 0 when there is none and `required` is False; raises a one-line
+        CheckpointNotFoundError otherwise, and CheckpointDamagedError naming a damaged file."""
+        available = self.available()
         if iteration is not None and iteration >= 0:
-            path = os.path.join(self.run_dir, f"model-{iteration}")
-            if not tf.io.gfile.exists(path + ".index"):
+            if iteration not in available:
+                data = glob.glob(glob.escape(self.path(iteration)) + ".data-*")
+                if data:
+                    raise CheckpointDamagedError(f"{self.path(iteration)}.index is missing (the data file is there): "
+                                                 f"the checkpoint is damaged")
                 raise CheckpointNotFoundError(
-                    f"no checkpoint model-{iteration} in {self.run_dir} (available: {self.available() or 'none'})")
+                    f"no checkpoint model-{iteration} in {self.run_dir} (available: {available or 'none'})")
+        elif not available:
+            if required:
+                raise CheckpointNotFoundError(
+                    f"no checkpoint in {self.run_dir}: train first (same flags with --train=True) "
+                    f"or point --logdir at a directory holding this run")
+            return 0
         else:
-            path = self.manager.latest_checkpoint
-            if path is None:
-                if required:
-                    raise CheckpointNotFoundError(
-                        f"no checkpoint in {self.run_dir}: train first (same flags with --train=True) "
-                        f"or point --logdir at a directory holding this run")
-                return 0
-        self.checkpoint.restore(path).assert_existing_objects_matched()
+            iteration = available[-1]
+        return self._read(iteration)
+
+    def _read(self, iteration):
+        try:
+            self.checkpoint.read(self.path(iteration)).assert_existing_objects_matched()
+        except _READ_ERRORS as e:
+            raise CheckpointDamagedError(f"{self.path(iteration)} is damaged and cannot be read ({_reason(e)})") from None
         return int(self.iteration.numpy())
+
+    def restore_for_resume(self, warn=print):
+        """Restore the newest intact checkpoint (0 when there is none). Each damaged one on
+        the way is renamed aside to `model-<N>.damaged.<suffix>` (nothing is deleted, and the
+        resumed run cannot write over it) with a warning naming it."""
+        self.remove_leftovers()
+        restored = 0
+        for iteration in reversed(self.available()):
+            try:
+                restored = self._read(iteration)
+                break
+            except CheckpointDamagedError as e:
+                for f in glob.glob(glob.escape(self.path(iteration)) + ".*"):
+                    os.replace(f, f.replace(f"model-{iteration}.", f"model-{iteration}.damaged.", 1))
+                warn(f"warning: {e}; kept as {self.path(iteration)}.damaged.*, trying the one before")
+        self._write_state()
+        return restored
+
+
+def _reason(error):
+    """The first line of an error's message, without TensorFlow's op context."""
+    text = getattr(error, "message", None) or str(error) or type(error).__name__
+    return text.strip().splitlines()[0][:200]

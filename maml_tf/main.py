@@ -6,7 +6,9 @@
 
 This module only translates flags into plain arguments for the library.
 """
+import math
 import os
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -58,9 +60,23 @@ def _positive(name):
         raise ValueError(f"--{name} must be >= 1, got {getattr(FLAGS, name)}")
 
 
+def _finite_positive(name, unset=None):
+    value = getattr(FLAGS, name)
+    if value != unset and not (math.isfinite(value) and value > 0):
+        allowed = "" if unset is None else f" (or {unset:g}: unset)"
+        raise ValueError(f"--{name} must be a finite number > 0{allowed}, got {value}")
+
+
 def _validate():
     for name in ("meta_batch_size", "update_batch_size", "num_updates", "num_classes", "num_filters", "num_test_tasks"):
         _positive(name)
+    _finite_positive("update_lr")
+    _finite_positive("meta_lr")
+    _finite_positive("train_update_lr", unset=-1)
+    if FLAGS.train_update_batch_size != -1 and FLAGS.train_update_batch_size < 1:
+        raise ValueError(f"--train_update_batch_size must be >= 1 (or -1: unset), got {FLAGS.train_update_batch_size}")
+    if FLAGS.test_iter < -1:
+        raise ValueError(f"--test_iter must be an iteration >= 0 (or -1: the newest), got {FLAGS.test_iter}")
     for name in ("pretrain_iterations", "metatrain_iterations"):
         if getattr(FLAGS, name) < 0:
             raise ValueError(f"--{name} must be >= 0, got {getattr(FLAGS, name)}")
@@ -107,12 +123,44 @@ def run_info(f=FLAGS):
             "pretrain_iterations": f.pretrain_iterations, "metatrain_iterations": f.metatrain_iterations}
 
 
+# Flags that describe what a run trains; resuming with another value is refused (iteration
+# counts may change: a run can be extended; so may paths, logging and the test flags).
+TRAINING_FLAGS = ("datasource", "num_classes", "baseline", "meta_batch_size", "meta_lr", "update_batch_size",
+                  "update_lr", "num_updates", "norm", "num_filters", "conv", "max_pool", "stop_grad", "seed")
+RUN_INFO = "run_info.json"
+
+
+def training_flags(f=FLAGS):
+    return {name: getattr(f, name) for name in TRAINING_FLAGS}
+
+
+def check_resume_flags(run_dir, flags_now):
+    """Refuse to resume a run whose run_info.json records other training flags (naming each)."""
+    import json
+
+    path = os.path.join(run_dir, RUN_INFO)
+    if not os.path.exists(path):
+        return
+    try:
+        with open(path) as f:
+            recorded = json.load(f).get("training_flags", {})
+    except (ValueError, AttributeError) as e:
+        raise ValueError(f"{path} is damaged ({e}); move it away to resume without the settings check") from None
+    differ = [f"--{k}: {recorded[k]!r} -> {v!r}" for k, v in flags_now.items() if k in recorded and recorded[k] != v]
+    if differ:
+        raise ValueError(f"{run_dir} was trained with other settings ({', '.join(differ)}); resume it with its own "
+                         f"settings or use another --logdir")
+
+
 def run():
     import keras
-    import tensorflow as tf
 
     from maml_tf import evaluation, experiment, training
     from maml_tf.checkpoints import Checkpointer
+    from report.files import check_writable, remove_temporary_files
+    from report.run_lock import RunLock
+    from report.stop import GracefulStop
+    from report.tensorboard import ScalarWriter
 
     _validate()
     s = settings_from_flags()
@@ -144,6 +192,7 @@ def run():
 
     if not FLAGS.train:
         itr = checkpointer.restore(FLAGS.test_iter, required=True)
+        check_writable(run_dir, "the run directory (--logdir)")
         if FLAGS.write_test_tasks is not None:
             from maml_tf import episode_list
 
@@ -166,21 +215,37 @@ def run():
         print(f"Wrote {csv_path}")
         return
 
-    start = checkpointer.restore(-1) if FLAGS.resume else 0
-    if start:
-        print(f"Resuming {run_dir} from iteration {start}")
-    os.makedirs(run_dir, exist_ok=True)
-    evaluation.write_json(os.path.join(run_dir, "run_info.json"), run_info())
-    writer = tf.summary.create_file_writer(run_dir) if FLAGS.log else None
-    print(f"Run directory: {run_dir}")
-    print("Done initializing, starting training.")
-    training.train(
-        learner, train_sampler, checkpointer,
-        meta_batch_size=FLAGS.meta_batch_size, pretrain_iterations=s["pretrain_iterations"],
-        metatrain_iterations=s["metatrain_iterations"], start_iteration=start, seed=FLAGS.seed,
-        eval_num_inner_steps=test_steps, print_interval=experiment.print_interval(FLAGS.datasource),
-        val_sampler=None if FLAGS.datasource == "sinusoid" else eval_sampler, writer=writer,
-    )
+    check_writable(run_dir, "the run directory (--logdir)")
+    with RunLock(run_dir), GracefulStop() as stop:
+        start = 0
+        if FLAGS.resume:
+            check_resume_flags(run_dir, training_flags())
+            start = checkpointer.restore_for_resume(warn=lambda message: print(message, file=sys.stderr))
+        if start:
+            print(f"Resuming {run_dir} from iteration {start}")
+        checkpointer.remove_leftovers()
+        remove_temporary_files(run_dir)
+        evaluation.write_json(os.path.join(run_dir, RUN_INFO), {**run_info(), "training_flags": training_flags()})
+        writer = ScalarWriter(run_dir, resumed_at=start) if FLAGS.log else None
+        print(f"Run directory: {run_dir}")
+        print("Done initializing, starting training.")
+        try:
+            training.train(
+                learner, train_sampler, checkpointer,
+                meta_batch_size=FLAGS.meta_batch_size, pretrain_iterations=s["pretrain_iterations"],
+                metatrain_iterations=s["metatrain_iterations"], start_iteration=start, seed=FLAGS.seed,
+                eval_num_inner_steps=test_steps, print_interval=experiment.print_interval(FLAGS.datasource),
+                val_sampler=None if FLAGS.datasource == "sinusoid" else eval_sampler, writer=writer, stop=stop,
+            )
+        except training.DivergenceError as e:
+            saved = checkpointer.available()
+            culprits = "--meta_lr" if e.pretraining else "--update_lr or --meta_lr"
+            raise ValueError(f"training diverged: {e}; nothing non-finite was saved (newest checkpoint: "
+                             f"{'model-%d' % saved[-1] if saved else 'none'}); try a smaller {culprits} "
+                             f"(now --update_lr={FLAGS.update_lr}, --meta_lr={FLAGS.meta_lr})") from None
+        finally:
+            if writer is not None:
+                writer.close()
     print(f"Finished at iteration {s['pretrain_iterations'] + s['metatrain_iterations']}; checkpoints in {run_dir}")
 
 
@@ -188,11 +253,21 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)  # hide checkpoint-saver INFO chatter
     if len(argv) > 1:
         exit_with_error("maml_tf.main", f"unexpected arguments: {' '.join(argv[1:])}")
-    from maml_tf.checkpoints import CheckpointNotFoundError
+    from maml_tf.checkpoints import CheckpointDamagedError, CheckpointNotFoundError, CheckpointWriteError
+    from report.run_lock import RunLockedError
+    from report.stop import StopRequested
 
     try:
         run()
-    except (ValueError, FileNotFoundError, NotADirectoryError, CheckpointNotFoundError) as e:
+    except StopRequested as e:
+        print(f"maml_tf.main: stopped by {e} after iteration {e.iteration} (saved model-{e.iteration}); "
+              f"run the same command to resume", file=sys.stderr)
+        sys.exit(e.exit_status)
+    except KeyboardInterrupt:
+        print("maml_tf.main: interrupted; nothing was written since the last message", file=sys.stderr)
+        sys.exit(130)
+    except (ValueError, OSError, CheckpointNotFoundError, CheckpointDamagedError, CheckpointWriteError,
+            RunLockedError) as e:
         exit_with_error("maml_tf.main", str(e))
 
 

@@ -1,0 +1,268 @@
+"""Fault injection for maml_tf.main and its library: divergence, damaged checkpoints, changed
+settings on resume, two writers, storage failures, stop signals. Each fault must end in a
+one-line error or an exact recovery, never a traceback, a non-finite checkpoint or a lost one."""
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from maml_tf import experiment, main, training
+from maml_tf.checkpoints import (Checkpointer, CheckpointDamagedError, CheckpointWriteError,
+                                 NonFiniteWeightsError)
+from maml_tf.meta_learner import MetaLearner
+from maml_tf.sinusoid import SinusoidSampler
+from report.stop import GracefulStop, StopRequested
+
+SINE_RUN = "cls_5.mbs_25.ubs_10.numstep1.updatelr0.01nonorm"
+
+
+def _learner(update_lr=0.01, seed=0):
+    keras.utils.set_random_seed(seed)
+    model = experiment.build_model("sinusoid", norm="None")
+    return MetaLearner(model, experiment.build_loss("sinusoid", 10)[0], update_lr=update_lr, num_inner_steps=1)
+
+
+def _train(learner, checkpointer, total, start=0, **kwargs):
+    training.train(learner, SinusoidSampler(10, 10), checkpointer, meta_batch_size=5, pretrain_iterations=0,
+                   metatrain_iterations=total, start_iteration=start, print_interval=10, summary_interval=5,
+                   save_interval=20, **{"print_fn": lambda line: None, **kwargs})
+
+
+def _main(args, cwd, **kwargs):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    return subprocess.run([sys.executable, "-m", "maml_tf.main", *args], capture_output=True, text=True, cwd=cwd,
+                          env=env, timeout=600, **kwargs)
+
+
+def _last_line(result):
+    assert "Traceback" not in result.stderr, result.stderr
+    return result.stderr.strip().splitlines()[-1]
+
+
+# ---- divergence -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("flag,message", [
+    ("--update_lr=nan", "--update_lr must be a finite number > 0, got nan"),
+    ("--meta_lr=-1", "--meta_lr must be a finite number > 0, got -1.0"),
+    ("--train_update_lr=0", "--train_update_lr must be a finite number > 0 (or -1: unset), got 0.0"),
+])
+def test_bad_learning_rates_are_refused_before_anything_starts(tmp_path, repo_root, flag, message):
+    """Seen before: --update_lr=nan and --meta_lr=-1 trained to the end and wrote NaN checkpoints."""
+    result = _main(["--flagfile=flags/sinusoid.flags", f"--logdir={tmp_path}", flag], repo_root)
+    assert result.returncode == 1
+    assert _last_line(result) == f"maml_tf.main: error: {message}"
+    assert not os.listdir(tmp_path)
+
+
+def test_divergence_stops_training_without_saving_non_finite_weights(tmp_path):
+    """A step size that blows the inner step up: the loss turns non-finite, training stops
+    naming the iteration, and every checkpoint on disk holds finite weights."""
+    learner = _learner(update_lr=1e6)
+    checkpointer = Checkpointer(str(tmp_path), learner)
+    with pytest.raises(training.DivergenceError, match=r"at iteration \d+") as info:
+        _train(learner, checkpointer, 200)
+    assert not info.value.pretraining
+    for iteration in checkpointer.available():
+        other = _learner(seed=1)
+        Checkpointer(str(tmp_path), other).restore(iteration)
+        assert all(np.isfinite(v.numpy()).all() for v in other.variables)
+
+
+def test_non_finite_weights_are_never_saved(tmp_path):
+    learner = _learner()
+    learner.variables[0].assign(tf.fill(learner.variables[0].shape, np.nan))
+    with pytest.raises(NonFiniteWeightsError, match="not saving model-7"):
+        Checkpointer(str(tmp_path), learner).save(7)
+    assert not os.path.exists(tmp_path / "model-7.index")
+
+
+def test_cli_divergence_is_one_line_naming_the_flags(tmp_path, repo_root):
+    result = _main(["--flagfile=flags/sinusoid.flags", f"--logdir={tmp_path}", "--update_lr=1e6",
+                    "--metatrain_iterations=300"], repo_root)
+    assert result.returncode == 1
+    line = _last_line(result)
+    assert line.startswith("maml_tf.main: error: training diverged: the training loss is nan at iteration ")
+    assert "try a smaller --update_lr or --meta_lr" in line
+
+
+# ---- damaged checkpoints ----------------------------------------------------------------------
+
+@pytest.fixture()
+def two_checkpoints(tmp_path):
+    """A run with model-20 and model-40 (weights after 20 and 40 iterations)."""
+    learner = _learner()
+    _train(learner, Checkpointer(str(tmp_path), learner), 40)
+    assert Checkpointer(str(tmp_path), learner).available() == [20, 40]
+    return tmp_path
+
+
+def _data_file(run_dir, iteration):
+    (path,) = [p for p in os.listdir(run_dir) if p.startswith(f"model-{iteration}.data")]
+    return run_dir / path
+
+
+def _truncate(path):
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def _flip(path):
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage", [_truncate, _flip], ids=["truncated", "bit_flipped"])
+def test_a_damaged_checkpoint_is_named_when_testing_and_skipped_when_resuming(two_checkpoints, damage):
+    """Testing reports the damaged file; resuming steps back to model-20, keeps the damaged
+    bytes aside (renamed, never deleted or overwritten) and says so."""
+    run_dir = two_checkpoints
+    data = _data_file(run_dir, 40)
+    damage(data)
+    damaged_bytes = data.read_bytes()
+    with pytest.raises(CheckpointDamagedError, match=r"model-40 is damaged and cannot be read"):
+        Checkpointer(str(run_dir), _learner()).restore(-1, required=True)
+    warnings = []
+    checkpointer = Checkpointer(str(run_dir), _learner())
+    assert checkpointer.restore_for_resume(warn=warnings.append) == 20
+    assert len(warnings) == 1 and "model-40 is damaged" in warnings[0] and "model-40.damaged" in warnings[0]
+    assert (run_dir / data.name.replace("model-40.", "model-40.damaged.")).read_bytes() == damaged_bytes
+    assert checkpointer.available() == [20]
+    checkpointer.save(40)  # the resumed run reaching 40 again writes a new model-40 beside the kept one
+    assert Checkpointer(str(run_dir), _learner()).restore(40) == 40
+    assert (run_dir / data.name.replace("model-40.", "model-40.damaged.")).read_bytes() == damaged_bytes
+
+
+def test_a_missing_index_is_reported_as_damage(two_checkpoints):
+    os.remove(two_checkpoints / "model-40.index")
+    checkpointer = Checkpointer(str(two_checkpoints), _learner())
+    assert checkpointer.available() == [20]
+    with pytest.raises(CheckpointDamagedError, match=r"model-40.index is missing"):
+        checkpointer.restore(40)
+
+
+def test_checkpoints_are_found_without_the_state_file(two_checkpoints):
+    """A copied run without TensorFlow's `checkpoint` file resumes from its newest checkpoint
+    (before, it was reported as having none, and training there overwrote model-20 and -40)."""
+    os.remove(two_checkpoints / "checkpoint")
+    checkpointer = Checkpointer(str(two_checkpoints), _learner())
+    assert checkpointer.restore_for_resume() == 40
+    assert tf.train.latest_checkpoint(str(two_checkpoints)).endswith("model-40")  # state file rewritten
+
+
+def test_cli_test_on_a_damaged_checkpoint_is_one_line(tmp_path, repo_root):
+    args = ["--flagfile=flags/sinusoid.flags", f"--logdir={tmp_path}", "--metatrain_iterations=5"]
+    assert _main(args, repo_root).returncode == 0
+    run_dir = tmp_path / SINE_RUN
+    _truncate(_data_file(run_dir, 5))
+    result = _main(args + ["--train=False", "--num_test_tasks=3"], repo_root)
+    assert result.returncode == 1
+    assert _last_line(result).startswith(f"maml_tf.main: error: {run_dir}/model-5 is damaged and cannot be read")
+
+
+# ---- settings on resume -----------------------------------------------------------------------
+
+def test_resuming_with_other_training_flags_names_each(tmp_path):
+    (tmp_path / "run_info.json").write_text(json.dumps({"training_flags": {"seed": 0, "meta_lr": 0.001,
+                                                                           "num_updates": 1}}))
+    main.check_resume_flags(str(tmp_path), {"seed": 0, "meta_lr": 0.001, "num_updates": 1})  # same: fine
+    with pytest.raises(ValueError, match=r"--seed: 0 -> 1, --meta_lr: 0.001 -> 0.01\); resume it with its own"):
+        main.check_resume_flags(str(tmp_path), {"seed": 1, "meta_lr": 0.01, "num_updates": 1})
+    main.check_resume_flags(str(tmp_path / "new"), {"seed": 1})  # a new run: nothing to compare
+
+
+# ---- storage ----------------------------------------------------------------------------------
+
+def test_a_failed_save_keeps_the_previous_checkpoint_and_leaves_no_files(two_checkpoints, monkeypatch):
+    """Disk full while writing model-60: a one-line error, model-40 still restores, no partial
+    model-60 files and no temporary folder remain."""
+    checkpointer = Checkpointer(str(two_checkpoints), _learner())
+    real_write = checkpointer.checkpoint.write
+
+    def full_disk(prefix, **kwargs):
+        real_write(prefix)  # leave a partial result behind, as a failure late in the write would
+        os.makedirs(prefix + "_temp", exist_ok=True)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpointer.checkpoint, "write", full_disk)
+    with pytest.raises(CheckpointWriteError, match=r"could not write .*model-60 \(.*No space left on device\); "
+                                                   r"the checkpoints saved before are intact \(newest: model-40\)"):
+        checkpointer.save(60)
+    assert not [p for p in os.listdir(two_checkpoints) if "model-60" in p]
+    assert Checkpointer(str(two_checkpoints), _learner()).restore(-1) == 40
+
+
+def test_cli_unwritable_logdir_fails_before_training(tmp_path, repo_root):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    result = _main(["--flagfile=flags/sinusoid.flags", f"--logdir={blocker}"], repo_root)
+    assert result.returncode == 1
+    assert _last_line(result).startswith(f"maml_tf.main: error: the run directory (--logdir) {blocker}/")
+
+
+# ---- graceful stop, one writer, resume after kill -9 ------------------------------------------
+
+def test_sigterm_saves_and_the_resumed_run_equals_an_uninterrupted_one(tmp_path):
+    """SIGTERM after iteration 50 (print hook): the loop stops before iteration 51, saves
+    model-51 and raises StopRequested; resuming from 51 to 70 gives bit-identical weights."""
+    straight = _learner()
+    _train(straight, Checkpointer(str(tmp_path / "straight"), straight), 70)
+
+    def terminate_at_50(line):
+        if line.startswith("Iteration 50:"):
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    stopped = _learner()
+    with GracefulStop() as stop, pytest.raises(StopRequested) as info:
+        _train(stopped, Checkpointer(str(tmp_path / "stopped"), stopped), 70, print_fn=terminate_at_50, stop=stop)
+    assert info.value.iteration == 51 and info.value.exit_status == 143
+    resumed = _learner(seed=5)
+    checkpointer = Checkpointer(str(tmp_path / "stopped"), resumed)
+    assert checkpointer.restore_for_resume() == 51
+    _train(resumed, checkpointer, 70, start=51)
+    for a, b in zip(straight.variables, resumed.variables):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def _start_training(args, cwd):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    process = subprocess.Popen([sys.executable, "-m", "maml_tf.main", *args], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, cwd=cwd, env=env)
+    for line in process.stdout:
+        if line.startswith("Done initializing"):
+            return process
+    raise AssertionError(f"training did not start: {process.stderr.read()}")
+
+
+def test_cli_one_writer_per_run_graceful_stop_and_kill_9(tmp_path, repo_root):
+    """A second training on a live run is refused naming the first; SIGTERM stops the first
+    with status 143 after saving; a run killed with SIGKILL leaves no lock that blocks."""
+    args = ["--flagfile=flags/sinusoid.flags", f"--logdir={tmp_path}", "--metatrain_iterations=1000000"]
+    first = _start_training(args, repo_root)
+    second = _main(args, repo_root)
+    assert second.returncode == 1
+    assert _last_line(second).startswith(f"maml_tf.main: error: {tmp_path / SINE_RUN} is being written by "
+                                         f"process {first.pid} on ")
+    time.sleep(1)
+    first.send_signal(signal.SIGTERM)
+    _, err = first.communicate(timeout=120)
+    assert first.returncode == 143, err
+    line = err.strip().splitlines()[-1]
+    assert line.startswith("maml_tf.main: stopped by SIGTERM after iteration ") and "run the same command" in line
+    saved = int(line.split("after iteration ")[1].split()[0])
+    assert os.path.exists(tmp_path / SINE_RUN / f"model-{saved}.index")
+
+    third = _start_training(args, repo_root)
+    third.kill()
+    third.wait()
+    fourth = _main(args[:-1] + [f"--metatrain_iterations={saved + 2}"], repo_root)
+    assert fourth.returncode == 0, fourth.stderr
+    assert f"Resuming {tmp_path / SINE_RUN} from iteration {saved}" in fourth.stdout
