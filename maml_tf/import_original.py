@@ -32,7 +32,8 @@ def main(argv):
         if not getattr(FLAGS, name):
             exit_with_error("maml_tf.import_original", f"--{name} is required")
     try:
-        run_dir, iteration = import_checkpoint(FLAGS.checkpoint, FLAGS.logdir, FLAGS.overwrite)
+        run_dir, iteration = import_checkpoint(os.path.expanduser(FLAGS.checkpoint), os.path.expanduser(FLAGS.logdir),
+                                               FLAGS.overwrite)
     except (ValueError, FileNotFoundError) as e:
         exit_with_error("maml_tf.import_original", str(e))
     print(f"Imported {FLAGS.checkpoint} as {run_dir}/model-{iteration}")

@@ -128,6 +128,7 @@ def run_info(f=FLAGS):
 TRAINING_FLAGS = ("datasource", "num_classes", "baseline", "meta_batch_size", "meta_lr", "update_batch_size",
                   "update_lr", "num_updates", "norm", "num_filters", "conv", "max_pool", "stop_grad", "seed")
 RUN_INFO = "run_info.json"
+PATH_FLAGS = ("logdir", "data_dir", "test_tasks_file", "write_test_tasks")
 
 
 def training_flags(f=FLAGS):
@@ -163,6 +164,9 @@ def run():
     from report.tensorboard import ScalarWriter
 
     _validate()
+    for name in PATH_FLAGS:  # `~` as a shell would expand it, also inside flagfiles and after `=`
+        if getattr(FLAGS, name):
+            setattr(FLAGS, name, os.path.expanduser(getattr(FLAGS, name)))
     s = settings_from_flags()
     run_dir, test_steps = s["run_dir"], s["eval_num_inner_steps"]
     if FLAGS.test_tasks_file is not None:  # (test only) the file's tasks replace the seeded pool

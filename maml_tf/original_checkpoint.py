@@ -28,12 +28,13 @@ def read_original(prefix):
         raise FileNotFoundError(f"--checkpoint: {prefix}.index not found (give the prefix, without .index)")
     try:
         reader = tf.train.load_checkpoint(prefix)
-    except (tf.errors.OpError, ValueError) as e:
-        raise ValueError(f"--checkpoint: {prefix} is not a readable TensorFlow checkpoint ({type(e).__name__})") from e
-    missing = sorted(set(VARIABLE_MAP) - set(reader.get_variable_to_shape_map()))
-    if missing:
-        raise ValueError(f"--checkpoint: {prefix} lacks {', '.join(missing)}: not the released MiniImagenet model")
-    return {name: reader.get_tensor(name) for name in VARIABLE_MAP}
+        missing = sorted(set(VARIABLE_MAP) - set(reader.get_variable_to_shape_map()))
+        if missing:
+            raise ValueError(f"--checkpoint: {prefix} lacks {', '.join(missing)}: not the released MiniImagenet model")
+        return {name: reader.get_tensor(name) for name in VARIABLE_MAP}
+    except (tf.errors.OpError, IndexError) as e:  # cut short (IndexError), flipped bytes (DataLossError), ...
+        raise ValueError(f"--checkpoint: {prefix} is damaged or not a TensorFlow checkpoint "
+                         f"({type(e).__name__}: {str(e).strip().splitlines()[0][:120]})") from None
 
 
 def import_checkpoint(prefix, logdir, overwrite=False):

@@ -266,3 +266,29 @@ def test_cli_one_writer_per_run_graceful_stop_and_kill_9(tmp_path, repo_root):
     fourth = _main(args[:-1] + [f"--metatrain_iterations={saved + 2}"], repo_root)
     assert fourth.returncode == 0, fourth.stderr
     assert f"Resuming {tmp_path / SINE_RUN} from iteration {saved}" in fourth.stdout
+
+
+def test_import_original_names_a_damaged_checkpoint(tmp_path, shared_data):
+    """The released checkpoint cut short: one line naming it, nothing imported."""
+    from maml_tf.original_checkpoint import import_checkpoint
+
+    source = shared_data / "original_checkpoint"
+    for name in ("model59000.index", "model59000.data-00000-of-00001"):
+        (tmp_path / name).write_bytes((source / name).read_bytes())
+    _truncate(tmp_path / "model59000.data-00000-of-00001")
+    with pytest.raises(ValueError, match=r"^--checkpoint: .*model59000 is damaged or not a TensorFlow checkpoint"):
+        import_checkpoint(str(tmp_path / "model59000"), str(tmp_path / "logs"))
+    assert not (tmp_path / "logs").exists()
+
+
+def test_tilde_in_path_flags_is_expanded(tmp_path, repo_root):
+    """--logdir=~/x means $HOME/x, not a folder named '~' in the working directory."""
+    env_home = tmp_path / "home"
+    env_home.mkdir()
+    result = subprocess.run([sys.executable, "-m", "maml_tf.main", "--flagfile=flags/sinusoid.flags",
+                             "--logdir=~/runs", "--metatrain_iterations=2"], capture_output=True, text=True,
+                            cwd=repo_root, env={**os.environ, "HOME": str(env_home), "TF_CPP_MIN_LOG_LEVEL": "3"},
+                            timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert (env_home / "runs" / SINE_RUN / "model-2.index").exists()
+    assert not (repo_root / "~").exists()
