@@ -202,4 +202,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    from report import cli
+
+    cli.run(main)

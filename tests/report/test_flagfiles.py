@@ -1,0 +1,73 @@
+"""The shipped flagfiles work from any working directory and the `--help` of every entry point
+this package owns exits 0 (report.cli).
+
+absl opens a nested `--flagfile=...` line relative to the *working directory* (not to the file
+that holds it), so the test flagfiles carry a copy of their training flags instead of an include;
+the copy is checked here to stay equal to the training flagfile.
+"""
+import glob
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+from absl import flags
+
+from report import cli
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+FLAGFILES = sorted(glob.glob(os.path.join(REPO_ROOT, "flags", "*.flags")))
+COPY = re.compile(r"^# BEGIN copy of (\S+) .*?\n(.*?)^# END copy of \1\n", re.S | re.M)
+
+
+def _flag_lines(text):
+    return [line for line in text.splitlines() if line.startswith("-")]
+
+
+def test_no_flagfile_includes_another():
+    assert len(FLAGFILES) >= 40
+    for path in FLAGFILES:
+        with open(path) as f:
+            assert not [line for line in f if line.lstrip().startswith(("--flagfile", "-flagfile"))], path
+
+
+def test_copied_training_flags_equal_their_flagfile():
+    copies = 0
+    for path in FLAGFILES:
+        with open(path) as f:
+            text = f.read()
+        for source, copied in COPY.findall(text):
+            with open(os.path.join(REPO_ROOT, source)) as f:
+                assert _flag_lines(copied) == _flag_lines(f.read()), f"{path}: copy of {source} differs; update it"
+            copies += 1
+    assert copies >= 10
+
+
+@pytest.mark.parametrize("path", FLAGFILES, ids=os.path.basename)
+def test_flagfile_expands_from_another_working_directory(path, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    expanded = flags.FlagValues().read_flags_from_files([f"--flagfile={path}"])
+    with open(path) as f:
+        assert expanded == _flag_lines(f.read())
+
+
+@pytest.mark.parametrize("argv,wanted", [
+    (["p", "--help"], True), (["p", "-?"], True), (["p", "--helpfull"], True), (["p", "-helpshort"], True),
+    (["p", "--help=false"], False), (["p", "--nohelp"], False), (["p", "--x=1"], False),
+    (["p", "--", "--help"], False),
+])
+def test_help_requested(argv, wanted):
+    assert cli.help_requested(argv) is wanted
+
+
+@pytest.mark.parametrize("module", ["data_prep.omniglot", "data_prep.miniimagenet", "report.compare"])
+def test_help_exits_zero_and_bad_flags_still_fail(module, tmp_path):
+    env = dict(os.environ, PYTHONPATH=REPO_ROOT)
+    result = subprocess.run([sys.executable, "-m", module, "--help"], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "--helpfull" in result.stdout and "Traceback" not in result.stderr
+    result = subprocess.run([sys.executable, "-m", module, "--no_such_flag=1"], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "no_such_flag" in result.stderr
