@@ -51,9 +51,9 @@ def write_results(run_dir, update_batch_size, update_lr, rows, info=None):
         write_json(csv_path[:-4] + ".json", {**info, "update_batch_size": update_batch_size,
                                                "update_lr": update_lr, "num_tasks": int(rows.shape[0])})
     means, stds, ci95 = summarize(rows)
-    with atomic_open(pkl_path, "wb") as f:
-        pickle.dump({"mses": rows}, f)
-    with atomic_open(csv_path, "w", newline="") as f:
+    # Both written before either is renamed, so the pair on disk is always from one test.
+    with atomic_open(pkl_path, "wb") as pkl, atomic_open(csv_path, "w", newline="") as f:
+        pickle.dump({"mses": rows}, pkl)
         writer = csv.writer(f)
         writer.writerow([f"update{i}" for i in range(rows.shape[1])])
         for values in (means, stds, ci95):

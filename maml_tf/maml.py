@@ -30,7 +30,8 @@ class Scores(NamedTuple):
 
 
 def inner_loop(forward, loss, weights, support, lr, steps, first_order=False, adaptable=None):
-    """`steps` gradient steps on the support loss, eq. (1) of the paper repeated:
+    """`steps` gradient steps on the support loss, the paper's inner update (Section 2.2,
+    Algorithm 2 line 7) repeated:
 
         theta'  <-  theta' - lr * grad_theta' L_support(f_theta'),   theta' starting at theta.
 
@@ -84,15 +85,17 @@ def adapt_and_score(forward, loss, accuracy, weights, support, query, lr, steps,
 
 
 def outer_loss(final_query_losses):
-    """The meta-objective (paper eq. (3)): sum over tasks T of L_T(f_theta'_T) on each task's
-    query set, here its mean over the meta-batch, as the original's `total_losses2`."""
+    """The meta-objective (paper Section 2.2): sum over tasks T of L_T(f_theta'_T) on each task's
+    query set, here its mean over the meta-batch, as the original's `total_losses2`. L_T is the
+    paper's eq. (2) (mean squared error) or eq. (3) (cross-entropy)."""
     return tf.reduce_mean(final_query_losses)
 
 
 def meta_gradients(adapt_tasks, variables, support, query, steps, score_every_step=True):
     """(Scores, d outer_loss / d theta for each variable): the gradient of the query losses
     after `steps` inner steps with respect to the weights the inner loop started from,
-    differentiated through the inner loop (paper Algorithm 2, line 10).
+    differentiated through the inner loop: the gradient in the meta-update of the paper's
+    eq. (1), theta <- theta - beta grad_theta sum_T L_T(f_theta'_T) (Algorithm 2, line 10).
 
     `adapt_tasks(weights, support, query, steps, score_every_step)` adapts every task of the
     batch and returns (per-task Scores, [tasks] final query losses), as `adapt_and_score` does

@@ -45,7 +45,7 @@ class MetaLearner:
         self.pretrain_optimizer.build(self.variables)
         self.train_step = tf.function(self._train_step)
         self.pretrain_step = tf.function(self._pretrain_step)
-        self._scores = tf.function(self.adapt_tasks)
+        self._compiled_adapt_tasks = tf.function(self.adapt_tasks)
 
     def _build_forward(self, model):
         """forward(weights, x[tasks, ...]) for weights shared or with a task axis."""
@@ -55,7 +55,7 @@ class MetaLearner:
         """One task's accuracy (classification), zero for regression."""
         return accuracy(logits, labels) if self.classification else tf.zeros([], logits.dtype)
 
-    def adapt_tasks(self, weights, support, query, steps, score_every_step=True, first_order=None):
+    def adapt_tasks(self, weights, support, query, steps, score_every_step=True):
         """Adapt every task of the batch at once: (per-task `maml.Scores`, [tasks] final query
         losses). The adapted weights start as the shared weights broadcast to [tasks, ...]."""
         support = tuple(tf.convert_to_tensor(t) for t in support)
@@ -65,11 +65,8 @@ class MetaLearner:
         for i in self.adaptable:
             fast[i] = tf.broadcast_to(tf.expand_dims(fast[i], 0), [tasks, *fast[i].shape])
         return maml.adapt_and_score(self._forward, _over_tasks(self.loss_fn), _over_tasks(self.task_accuracy), fast, support,
-                                    query, self.update_lr, steps, self._order(first_order), self.adaptable,
+                                    query, self.update_lr, steps, self.first_order, self.adaptable,
                                     score_every_step)
-
-    def _order(self, first_order):
-        return self.first_order if first_order is None else first_order
 
     def meta_gradients(self, support, query, score_every_step=True):
         """(per-task Scores, the meta-gradient for each trainable variable) after
@@ -112,7 +109,7 @@ class MetaLearner:
         """Per-task Scores (numpy) after 1..`steps` inner steps, weights untouched; the whole
         batch in one call (the graph's size does not grow with the tasks)."""
         weights = [tf.convert_to_tensor(v) for v in self.variables]
-        scores, _ = self._scores(weights, support, query, steps, first_order=True)
+        scores, _ = self._compiled_adapt_tasks(weights, support, query, steps)
         return maml.Scores(*(value.numpy() for value in scores))
 
 

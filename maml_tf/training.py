@@ -37,7 +37,8 @@ def summary_names(prefix, num_inner_steps, classification):
 def _batch_means(learner, batch, num_inner_steps):
     """The summary values: means over the batch's tasks of the pre-update (support) and
     post-step (query) metrics, keyed as `summary_names`."""
-    means = learner.evaluate(batch.support, batch.query, num_inner_steps).mean()
+    scores = learner.evaluate(batch.support, batch.query, num_inner_steps)
+    means = type(scores)(*(np.mean(value, axis=0) for value in scores))  # numpy, as the logs always were
     out = {"pre_loss": float(means.support_loss), "pre_accuracy": float(means.support_accuracy)}
     for j, (loss, acc) in enumerate(zip(means.query_losses, means.query_accuracies)):
         out[f"post_loss_{j}"], out[f"post_accuracy_{j}"] = float(loss), float(acc)

@@ -21,10 +21,10 @@ class ReferenceLearner(MetaLearner):
     def _build_forward(self, model):
         return stateless_forward(model)
 
-    def adapt_tasks(self, weights, support, query, steps, score_every_step=True, first_order=None):
+    def adapt_tasks(self, weights, support, query, steps, score_every_step=True):
         results = [maml.adapt_and_score(self._forward, self.loss_fn, self.task_accuracy, weights,
                                         (support[0][t], support[1][t]), (query[0][t], query[1][t]), self.update_lr,
-                                        steps, self._order(first_order), self.adaptable, score_every_step)
+                                        steps, self.first_order, self.adaptable, score_every_step)
                    for t in range(len(support[0]))]
         scores = maml.Scores(*(tf.stack(values) for values in zip(*(r[0] for r in results))))
         return scores, tf.stack([r[1] for r in results])

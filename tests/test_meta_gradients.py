@@ -75,7 +75,8 @@ def _check_against_finite_differences(learner, batch, directions=5, eps=1e-5, rt
 @pytest.mark.parametrize("steps", [1, 3])
 def test_second_order_mlp_matches_finite_differences(steps):
     """d/dtheta of mean_T L_T^query(theta'_T(theta)) along random directions equals the central
-    difference of the meta-loss: the Hessian terms of eq. (1) through `steps` inner steps."""
+    difference of the meta-loss: the gradient of the paper's eq. (1), Hessian terms included,
+    through `steps` inner steps."""
     learner = MetaLearner(_mlp(), losses.mse, update_lr=0.05, num_inner_steps=steps)
     _check_against_finite_differences(learner, _regression_batch())
 
