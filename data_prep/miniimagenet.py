@@ -3,10 +3,13 @@
     python -m data_prep.miniimagenet --csv_dir=DIR --images_dir=DIR --output_dir=DATA
 
 `--csv_dir` holds Ravi & Larochelle's train.csv, val.csv, test.csv (header `filename,label`);
-`--images_dir` holds the ImageNet images under the file names the CSVs list. As in the
+`--images_dir` holds the ImageNet images under the file names the CSVs list, in any folder
+layout below it (flat, or nested as the distributed sets often are: train/<wnid>/*.jpg); a
+listed name found twice is an error. As in the
 original proc_images.py each image is resized with Lanczos and saved as JPEG with Pillow's
 default quality; unlike it, images are converted to RGB first and the source folder is
-left untouched (the original resized in place and moved the files).
+left untouched (the original resized in place and moved the files). The prepared folder gets a
+SHA256SUMS manifest; a second run checks every file against it.
 """
 import csv
 import logging
@@ -17,20 +20,22 @@ from pathlib import Path
 
 from PIL import Image
 
-from data_prep._common import PrepError, atomic_directory, read_prep_info, run_main, write_prep_info
+from data_prep._common import (PrepError, atomic_directory, check_images, prepared_files, read_prep_info, run_main,
+                               user_path, verify_content, write_manifest, write_prep_info)
 
 SPLITS = ("train", "val", "test")
 PAPER_COUNTS = {"train": (64, 600), "val": (16, 600), "test": (20, 600)}  # classes x images
 IMAGE_SIZE = 84
 JPEG_QUALITY = 75  # Pillow's default, which the original's im.save() used
 OUTPUT_NAME = "miniImagenet"
+IMAGE_KIND = ("JPEG", "RGB", (IMAGE_SIZE, IMAGE_SIZE))  # what every prepared file decodes to
 
 log = logging.getLogger(__name__)
 
 
 def read_split_csv(path):
     """[(filename, label)] rows of one split file, checked for shape and duplicates."""
-    path = Path(path)
+    path = user_path(path)
     try:
         with open(path, newline="") as f:
             rows = list(csv.reader(f))
@@ -54,7 +59,8 @@ def read_split_csv(path):
 
 def read_splits(csv_dir, expected_counts=PAPER_COUNTS):
     """{split: rows} for the three CSVs; with `expected_counts` also checks classes x images."""
-    splits = {s: read_split_csv(Path(csv_dir) / f"{s}.csv") for s in SPLITS}
+    csv_dir = user_path(csv_dir)
+    splits = {s: read_split_csv(csv_dir / f"{s}.csv") for s in SPLITS}
     seen = {}
     for split, rows in splits.items():
         per_class = Counter(label for _, label in rows)
@@ -65,7 +71,7 @@ def read_splits(csv_dir, expected_counts=PAPER_COUNTS):
         if expected_counts is not None:
             want_classes, want_images = expected_counts[split]
             if len(per_class) != want_classes or set(per_class.values()) != {want_images}:
-                raise PrepError(f"{Path(csv_dir) / (split + '.csv')} has {len(per_class)} classes with {sorted(set(per_class.values()))} "
+                raise PrepError(f"{csv_dir / (split + '.csv')} has {len(per_class)} classes with {sorted(set(per_class.values()))} "
                                 f"images each, expected {want_classes} x {want_images} (Ravi & Larochelle); "
                                 f"pass --nocheck_paper_counts for other CSVs")
     names = Counter(name for rows in splits.values() for name, _ in rows)
@@ -75,8 +81,9 @@ def read_splits(csv_dir, expected_counts=PAPER_COUNTS):
     return splits
 
 
-def verify_output(folder, splits):
-    """Check that `folder` holds exactly the files the CSVs list, one folder per class."""
+def verify_output(folder, splits, check_content=True):
+    """Check that `folder` holds exactly the files the CSVs list, one folder per class, and
+    (`check_content`) that every file is as its SHA256SUMS recorded it at preparation."""
     folder = Path(folder)
     read_prep_info(folder)
     for split, rows in splits.items():
@@ -92,20 +99,40 @@ def verify_output(folder, splits):
             if set(os.listdir(split_dir / label)) != names:
                 raise PrepError(f"{split_dir / label} does not hold exactly the images {split}.csv "
                                 f"lists; delete {folder} and rerun")
+    if check_content:
+        verify_content(folder, prepared_files(folder), *IMAGE_KIND, log)
+
+
+def find_images(images_dir, names):
+    """{name: path} of the files called one of `names` anywhere below `images_dir`.
+    A name found in two places is an error naming both (which one is meant is unknowable).
+    Hidden folders (.git, temporary folders of interrupted runs) are not searched."""
+    wanted = set(names)
+    found = {}
+    for directory, subdirs, files in os.walk(images_dir):
+        subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
+        for name in files:
+            if name in wanted:
+                path = Path(directory) / name
+                if name in found:
+                    raise PrepError(f"{name} is in --images_dir twice: {found[name]} and {path}; "
+                                    f"remove one (or point --images_dir at a folder holding one of them)")
+                found[name] = path
+    return found
 
 
 def prepare_miniimagenet(csv_dir, images_dir, output_dir, expected_counts=PAPER_COUNTS, workers=None):
     """Write output_dir/miniImagenet and return its path; only verifies if already there."""
     splits = read_splits(csv_dir, expected_counts)
-    final = Path(output_dir) / OUTPUT_NAME
+    final = user_path(output_dir) / OUTPUT_NAME
     if final.exists():
         verify_output(final, splits)
         log.info("%s already prepared and verified", final)
         return final
-    images_dir = Path(images_dir)
+    images_dir = user_path(images_dir)
     if not images_dir.is_dir():
         raise PrepError(f"--images_dir={images_dir} is not a folder")
-    available = set(os.listdir(images_dir))
+    available = find_images(images_dir, (name for rows in splits.values() for name, _ in rows))
     missing = [name for rows in splits.values() for name, _ in rows if name not in available]
     if missing:
         raise PrepError(f"{len(missing)} images listed in the CSVs are missing from --images_dir={images_dir}, "
@@ -115,13 +142,16 @@ def prepare_miniimagenet(csv_dir, images_dir, output_dir, expected_counts=PAPER_
         for split, rows in splits.items():
             for label in {label for _, label in rows}:
                 (tmp / split / label).mkdir(parents=True)
-            jobs += [(images_dir / name, tmp / split / label / name) for name, label in rows]
+            jobs += [(available[name], tmp / split / label / name) for name, label in rows]
         _resize_all(jobs, workers or os.cpu_count() or 1)
         write_prep_info(tmp, {
             "dataset": "miniimagenet", "image_size": IMAGE_SIZE, "resample": "lanczos",
             "jpeg_quality": JPEG_QUALITY, "pillow": Image.__version__,
             "counts": {s: [len({label for _, label in rows}), len(rows)] for s, rows in splits.items()}})
-        verify_output(tmp, splits)
+        verify_output(tmp, splits, check_content=False)
+        files = prepared_files(tmp)
+        check_images(tmp, files, *IMAGE_KIND)
+        write_manifest(tmp, files)
     log.info("wrote %s", final)
     return final
 
@@ -158,7 +188,9 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    from absl import app, flags
+    from absl import flags
+
+    from report import cli
 
     flags.DEFINE_string("csv_dir", None, "folder holding train.csv, val.csv and test.csv")
     flags.DEFINE_string("images_dir", None, "folder holding the ImageNet images named as in the CSVs")
@@ -166,4 +198,4 @@ if __name__ == "__main__":
     flags.DEFINE_bool("check_paper_counts", True, "require 64/16/20 classes x 600 images")
     flags.DEFINE_integer("workers", None, "resizing threads (default: one per CPU)")
     flags.mark_flags_as_required(["csv_dir", "images_dir", "output_dir"])
-    app.run(main)
+    cli.run(main)

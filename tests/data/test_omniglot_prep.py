@@ -211,7 +211,7 @@ def test_incomplete_existing_output_is_reported(tmp_path, monkeypatch):
     for character in ("Greek/character01", "Greek/character02"):
         (root / character).mkdir(parents=True)
         for i in range(20):
-            (root / character / f"0001_{i + 1:02d}.png").write_bytes(b"")
+            Image.new("1", (28, 28), 1).save(root / character / f"0001_{i + 1:02d}.png")
     write_prep_info(root, {"resample": "nearest"})
     omniglot.prepare_omniglot(tmp_path / "absent", tmp_path / "data")  # complete: verifies
     (root / "Greek/character02/0001_99.png").write_bytes(b"")
