@@ -3,10 +3,12 @@
     python -m report.compare RUN_DIR_OR_CSV [...] [--plot=curves.png]     (or python -m maml_tf.compare)
 
 Each argument is a run directory (every `test_*.csv` in it is read), a test csv of
-`maml_tf.main` (described by the `.json` the test wrote next to it), or a csv of `rl.evaluate`.
+`maml_tf.main` (described by the `.json` the test wrote next to it), or a csv of `rl.evaluate`;
+any other file is refused in one line. `~` is expanded in every path.
 Prints markdown tables: our mean +- ci95 (RL: +- standard error) at the paper's step counts
 next to the paper's number.
 """
+import csv
 import glob
 import json
 import os
@@ -41,8 +43,12 @@ class Result:
         self.paper = paper.supervised_result(self.info)
         self.rows = None
         if os.path.exists(csv_path[:-4] + ".pkl"):
-            with open(csv_path[:-4] + ".pkl", "rb") as f:
-                self.rows = np.asarray(pickle.load(f)["mses"], dtype=np.float64)
+            try:
+                with open(csv_path[:-4] + ".pkl", "rb") as f:
+                    self.rows = np.asarray(pickle.load(f)["mses"], dtype=np.float64)
+            except (pickle.UnpicklingError, EOFError, KeyError, TypeError, AttributeError, ImportError) as e:
+                raise ValueError(f"{csv_path[:-4]}.pkl is unreadable ({type(e).__name__}: {e}); delete it "
+                                 f"(the per-task rows are optional) or re-run the test") from e
 
     @property
     def name(self):
@@ -55,16 +61,36 @@ def load(paths):
     """(supervised Results, RLResults) for the given run directories and csv files."""
     supervised, rl = [], []
     for path in find_csvs(paths):
-        if is_rl_csv(path):
+        kind = csv_kind(path)
+        if kind == "rl":
             rl.extend(read_rl(path))
-        else:
+        elif kind == "test":
             supervised.append(Result(path))
+        else:
+            raise ValueError(f"{path} is neither a test csv of maml_tf.main (first line update0,update1,...) nor "
+                             f"a csv of rl.evaluate (first line {','.join(RL_HEADER_START)},...); give run "
+                             f"directories or those files")
     return supervised, rl
+
+
+RL_HEADER_START = ("method", "task")
+
+
+def csv_kind(path):
+    """'test' (maml_tf.main), 'rl' (rl.evaluate) or None, from the file's first line."""
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            header = next(csv.reader(f), [])
+    except (UnicodeDecodeError, csv.Error):
+        return None
+    if header and all(h == f"update{i}" for i, h in enumerate(header)):
+        return "test"
+    return "rl" if is_rl_csv(path) else None
 
 
 def find_csvs(paths):
     found = []
-    for path in paths:
+    for path in map(os.path.expanduser, paths):
         if os.path.isdir(path):
             csvs = sorted(glob.glob(os.path.join(path, "test_*.csv")))
             if not csvs:
@@ -195,10 +221,13 @@ def main(argv):
         if rl_results:
             print(("\n" if results else "") + rl_table(rl_results))
         if FLAGS.plot:
-            plot(results, FLAGS.plot, rl_results)
-            print(f"Wrote {FLAGS.plot}")
+            plot(results, os.path.expanduser(FLAGS.plot), rl_results)
+            print(f"Wrote {os.path.expanduser(FLAGS.plot)}")
     except ValueError as e:
         exit_with_error("report.compare", str(e))
+    except OSError as e:  # unreadable input, unwritable --plot: one line naming the file
+        where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+        exit_with_error("report.compare", f"{e.strerror or e}{where}")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,6 @@
 """report.compare: test csvs (supervised and RL) next to the paper's numbers."""
+import os
+
 import numpy as np
 import pytest
 
@@ -81,3 +83,62 @@ def test_rl_rows_next_to_the_papers_table_4(tmp_path):
     pytest.importorskip("matplotlib")
     compare.plot([], str(tmp_path / "rl.png"), rl)
     assert (tmp_path / "rl.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def _compare_cli(args, tmp_path, home=None):
+    import subprocess
+    import sys
+
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ, PYTHONPATH=repo, HOME=str(home or os.environ.get("HOME", "/")))
+    return subprocess.run([sys.executable, "-m", "report.compare", *args], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def _one_line(stderr):
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    return len(lines) == 1 and lines[0].startswith("report.compare: error: ") and "Traceback" not in stderr
+
+
+def test_a_file_that_is_no_result_csv_is_refused_in_one_line(tmp_path):
+    (tmp_path / "progress.csv").write_text("itr,avg_return,kl\n0,-40.2,0.01\n")  # rl.train's log
+    (tmp_path / "curves.png").write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff\xfe" * 20)
+    (tmp_path / "empty.csv").write_text("")
+    for name in ("progress.csv", "curves.png", "empty.csv"):
+        assert compare.csv_kind(str(tmp_path / name)) is None
+        result = _compare_cli([name], tmp_path)
+        assert result.returncode == 1 and _one_line(result.stderr), result.stderr
+        assert f"{name} is neither a test csv of maml_tf.main (first line update0,update1,...) nor a csv of rl.evaluate" in result.stderr
+
+
+def test_kinds_of_real_outputs(tmp_path):
+    path = _fake_run(tmp_path, SINE_MAML, np.ones((600, 11)), 5, 0.01)
+    assert compare.csv_kind(path) == "test"
+    rl_csv = tmp_path / "rl.csv"
+    rl_csv.write_text(",".join(__import__("report.rl_results", fromlist=["x"]).SUMMARY_COLUMNS) + "\n")
+    assert compare.csv_kind(str(rl_csv)) == "rl"
+
+
+def test_tilde_in_paths_and_unwritable_plot(tmp_path):
+    pytest.importorskip("matplotlib")
+    home = tmp_path / "home"
+    home.mkdir()
+    path = _fake_run(home, SINE_MAML, np.tile(np.linspace(3.0, 0.3, 11), (600, 1)), 5, 0.01)
+    run = "~/" + os.path.relpath(os.path.dirname(path), home)
+    result = _compare_cli([run, "--plot=~/curves.png"], tmp_path, home=home)
+    assert result.returncode == 0, result.stderr
+    assert (home / "curves.png").read_bytes()[:4] == b"\x89PNG" and not (tmp_path / "~").exists()
+    (home / "plots").mkdir()
+    result = _compare_cli([run, "--plot=~/plots"], tmp_path, home=home)  # an existing directory
+    assert result.returncode == 1 and _one_line(result.stderr), result.stderr
+    assert str(home / "plots") in result.stderr
+
+
+def test_damaged_per_task_rows_are_a_clear_error(tmp_path):
+    path = _fake_run(tmp_path, SINE_MAML, np.ones((600, 11)), 5, 0.01)
+    pkl = path[:-4] + ".pkl"
+    assert os.path.exists(pkl)
+    with open(pkl, "r+b") as f:
+        f.truncate(10)
+    with pytest.raises(ValueError, match="pkl is unreadable .*delete it"):
+        compare.Result(path)
