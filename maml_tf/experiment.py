@@ -29,11 +29,12 @@ def eval_num_inner_steps(datasource, train):
     return {"sinusoid": 5, "miniimagenet": 1, "omniglot": 10}[datasource]
 
 
-def build_model(datasource, *, num_classes=5, input_shape=None, conv=True, num_filters=64, max_pool=False,
+def build_model(datasource, *, num_classes=5, oracle=False, conv=True, num_filters=64, max_pool=False,
                 norm="batch_norm", dtype="float32"):
     """The network the original used for this data source and these options."""
     if datasource == "sinusoid":
-        return models.fc_net(input_shape or (1,), (40, 40), 1, norm=norm, dtype=dtype, name="sinusoid_mlp")
+        # input x, or (the oracle) x with the task's amplitude and phase
+        return models.fc_net((3,) if oracle else (1,), (40, 40), 1, norm=norm, dtype=dtype, name="sinusoid_mlp")
     if datasource not in ("omniglot", "miniimagenet"):
         raise ValueError(f"datasource must be one of {DATASOURCES}, got {datasource!r}")
     image_shape = (28, 28, 1) if datasource == "omniglot" else (84, 84, 3)
@@ -98,6 +99,20 @@ def few_shot_sampler(datasource, classes, *, num_classes, update_batch_size, tra
     k = update_batch_size
     query = TRAIN_QUERY_PER_CLASS.get(datasource, k) if train else k
     return few_shot_data.FewShotSampler(classes, num_classes, k, query, rotate=datasource == "omniglot")
+
+
+def training_iterations(baseline, pretrain_iterations, metatrain_iterations):
+    """(pretrain, metatrain) iterations: the oracle trains without meta-learning, all of them
+    as pretraining iterations, as in the original."""
+    if baseline == "oracle":
+        return pretrain_iterations + metatrain_iterations, 0
+    return pretrain_iterations, metatrain_iterations
+
+
+def validation_sampler(datasource, eval_sampler):
+    """What training validates on: the validation split; nothing for the sinusoid (the
+    original logged no validation there)."""
+    return None if datasource == "sinusoid" else eval_sampler
 
 
 def test_seed(datasource):

@@ -192,9 +192,6 @@ class FewShotSampler:
         self.query_per_class = query_per_class
         self.rotate = rotate
 
-    @property
-    def input_shape(self):
-        return self.classes.images.shape[2:]
 
     def sample(self, rng: np.random.Generator, num_tasks) -> EpisodeBatch:
         """`num_tasks` fresh tasks drawn with `rng`."""

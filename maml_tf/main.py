@@ -103,9 +103,7 @@ def settings_from_flags(f=FLAGS):
 
     exp = experiment.exp_string(f.num_classes, f.meta_batch_size, train_ubs, f.num_updates, train_lr,
                                 f.num_filters, f.max_pool, f.stop_grad, f.baseline, f.norm)
-    pretrain, metatrain = f.pretrain_iterations, f.metatrain_iterations
-    if f.baseline == "oracle":  # the oracle is trained without meta-learning, as in the original
-        pretrain, metatrain = pretrain + metatrain, 0
+    pretrain, metatrain = experiment.training_iterations(f.baseline, f.pretrain_iterations, f.metatrain_iterations)
     return {
         "exp_string": exp,
         "run_dir": os.path.join(os.path.expanduser(f.logdir), exp),
@@ -187,7 +185,7 @@ def run():
             tasks_source = f"{FLAGS.num_test_tasks} tasks (seeded pool, seed {seed})"
     keras.utils.set_random_seed(FLAGS.seed)
     model = experiment.build_model(FLAGS.datasource, num_classes=FLAGS.num_classes,
-                                   input_shape=eval_sampler.input_shape if FLAGS.datasource == "sinusoid" else None,
+                                   oracle=FLAGS.baseline == "oracle",
                                    conv=FLAGS.conv, num_filters=FLAGS.num_filters, max_pool=FLAGS.max_pool, norm=FLAGS.norm)
     learner = experiment.build_learner(model, FLAGS.datasource, update_batch_size=FLAGS.update_batch_size,
                                        update_lr=FLAGS.update_lr, num_inner_steps=FLAGS.num_updates,
@@ -239,7 +237,7 @@ def run():
                 meta_batch_size=FLAGS.meta_batch_size, pretrain_iterations=s["pretrain_iterations"],
                 metatrain_iterations=s["metatrain_iterations"], start_iteration=start, seed=FLAGS.seed,
                 eval_num_inner_steps=test_steps, print_interval=experiment.print_interval(FLAGS.datasource),
-                val_sampler=None if FLAGS.datasource == "sinusoid" else eval_sampler, writer=writer, stop=stop,
+                val_sampler=experiment.validation_sampler(FLAGS.datasource, eval_sampler), writer=writer, stop=stop,
             )
         except training.DivergenceError as e:
             saved = checkpointer.available()

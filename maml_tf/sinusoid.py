@@ -16,9 +16,6 @@ class SinusoidSampler:
         self.oracle = oracle
         self.amp_range, self.phase_range, self.input_range = amp_range, phase_range, input_range
 
-    @property
-    def input_shape(self):
-        return (3,) if self.oracle else (1,)
 
     def sample(self, rng, num_tasks):
         """`num_tasks` tasks of support_size + query_size points (support first, as the original)."""

@@ -92,8 +92,7 @@ def build_ours(s, seed=0, dtype="float32", learner_class=None):
     from maml_tf import experiment
 
     keras.utils.set_random_seed(seed)
-    input_shape = (3,) if s["baseline"] == "oracle" else None
-    model = experiment.build_model(s["datasource"], num_classes=s["num_classes"], input_shape=input_shape,
+    model = experiment.build_model(s["datasource"], num_classes=s["num_classes"], oracle=s["baseline"] == "oracle",
                                    conv=s["conv"], num_filters=s["num_filters"], max_pool=s["max_pool"],
                                    norm=s["norm"], dtype=dtype)
     learner = experiment.build_learner(model, s["datasource"], update_batch_size=s["update_batch_size"],
