@@ -1,13 +1,17 @@
-"""Running an entry point: absl's app.run, with `--help` a success.
+"""Running an entry point: absl's app.run, with `--help` a success and `~` expanded in paths.
 
 absl ends `--help`, `--helpshort`, `--helpfull` and `--helpxml` with exit status 1 (it treats
 them like a usage error); shells and CI scripts read that as a failure. `run(main)` is app.run
 with the help flags ending in status 0; everything else (errors in flags: status 1 with absl's
-message) is unchanged.
+message) is unchanged. The shell expands `~` only at the start of a word, so `--logdir=~/runs`
+reaches the program as a literal `~/runs`; `run(main, path_flags=[...])` expands it in the named
+flags (string or list flags) right after parsing, before `main` sees them.
 """
+import functools
+import os
 import sys
 
-from absl import app
+from absl import app, flags
 
 HELP_FLAGS = ("help", "helpshort", "helpfull", "helpxml", "?")
 
@@ -35,6 +39,22 @@ def parse_flags(argv):
         raise
 
 
-def run(main, argv=None):
-    """`app.run(main)` with `--help` exiting 0."""
-    app.run(main, argv=argv, flags_parser=parse_flags)
+def expand_user(names, flag_values=flags.FLAGS):
+    """Expand a leading `~` in the values of the named string / list flags (None stays None)."""
+    for name in names:
+        value = flag_values[name].value
+        if isinstance(value, str):
+            flag_values[name].value = os.path.expanduser(value)
+        elif isinstance(value, list):
+            flag_values[name].value = [os.path.expanduser(v) if isinstance(v, str) else v for v in value]
+
+
+def parse_flags_expanding(argv, path_flags=()):
+    args = parse_flags(argv)
+    expand_user(path_flags)
+    return args
+
+
+def run(main, argv=None, path_flags=()):
+    """`app.run(main)` with `--help` exiting 0 and `~` expanded in the flags named in `path_flags`."""
+    app.run(main, argv=argv, flags_parser=functools.partial(parse_flags_expanding, path_flags=tuple(path_flags)))

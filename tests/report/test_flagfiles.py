@@ -71,3 +71,28 @@ def test_help_exits_zero_and_bad_flags_still_fail(module, tmp_path):
     result = subprocess.run([sys.executable, "-m", module, "--no_such_flag=1"], cwd=tmp_path, env=env,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 1 and "no_such_flag" in result.stderr
+
+
+def test_expand_user_in_path_flags(monkeypatch):
+    monkeypatch.setenv("HOME", "/home/someone")
+    fv = flags.FlagValues()
+    flags.DEFINE_string("logdir", "~/default", "", flag_values=fv)
+    flags.DEFINE_string("output", None, "", flag_values=fv)
+    flags.DEFINE_multi_string("run", [], "", flag_values=fv)
+    flags.DEFINE_string("name", "~x", "", flag_values=fv)
+    fv(["p", "--run=maml:~/a", "--run=/abs"])
+    cli.expand_user(["logdir", "output", "run"], fv)
+    assert fv.logdir == "/home/someone/default" and fv.output is None
+    assert fv.run == ["maml:~/a", "/abs"]  # only a leading ~ is the user's home: "method:~/dir" is rl's to split
+    assert fv.name == "~x"  # not a path flag
+
+
+def test_run_expands_path_flags_before_main(tmp_path):
+    script = tmp_path / "prog.py"
+    script.write_text("from absl import flags\nfrom report import cli\n"
+                      "flags.DEFINE_string('logdir', None, '')\n"
+                      "def main(argv):\n    print(flags.FLAGS.logdir)\n"
+                      "cli.run(main, path_flags=['logdir'])\n")
+    env = dict(os.environ, PYTHONPATH=REPO_ROOT, HOME=str(tmp_path))
+    result = subprocess.run([sys.executable, str(script), "--logdir=~/runs"], env=env, capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.strip() == f"{tmp_path}/runs", result.stderr
