@@ -99,3 +99,12 @@ def test_missing_image_in_nested_layout(tmp_path):
     (tmp_path / "images" / "train" / label / name).unlink()
     with pytest.raises(PrepError, match=f"1 images listed in the CSVs are missing from --images_dir=.*, e.g. {name}"):
         miniimagenet.prepare_miniimagenet(tmp_path / "csv", tmp_path / "images", tmp_path / "data", MINI)
+
+
+def test_output_dir_that_is_a_file_is_one_line(tmp_path, omniglot_source):
+    (tmp_path / "blocker").write_text("a file where the output folder should go")
+    result = _run_elsewhere("data_prep.omniglot", [f"--source_dir={omniglot_source}", "--output_dir=~/blocker/data"],
+                            tmp_path, tmp_path)
+    assert result.returncode == 1
+    assert one_line_error(result.stderr, "data_prep.omniglot"), result.stderr
+    assert str(tmp_path / "blocker") in result.stderr
