@@ -1,30 +1,71 @@
 """Run directory I/O: config, checkpoints (with RNG state), progress.csv.
 
 Every file is written atomically (`report.files`), so an interrupted run never
-leaves a half-written output.
+leaves a half-written output. TensorFlow is imported where checkpoints are touched, so
+reading a config.json (and its errors) stays quick.
+
+Checkpoints: what is on disk is the truth. They are found by their files
+(`checkpoints/ckpt-<N>.index` / `.data-*`), so a copied run whose TF `checkpoint`
+state file is missing is still found, and every one used is read back whole
+first (TensorFlow's per-tensor checksums) and must hold finite values:
+
+  - rl.evaluate (`RunState.restore`) refuses a damaged newest checkpoint with an
+    error naming it (`DamagedFile`), never silently evaluating an older one;
+  - rl.train (`RunState.resume`) falls back to the newest intact checkpoint and
+    renames each newer damaged one aside to `ckpt-<N>.damaged.*` (`.damaged2.*`,
+    ... if that name is taken) with a warning naming it: nothing is deleted or
+    overwritten, and when training reaches iteration N again it saves a fresh
+    `ckpt-<N>` beside the kept damaged files.
+
+A failed save (disk full, ...) removes what it wrote of the new checkpoint and
+raises `StorageError`; the earlier checkpoints stay intact.
 """
 import csv
+import glob
 import json
 import os
+import re
+import shutil
 
-import tensorflow as tf
+import numpy as np
 from absl import logging
 
-from report.files import atomic_open, atomic_write_text
-from rl.config import ABSENT, DERIVED, RESUMABLE_CHANGES
+from report.files import atomic_open, atomic_write_text, remove_temporary_files
+from rl.config import ABSENT, DERIVED, RESUMABLE_CHANGES, TrainConfig
 
 CONFIG = "config.json"
 PROGRESS = "progress.csv"
 CKPT_DIR = "checkpoints"
+_CKPT_FILE = re.compile(r"ckpt-(\d+)\.(index|data-\d+-of-\d+)")
+
+
+class RunError(Exception):
+    """A fault of the run directory or of the run, said in one line (the entry points print it)."""
+
+
+class ConfigMismatch(RunError, ValueError):
+    """Resuming a run with other training settings than it was started with."""
+
+
+class DamagedFile(RunError, ValueError):
+    """A config.json or checkpoint that cannot be read back whole."""
+
+
+class MissingFile(RunError, FileNotFoundError):
+    """No config.json / no checkpoint where one is needed."""
+
+
+class StorageError(RunError, OSError):
+    """Writing an output failed (disk full, unwritable, ...); what was saved before is intact."""
 
 
 def write_config(logdir, record):
     """Write config.json (`rl.config.run_record`), keys sorted."""
-    atomic_write_text(os.path.join(logdir, CONFIG), json.dumps(record, indent=2, sort_keys=True) + "\n")
-
-
-class ConfigMismatch(ValueError):
-    """Resuming a run with other training settings than it was started with."""
+    path = os.path.join(logdir, CONFIG)
+    try:
+        atomic_write_text(path, json.dumps(record, indent=2, sort_keys=True) + "\n")
+    except OSError as e:
+        raise StorageError(f"could not write {path}: {e.strerror or e}") from None
 
 
 def check_resume_config(logdir, record):
@@ -41,12 +82,110 @@ def check_resume_config(logdir, record):
 
 
 def read_config(logdir):
-    """The run's config.json as a dict."""
+    """The run's config.json as a dict: MissingFile if there is none, DamagedFile (naming it) if it
+    is not the JSON object rl.train writes (cut short, bytes flipped, keys missing)."""
     path = os.path.join(logdir, CONFIG)
     if not os.path.exists(path):
-        raise FileNotFoundError(f"{path} not found: is {logdir!r} a run directory written by rl.train?")
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+        raise MissingFile(f"{path} not found: is {logdir!r} a run directory written by rl.train?")
+    try:
+        with open(path, encoding="utf-8") as f:
+            record = json.load(f)
+    except (ValueError, UnicodeDecodeError) as e:  # json.JSONDecodeError is a ValueError
+        raise DamagedFile(f"{path} is damaged ({e}); restore it from a copy or start a new --logdir") from None
+    except OSError as e:
+        raise DamagedFile(f"{path} cannot be read ({e.strerror or e})") from None
+    required = {f for f in TrainConfig.__dataclass_fields__ if f not in ABSENT} | set(DERIVED)
+    missing = sorted(required - set(record)) if isinstance(record, dict) else ["(not a JSON object)"]
+    if missing:
+        raise DamagedFile(f"{path} is damaged (missing {', '.join(missing)}); restore it from a copy or "
+                          "start a new --logdir")
+    return record
+
+
+def _reason(error):
+    """The readable part of an exception's message (TensorFlow's without its op and function names)."""
+    text = (getattr(error, "message", None) or getattr(error, "strerror", None) or str(error) or
+            type(error).__name__).strip().splitlines()[0]
+    text = re.sub(r"^\{\{[^}]*\}\}\s*", "", re.sub(r"\s*\[Op:\w+\]$", "", text))
+    if re.search(r"\.tempstate\d+; ", text):  # '<TF's temporary file>; File too large'
+        text = text.rsplit("; ", 1)[1]
+    return text[:200]
+
+
+def checkpoint_dir(logdir):
+    return os.path.join(logdir, CKPT_DIR)
+
+
+def checkpoints_on_disk(ckpt_dir):
+    """Numbers N of the `ckpt-<N>` checkpoints with any file on disk (index or data), ascending."""
+    if not os.path.isdir(ckpt_dir):
+        return []
+    found = {int(m.group(1)) for m in map(_CKPT_FILE.fullmatch, os.listdir(ckpt_dir)) if m}
+    return sorted(found)
+
+
+def _files_of(prefix):
+    return sorted(glob.glob(glob.escape(prefix) + ".index") + glob.glob(glob.escape(prefix) + ".data-*"))
+
+
+def verify_checkpoint(prefix):
+    """Read the checkpoint at `prefix` back whole (TensorFlow checks each tensor's checksum) and
+    check its floating-point values are finite; DamagedFile naming the file otherwise."""
+    import tensorflow as tf
+    index = prefix + ".index"
+    if not os.path.exists(index):
+        raise DamagedFile(f"checkpoint {prefix} is damaged: its index file {index} is missing")
+    try:
+        reader = tf.train.load_checkpoint(prefix)
+        names = sorted(reader.get_variable_to_shape_map())
+        for name in names:
+            value = reader.get_tensor(name)
+            if isinstance(value, np.ndarray) and value.dtype.kind == "f" and not np.all(np.isfinite(value)):
+                raise DamagedFile(f"checkpoint {prefix} holds non-finite values ({name})")
+    except DamagedFile:
+        raise
+    except (tf.errors.OpError, IndexError, ValueError, UnicodeDecodeError, OSError) as e:
+        files = ", ".join(os.path.basename(f) for f in _files_of(prefix))
+        raise DamagedFile(f"checkpoint {prefix} ({files}) is damaged: {_reason(e)}") from None
+
+
+def remove_leftovers(logdir):
+    """Remove what killed runs left: `*.tmp<pid>` files of atomic writes (run directory and
+    checkpoints/), TensorFlow's `ckpt-<N>_temp` folders of an interrupted save and its
+    `checkpoint.tmp<hex>` state files. Returns the removed names."""
+    ckpt_dir = checkpoint_dir(logdir)
+    removed = remove_temporary_files(logdir) + remove_temporary_files(ckpt_dir)
+    if os.path.isdir(ckpt_dir):
+        for name in os.listdir(ckpt_dir):
+            path = os.path.join(ckpt_dir, name)
+            if re.fullmatch(r"ckpt-\d+_temp", name) and os.path.isdir(path):
+                shutil.rmtree(path)
+                removed.append(name)
+            elif re.fullmatch(r"checkpoint\.tmp[0-9a-f]+", name):
+                os.remove(path)
+                removed.append(name)
+    return removed
+
+
+def _write_state_file(ckpt_dir, numbers):
+    """The TF `checkpoint` state file listing `ckpt-<N>` for `numbers` (the last is the latest)."""
+    lines = [f'model_checkpoint_path: "ckpt-{numbers[-1]}"'] + [f'all_model_checkpoint_paths: "ckpt-{n}"'
+                                                                for n in numbers]
+    atomic_write_text(os.path.join(ckpt_dir, "checkpoint"), "\n".join(lines) + "\n")
+
+
+def _rename_aside(prefix):
+    """Rename the checkpoint files `<prefix>.*` to `<prefix>.damaged.*` (`.damaged2.*`, ... if
+    taken; nothing is overwritten). Returns the new prefix."""
+    files = _files_of(prefix)
+    for k in range(1, 1000):
+        aside = f"{prefix}.damaged{'' if k == 1 else k}"
+        targets = [aside + f[len(prefix):] for f in files]
+        if not any(os.path.exists(t) for t in targets) and not _files_of(aside):
+            for f, t in zip(files, targets):
+                os.rename(f, t)
+            return aside
+    raise StorageError(f"could not rename the damaged checkpoint {prefix} aside: too many damaged copies")
 
 
 class RunState:
@@ -54,6 +193,7 @@ class RunState:
     (sampling noise and the envs' start noise), so a resumed run continues exactly."""
 
     def __init__(self, logdir, model, optimizer=None, max_to_keep=3):
+        import tensorflow as tf
         self.iteration = tf.Variable(0, dtype=tf.int64, trainable=False)
         self._rng_state = tf.Variable("", dtype=tf.string, trainable=False)
         self._env_rng_state = tf.Variable("", dtype=tf.string, trainable=False)
@@ -62,18 +202,91 @@ class RunState:
         if optimizer is not None:
             parts["optimizer"] = optimizer
         self.checkpoint = tf.train.Checkpoint(**parts)
-        self.manager = tf.train.CheckpointManager(self.checkpoint, os.path.join(logdir, CKPT_DIR),
-                                                  max_to_keep=max_to_keep)
+        self.directory = checkpoint_dir(logdir)
+        self.max_to_keep = max_to_keep
+        self.latest_checkpoint = None
+        self._manager = None
+
+    @property
+    def manager(self):
+        """The CheckpointManager that saves (built on first use, after `resume` put the state
+        file in order)."""
+        import tensorflow as tf
+        if self._manager is None:
+            self._manager = tf.train.CheckpointManager(self.checkpoint, self.directory, max_to_keep=self.max_to_keep)
+        return self._manager
+
+    def newest_checkpoint(self):
+        """Path of the newest checkpoint on disk (found by its files, the state file not needed), or None."""
+        numbers = checkpoints_on_disk(self.directory)
+        return os.path.join(self.directory, f"ckpt-{numbers[-1]}") if numbers else None
+
+    def find_resume_point(self):
+        """(newest intact checkpoint or None, [DamagedFile of each newer damaged one]); changes nothing.
+        MissingFile-free: no checkpoint at all gives (None, [])."""
+        damaged = []
+        for number in reversed(checkpoints_on_disk(self.directory)):
+            prefix = os.path.join(self.directory, f"ckpt-{number}")
+            try:
+                verify_checkpoint(prefix)
+            except DamagedFile as e:
+                damaged.append((prefix, e))
+                continue
+            return prefix, damaged
+        return None, damaged
+
+    def resume(self, found, rng=None, env=None):
+        """Resume from `find_resume_point()`'s result: rename the damaged checkpoints aside (a
+        warning naming each), rewrite the state file to list the checkpoints on disk, restore
+        the intact one. DamagedFile if there are damaged checkpoints and no intact one (nothing
+        is changed then: move them away to start over). False if there is no checkpoint."""
+        import tensorflow as tf
+        path, damaged = found
+        if damaged and path is None:
+            raise DamagedFile(f"no intact checkpoint in {self.directory}: {damaged[0][1]}; move the damaged "
+                              "checkpoints away to start the run over")
+        for prefix, error in damaged:
+            aside = _rename_aside(prefix)
+            logging.warning("%s; kept as %s.*, resuming from %s", error, os.path.basename(aside), path)
+        if path is None:
+            return False
+        numbers = checkpoints_on_disk(self.directory)
+        state = tf.train.get_checkpoint_state(self.directory)
+        listed = [] if state is None else [os.path.basename(p) for p in state.all_model_checkpoint_paths]
+        if (state is None or os.path.basename(state.model_checkpoint_path) != os.path.basename(path)
+                or listed != [f"ckpt-{n}" for n in numbers]):
+            _write_state_file(self.directory, numbers)
+        self._restore(path, rng, env)
+        return True
 
     def restore(self, rng=None, require=False, env=None):
-        """Restore the latest checkpoint into the model (and `rng`, and `env`'s start-noise
-        RNG if it has one); False if there is no checkpoint."""
-        path = self.manager.latest_checkpoint
+        """Restore the newest checkpoint on disk into the model (and `rng`, and `env`'s
+        start-noise RNG if it has one); False if there is none (MissingFile if `require`).
+        DamagedFile naming it if it is damaged: never an older one in its place."""
+        path = self.newest_checkpoint()
         if path is None:
             if require:
-                raise FileNotFoundError(f"no checkpoint in {self.manager.directory}")
+                raise MissingFile(f"no checkpoint in {self.directory}")
             return False
-        self.checkpoint.restore(path).expect_partial()
+        verify_checkpoint(path)
+        self._restore(path, rng, env)
+        return True
+
+    @staticmethod
+    def check_newest(logdir):
+        """Verify the run's newest checkpoint on disk (`verify_checkpoint`); MissingFile if there is none."""
+        numbers = checkpoints_on_disk(checkpoint_dir(logdir))
+        if not numbers:
+            raise MissingFile(f"no checkpoint in {checkpoint_dir(logdir)}")
+        verify_checkpoint(os.path.join(checkpoint_dir(logdir), f"ckpt-{numbers[-1]}"))
+
+    def _restore(self, path, rng, env):
+        import tensorflow as tf
+        try:
+            self.checkpoint.restore(path).expect_partial()
+        except (tf.errors.OpError, ValueError, AssertionError) as e:
+            raise DamagedFile(f"checkpoint {path} does not fit this run: {_reason(e)}") from None
+        self.latest_checkpoint = path
         if rng is not None and self._rng_state.numpy():
             rng.bit_generator.state = json.loads(self._rng_state.numpy().decode())
         if hasattr(env, "set_rng_state") and self._env_rng_state.numpy():
@@ -83,16 +296,31 @@ class RunState:
             else:  # e.g. resumed with another --sampler_workers: a fresh noise stream, said aloud
                 logging.warning("%s holds start-noise RNG states for %d env processes, this run has %d: "
                                 "the start noise is not continued", path, len(states), processes)
-        return True
 
     def save(self, iteration, rng=None, env=None):
-        """Checkpoint the policy (and optimiser) with `iteration` and the RNG states."""
+        """Checkpoint the policy (and optimiser) with `iteration` and the RNG states. A failed
+        write removes what it wrote of `ckpt-<iteration>` and raises StorageError; the earlier
+        checkpoints stay intact."""
+        import tensorflow as tf
         self.iteration.assign(iteration)
         if rng is not None:
             self._rng_state.assign(json.dumps(rng.bit_generator.state))
         if hasattr(env, "rng_state"):
             self._env_rng_state.assign(json.dumps(env.rng_state()))
-        return self.manager.save(checkpoint_number=iteration)
+        prefix = os.path.join(self.directory, f"ckpt-{iteration}")
+        try:
+            path = self.manager.save(checkpoint_number=iteration)
+        except (tf.errors.OpError, OSError) as e:
+            for f in _files_of(prefix):
+                os.remove(f)
+            shutil.rmtree(prefix + "_temp", ignore_errors=True)
+            remove_leftovers(os.path.dirname(self.directory))
+            reason = _reason(e)
+            kept = f"the previous checkpoint {self.latest_checkpoint} is intact" if self.latest_checkpoint else \
+                "no earlier checkpoint"
+            raise StorageError(f"could not save checkpoint {prefix}: {reason}; {kept}") from None
+        self.latest_checkpoint = path
+        return path
 
 
 class ProgressCsv:
@@ -102,16 +330,25 @@ class ProgressCsv:
         self.path = os.path.join(logdir, PROGRESS)
         self.rows = []
         if start_iteration > 0 and os.path.exists(self.path):
-            with open(self.path, newline="", encoding="utf-8") as f:
-                self.rows = [r for r in csv.DictReader(f) if int(r["Iteration"]) < start_iteration]
+            try:
+                with open(self.path, newline="", encoding="utf-8") as f:
+                    self.rows = [r for r in csv.DictReader(f) if int(r["Iteration"]) < start_iteration]
+            except (ValueError, KeyError, TypeError, UnicodeDecodeError, csv.Error) as e:
+                raise DamagedFile(f"{self.path} is damaged ({e or type(e).__name__}); move it away to resume "
+                                  "(a new one is then started at the resumed iteration)") from None
 
     def append(self, row):
-        """Add a row and rewrite the file (columns: first seen first)."""
+        """Add a row and rewrite the file (columns: first seen first). StorageError if the write
+        fails (the previous file is kept whole)."""
         self.rows.append(row)
         columns = list(self.rows[0].keys())
         for r in self.rows:
             columns += [k for k in r if k not in columns]
-        with atomic_open(self.path, "w", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, fieldnames=columns, restval="")
-            writer.writeheader()
-            writer.writerows(self.rows)
+        try:
+            with atomic_open(self.path, "w", newline="", encoding="utf-8") as f:
+                writer = csv.DictWriter(f, fieldnames=columns, restval="")
+                writer.writeheader()
+                writer.writerows(self.rows)
+        except OSError as e:
+            self.rows.pop()
+            raise StorageError(f"could not write {self.path}: {e.strerror or e}; the previous rows are kept") from None

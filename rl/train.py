@@ -6,8 +6,15 @@ Modes: maml (the paper's method), pretrain (policy trained on all tasks without
 adaptation, the original's use_maml=False), oracle (TRPO on the env whose
 observation includes the goal), random (just save the initial policy).
 Re-running the same command resumes from the last checkpoint in --logdir.
+
+Every fault ends with one line `rl.train: error: ...` (exit status 1): bad flags (checked
+before anything starts), another rl.train on the same --logdir, an unwritable --logdir,
+damaged files, divergence, a failed write. SIGINT / SIGTERM stop after the current iteration
+is saved (one line, exit status 130 / 143); see rl/trainer.py and rl/run_io.py.
 """
+import math
 import os
+import sys
 
 from absl import app, flags
 
@@ -37,15 +44,17 @@ def validate(f):
             return f"--{name} must be >= 1 (got {getattr(f, name)})"
     if f.n_itr < 0:
         return f"--n_itr must be >= 0 (got {f.n_itr})"
+    if f.seed < 0:
+        return f"--seed must be >= 0 (got {f.seed})"
     for name in ("fast_lr", "max_kl", "hvp_base_eps", "pretrain_lr"):
-        if not getattr(f, name) > 0:
-            return f"--{name} must be > 0 (got {getattr(f, name)})"
+        if not (getattr(f, name) > 0 and math.isfinite(getattr(f, name))):
+            return f"--{name} must be > 0 and finite (got {getattr(f, name)})"
     if not 0 < f.discount <= 1:
         return f"--discount must be in (0, 1] (got {f.discount})"
     if not 0 <= f.gae_lambda <= 1:
         return f"--gae_lambda must be in [0, 1] (got {f.gae_lambda})"
-    if f.cg_damping < 0:
-        return f"--cg_damping must be >= 0 (got {f.cg_damping})"
+    if not (f.cg_damping >= 0 and math.isfinite(f.cg_damping)):
+        return f"--cg_damping must be >= 0 and finite (got {f.cg_damping})"
     try:
         sizes = [int(s) for s in f.hidden_sizes]
     except ValueError:
@@ -64,13 +73,18 @@ def main(argv):
     error = validate(FLAGS)
     if error:
         exit_with_error("rl.train", error)
-    from rl.run_io import ConfigMismatch
-    from rl.trainer import run
+    from report.run_lock import RunLockedError
+    from rl.run_io import RunError
+    from rl.trainer import TrainingStopped, run
     try:
         run(cfg.from_flags(FLAGS), os.path.expanduser(FLAGS.logdir))
-    except ConfigMismatch as e:
+    except TrainingStopped as e:
+        print(f"rl.train: {e.message}", file=sys.stderr)
+        sys.exit(e.exit_status)
+    except (RunError, RunLockedError, OSError) as e:
         exit_with_error("rl.train", str(e))
 
 
 if __name__ == "__main__":
-    app.run(main)
+    from report.cli import run as run_app
+    run_app(main, path_flags=["logdir"])

@@ -2,36 +2,107 @@
 
 The run directory holds config.json (`rl.config.run_record`), checkpoints, progress.csv
 (one row of the trainer's statistics per iteration) and TensorBoard summaries (tb/).
+
+Reliability (each one-line error is a `rl.run_io.RunError`; rl.train prints it):
+  - one writer: the run holds `report.run_lock.RunLock` on the run directory throughout
+    (RunLockedError naming the other process); the kernel drops the lock of a killed run;
+  - the run directory must be writable before anything starts (OSError naming it); leftovers
+    of killed runs (`*.tmp<pid>`, TF `ckpt-<N>_temp`) are removed at the start;
+  - resume: from the newest intact checkpoint, damaged newer ones renamed aside with a
+    warning (`rl.run_io`); with other training settings it is refused (ConfigMismatch);
+  - divergence: a non-finite statistic (returns, surrogate loss, KL) or weight ends training
+    with `Diverged` naming the iteration and the flags most likely responsible; nothing of
+    that iteration is written (no row, no checkpoint), so no checkpoint holds a non-finite value;
+  - a failed write (disk full) raises StorageError; the previous checkpoint stays intact;
+  - SIGINT / SIGTERM (`report.stop`) end the run after the current iteration is saved
+    (`TrainingStopped`, exit status 130 / 143); rerunning the command continues exactly;
+  - TensorBoard: each resumed session starts with a SessionLog START at the resumed
+    iteration (`report.tensorboard.ScalarWriter`), so TensorBoard drops the steps the
+    interrupted session logged after its last checkpoint instead of showing them twice.
 """
+import math
 import os
 import time
 
 from absl import logging
 
+from report.stop import StopRequested
+from rl.run_io import RunError
+
+# Statistics that measure time, not the learning: never checked for divergence.
+_TIMING = ("ItrTime", "EnvSteps", "EnvStepsPerSec", "Time")
+
+
+class Diverged(RunError, FloatingPointError):
+    """Training produced a non-finite statistic or weight."""
+
+
+class TrainingStopped(StopRequested):
+    """SIGINT / SIGTERM ended the run after saving; `message` says where, `exit_status` is 130 / 143."""
+
+    def __init__(self, signum, message):
+        super().__init__(signum)
+        self.message = message
+
+
+def likely_flags(config):
+    """The flags whose too-large values make the `config.mode` trainer diverge."""
+    if config.mode == "maml":
+        return f"--fast_lr={config.fast_lr} (the inner step) or --max_kl={config.max_kl} (the TRPO step)"
+    if config.mode == "pretrain":
+        return f"--pretrain_lr={config.pretrain_lr} (the Adam step)"
+    return f"--max_kl={config.max_kl} (the TRPO step) or --cg_damping={config.cg_damping}"
+
+
+def check_finite(stats, variables, itr, config, last_checkpoint):
+    """Raise Diverged if a statistic of iteration `itr` or a variable (weights, optimiser state)
+    is NaN or infinite."""
+    bad = [k for k, v in stats.items() if k not in _TIMING and not math.isfinite(float(v))]
+    if not bad:
+        import numpy as np
+        values = [(getattr(v, "path", v.name), np.asarray(v.numpy())) for v in variables]
+        bad = [name for name, a in values if a.dtype.kind == "f" and not np.all(np.isfinite(a))][:3]
+    if bad:
+        kept = f"the last checkpoint, {os.path.basename(last_checkpoint)}, holds the policy before it" \
+            if last_checkpoint else "no checkpoint was written"
+        raise Diverged(f"training diverged at iteration {itr}: non-finite {', '.join(bad)}; most likely too "
+                       f"large a step: {likely_flags(config)}; nothing of iteration {itr} was saved, {kept}")
+
 
 def run(config, logdir):
     """Train according to `config` (a `TrainConfig`, or a plain dict as in config.json); resumable."""
-    import tensorflow as tf
+    from report.files import check_writable
+    from report.run_lock import RunLock
+    from report.stop import GracefulStop
+    from rl import run_io
     from rl.config import TrainConfig
     from rl.envs import make_vec_env
 
     if not isinstance(config, TrainConfig):
         config = TrainConfig.from_dict(config)
-    tf.get_logger().setLevel("WARNING")  # hide per-save checkpoint chatter
-    os.makedirs(logdir, exist_ok=True)
-    vec_env = make_vec_env(config.env, config.meta_batch_size * config.fast_batch_size,
-                           oracle=config.mode == "oracle", workers=config.sampler_workers, seed=config.seed)
-    try:
-        _train(config, logdir, vec_env)
-    finally:
-        if hasattr(vec_env, "close"):
-            vec_env.close()
+    check_writable(logdir, "--logdir")
+    with RunLock(logdir):  # before TensorFlow loads: a second writer is refused at once
+        import tensorflow as tf
+        tf.get_logger().setLevel("WARNING")  # hide per-save checkpoint chatter
+        check_writable(run_io.checkpoint_dir(logdir), "--logdir")
+        removed = run_io.remove_leftovers(logdir)
+        if removed:
+            logging.info("Removed leftovers of an interrupted run in %s: %s", logdir, ", ".join(sorted(removed)))
+        with GracefulStop() as stop:
+            vec_env = make_vec_env(config.env, config.meta_batch_size * config.fast_batch_size,
+                                   oracle=config.mode == "oracle", workers=config.sampler_workers, seed=config.seed)
+            try:
+                _train(config, logdir, vec_env, stop)
+            finally:
+                if hasattr(vec_env, "close"):
+                    vec_env.close()
 
 
-def _train(config, logdir, vec_env):
+def _train(config, logdir, vec_env, stop):
     import numpy as np
     import tensorflow as tf
     from report.console import format_duration
+    from report.tensorboard import ScalarWriter
     from rl import run_io
     from rl.config import run_record
     from rl.maml import TRAINERS, adam
@@ -49,37 +120,59 @@ def _train(config, logdir, vec_env):
         optimizer.build(policy.model.trainable_variables)
     state = run_io.RunState(logdir, policy.model, optimizer, config.keep_checkpoints)
     record = run_record(config, vec_env.obs_dim, vec_env.act_dim)
-    if state.manager.latest_checkpoint is not None:
+    found = state.find_resume_point()
+    if found != (None, []):
         run_io.check_resume_config(logdir, record)
-    if state.restore(rng, env=vec_env):
-        logging.info("Resumed from %s at iteration %d", state.manager.latest_checkpoint, int(state.iteration))
+    if state.resume(found, rng, env=vec_env):
+        logging.info("Resumed from %s at iteration %d", state.latest_checkpoint, int(state.iteration))
     run_io.write_config(logdir, record)
     start = int(state.iteration)
     n_itr = 0 if learner is None else config.n_itr
     if learner is None or start == 0 and n_itr == 0:
         state.save(0, rng, env=vec_env)
-        logging.info("Saved the initial (random) policy to %s", state.manager.latest_checkpoint)
+        logging.info("Saved the initial (random) policy to %s", state.latest_checkpoint)
         return
     progress = run_io.ProgressCsv(logdir, start)
-    writer = tf.summary.create_file_writer(os.path.join(logdir, "tb"))
+    variables = list(policy.model.variables) + list(optimizer.variables)
+    writer = ScalarWriter(os.path.join(logdir, "tb"), resumed_at=start) if start < n_itr else None
     session_start, total_time = time.time(), 0.0
-    for itr in range(start, n_itr):
-        stats = learner.iteration(rng)
-        total_time += stats["ItrTime"]
-        steps_per_s = stats["EnvSteps"] / stats["ItrTime"]
-        eta = total_time / (itr - start + 1) * (n_itr - itr - 1)
-        row = {"Iteration": itr, **stats, "EnvStepsPerSec": steps_per_s, "Time": time.time() - session_start}
-        logging.info(
-            "itr %d/%d | pre %.2f | post %s | KL %s | loss %.5f -> %.5f | %.0f steps/s | %.1f s/itr | ETA %s",
-            itr + 1, n_itr, stats["0AverageReturn"],
-            f"{stats['1AverageReturn']:.2f}" if "1AverageReturn" in stats else "-",
-            f"{stats['MeanKL']:.4f}" if "MeanKL" in stats else "-",
-            stats["LossBefore"], stats["LossAfter"], steps_per_s, stats["ItrTime"], format_duration(eta))
-        with writer.as_default(step=itr):
-            for key, value in row.items():
-                if key != "Iteration":
-                    tf.summary.scalar(key, value)
-        writer.flush()
-        progress.append(row)
-        state.save(itr + 1, rng, env=vec_env)
+    try:
+        for itr in range(start, n_itr):
+            try:
+                stop.check()
+            except StopRequested as e:
+                saved = f"{state.latest_checkpoint} saved" if state.latest_checkpoint else "no iteration done yet"
+                raise TrainingStopped(e.signum, f"stopped by {signal_name(e.signum)} after {itr - start} iterations: "
+                                      f"{saved}; run the same command to resume at iteration {itr}") from None
+            try:
+                stats = learner.iteration(rng)
+            except (np.linalg.LinAlgError, FloatingPointError) as e:  # e.g. the baseline fit on NaN paths
+                raise Diverged(f"training diverged at iteration {itr}: {type(e).__name__}: {e}; most likely too "
+                               f"large a step: {likely_flags(config)}; nothing of iteration {itr} was saved"
+                               + (f", the last checkpoint, {os.path.basename(state.latest_checkpoint)}, holds the "
+                                  "policy before it" if state.latest_checkpoint else "")) from None
+            check_finite(stats, variables, itr, config, state.latest_checkpoint)
+            total_time += stats["ItrTime"]
+            steps_per_s = stats["EnvSteps"] / stats["ItrTime"]
+            # ETA from the iterations this session ran (a resumed session has no time for earlier ones).
+            eta = total_time / (itr - start + 1) * (n_itr - itr - 1)
+            row = {"Iteration": itr, **stats, "EnvStepsPerSec": steps_per_s, "Time": time.time() - session_start}
+            logging.info(
+                "itr %d/%d | pre %.2f | post %s | KL %s | loss %.5f -> %.5f | %.0f steps/s | %.1f s/itr | ETA %s",
+                itr + 1, n_itr, stats["0AverageReturn"],
+                f"{stats['1AverageReturn']:.2f}" if "1AverageReturn" in stats else "-",
+                f"{stats['MeanKL']:.4f}" if "MeanKL" in stats else "-",
+                stats["LossBefore"], stats["LossAfter"], steps_per_s, stats["ItrTime"], format_duration(eta))
+            writer.scalars(itr, {k: v for k, v in row.items() if k != "Iteration"})
+            writer.flush()
+            progress.append(row)
+            state.save(itr + 1, rng, env=vec_env)
+    finally:
+        if writer is not None:
+            writer.close()
     logging.info("Done: %d iterations in %s", n_itr, logdir)
+
+
+def signal_name(signum):
+    import signal
+    return signal.Signals(signum).name

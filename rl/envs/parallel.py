@@ -12,6 +12,8 @@ import numpy as np
 
 
 def _worker(conn, name, num_envs, oracle, seed):
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the parent stops us
     from rl.envs.locomotion_env import LocomotionVecEnv
     env = LocomotionVecEnv(name, num_envs, oracle=oracle, seed=seed)
     conn.send((env.obs_dim, env.act_dim, env.terminates))
