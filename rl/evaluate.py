@@ -28,9 +28,17 @@ Designs beyond the released test scripts' (see rl/evaluation.py):
   --by_direction             also <output stem>_by_direction.csv: the summary columns, one row
                              per method, direction and step of the direction tasks, task
                              '<env>:backward' (task -1) / '<env>:forward' (+1).
+
+Faults end with one line `rl.evaluate: error: ...` (exit status 1), before the evaluation
+where they can be known up front: bad flags, a --run whose config.json or newest checkpoint
+is missing or damaged (named; never an older checkpoint in its place), an --output that is a
+directory or whose folder is not writable. Non-finite mean returns (a diverging adaptation)
+are written to the csv as nan, then reported as an error. Ctrl-C: one line, exit status 130.
 """
 import csv
+import math
 import os
+import sys
 
 from absl import app, flags, logging
 
@@ -103,11 +111,61 @@ def _init_seeds():
     return seeds
 
 
+def _check_numbers():
+    """One-line errors for numeric flags out of range (NaN and infinity included)."""
+    for name in ("num_tasks", "num_trajs", "collector_workers"):
+        if getattr(FLAGS, name) is not None and getattr(FLAGS, name) < 1:
+            _error(f"--{name} must be >= 1")
+    if (FLAGS.collector_workers or 1) > 1 and not FLAGS.batch_in_steps:
+        _error("--collector_workers > 1 needs --batch_in_steps (it emulates a step budget)")
+    if FLAGS.num_steps < 0:
+        _error("--num_steps must be >= 0")
+    for name in ("fast_lr", "later_lr_scale"):
+        value = getattr(FLAGS, name)
+        if value is not None and not (value >= 0 and math.isfinite(value)):
+            _error(f"--{name} must be >= 0 and finite (got {value})")
+    if FLAGS.first_lr_scale is not None and not math.isfinite(FLAGS.first_lr_scale):
+        _error(f"--first_lr_scale must be > 0 and finite (got {FLAGS.first_lr_scale})")
+    for name in ("seed", "task_seed"):
+        if getattr(FLAGS, name) is not None and getattr(FLAGS, name) < 0:
+            _error(f"--{name} must be >= 0 (got {getattr(FLAGS, name)})")
+
+
+def _output_paths():
+    """The csv files to write (summary, per task, by direction), checked before the evaluation:
+    none may be a directory, and their folder must be writable. Leftover temporary files of an
+    interrupted write of these files are removed."""
+    from report.files import check_writable
+    output = os.path.expanduser(FLAGS.output)
+    stem = os.path.splitext(output)[0]
+    paths = [output, stem + "_per_task.csv"] + ([stem + "_by_direction.csv"] if FLAGS.by_direction else [])
+    for path in paths:
+        if os.path.isdir(path):
+            _error(f"--output: {path} is a directory; give the csv file to write")
+    folder = os.path.dirname(os.path.abspath(output))
+    try:
+        check_writable(folder, "--output folder")
+    except OSError as e:
+        _error(str(e))
+    for path in paths:
+        for name in os.listdir(folder):
+            if name.startswith(os.path.basename(path) + ".tmp") and name[len(os.path.basename(path)) + 4:].isdigit():
+                os.remove(os.path.join(folder, name))
+    return paths
+
+
 def main(argv):
+    try:
+        _main(argv)
+    except KeyboardInterrupt:
+        print("rl.evaluate: interrupted (SIGINT); no csv written", file=sys.stderr)
+        sys.exit(130)
+
+
+def _main(argv):
     from rl import evaluation
-    from rl.adaptation import step_sizes
     from rl.evaluation import COLUMNS, evaluate_run, markdown_table, parse_runs, protocol, summary_rows
-    from rl.run_io import read_config
+    from rl.run_io import RunError, RunState, read_config
     if len(argv) > 1:
         _error(f"unexpected arguments {' '.join(argv[1:])}")
     if not FLAGS.output:
@@ -118,26 +176,28 @@ def main(argv):
         _error(str(e))
     if not runs:
         _error("give at least one --run=method:logdir")
-    for name in ("num_tasks", "num_trajs", "collector_workers"):
-        if getattr(FLAGS, name) is not None and getattr(FLAGS, name) < 1:
-            _error(f"--{name} must be >= 1")
-    if (FLAGS.collector_workers or 1) > 1 and not FLAGS.batch_in_steps:
-        _error("--collector_workers > 1 needs --batch_in_steps (it emulates a step budget)")
-    if FLAGS.num_steps < 0:
-        _error("--num_steps must be >= 0")
+    _check_numbers()
     first_lr_scale, later_lr_scale = _resolve_schedule(evaluation)
     init_seeds = _init_seeds()
+    paths = _output_paths()
     configs = []
     for method, logdir in runs:
         try:
             configs.append(read_config(logdir))
-        except FileNotFoundError as e:
+        except RunError as e:
             _error(f"--run={method}:{logdir}: {e}")
     if init_seeds and not any(c["mode"] == "random" for c in configs):
         _error("--init_seeds applies to runs trained with --mode=random; no --run is one")
     if FLAGS.by_direction and not any(c["env"] in evaluation.DIRECTION_ENVS for c in configs):
         _error(f"--by_direction needs a run of a direction task "
                  f"({', '.join(evaluation.DIRECTION_ENVS)})")
+    for (method, logdir), config in zip(runs, configs):  # every checkpoint readable before any evaluation
+        if not (init_seeds and config["mode"] == "random"):
+            try:
+                RunState.check_newest(logdir)
+            except RunError as e:
+                _error(f"--run={method}:{logdir}: {e}")
+    from rl.adaptation import step_sizes
     summary, per_task = [COLUMNS], [["method", "task", "task_index", "step", "mean_return"]]
     by_direction = [COLUMNS]
     for (method, logdir), config in zip(runs, configs):
@@ -146,12 +206,14 @@ def main(argv):
                          later_lr_scale=later_lr_scale, collector_workers=FLAGS.collector_workers)
         results = []
         for seed in seeds:
+            logging.info("Evaluating %s (%s)%s on %d tasks", method, logdir,
+                         "" if seed is None else f" from init seed {seed}", FLAGS.num_tasks)
             try:
                 returns, lr, env = evaluate_run(
                     logdir, num_tasks=FLAGS.num_tasks, num_steps=FLAGS.num_steps, fast_lr=FLAGS.fast_lr,
                     seed=FLAGS.seed, batch_in_steps=FLAGS.batch_in_steps, first_lr_scale=first_lr_scale,
                     same_sampling_seed=FLAGS.same_sampling_seed, init_seed=seed, **proto)
-            except FileNotFoundError as e:
+            except (RunError, FileNotFoundError) as e:
                 _error(f"--run={method}:{logdir}: {e}")
             label = method if seed is None else f"{method}_init{seed}"
             results.append(returns)
@@ -176,19 +238,23 @@ def main(argv):
                      step_sizes(lr, 0 if config["oracle"] else FLAGS.num_steps, proto["later_lr_scale"],
                                 first_lr_scale),
                      "the same sampling seed for every task" if FLAGS.same_sampling_seed else "one sampling stream")
-    output = os.path.expanduser(FLAGS.output)
-    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-    tables = [(output, summary), (os.path.splitext(output)[0] + "_per_task.csv", per_task)]
-    if FLAGS.by_direction:
-        tables.append((os.path.splitext(output)[0] + "_by_direction.csv", by_direction))
-    for path, table in tables:
-        with atomic_open(path, "w", newline="", encoding="utf-8") as f:
-            csv.writer(f, lineterminator="\n").writerows(table)
+    tables = [summary, per_task] + ([by_direction] if FLAGS.by_direction else [])
+    for path, table in zip(paths, tables):
+        try:
+            with atomic_open(path, "w", newline="", encoding="utf-8") as f:
+                csv.writer(f, lineterminator="\n").writerows(table)
+        except OSError as e:
+            _error(f"could not write {path}: {e.strerror or e}")
     print(markdown_table(summary))
     if FLAGS.by_direction:
         print()
         print(markdown_table(by_direction))
+    diverged = [f"{row[0]} step {row[2]}" for row in summary[1:] if not math.isfinite(float(row[3]))]
+    if diverged:
+        _error(f"non-finite mean returns ({', '.join(diverged)}; written to {paths[0]} as nan): the adapted "
+               f"policy diverged; try a smaller --fast_lr (or --later_lr_scale)")
 
 
 if __name__ == "__main__":
-    app.run(main)
+    from report.cli import run as run_app
+    run_app(main, path_flags=["output"])
