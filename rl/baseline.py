@@ -16,7 +16,7 @@ def features(observations, time_steps):
 
 class LinearFeatureBaseline:
     """Ridge regression (ridge `reg_coeff`, raised tenfold while the fit has NaNs, 5 tries) of the
-    discounted returns on `features`; `coeffs` after `fit`."""
+    discounted returns on `features`; `coeffs` after `fit` (all NaN if the paths hold non-finite values)."""
 
     def __init__(self, reg_coeff=1e-5):
         self.reg_coeff = reg_coeff
@@ -31,6 +31,11 @@ class LinearFeatureBaseline:
         targets = returns[valid]
         reg = self.reg_coeff
         gram = featmat.T @ featmat
+        if not (np.all(np.isfinite(gram)) and np.all(np.isfinite(targets))):
+            # Paths of a diverged policy: no fit (lstsq would raise); NaN predictions carry the
+            # divergence into the statistics, where rl.train and rl.evaluate report it.
+            self.coeffs = np.full(gram.shape[0], np.nan)
+            return self
         for _ in range(5):
             self.coeffs = np.linalg.lstsq(gram + reg * np.identity(gram.shape[0]),
                                           featmat.T @ targets, rcond=None)[0]

@@ -65,7 +65,8 @@ def check_finite(stats, variables, itr, config, last_checkpoint):
     if bad:
         kept = f"the last checkpoint, {os.path.basename(last_checkpoint)}, holds the policy before it" \
             if last_checkpoint else "no checkpoint was written"
-        raise Diverged(f"training diverged at iteration {itr}: non-finite {', '.join(bad)}; most likely too "
+        named = ", ".join(bad[:4]) + (", ..." if len(bad) > 4 else "")
+        raise Diverged(f"training diverged at iteration {itr}: non-finite {named}; most likely too "
                        f"large a step: {likely_flags(config)}; nothing of iteration {itr} was saved, {kept}")
 
 

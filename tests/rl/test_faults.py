@@ -133,6 +133,20 @@ def test_a_diverging_step_size_ends_rl_train_with_one_line(tmp_path):
     assert run_io.checkpoints_on_disk(str(tmp_path / "checkpoints")) == []
 
 
+def test_a_diverging_adaptation_in_rl_evaluate_is_written_then_reported(tmp_path, tiny):
+    """--fast_lr=1e30: the adapted policies' returns are NaN (the baseline fit on their paths is
+    skipped, not a LinAlgError traceback); the csv keeps them, then one line names --fast_lr."""
+    logdir = str(tmp_path / "random")
+    run(dict(tiny, mode="random"), logdir)
+    result = _cli("rl.evaluate", f"--run=random:{logdir}", f"--output={tmp_path}/e.csv", "--fast_lr=1e30",
+                  "--num_tasks=2", "--num_trajs=2", "--num_steps=2")
+    assert result.returncode == 1
+    assert _last_line(result.stderr).startswith("rl.evaluate: error: non-finite mean returns (random step 1, "
+                                                "random step 2; written to ") and "--fast_lr" in result.stderr
+    with open(tmp_path / "e.csv", newline="") as f:
+        assert [r["mean_return"] for r in csv.DictReader(f)][1:] == ["nan", "nan"]
+
+
 # 2. Damaged checkpoints and config.json --------------------------------------------------------
 
 def _truncate(prefix):
