@@ -15,6 +15,8 @@ import shutil
 import numpy as np
 import tensorflow as tf
 
+from report.files import atomic_write_text
+
 
 class CheckpointNotFoundError(RuntimeError):
     pass
@@ -89,9 +91,10 @@ class Checkpointer:
     def _write_state(self):
         """The `checkpoint` state file TensorFlow tools read (TensorBoard, tf.train.latest_checkpoint)."""
         iterations = self.available()
-        if iterations:
-            tf.compat.v1.train.update_checkpoint_state(self.run_dir, f"model-{iterations[-1]}",
-                                                       [f"model-{i}" for i in iterations])
+        if iterations:  # the CheckpointState text format, paths relative to the run directory
+            lines = [f'model_checkpoint_path: "model-{iterations[-1]}"']
+            lines += [f'all_model_checkpoint_paths: "model-{i}"' for i in iterations]
+            atomic_write_text(os.path.join(self.run_dir, "checkpoint"), "\n".join(lines) + "\n")
 
     def remove_leftovers(self):
         """Remove what an interrupted save left: TensorFlow's `*_temp` folders."""

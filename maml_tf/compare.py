@@ -1,7 +1,6 @@
 """`python -m maml_tf.compare`, as the paper's commands in this README say: runs `report.compare`."""
-from absl import app
-
+from report import cli
 from report.compare import main
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

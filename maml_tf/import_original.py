@@ -11,8 +11,9 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
 
+from report import cli  # noqa: E402
 from report.console import exit_with_error  # noqa: E402
 
 from maml_tf.original_checkpoint import import_checkpoint  # noqa: E402
@@ -32,8 +33,7 @@ def main(argv):
         if not getattr(FLAGS, name):
             exit_with_error("maml_tf.import_original", f"--{name} is required")
     try:
-        run_dir, iteration = import_checkpoint(os.path.expanduser(FLAGS.checkpoint), os.path.expanduser(FLAGS.logdir),
-                                               FLAGS.overwrite)
+        run_dir, iteration = import_checkpoint(FLAGS.checkpoint, FLAGS.logdir, FLAGS.overwrite)
     except (ValueError, FileNotFoundError) as e:
         exit_with_error("maml_tf.import_original", str(e))
     print(f"Imported {FLAGS.checkpoint} as {run_dir}/model-{iteration}")
@@ -42,4 +42,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main, path_flags=("checkpoint", "logdir"))

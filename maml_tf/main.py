@@ -12,8 +12,9 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from absl import app, flags, logging  # noqa: E402
+from absl import flags, logging  # noqa: E402
 
+from report import cli  # noqa: E402
 from report.console import exit_with_error  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -106,7 +107,7 @@ def settings_from_flags(f=FLAGS):
     pretrain, metatrain = experiment.training_iterations(f.baseline, f.pretrain_iterations, f.metatrain_iterations)
     return {
         "exp_string": exp,
-        "run_dir": os.path.join(os.path.expanduser(f.logdir), exp),
+        "run_dir": os.path.join(f.logdir, exp),
         "eval_num_inner_steps": experiment.eval_num_inner_steps(f.datasource, f.train),
         "pretrain_iterations": pretrain,
         "metatrain_iterations": metatrain,
@@ -126,7 +127,7 @@ def run_info(f=FLAGS):
 TRAINING_FLAGS = ("datasource", "num_classes", "baseline", "meta_batch_size", "meta_lr", "update_batch_size",
                   "update_lr", "num_updates", "norm", "num_filters", "conv", "max_pool", "stop_grad", "seed")
 RUN_INFO = "run_info.json"
-PATH_FLAGS = ("logdir", "data_dir", "test_tasks_file", "write_test_tasks")
+PATH_FLAGS = ("logdir", "data_dir", "test_tasks_file", "write_test_tasks")  # `~` expanded (report.cli)
 
 
 def training_flags(f=FLAGS):
@@ -162,9 +163,6 @@ def run():
     from report.tensorboard import ScalarWriter
 
     _validate()
-    for name in PATH_FLAGS:  # `~` as a shell would expand it, also inside flagfiles and after `=`
-        if getattr(FLAGS, name):
-            setattr(FLAGS, name, os.path.expanduser(getattr(FLAGS, name)))
     s = settings_from_flags()
     run_dir, test_steps = s["run_dir"], s["eval_num_inner_steps"]
     if FLAGS.test_tasks_file is not None:  # (test only) the file's tasks replace the seeded pool
@@ -274,4 +272,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main, path_flags=PATH_FLAGS)

@@ -292,3 +292,10 @@ def test_tilde_in_path_flags_is_expanded(tmp_path, repo_root):
     assert result.returncode == 0, result.stderr
     assert (env_home / "runs" / SINE_RUN / "model-2.index").exists()
     assert not (repo_root / "~").exists()
+
+
+@pytest.mark.parametrize("module", ["maml_tf.main", "maml_tf.import_original", "maml_tf.compare"])
+def test_help_exits_zero(repo_root, module):
+    result = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, cwd=repo_root,
+                            timeout=300)
+    assert result.returncode == 0 and "--" in result.stdout

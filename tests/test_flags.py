@@ -77,7 +77,7 @@ def test_flagfiles_exist():
 
 @pytest.mark.parametrize("flagfile", SUPERVISED_FLAGFILES, ids=os.path.basename)
 def test_every_flagfile_parses_and_says_what_it_targets(parse, repo_root, flagfile, monkeypatch):
-    monkeypatch.chdir(repo_root)  # flagfiles include each other by repo-relative path
+    monkeypatch.chdir(repo_root)  # (flagfiles are self-contained; the chdir is harmless)
     parse([f"--flagfile={flagfile}"])
     with open(flagfile) as f:
         assert f.readline().startswith("#"), "each flagfile starts with a comment naming its paper target"
