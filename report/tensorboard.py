@@ -16,9 +16,11 @@ class ScalarWriter:
 
     def __init__(self, logdir, resumed_at=None):
         self._writer = EventFileWriter(logdir)
-        if resumed_at:
-            self._writer.add_event(event_pb2.Event(wall_time=time.time(), step=int(resumed_at),
-                                                   session_log=event_pb2.SessionLog(status=event_pb2.SessionLog.START)))
+        # Every run starts with a START event (at step 0 when fresh): TensorBoard's Python loader
+        # (plugin_event_accumulator) ignores the first START it sees in a run directory, so the
+        # purge must not depend on the resume's START being the first one.
+        self._writer.add_event(event_pb2.Event(wall_time=time.time(), step=int(resumed_at or 0),
+                                               session_log=event_pb2.SessionLog(status=event_pb2.SessionLog.START)))
 
     def scalars(self, step, values):
         """Write {tag: value} at `step`."""
