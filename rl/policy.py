@@ -1,4 +1,4 @@
-"""Gaussian MLP policy of maml_rl (`MAMLGaussianMLPPolicy`), on Keras 3 + tfp.
+"""Gaussian MLP policy of maml_rl (`MAMLGaussianMLPPolicy`), on Keras 3.
 
 `Policy` wraps a Keras model that owns the variables (Glorot-uniform kernels,
 zero biases, a state-independent log-std vector initialised at log(init_std))
@@ -11,9 +11,8 @@ task axis on every parameter (params [T, ...], obs [T, M, obs_dim]).
 import keras
 import numpy as np
 import tensorflow as tf
-import tensorflow_probability as tfp
 
-tfd = tfp.distributions
+LOG_SQRT_2PI = 0.5 * np.log(2.0 * np.pi)
 
 MIN_STD = 1e-6
 ACTIVATIONS = {"relu": tf.nn.relu, "tanh": tf.nn.tanh}
@@ -126,19 +125,20 @@ def _numpy(tensors):
     return tuple(t.numpy() for t in tensors)
 
 
-def distribution(mean, log_std):
-    """Diagonal Gaussian over the action vector (event = last axis)."""
-    return tfd.Independent(tfd.Normal(loc=mean, scale=tf.exp(log_std)), reinterpreted_batch_ndims=1)
-
-
 def log_prob(actions, mean, log_std):
-    """log pi(a|s) of the diagonal Gaussian, summed over the action vector."""
-    return distribution(mean, log_std).log_prob(actions)
+    """log pi(a|s) of the diagonal Gaussian, summed over the action vector (tfp's Normal.log_prob,
+    op for op: bit-identical)."""
+    scale = tf.exp(log_std)
+    z = tf.math.squared_difference(actions / scale, mean / scale)
+    return tf.reduce_sum(-0.5 * z - (tf.constant(LOG_SQRT_2PI, dtype=mean.dtype) + tf.math.log(scale)), axis=-1)
 
 
 def kl(old_mean, old_log_std, mean, log_std):
-    """KL(old || new) per timestep."""
-    return tfd.kl_divergence(distribution(old_mean, old_log_std), distribution(mean, log_std))
+    """KL(old || new) per timestep (tfp's kl_divergence of two Normals, op for op)."""
+    old_scale, scale = tf.exp(old_log_std), tf.exp(log_std)
+    diff_log_scale = tf.math.log(old_scale) - tf.math.log(scale)
+    return tf.reduce_sum(0.5 * tf.math.squared_difference(old_mean / scale, mean / scale)
+                         + 0.5 * tf.math.expm1(2.0 * diff_log_scale) - diff_log_scale, axis=-1)
 
 
 def flatten(tensors):
