@@ -117,7 +117,8 @@ class MAMLTRPO(TRPOTrainer):
         return obj.inner_step(self.policy.forward, self.policy.params, support, self.config.fast_lr)
 
     def surrogate_and_kl(self, support, query):
-        """The outer (meta) objective of eq. 3, with TRPO's surrogate for the RL loss on each
+        """The meta-objective (Section 2.2, sum_i L_{T_i}(f_theta'_i), whose gradient eq. (1)
+        and Algorithm 3 line 10 step along), with TRPO's surrogate for the RL loss on each
         task's query batch D'_i (sampled by theta'_i):
 
             L(theta) = mean_i -E_{D'_i}[pi_{theta'_i}(a|s) / pi_old(a|s) A],

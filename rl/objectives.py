@@ -31,7 +31,7 @@ def reinforce_losses(forward, params, data):
 
 def inner_step(forward, params, support, lr):
     """The inner (adaptation) step, one per task i on its support batch D_i (Finn et al. 2017,
-    eq. 1 with the RL loss of eq. 4 as a REINFORCE estimate):
+    Section 2.2 / Algorithm 3 line 6, with the RL loss of eq. 4 as a REINFORCE estimate):
 
         theta'_i = theta - alpha * grad_theta L_{T_i}(f_theta),
         L_{T_i}(f_theta) = -mean_t log pi_theta(a_t|s_t) A_t   over D_i.
