@@ -66,7 +66,8 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, values):
         """A config from a plain dict (config.json or a caller's): keys of `ABSENT` it lacks take
-        the value older runs used; `DERIVED` keys are ignored; any other key is required."""
+        the value older runs used, any other key it lacks its default (every config.json rl.train
+        wrote holds all the others); `DERIVED` keys are ignored; an unknown key is an error."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(values) - known - set(DERIVED)
         if unknown:
