@@ -84,7 +84,7 @@ def test_import_refuses_to_overwrite_and_rejects_bad_files(checkpoint, imported,
     with pytest.raises(FileNotFoundError, match="not found"):
         import_original.import_checkpoint(str(tmp_path / "model1"), str(tmp_path))
     (tmp_path / "model2.index").write_bytes(b"not a checkpoint")
-    with pytest.raises(ValueError, match="not a readable TensorFlow checkpoint"):
+    with pytest.raises(ValueError, match="is damaged or not a TensorFlow checkpoint"):
         import_original.import_checkpoint(str(tmp_path / "model2"), str(tmp_path))
 
 
