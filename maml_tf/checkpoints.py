@@ -126,7 +126,9 @@ class Checkpointer:
 
     def _read(self, iteration):
         try:
-            self.checkpoint.read(self.path(iteration)).assert_existing_objects_matched()
+            # Every object of ours must be restored; extra values (the `save_counter` that
+            # checkpoints written by earlier versions hold) are ignored without a warning.
+            self.checkpoint.read(self.path(iteration)).assert_existing_objects_matched().expect_partial()
         except _READ_ERRORS as e:
             raise CheckpointDamagedError(f"{self.path(iteration)} is damaged and cannot be read ({_reason(e)})") from None
         return int(self.iteration.numpy())
