@@ -19,8 +19,8 @@ import pytest
 from report.run_lock import RunLockedError
 from report.stop import StopRequested
 from rl import run_io
+from run_files import trained_weights
 from rl.maml import MAMLTRPO
-from rl.policy import Policy
 from rl.trainer import Diverged, TrainingStopped, run
 
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
@@ -43,12 +43,6 @@ def _last_line(stderr):
     return lines[-1]
 
 
-def _weights(logdir):
-    config = run_io.read_config(logdir)
-    policy = Policy(config["obs_dim"], config["act_dim"], config["hidden_sizes"], config["hidden_activation"])
-    state = run_io.RunState(logdir, policy.model)
-    state.restore(require=True)
-    return [p.numpy() for p in policy.params], int(state.iteration)
 
 
 def _rows(logdir, drop=("ItrTime", "EnvStepsPerSec", "Time")):
@@ -57,7 +51,7 @@ def _rows(logdir, drop=("ItrTime", "EnvStepsPerSec", "Time")):
 
 
 def _assert_same_run(a, b):
-    (wa, ia), (wb, ib) = _weights(a), _weights(b)
+    (wa, ia), (wb, ib) = trained_weights(a), trained_weights(b)
     assert ia == ib
     for x, y in zip(wa, wb):
         np.testing.assert_array_equal(x, y)
@@ -256,7 +250,7 @@ def test_a_second_writer_is_refused_and_sigterm_saves_and_exits_143(tmp_path, ti
     assert first.returncode == 143
     line = _last_line(stderr)
     assert line.startswith("rl.train: stopped by SIGTERM after ") and "run the same command to resume" in line
-    weights, iteration = _weights(logdir)
+    weights, iteration = trained_weights(logdir)
     assert iteration == len(_rows(logdir)) >= 1  # the checkpoint of the last iteration run, its row
     assert not glob.glob(os.path.join(logdir, "**", "*_temp"), recursive=True)
 
@@ -266,9 +260,9 @@ def test_the_lock_of_a_killed_run_does_not_block_its_resume(tmp_path):
     killed = _start_training(logdir)
     killed.kill()
     killed.communicate()
-    done = _weights(logdir)[1]
+    done = trained_weights(logdir)[1]
     run(dict(run_io.read_config(logdir), n_itr=done + 1), logdir)  # no RunLockedError
-    assert _weights(logdir)[1] == done + 1
+    assert trained_weights(logdir)[1] == done + 1
     with open(os.path.join(logdir, ".lock")) as f:
         assert f.read().startswith(f"process {os.getpid()} ")
 
@@ -298,7 +292,7 @@ def test_a_stopped_run_resumes_bit_for_bit(tmp_path, tiny, straight, monkeypatch
             run(dict(tiny, n_itr=3), logdir)
     assert isinstance(info.value, StopRequested) and info.value.exit_status == status
     assert info.value.message.startswith(f"stopped by {signal.Signals(signum).name} after 1 iterations: ")
-    assert _weights(logdir)[1] == 1
+    assert trained_weights(logdir)[1] == 1
     with caplog.at_level(logging.INFO):
         run(dict(tiny, n_itr=3), logdir)
     _assert_same_run(straight, logdir)
@@ -381,7 +375,7 @@ def test_a_full_disk_while_saving_a_checkpoint(tmp_path, tiny, monkeypatch):
     run_io.verify_checkpoint(_ckpt(logdir, 1))
     assert not [n for n in os.listdir(logdir) if ".tmp" in n]
     run(dict(big, n_itr=2), logdir)
-    assert _weights(logdir)[1] == 2
+    assert trained_weights(logdir)[1] == 2
 
 
 def test_a_failed_progress_write_keeps_the_file_and_leaves_no_temporary(tmp_path, tiny, monkeypatch):
@@ -407,7 +401,7 @@ def test_a_failed_progress_write_keeps_the_file_and_leaves_no_temporary(tmp_path
         run(dict(tiny, n_itr=2), logdir)
     assert [r["Iteration"] for r in _rows(logdir)] == ["0"]
     assert not [n for n in os.listdir(logdir) if ".tmp" in n]
-    assert _weights(logdir)[1] == 1
+    assert trained_weights(logdir)[1] == 1
 
 
 def test_without_state_file_and_with_leftovers_of_a_killed_run(tmp_path, tiny, straight):
@@ -417,7 +411,7 @@ def test_without_state_file_and_with_leftovers_of_a_killed_run(tmp_path, tiny, s
     logdir = str(tmp_path)
     run(dict(tiny, n_itr=2), logdir)
     os.remove(os.path.join(logdir, "checkpoints", "checkpoint"))
-    assert _weights(logdir)[1] == 2  # found on disk for evaluation too
+    assert trained_weights(logdir)[1] == 2  # found on disk for evaluation too
     os.makedirs(os.path.join(logdir, "checkpoints", "ckpt-3_temp"))
     (tmp_path / "checkpoints" / "ckpt-3_temp" / "part-00000-of-00001.index").write_text("x")
     (tmp_path / "checkpoints" / "checkpoint.tmp0a1b2c").write_text("x")

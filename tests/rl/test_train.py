@@ -9,6 +9,7 @@ import pytest
 import tensorflow as tf
 
 from rl import run_io
+from run_files import trained_weights
 from rl.config import TrainConfig
 from rl.envs import make_vec_env
 from rl.maml import MAMLTRPO
@@ -31,12 +32,6 @@ def test_meta_iterations_post_update_beats_pre_update():
     assert any(s["StepAccepted"] for s in stats)
 
 
-def _weights(logdir):
-    config = run_io.read_config(logdir)
-    policy = Policy(config["obs_dim"], config["act_dim"], config["hidden_sizes"], config["hidden_activation"])
-    state = run_io.RunState(logdir, policy.model)
-    state.restore(require=True)
-    return [p.numpy() for p in policy.params], int(state.iteration)
 
 
 def _progress(logdir):
@@ -52,7 +47,7 @@ def test_interrupted_run_resumes_exactly(tmp_path, small_config):
     run(dict(SMALL, n_itr=2), straight)
     run(dict(SMALL, n_itr=1), resumed)
     run(dict(SMALL, n_itr=2), resumed)  # same command, continues at iteration 1
-    (wa, ia), (wb, ib) = _weights(straight), _weights(resumed)
+    (wa, ia), (wb, ib) = trained_weights(straight), trained_weights(resumed)
     assert ia == ib == 2
     for a, b in zip(wa, wb):
         np.testing.assert_array_equal(a, b)
@@ -74,7 +69,7 @@ def test_interrupted_mujoco_run_resumes_exactly(tmp_path, small_config, workers)
     run(dict(config, n_itr=2), straight)
     run(dict(config, n_itr=1), resumed)
     run(dict(config, n_itr=2), resumed)
-    (wa, _), (wb, _) = _weights(straight), _weights(resumed)
+    (wa, _), (wb, _) = trained_weights(straight), trained_weights(resumed)
     for a, b in zip(wa, wb):
         np.testing.assert_array_equal(a, b)
     rows_a, rows_b = _progress(straight), _progress(resumed)
@@ -87,7 +82,7 @@ def test_resuming_with_other_sampler_workers_warns_and_continues(tmp_path, small
                   hidden_sizes=[8, 8])
     run(dict(config, n_itr=1, sampler_workers=0), str(tmp_path))
     run(dict(config, n_itr=2, sampler_workers=2), str(tmp_path))
-    assert _weights(str(tmp_path))[1] == 2
+    assert trained_weights(str(tmp_path))[1] == 2
     assert "start-noise RNG states for 1 env processes, this run has 2" in caplog.text
 
 
@@ -114,7 +109,7 @@ def test_resuming_with_other_training_settings_is_refused(tmp_path, small_config
     with pytest.raises(run_io.ConfigMismatch, match=r"--collector_workers: 1 -> 8"):
         run(dict(small_config, n_itr=2, collector_workers=8), str(tmp_path))
     run(dict(small_config, n_itr=2, keep_checkpoints=5), str(tmp_path))  # n_itr etc. may change
-    assert _weights(str(tmp_path))[1] == 2
+    assert trained_weights(str(tmp_path))[1] == 2
 
 
 def test_pretrain_mode_takes_adam_steps_on_support_loss(tmp_path, small_config):
