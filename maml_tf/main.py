@@ -15,6 +15,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import flags, logging  # noqa: E402
 
 from report import cli  # noqa: E402
+from report.resume import changed_settings  # noqa: E402
 from report.console import exit_with_error  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -146,10 +147,9 @@ def check_resume_flags(run_dir, flags_now):
             recorded = json.load(f).get("training_flags", {})
     except (ValueError, AttributeError) as e:
         raise ValueError(f"{path} is damaged ({e}); move it away to resume without the settings check") from None
-    differ = [f"--{k}: {recorded[k]!r} -> {v!r}" for k, v in flags_now.items() if k in recorded and recorded[k] != v]
-    if differ:
-        raise ValueError(f"{run_dir} was trained with other settings ({', '.join(differ)}); resume it with its own "
-                         f"settings or use another --logdir")
+    message = changed_settings(run_dir, recorded, flags_now, [k for k in flags_now if k in recorded])
+    if message:
+        raise ValueError(message)
 
 
 def run():

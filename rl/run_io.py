@@ -31,6 +31,7 @@ import numpy as np
 from absl import logging
 
 from report.files import atomic_open, atomic_write_text, remove_temporary_files
+from report.resume import changed_settings
 from rl.config import ABSENT, DERIVED, RESUMABLE_CHANGES, TrainConfig
 
 CONFIG = "config.json"
@@ -74,11 +75,9 @@ def check_resume_config(logdir, record):
     `rl.config`; keys a config.json lacks count as their `ABSENT` value."""
     old, new = {**ABSENT, **read_config(logdir)}, {**ABSENT, **record}
     keys = (set(old) | set(new)) - set(RESUMABLE_CHANGES) - set(DERIVED)
-    differ = sorted(k for k in keys if old.get(k) != new.get(k))
-    if differ:
-        said = ", ".join(f"--{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in differ)
-        raise ConfigMismatch(f"{logdir} was trained with other settings ({said}); resume it with its own "
-                             "settings or use a new --logdir")
+    message = changed_settings(logdir, old, new, sorted(keys))
+    if message:
+        raise ConfigMismatch(message)
 
 
 def read_config(logdir):
