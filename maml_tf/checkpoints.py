@@ -46,6 +46,8 @@ class Checkpointer:
         self.max_to_keep = max_to_keep
         self.variables = learner.variables
         self.iteration = tf.Variable(0, dtype=tf.int64, trainable=False)
+        self.state = [*learner.model.weights, *learner.meta_optimizer.variables,
+                      *learner.pretrain_optimizer.variables, self.iteration]  # everything a checkpoint holds
         self.checkpoint = tf.train.Checkpoint(
             model=learner.model,
             meta_optimizer=learner.meta_optimizer,

@@ -10,12 +10,13 @@ import numpy as np
 from report.files import atomic_open
 
 
-def evaluate_tasks(learner, batches, num_inner_steps):
+def evaluate_tasks(learner, batches, num_inner_steps, tasks_per_call=1):
     """Rows [pre-update support metric, query metric after steps 1..num_inner_steps], one per
     task. Accuracies for classification, losses for regression, as the original's test()
-    recorded."""
+    recorded. Consecutive batches are joined into calls of `tasks_per_call` tasks (a
+    distributed learner: one per replica, each adapting its task alone as on one device)."""
     rows = []
-    for batch in batches:
+    for batch in _joined(batches, tasks_per_call):
         scores = learner.evaluate(batch.support, batch.query, num_inner_steps)
         if learner.classification:
             first, rest = scores.support_accuracy, scores.query_accuracies
@@ -23,6 +24,25 @@ def evaluate_tasks(learner, batches, num_inner_steps):
             first, rest = scores.support_loss, scores.query_losses
         rows.append(np.concatenate([np.asarray(first)[:, None], np.asarray(rest)], axis=1))
     return np.concatenate(rows, axis=0)
+
+
+def _joined(batches, tasks_per_call):
+    """The batches (EpisodeBatch or other tuples of [tasks, ...] arrays), `tasks_per_call`
+    consecutive ones concatenated along the task axis."""
+    group = []
+    for batch in batches:
+        group.append(batch)
+        if len(group) == tasks_per_call:
+            yield _concatenate(group)
+            group = []
+    if group:
+        yield _concatenate(group)
+
+
+def _concatenate(group):
+    if len(group) == 1:
+        return group[0]
+    return type(group[0])(*(np.concatenate(arrays, axis=0) for arrays in zip(*group)))
 
 
 def summarize(rows):

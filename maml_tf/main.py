@@ -6,6 +6,7 @@
 
 This module only translates flags into plain arguments for the library.
 """
+import contextlib
 import math
 import os
 import sys
@@ -14,7 +15,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import flags, logging  # noqa: E402
 
-from report import cli  # noqa: E402
+from report import cli, distribution  # noqa: E402
 from report.resume import changed_settings  # noqa: E402
 from report.console import exit_with_error  # noqa: E402
 
@@ -55,6 +56,7 @@ flags.DEFINE_string("test_tasks_file", None, "with --train=False: evaluate exact
                     "(format: maml_tf/episode_list.py) instead of the fixed seeded pool (Omniglot, MiniImagenet)")
 flags.DEFINE_string("write_test_tasks", None, "with --train=False: also write the tasks being evaluated (the seeded "
                     "pool or --test_tasks_file) to this file as an episode list")
+distribution.define_flags(flags)
 
 
 def _positive(name):
@@ -93,6 +95,9 @@ def _validate():
             raise ValueError(f"--{name} is for testing: add --train=False")
         if FLAGS.datasource == "sinusoid":
             raise ValueError(f"--{name} lists image episodes: only for --datasource=omniglot or miniimagenet")
+    error = distribution.flag_error(FLAGS.distribute, FLAGS.cpu_replicas)
+    if error:
+        raise ValueError(error)
     if FLAGS.test_tasks_file is not None and FLAGS["num_test_tasks"].present:
         raise ValueError("--num_test_tasks cannot be combined with --test_tasks_file (the file gives the tasks)")
 
@@ -152,6 +157,9 @@ def check_resume_flags(run_dir, flags_now):
         raise ValueError(message)
 
 
+_CHIEF = True  # False in the workers of a multi-worker job other than the chief
+
+
 def run():
     import keras
 
@@ -162,7 +170,14 @@ def run():
     from report.stop import GracefulStop
     from report.tensorboard import ScalarWriter
 
+    global _CHIEF
     _validate()
+    # First: a multi-worker strategy must exist before TensorFlow runs anything else.
+    strategy = distribution.make_strategy(FLAGS.distribute, FLAGS.cpu_replicas)
+    _CHIEF = chief = distribution.is_chief(strategy)
+    if FLAGS.train:
+        distribution.per_replica_count(FLAGS.meta_batch_size, strategy, "meta_batch_size")
+    say = print if chief else (lambda *args, **kwargs: None)  # only the chief reports
     s = settings_from_flags()
     run_dir, test_steps = s["run_dir"], s["eval_num_inner_steps"]
     if FLAGS.test_tasks_file is not None:  # (test only) the file's tasks replace the seeded pool
@@ -182,16 +197,27 @@ def run():
             test_tasks = eval_sampler.eval_pool(FLAGS.num_test_tasks, seed=seed)
             tasks_source = f"{FLAGS.num_test_tasks} tasks (seeded pool, seed {seed})"
     keras.utils.set_random_seed(FLAGS.seed)
-    model = experiment.build_model(FLAGS.datasource, num_classes=FLAGS.num_classes,
-                                   oracle=FLAGS.baseline == "oracle",
-                                   conv=FLAGS.conv, num_filters=FLAGS.num_filters, max_pool=FLAGS.max_pool, norm=FLAGS.norm)
-    learner = experiment.build_learner(model, FLAGS.datasource, update_batch_size=FLAGS.update_batch_size,
-                                       update_lr=FLAGS.update_lr, num_inner_steps=FLAGS.num_updates,
-                                       first_order=FLAGS.stop_grad, meta_lr=FLAGS.meta_lr)
+    with strategy.scope() if strategy else contextlib.nullcontext():
+        model = experiment.build_model(FLAGS.datasource, num_classes=FLAGS.num_classes,
+                                       oracle=FLAGS.baseline == "oracle", conv=FLAGS.conv,
+                                       num_filters=FLAGS.num_filters, max_pool=FLAGS.max_pool, norm=FLAGS.norm)
+        learner = experiment.build_learner(model, FLAGS.datasource, update_batch_size=FLAGS.update_batch_size,
+                                           update_lr=FLAGS.update_lr, num_inner_steps=FLAGS.num_updates,
+                                           first_order=FLAGS.stop_grad, meta_lr=FLAGS.meta_lr)
     checkpointer = Checkpointer(run_dir, learner)
+    if strategy is not None:
+        from maml_tf.distributed import DistributedLearner
+
+        learner = DistributedLearner(learner, strategy)
+        say(f"Devices: {distribution.describe(strategy)}")
 
     if not FLAGS.train:
-        itr = checkpointer.restore(FLAGS.test_iter, required=True)
+        # The chief reads the checkpoint and sends it to the workers (they need not see its disk).
+        itr = checkpointer.restore(FLAGS.test_iter, required=True) if chief else 0
+        itr = distribution.broadcast_from_chief(strategy, checkpointer.state, itr)
+        if not chief:
+            evaluation.evaluate_tasks(learner, test_tasks, test_steps, tasks_per_call=learner.num_replicas)
+            return
         check_writable(run_dir, "the run directory (--logdir)")
         if FLAGS.write_test_tasks is not None:
             from maml_tf import episode_list
@@ -204,7 +230,8 @@ def run():
             print(f"Wrote the tasks to {FLAGS.write_test_tasks}")
         print(f"Restored {run_dir}/model-{itr}; testing {tasks_source} with {test_steps} steps, "
               f"K={FLAGS.update_batch_size}, alpha={FLAGS.update_lr}")
-        rows = evaluation.evaluate_tasks(learner, test_tasks, test_steps)
+        rows = evaluation.evaluate_tasks(learner, test_tasks, test_steps,
+                                         tasks_per_call=distribution.num_replicas(strategy))
         means, stds, ci95 = evaluation.summarize(rows)
         print("Mean validation accuracy/loss, stddev, and confidence intervals")
         print((means, stds, ci95))
@@ -215,27 +242,32 @@ def run():
         print(f"Wrote {csv_path}")
         return
 
-    check_writable(run_dir, "the run directory (--logdir)")
-    with RunLock(run_dir), GracefulStop() as stop:
+    if chief:
+        check_writable(run_dir, "the run directory (--logdir)")
+    # Only the chief writes to --logdir: its lock, checkpoints, logs and run_info.json.
+    with RunLock(run_dir) if chief else contextlib.nullcontext(), GracefulStop() as stop:
         start = 0
-        if FLAGS.resume:
+        if FLAGS.resume and chief:
             check_resume_flags(run_dir, training_flags())
             start = checkpointer.restore_for_resume(warn=lambda message: print(message, file=sys.stderr))
+        start = distribution.broadcast_from_chief(strategy, checkpointer.state, start)
         if start:
-            print(f"Resuming {run_dir} from iteration {start}")
-        checkpointer.remove_leftovers()
-        remove_temporary_files(run_dir)
-        evaluation.write_json(os.path.join(run_dir, RUN_INFO), {**run_info(), "training_flags": training_flags()})
-        writer = ScalarWriter(run_dir, resumed_at=start) if FLAGS.log else None
-        print(f"Run directory: {run_dir}")
-        print("Done initializing, starting training.")
+            say(f"Resuming {run_dir} from iteration {start}")
+        if chief:
+            checkpointer.remove_leftovers()
+            remove_temporary_files(run_dir)
+            evaluation.write_json(os.path.join(run_dir, RUN_INFO), {**run_info(), "training_flags": training_flags()})
+        writer = ScalarWriter(run_dir, resumed_at=start) if FLAGS.log and chief else None
+        say(f"Run directory: {run_dir}")
+        say("Done initializing, starting training.")
         try:
             training.train(
-                learner, train_sampler, checkpointer,
+                learner, train_sampler, checkpointer if chief else None,
                 meta_batch_size=FLAGS.meta_batch_size, pretrain_iterations=s["pretrain_iterations"],
                 metatrain_iterations=s["metatrain_iterations"], start_iteration=start, seed=FLAGS.seed,
                 eval_num_inner_steps=test_steps, print_interval=experiment.print_interval(FLAGS.datasource),
-                val_sampler=experiment.validation_sampler(FLAGS.datasource, eval_sampler), writer=writer, stop=stop,
+                val_sampler=experiment.validation_sampler(FLAGS.datasource, eval_sampler), writer=writer,
+                stop=distribution.AgreedStop(stop, strategy) if strategy is not None else stop, print_fn=say,
             )
         except training.DivergenceError as e:
             saved = checkpointer.available()
@@ -246,13 +278,15 @@ def run():
         finally:
             if writer is not None:
                 writer.close()
-    print(f"Finished at iteration {s['pretrain_iterations'] + s['metatrain_iterations']}; checkpoints in {run_dir}")
+    say(f"Finished at iteration {s['pretrain_iterations'] + s['metatrain_iterations']}; checkpoints in {run_dir}")
 
 
 def main(argv):
     logging.set_verbosity(logging.WARNING)  # hide checkpoint-saver INFO chatter
     if len(argv) > 1:
         exit_with_error("maml_tf.main", f"unexpected arguments: {' '.join(argv[1:])}")
+    if FLAGS.distribute == "multi_worker" and os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "2":
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"  # a lost worker: our one line, not TF's C++ error log
     from maml_tf.checkpoints import CheckpointDamagedError, CheckpointNotFoundError, CheckpointWriteError
     from report.run_lock import RunLockedError
     from report.stop import StopRequested
@@ -260,7 +294,8 @@ def main(argv):
     try:
         run()
     except StopRequested as e:
-        print(f"maml_tf.main: stopped by {e} after iteration {e.iteration} (saved model-{e.iteration}); "
+        saved = f"saved model-{e.iteration}" if _CHIEF else f"the chief saved model-{e.iteration}"
+        print(f"maml_tf.main: stopped by {e} after iteration {e.iteration} ({saved}); "
               f"run the same command to resume", file=sys.stderr)
         sys.exit(e.exit_status)
     except KeyboardInterrupt:
@@ -269,6 +304,25 @@ def main(argv):
     except (ValueError, OSError, CheckpointNotFoundError, CheckpointDamagedError, CheckpointWriteError,
             RunLockedError) as e:
         exit_with_error("maml_tf.main", str(e))
+    except Exception as e:  # a collective that failed: another worker is gone
+        import tensorflow as tf
+
+        if FLAGS.distribute != "multi_worker" or not isinstance(e, tf.errors.OpError):
+            raise
+        exit_with_error("maml_tf.main", f"lost contact with another worker of the job ({type(e).__name__}: "
+                        f"{_first_line(e)}); rerun the same command on every worker to resume from the newest "
+                        f"checkpoint")
+
+
+def _first_line(error):
+    """What a TensorFlow error says about the lost worker: its line naming the failure (else
+    its first line), without TensorFlow's `{{function_node ...}}` prefixes."""
+    import re
+
+    text = re.sub(r"\{\{[^}]*\}\}\s*", "", getattr(error, "message", None) or str(error))
+    lines = [line.strip() for line in text.splitlines() if line.strip()] or [type(error).__name__]
+    named = [line for line in lines if re.search(r"unhealthy|aborted|unavailable|connect|reset", line, re.I)]
+    return (named or lines)[0][:200]
 
 
 if __name__ == "__main__":

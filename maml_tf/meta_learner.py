@@ -80,8 +80,16 @@ class MetaLearner:
         only with `score_every_step`: the update is the same, those scores feed only logs (the
         original's training op never computed them; its summary fetches did)."""
         scores, gradients = self.meta_gradients(support, query, score_every_step)
-        self.meta_optimizer.apply_gradients(zip(self._clip(gradients), self.variables))
+        self.apply_meta_gradients(gradients)
         return scores.mean()
+
+    def apply_meta_gradients(self, gradients):
+        """theta <- Adam step on the (clipped) meta-gradient: the meta-update of eq. (1)."""
+        self.meta_optimizer.apply_gradients(zip(self._clip(gradients), self.variables))
+
+    def apply_pretrain_gradients(self, gradients):
+        """The pretrained baseline's Adam step on its (clipped) gradient."""
+        self.pretrain_optimizer.apply_gradients(zip(self._clip(gradients), self.variables))
 
     def _clip(self, gradients):
         if self.clip_value is None:
@@ -102,7 +110,7 @@ class MetaLearner:
     def _pretrain_step(self, support):
         """The pretrained baseline: Adam on the support loss of each task, no adaptation."""
         loss, gradients = self.pretrain_gradients(support)
-        self.pretrain_optimizer.apply_gradients(zip(self._clip(gradients), self.variables))
+        self.apply_pretrain_gradients(gradients)
         return loss
 
     def evaluate(self, support, query, steps):

@@ -58,7 +58,8 @@ def train(learner, sampler, checkpointer, *, meta_batch_size, pretrain_iteration
     A non-finite training loss or non-finite weights at a checkpoint raise DivergenceError
     (nothing non-finite is saved). With `stop` (a report.stop.GracefulStop), a stop signal
     ends the loop between iterations: the state is saved and StopRequested re-raised, its
-    `iteration` attribute set to the iterations completed.
+    `iteration` attribute set to the iterations completed. `checkpointer` None: nothing is
+    saved (the workers of a multi-worker job other than the chief).
     """
     total = pretrain_iterations + metatrain_iterations
     eval_steps = max(learner.num_inner_steps, eval_num_inner_steps or learner.num_inner_steps)
@@ -117,6 +118,8 @@ def train(learner, sampler, checkpointer, *, meta_batch_size, pretrain_iteration
 
 def _save(checkpointer, itr, pretrain_iterations):
     """The checkpoint after iteration `itr`; non-finite weights are a DivergenceError."""
+    if checkpointer is None:
+        return
     try:
         checkpointer.save(itr + 1)
     except NonFiniteWeightsError:

@@ -5,6 +5,20 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pytest  # noqa: E402
 
+
+def _two_logical_cpus():
+    """Two logical CPU devices for the MirroredStrategy tests (tests/test_distributed.py).
+    TensorFlow allows this only before it initialises its devices, hence at collection. Ops
+    without a device still run on /cpu:0, so every other test runs as before."""
+    import tensorflow as tf
+
+    from report.distribution import split_cpu
+
+    split_cpu(2)
+
+
+_two_logical_cpus()
+
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 

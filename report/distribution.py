@@ -1,0 +1,193 @@
+"""Which devices a run uses: `--distribute=none|mirrored|multi_worker` as a tf.distribute strategy.
+
+  none          no strategy at all: the single-device code path, unchanged (`make_strategy`
+                returns None and callers keep their plain path);
+  mirrored      `tf.distribute.MirroredStrategy` over this machine's GPUs, or, where there are
+                none, over `--cpu_replicas` logical CPU devices (a stand-in for GPUs, to test
+                the distributed path on a laptop; it does not make a CPU faster);
+  multi_worker  `tf.distribute.MultiWorkerMirroredStrategy` across processes or machines, one
+                replica per process (its GPUs if any, else its CPU), the cluster read from the
+                TF_CONFIG environment variable (worker 0 is the chief unless a "chief" task is
+                listed).
+
+Both packages split their meta-batch of tasks by replica and average over the global batch;
+what they split and reduce is documented in `maml_tf.distributed` and `rl.distributed`. This
+module holds what they share: building the strategy from the flags (with one-line errors), who
+the chief is, the even split of a batch, agreeing on a stop, and sending the chief's restored
+weights to every worker.
+"""
+import json
+import os
+
+KINDS = ("none", "mirrored", "multi_worker")
+
+
+def define_flags(flags):
+    """`--distribute` and `--cpu_replicas` on an absl entry point."""
+    flags.DEFINE_enum("distribute", "none", list(KINDS),
+                      "none: one device (the default path); mirrored: tf.distribute.MirroredStrategy over this "
+                      "machine's GPUs (or --cpu_replicas logical CPUs); multi_worker: "
+                      "MultiWorkerMirroredStrategy across the processes listed in TF_CONFIG")
+    flags.DEFINE_integer("cpu_replicas", 0, "with --distribute=mirrored on a machine without GPUs: split the CPU "
+                         "into this many logical devices, one replica each (for testing the distributed path)")
+
+
+def flag_error(kind, cpu_replicas, environ=os.environ):
+    """A one-line message for an unusable --distribute / --cpu_replicas / TF_CONFIG, or None."""
+    if kind not in KINDS:
+        return f"--distribute must be one of {', '.join(KINDS)} (got {kind!r})"
+    if cpu_replicas < 0:
+        return f"--cpu_replicas must be >= 0 (got {cpu_replicas})"
+    if cpu_replicas and kind != "mirrored":
+        return f"--cpu_replicas is for --distribute=mirrored (got --distribute={kind})"
+    if kind == "multi_worker":
+        return tf_config_error(environ.get("TF_CONFIG"))
+    return None
+
+
+def tf_config_error(text):
+    """What is wrong with a TF_CONFIG value for a multi-worker run, or None."""
+    example = ('e.g. TF_CONFIG=\'{"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
+               '"task": {"type": "worker", "index": 0}}\'')
+    if not text:
+        return f"--distribute=multi_worker needs the TF_CONFIG environment variable ({example})"
+    try:
+        config = json.loads(text)
+        cluster, task = config["cluster"], config["task"]
+        members = cluster[task["type"]]
+        index = int(task["index"])
+    except (ValueError, KeyError, TypeError) as e:
+        return f"TF_CONFIG is not a cluster with this process's task ({type(e).__name__}: {e}); {example}"
+    if "worker" not in cluster or not isinstance(members, list) or not 0 <= index < len(members):
+        return f"TF_CONFIG: task {task['type']} {index} is not in the cluster {cluster}; {example}"
+    return None
+
+
+def split_cpu(replicas):
+    """Make `replicas` logical CPU devices; must run before TensorFlow initialises its devices."""
+    import tensorflow as tf
+
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    current = tf.config.get_logical_device_configuration(cpu)
+    if current is not None and len(current) == replicas:
+        return
+    try:
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * replicas)
+    except RuntimeError:
+        raise ValueError(f"--cpu_replicas={replicas}: TensorFlow's devices were initialised before the "
+                         f"CPU could be split") from None
+
+
+def make_strategy(kind, cpu_replicas=0):
+    """The strategy for --distribute=`kind` (None for 'none'). Check `flag_error` first."""
+    if kind == "none":
+        return None
+    import tensorflow as tf
+
+    if kind == "multi_worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if cpu_replicas > 1:
+        split_cpu(cpu_replicas)
+    gpus = tf.config.list_logical_devices("GPU")
+    if gpus:
+        devices = [d.name for d in gpus]
+    else:
+        devices = [d.name for d in tf.config.list_logical_devices("CPU")][:max(cpu_replicas, 1)]
+    return tf.distribute.MirroredStrategy(devices)
+
+
+def num_replicas(strategy):
+    return 1 if strategy is None else strategy.num_replicas_in_sync
+
+
+def is_chief(strategy):
+    """True in the process that writes checkpoints and logs: always without a multi-worker strategy."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.cluster_spec().as_dict():
+        return True
+    jobs = resolver.cluster_spec().as_dict()
+    if "chief" in jobs:
+        return resolver.task_type == "chief"
+    return resolver.task_type == "worker" and resolver.task_id == 0
+
+
+def describe(strategy):
+    """One line naming the strategy and its devices, for the start of a run."""
+    if strategy is None:
+        return "one device (--distribute=none)"
+    workers = ""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is not None and resolver.cluster_spec().as_dict():
+        workers = (f", {len(resolver.cluster_spec().as_dict().get('worker', []))} workers; this is "
+                   f"{resolver.task_type} {resolver.task_id}{' (chief)' if is_chief(strategy) else ''}")
+    devices = ", ".join(getattr(strategy.extended, "worker_devices", ()))
+    name = "MultiWorkerMirroredStrategy" if _is_multi_worker(strategy) else type(strategy).__name__
+    return f"{name}: {strategy.num_replicas_in_sync} replicas{workers} (devices {devices})"
+
+
+def per_replica_count(total, strategy, flag):
+    """`total` tasks split evenly across the replicas; a ValueError naming `flag` if they do not divide."""
+    replicas = num_replicas(strategy)
+    if total % replicas:
+        raise ValueError(f"--{flag}={total} does not split evenly across {replicas} replicas; use a multiple "
+                         f"of {replicas} (each replica adapts the same number of tasks)")
+    return total // replicas
+
+
+def any_worker(strategy, flag):
+    """True if `flag` is true in any process of the job (an all-reduce: every process must call
+    it at the same point). Without a multi-worker strategy: `flag` itself."""
+    if not _is_multi_worker(strategy):
+        return bool(flag)
+    import tensorflow as tf
+
+    if not hasattr(strategy, "_maml_tf_vote"):  # compiled once: eager collectives are slow
+        strategy._maml_tf_vote = tf.function(lambda value: strategy.reduce(
+            tf.distribute.ReduceOp.SUM, strategy.run(tf.identity, args=(value,)), axis=None))
+    return bool(strategy._maml_tf_vote(tf.constant(1.0 if flag else 0.0)).numpy() > 0)
+
+
+def broadcast_from_chief(strategy, variables, iteration):
+    """Give every process the chief's values of `variables` and its `iteration` (an int): after
+    the chief restored a checkpoint, the workers need not read the chief's disk. Returns the
+    chief's iteration. Without a multi-worker strategy: nothing to send."""
+    if not _is_multi_worker(strategy):
+        return iteration
+    import tensorflow as tf
+
+    mask = 1.0 if is_chief(strategy) else 0.0
+    sum_op = tf.distribute.ReduceOp.SUM
+
+    def chief_values():
+        context = tf.distribute.get_replica_context()
+        values = [context.all_reduce(sum_op, tf.convert_to_tensor(v) * tf.cast(mask, v.dtype)) for v in variables]
+        return values, context.all_reduce(sum_op, tf.constant(float(iteration) * mask, tf.float64))
+
+    values, chief_iteration = tf.function(lambda: strategy.run(chief_values))()  # eager collectives are slow
+    for variable, value in zip(variables, values):
+        variable.assign(strategy.experimental_local_results(value)[0])
+    return int(round(float(strategy.experimental_local_results(chief_iteration)[0].numpy())))
+
+
+def _is_multi_worker(strategy):
+    import tensorflow as tf
+
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+
+
+class AgreedStop:
+    """A `report.stop.GracefulStop` whose `check()` stops every process of a multi-worker job at
+    the same iteration: each check all-reduces whether any process received SIGINT / SIGTERM,
+    and raises StopRequested everywhere if one did (with the signal received here, else
+    SIGTERM), so the chief saves and no worker waits on a collective the others left."""
+
+    def __init__(self, stop, strategy):
+        self.stop, self.strategy = stop, strategy
+
+    def check(self):
+        import signal
+
+        from report.stop import StopRequested
+
+        if any_worker(self.strategy, self.stop.signum is not None):
+            raise StopRequested(self.stop.signum or signal.SIGTERM)

@@ -1,0 +1,57 @@
+"""Run a command as a multi-worker job on localhost: one process per worker, each with its
+TF_CONFIG (127.0.0.1 and free ports), as `--distribute=multi_worker` expects."""
+import json
+import os
+import socket
+import subprocess
+import pathlib
+import sys
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def tf_config(ports, index):
+    return json.dumps({"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
+                       "task": {"type": "worker", "index": index}})
+
+
+def start_workers(args, workers=2, env=None, cwd=REPO_ROOT):
+    """Popen one `python <args>` per worker (stdout/stderr piped, text); returns the list."""
+    ports = free_ports(workers)
+    processes = []
+    for index in range(workers):
+        environ = {**os.environ, **(env or {}), "TF_CONFIG": tf_config(ports, index),
+                   "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO_ROOT)}
+        # One intra-op thread each: two workers share this machine's cores.
+        environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
+        processes.append(subprocess.Popen([sys.executable, *args], cwd=cwd, env=environ, text=True,
+                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+    return processes
+
+
+def run_workers(args, workers=2, env=None, timeout=240, cwd=REPO_ROOT):
+    """Run the job to the end: [(returncode, stdout, stderr)] per worker; a hung job is killed
+    and fails the calling test with the workers' output."""
+    processes = start_workers(args, workers, env, cwd)
+    results = []
+    try:
+        for p in processes:
+            out, err = p.communicate(timeout=timeout)
+            results.append((p.returncode, out, err))
+    except subprocess.TimeoutExpired:
+        for p in processes:
+            p.kill()
+        outputs = [p.communicate() for p in processes]
+        raise AssertionError(f"multi-worker job timed out after {timeout} s: {outputs}") from None
+    return results

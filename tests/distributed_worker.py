@@ -1,0 +1,30 @@
+"""One worker of the multi-worker job in tests/test_distributed_multi_worker.py: the meta-gradient
+of each configuration of tests/distributed_cases.py on the same batch, its tasks split across
+the job's workers (TF_CONFIG); the chief saves the reduced gradients and means to argv[1] (.npz).
+
+    python tests/distributed_worker.py OUT.npz     (one process per worker, TF_CONFIG set)
+"""
+import sys
+
+import numpy as np
+
+from report.distribution import is_chief, make_strategy
+
+strategy = make_strategy("multi_worker")  # before any other TensorFlow op
+
+from distributed_cases import CONFIGS, build_learner, random_batch  # noqa: E402
+from maml_tf.distributed import DistributedLearner  # noqa: E402
+
+results = {}
+for name, (datasource, _, _, tasks) in sorted(CONFIGS.items()):
+    with strategy.scope():
+        learner = DistributedLearner(build_learner(name), strategy)
+    batch = random_batch(datasource, tasks)
+    means, gradients = learner.meta_gradients(batch.support, batch.query)
+    for i, g in enumerate(gradients):
+        results[f"{name}/gradient/{i}"] = g.numpy()
+    for field, value in zip(means._fields, means):
+        results[f"{name}/{field}"] = value.numpy()
+    results[f"{name}/replicas"] = np.array(strategy.num_replicas_in_sync)
+if is_chief(strategy):
+    np.savez(sys.argv[1], **results)
