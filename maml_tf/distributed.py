@@ -8,7 +8,8 @@ and takes the gradient of the mean of its tasks' query losses, g_r. The meta-gra
 
     grad_theta (1/T) sum_{i=1..T} L_i(f_theta'_i) = (1/R) sum_r g_r      (all g_r over n tasks)
 
-is one all-reduce (MEAN); it is clipped and applied by the one Adam in cross-replica context.
+is one batched all-reduce (MEAN, with the logged means); it is clipped and applied by the one
+Adam in cross-replica context.
 The variables and Adam's moments are mirrored, so every replica holds the same values.
 (Keras' `apply_gradients` called inside `strategy.run` would sum the replicas' gradients a
 second time; that is why the update is applied outside it.)
@@ -84,10 +85,10 @@ class DistributedLearner:
     def _reduced_gradients(self, support, query):
         def replica_gradients(support, query):
             scores, gradients = self.learner.meta_gradients(support, query, score_every_step=False)
-            return scores.mean(), gradients
+            return _all_reduce_mean((scores.mean(), gradients))
 
-        means, gradients = self.strategy.run(replica_gradients, args=(support, query))
-        return maml.Scores(*(self._mean(m) for m in means)), [self._mean(g) for g in gradients]
+        means, gradients = self._first_replica(self.strategy.run(replica_gradients, args=(support, query)))
+        return maml.Scores(*means), gradients
 
     def _train_step(self, support, query):
         means, gradients = self._reduced_gradients(support, query)
@@ -95,9 +96,12 @@ class DistributedLearner:
         return means
 
     def _pretrain_step(self, support):
-        loss, gradients = self.strategy.run(self.learner.pretrain_gradients, args=(support,))
-        self.learner.apply_pretrain_gradients([self._mean(g) for g in gradients])
-        return self._mean(loss)
+        def replica_gradients(support):
+            return _all_reduce_mean(self.learner.pretrain_gradients(support))
+
+        loss, gradients = self._first_replica(self.strategy.run(replica_gradients, args=(support,)))
+        self.learner.apply_pretrain_gradients(gradients)
+        return loss
 
     def _adapt_step(self, support, query, steps):
         def replica_scores(support, query):
@@ -107,8 +111,16 @@ class DistributedLearner:
         scores = self.strategy.run(replica_scores, args=(support, query))
         return maml.Scores(*(self.strategy.gather(value, axis=0) for value in scores))
 
-    def _mean(self, value):
-        return self.strategy.reduce(_MEAN, value, axis=None)
+    def _first_replica(self, values):
+        """The all-reduced values (the same on every replica) as plain tensors."""
+        return tf.nest.map_structure(lambda v: self.strategy.experimental_local_results(v)[0], values)
+
+
+def _all_reduce_mean(values):
+    """The mean over replicas of every tensor of `values`, in one batched all-reduce (packed
+    into few collectives: about 6x faster between two processes than one per tensor,
+    benchmarks/distribute.py)."""
+    return tf.distribute.get_replica_context().all_reduce(_MEAN, values)
 
 
 def _pad(array, count):
