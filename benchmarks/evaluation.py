@@ -1,0 +1,87 @@
+"""The test protocol's speed: tasks per second of `evaluation.evaluate_tasks` at several tasks
+per call (1 = one task at a time, as the original's test loop), timed in one process on the
+same tasks, and the largest difference of any task's numbers from the one-at-a-time rows.
+
+    python benchmarks/evaluation.py                        # all configurations, ~5 minutes
+    python benchmarks/evaluation.py --configs=miniimagenet_5way_1shot --tasks=20 --per_call=1,4,10
+
+Random weights and images of the real sizes, 10 inner steps as the test runs them. Prints a
+markdown table; the speed-up is against 1 task per call in the same run.
+"""
+import os
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+
+from absl import app, flags  # noqa: E402
+
+# name: (datasource, classes, K, query per class, alpha, model options)
+CONFIGS = {
+    "sinusoid": ("sinusoid", 1, 5, 5, 0.001, {"norm": "None"}),
+    "omniglot_5way_1shot": ("omniglot", 5, 1, 1, 0.4, {}),
+    "omniglot_20way_1shot": ("omniglot", 20, 1, 1, 0.1, {}),
+    "miniimagenet_5way_1shot": ("miniimagenet", 5, 1, 15, 0.01, {"num_filters": 32, "max_pool": True}),
+}
+flags.DEFINE_list("configs", list(CONFIGS), "configurations")
+flags.DEFINE_integer("tasks", 40, "tasks evaluated by each variant")
+flags.DEFINE_list("per_call", ["1", "8", "40"], "tasks per call to compare")
+FLAGS = flags.FLAGS
+
+
+def pool(name, tasks):
+    """`tasks` one-task EpisodeBatches of configuration `name` (random, seeded)."""
+    import numpy as np
+
+    from maml_tf.episodes import EpisodeBatch
+
+    datasource, n, k, query, _, _ = CONFIGS[name]
+    rng = np.random.default_rng(0)
+    batches = []
+    for _ in range(tasks):
+        if datasource == "sinusoid":
+            x = rng.uniform(-5, 5, (1, k + query, 1)).astype(np.float32)
+            y = (rng.uniform(0.1, 5) * np.sin(x - rng.uniform(0, np.pi))).astype(np.float32)
+            batches.append(EpisodeBatch(x[:, :k], y[:, :k], x[:, k:], y[:, k:]))
+            continue
+        shape = (28, 28, 1) if datasource == "omniglot" else (84, 84, 3)
+        images = rng.random((1, n * (k + query), *shape), dtype=np.float32)
+        labels = np.tile(np.eye(n, dtype=np.float32), (1, k + query, 1))
+        batches.append(EpisodeBatch(images[:, :n * k], labels[:, :n * k], images[:, n * k:], labels[:, n * k:]))
+    return batches
+
+
+def main(argv):
+    import keras
+    import numpy as np
+
+    from distribute import host
+    from maml_tf import evaluation, experiment
+
+    print(f"Host: {host()}; {FLAGS.tasks} tasks, 10 inner steps\n")
+    print("| configuration | tasks per call | tasks/s | speed-up | max difference from 1 per call |")
+    print("|---|---|---|---|---|")
+    for name in FLAGS.configs:
+        datasource, n, k, _, alpha, options = CONFIGS[name]
+        keras.utils.set_random_seed(0)
+        model = experiment.build_model(datasource, num_classes=max(n, 2), **options)
+        learner = experiment.build_learner(model, datasource, update_batch_size=k, update_lr=alpha,
+                                           num_inner_steps=1)
+        tasks = pool(name, FLAGS.tasks)
+        reference, base = None, None
+        for per_call in (int(p) for p in FLAGS.per_call):
+            evaluation.evaluate_tasks(learner, tasks[:per_call], 10, tasks_per_call=per_call)  # trace
+            start = time.perf_counter()
+            rows = evaluation.evaluate_tasks(learner, tasks, 10, tasks_per_call=per_call)
+            rate = len(tasks) / (time.perf_counter() - start)
+            reference = rows if reference is None else reference
+            base = rate if base is None else base
+            print(f"| {name} | {per_call} | {rate:.1f} | {rate / base:.1f}x | {np.max(np.abs(rows - reference)):.2g} |",
+                  flush=True)
+
+
+if __name__ == "__main__":
+    app.run(main)
