@@ -125,16 +125,18 @@ def allreduce_worker():
 
     mean = tf.distribute.ReduceOp.MEAN
     result = {}
-    for name in GRADIENTS:
-        learner, _ = build(name)
-        gradients = [tf.ones_like(v) for v in learner.variables]
+    for name in GRADIENTS + ["rl_policy_half_cheetah"]:
+        if name == "rl_policy_half_cheetah":  # the 100-100 Gaussian MLP, 20 observations, 6 actions
+            gradients = [tf.ones(shape) for shape in [(20, 100), (100,), (100, 100), (100,), (100, 6), (6,), (6,)]]
+        else:
+            gradients = [tf.ones_like(v) for v in build(name)[0].variables]
         ways = {  # one collective per tensor, or the batched all-reduce DistributedLearner uses
             "per_tensor": tf.function(lambda: [strategy.reduce(mean, strategy.run(tf.identity, args=(g,)), axis=None)
                                                for g in gradients]),
             "batched": tf.function(lambda: strategy.run(
                 lambda: tf.distribute.get_replica_context().all_reduce(mean, gradients))),
         }
-        result[name] = {"parameters": int(sum(math.prod(v.shape) for v in learner.variables)),
+        result[name] = {"parameters": int(sum(math.prod(g.shape) for g in gradients)),
                         "tensors": len(gradients)}
         for way, reduce in ways.items():
             reduce()
@@ -169,7 +171,7 @@ def measure_allreduce():
 def allreduce_table(measured):
     rows = ["| model | parameters (tensors) | one all-reduce per tensor (ms) | batched all-reduce, as trained (ms) |",
             "|---|---|---|---|"]
-    for name in GRADIENTS:
+    for name in GRADIENTS + ["rl_policy_half_cheetah"]:
         m = measured[name]
         rows.append(f"| {name} | {m['parameters']:,} ({m['tensors']}) | {m['per_tensor']:.2f} | {m['batched']:.2f} |")
     rows.append(f"| stop vote (one scalar, every iteration) | 1 | {measured['stop_vote_ms']:.2f} | |")

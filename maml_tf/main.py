@@ -4,6 +4,9 @@
     python -m maml_tf.main --flagfile=flags/sinusoid.flags --train=False --update_batch_size=5 \
         --train_update_batch_size=10                                    # 600-task test
 
+    --distribute=mirrored | multi_worker                                # several devices or machines
+                                                                        # (README: "Running on several ...")
+
 This module only translates flags into plain arguments for the library.
 """
 import contextlib
