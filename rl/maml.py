@@ -37,18 +37,22 @@ class Trainer:
     fast_batch_size envs), sampling a batch for each task and the iteration's statistics."""
 
     def __init__(self, policy, vec_env, config):
-        if vec_env.num_envs != config.meta_batch_size * config.fast_batch_size:
-            raise ValueError("vec_env must have meta_batch_size * fast_batch_size envs")
+        if vec_env.num_envs != self.envs_needed(config):
+            raise ValueError(f"vec_env must have {self.envs_needed(config)} envs (tasks x fast_batch_size)")
         self.policy, self.vec_env, self.config = policy, vec_env, config
 
-    def sample(self, tasks, rng, params=None, new_task=None, pool_tasks=False):
+    def envs_needed(self, config):
+        """The vec env's size: meta_batch_size * fast_batch_size (all tasks' trajectories at once)."""
+        return config.meta_batch_size * config.fast_batch_size
+
+    def sample(self, tasks, rng, params=None, new_task=None, pool_tasks=False, noise=None):
         """fast_batch_size trajectories per task with `params` (None: the policy's variables;
-        or task-batched ones), counted in steps like rllab if config.batch_in_steps.
-        Returns the `rl.sampler.Batch` and its loss inputs."""
+        or task-batched ones), counted in steps like rllab if config.batch_in_steps (`noise`:
+        see `rl.sampler.rollout`). Returns the `rl.sampler.Batch` and its loss inputs."""
         c = self.config
         steps_per_task = c.fast_batch_size * c.max_path_length if c.batch_in_steps else None
         batch = rollout(self.vec_env, tasks, c.fast_batch_size, c.max_path_length, self.policy.act_fn(params), rng,
-                        steps_per_task, new_task, collector_workers=c.collector_workers)
+                        steps_per_task, new_task, collector_workers=c.collector_workers, noise=noise)
         return batch, obj.loss_inputs(batch, c.discount, c.gae_lambda, self.policy.dtype, pool_tasks)
 
     def sample_support(self, rng):
@@ -197,7 +201,11 @@ TRAINERS = {"maml": MAMLTRPO, "pretrain": Pretrainer, "oracle": OracleTRPO}
 
 def return_stats(batch, prefix):
     """rllab's return statistics of a batch, columns prefixed '0' (support) or '1' (query)."""
-    returns = batch.undiscounted_returns()
+    return return_columns(batch.undiscounted_returns(), prefix)
+
+
+def return_columns(returns, prefix):
+    """rllab's return statistics of the paths' undiscounted `returns` (1-D), columns prefixed `prefix`."""
     return {prefix + "AverageReturn": float(returns.mean()), prefix + "StdReturn": float(returns.std()),
             prefix + "MaxReturn": float(returns.max()), prefix + "MinReturn": float(returns.min()),
             prefix + "NumTrajs": int(returns.size)}

@@ -71,3 +71,23 @@ def surrogate_and_kl(forward, params, data, per_task=True):
         loss = -_masked_mean(ratio * data["advantages"], mask)
     kl = _masked_mean(pol.kl(data["means"], data["log_stds"], mean, log_std), mask)
     return loss, kl
+
+
+def surrogate_and_kl_shares(forward, params, data, num_tasks, num_steps):
+    """This slice's shares of the per_task=True `surrogate_and_kl` of a batch split by task
+    (rl.distributed): with the batch's T = `num_tasks` tasks and N = `num_steps` valid query
+    steps (all slices),
+
+        L_share = sum_{i in slice} L_i / T,   KL_share = sum_{(i, t) in slice} KL_{i,t} / N,
+
+    where L_i is task i's mean surrogate -E_i[pi(a|s) / pi_old(a|s) A]. The slices' shares add
+    up to the batch's L (a mean over tasks) and KL (a mean over all query steps, not over
+    tasks), and so do their gradients."""
+    mean, log_std = forward(params, data["observations"])
+    logli = pol.log_prob(data["actions"], mean, log_std)
+    old_logli = pol.log_prob(data["actions"], data["means"], data["log_stds"])
+    ratio = tf.exp(logli - old_logli)
+    mask = data["mask"]
+    loss = tf.reduce_sum(-_masked_mean(ratio * data["advantages"], mask, axis=1)) / num_tasks
+    kl = tf.reduce_sum(pol.kl(data["means"], data["log_stds"], mean, log_std) * mask) / num_steps
+    return loss, kl

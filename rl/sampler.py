@@ -87,13 +87,16 @@ class Batch:
 
 
 def rollout(vec_env, tasks, num_trajs, horizon, act_fn, rng, steps_per_task=None, new_task=None,
-            collector_workers=1):
+            collector_workers=1, noise=None):
     """Sample paths for each of `tasks` (len T) with `vec_env.num_envs == T * num_trajs`.
 
     Actions are mean + std * N(0, 1) drawn from `rng`, unclipped (the env
-    wrapper clips what it executes). `new_task(rng) -> task`, if given, draws a
+    wrapper clips what it executes): one `rng.standard_normal((E, act_dim))` per
+    time step of the loop. `new_task(rng) -> task`, if given, draws a
     fresh task for every path (what maml_rl's oracle env does on each reset);
     `tasks` then only sets the number of groups.
+    `noise`: a `SharedNoise` when these tasks are a slice of a larger batch sampled
+    elsewhere too (rl.distributed): the slice's rows of the whole batch's draws.
     """
     if collector_workers < 1:
         raise ValueError(f"collector_workers must be >= 1, got {collector_workers}")
@@ -121,9 +124,12 @@ def rollout(vec_env, tasks, num_trajs, horizon, act_fn, rng, steps_per_task=None
     t = np.zeros(n_envs, int)
     active = np.ones(n_envs, bool)
     rows = np.arange(n_envs)
+    loop_steps = 0
     while active.any():
         mean, log_std = act_fn(obs)
-        actions = mean + np.exp(log_std) * rng.standard_normal(mean.shape)
+        standard = rng.standard_normal(mean.shape) if noise is None else noise.draw(mean.shape)
+        actions = mean + np.exp(log_std) * standard
+        loop_steps += 1
         next_obs, rewards, done = vec_env.step(actions, active)
         idx, ti = rows[active], t[active]
         for key, value in (("observations", obs), ("actions", actions), ("rewards", rewards),
@@ -150,6 +156,8 @@ def rollout(vec_env, tasks, num_trajs, horizon, act_fn, rng, steps_per_task=None
                 vec_env.set_tasks(slot_tasks)
             next_obs = vec_env.reset(restart)
         obs = next_obs
+    if noise is not None:
+        noise.finish(loop_steps)
     kept = [_collected(task_paths, steps_per_task, collector_workers) for task_paths in paths]
     return _pad(kept, horizon)
 
@@ -212,3 +220,29 @@ def _pad(paths, horizon):
                 out[k][i, j, :length] = v
             out["mask"][i, j, :length] = 1.0
     return Batch(**{k: out[k] for k in _KEYS})
+
+
+class SharedNoise:
+    """The action noise of a slice of a batch whose other tasks are sampled elsewhere, drawn as
+    if the whole batch were sampled here: `rollout` draws `rng.standard_normal((E, a))` for all
+    E envs of the batch at every step of its loop, and envs [first_env, first_env + e) take
+    their rows. A task's envs only ever read their own rows, and they run at the same loop steps
+    wherever the task is sampled, so a task's paths do not depend on how the batch is split.
+    `finish(steps)` then advances `rng` to where the whole batch's rollout leaves it: the batch's
+    loop runs as long as its longest task, `agree_steps(steps)` (the largest loop count of all
+    slices; a collective when the slices live in other processes), and every loop step draws once.
+
+    Not covered: `new_task` (the oracle draws tasks from `rng` at resets), and the start noise
+    MuJoCo envs draw from their own generator (each process's vec env has its own), so there the
+    paths depend on the split; the point task's start state is fixed, its paths do not."""
+
+    def __init__(self, rng, total_envs, first_env, act_dim, agree_steps):
+        self.rng, self.total_envs, self.first_env = rng, total_envs, first_env
+        self.act_dim, self.agree_steps = act_dim, agree_steps
+
+    def draw(self, shape):
+        return self.rng.standard_normal((self.total_envs, self.act_dim))[self.first_env:self.first_env + shape[0]]
+
+    def finish(self, steps):
+        for _ in range(self.agree_steps(steps) - steps):
+            self.rng.standard_normal((self.total_envs, self.act_dim))
