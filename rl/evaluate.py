@@ -29,6 +29,12 @@ Designs beyond the released test scripts' (see rl/evaluation.py):
                              per method, direction and step of the direction tasks, task
                              '<env>:backward' (task -1) / '<env>:forward' (+1).
 
+--distribute=mirrored|multi_worker splits the test tasks across devices or processes
+(rl.distributed; --num_tasks must divide by the replica count): the returns are those of one
+device. With multi_worker run the same command on every worker (each with its TF_CONFIG); every
+worker reads the --run directories (a shared disk or identical copies), the chief alone writes
+--output. Not with --same_sampling_seed.
+
 Faults end with one line `rl.evaluate: error: ...` (exit status 1), before the evaluation
 where they can be known up front: bad flags, a --run whose config.json or newest checkpoint
 is missing or damaged (named; never an older checkpoint in its place), an --output that is a
@@ -42,10 +48,13 @@ import sys
 
 from absl import app, flags, logging
 
+from report import distribution
 from report.console import exit_with_error
 from report.files import atomic_open
 
 FLAGS = flags.FLAGS
+distribution.define_flags(flags)
+flags.adopt_module_key_flags(distribution)  # listed by --help
 flags.DEFINE_multi_string("run", [], "method:logdir of a run written by rl.train (repeatable).")
 flags.DEFINE_string("output", None, "CSV file to write.")
 flags.DEFINE_integer("num_tasks", 40, "Test tasks.")
@@ -154,6 +163,27 @@ def _output_paths():
     return paths
 
 
+def _strategy():
+    """The strategy of --distribute (None for none), made before any other TensorFlow op; a
+    one-line error for unusable flags or a --num_tasks that does not split across its replicas."""
+    error = distribution.flag_error(FLAGS.distribute, FLAGS.cpu_replicas)
+    if error:
+        _error(error)
+    if FLAGS.distribute == "none":
+        return None
+    if FLAGS.same_sampling_seed:
+        _error(f"--same_sampling_seed evaluates each task alone; it cannot be split (--distribute={FLAGS.distribute})")
+    if FLAGS.distribute == "multi_worker" and os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "2":
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"  # a lost worker: our one line, not TF's C++ error log
+    try:
+        strategy = distribution.make_strategy(FLAGS.distribute, FLAGS.cpu_replicas)
+        distribution.per_replica_count(FLAGS.num_tasks, strategy, "num_tasks")
+    except ValueError as e:
+        _error(str(e))
+    logging.info("Devices: %s", distribution.describe(strategy))
+    return strategy
+
+
 def main(argv):
     try:
         _main(argv)
@@ -179,7 +209,13 @@ def _main(argv):
     _check_numbers()
     first_lr_scale, later_lr_scale = _resolve_schedule(evaluation)
     init_seeds = _init_seeds()
-    paths = _output_paths()
+    strategy = _strategy()
+    chief = distribution.is_chief(strategy)
+    paths = _output_paths() if chief else None
+    lost_worker = ()  # the errors of a failed collective
+    if strategy is not None:
+        import tensorflow as tf
+        lost_worker = (tf.errors.OpError,)
     configs = []
     for method, logdir in runs:
         try:
@@ -212,9 +248,12 @@ def _main(argv):
                 returns, lr, env = evaluate_run(
                     logdir, num_tasks=FLAGS.num_tasks, num_steps=FLAGS.num_steps, fast_lr=FLAGS.fast_lr,
                     seed=FLAGS.seed, batch_in_steps=FLAGS.batch_in_steps, first_lr_scale=first_lr_scale,
-                    same_sampling_seed=FLAGS.same_sampling_seed, init_seed=seed, **proto)
+                    same_sampling_seed=FLAGS.same_sampling_seed, init_seed=seed, strategy=strategy, **proto)
             except (RunError, FileNotFoundError) as e:
                 _error(f"--run={method}:{logdir}: {e}")
+            except lost_worker as e:  # a collective failed: another worker stopped
+                from rl.distributed import lost_worker_message
+                _error(lost_worker_message(e))
             label = method if seed is None else f"{method}_init{seed}"
             results.append(returns)
             rows = summary_rows(label, env, returns, proto["num_trajs"], lr)
@@ -238,6 +277,9 @@ def _main(argv):
                      step_sizes(lr, 0 if config["oracle"] else FLAGS.num_steps, proto["later_lr_scale"],
                                 first_lr_scale),
                      "the same sampling seed for every task" if FLAGS.same_sampling_seed else "one sampling stream")
+    if not chief:
+        logging.info("Evaluated this worker's tasks; the chief writes %s", FLAGS.output)
+        return
     tables = [summary, per_task] + ([by_direction] if FLAGS.by_direction else [])
     for path, table in zip(paths, tables):
         try:

@@ -85,7 +85,7 @@ def evaluation_tasks(env, num_tasks, task_seed):
 
 def evaluate_run(logdir, *, num_tasks, task_seed, num_trajs, num_steps, fast_lr, seed, batch_in_steps=True,
                  later_lr_scale=0.5, collector_workers=1, first_lr_scale=1.0, same_sampling_seed=False,
-                 init_seed=None, record=None):
+                 init_seed=None, record=None, strategy=None):
     """[num_tasks, steps + 1] mean returns of the run's latest checkpoint, and the step size used.
 
     first_lr_scale: the first adaptation step is first_lr_scale * alpha (later ones later_lr_scale * alpha).
@@ -97,6 +97,12 @@ def evaluate_run(logdir, *, num_tasks, task_seed, num_trajs, num_steps, fast_lr,
         would build with --seed=init_seed instead of the checkpoint.
     record: optional list; gets `adapt_and_evaluate`'s record entries (with same_sampling_seed,
         each also names its 'task').
+    strategy: a tf.distribute strategy to split the tasks over (`rl.distributed.TaskSplit`; a
+        ValueError naming --num_tasks if they do not divide): each process samples and adapts
+        its tasks (with its rows of the one stream's noise), each replica adapts its own; the
+        returns are gathered in task order, so every process gets the whole array, equal to
+        one device's (on the point task; MuJoCo start noise is per process). Not with
+        same_sampling_seed or record.
     """
     import numpy as np
     from rl import run_io
@@ -130,6 +136,23 @@ def evaluate_run(logdir, *, num_tasks, task_seed, num_trajs, num_steps, fast_lr,
             if hasattr(vec_env, "close"):
                 vec_env.close()
 
+    if strategy is not None:
+        if same_sampling_seed or record is not None:
+            raise ValueError("a distributed evaluation samples all tasks from one stream and keeps no record")
+        from rl.distributed import TaskSplit, split_inner_step
+        split = TaskSplit(strategy, len(tasks), flag="num_tasks")
+        kwargs["inner_step"] = split_inner_step(split, policy)
+        local = split.local(tasks)
+        vec_env = make_vec_env(config["env"], len(local) * num_trajs, oracle=config["oracle"],
+                               seed=seed + 1000 * split.process_index)
+        try:
+            rng = np.random.default_rng(seed)
+            noise = split.noise(rng, num_trajs, vec_env.act_dim)
+            returns = adapt_and_evaluate(policy, local, vec_env, rng=rng, noise=noise, **kwargs)
+        finally:
+            if hasattr(vec_env, "close"):
+                vec_env.close()
+        return split.gather(returns), lr, config["env"]
     if not same_sampling_seed:
         return run_tasks(tasks, rec=record), lr, config["env"]
     distinct, which = np.unique(tasks, axis=0, return_inverse=True)

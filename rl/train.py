@@ -11,6 +11,11 @@ Every fault ends with one line `rl.train: error: ...` (exit status 1): bad flags
 before anything starts), another rl.train on the same --logdir, an unwritable --logdir,
 damaged files, divergence, a failed write. SIGINT / SIGTERM stop after the current iteration
 is saved (one line, exit status 130 / 143); see rl/trainer.py and rl/run_io.py.
+
+--distribute=mirrored|multi_worker (--mode=maml) splits the meta-batch across devices or
+processes (rl/distributed.py); it says how to run, not what is trained, so a run may be resumed
+with another replica count. With multi_worker, run the same command on every worker (each with
+its TF_CONFIG); the chief writes --logdir. A lost worker ends the others with one line.
 """
 import math
 import os
@@ -18,11 +23,14 @@ import sys
 
 from absl import app, flags
 
+from report import distribution
 from rl import config as cfg
 
 FLAGS = flags.FLAGS
 cfg.define_flags(flags)
 flags.DEFINE_string("logdir", None, "Run directory (checkpoints, progress.csv, TensorBoard).")
+distribution.define_flags(flags)
+flags.adopt_module_key_flags(distribution)  # listed by --help
 
 
 def validate(f):
@@ -63,7 +71,20 @@ def validate(f):
         return f"--hidden_sizes must be positive integers (got {','.join(f.hidden_sizes)})"
     if f.hidden_activation not in cfg.ACTIVATIONS:
         return f"--hidden_activation must be {' or '.join(cfg.ACTIVATIONS)} (got {f.hidden_activation!r})"
-    return None
+    if f.distribute != "none" and f.mode != "maml":
+        return f"--distribute={f.distribute} is for --mode=maml (got --mode={f.mode})"
+    return distribution.flag_error(f.distribute, f.cpu_replicas)
+
+
+def make_strategy(f):
+    """(the tf.distribute strategy of --distribute, None for none; or None and a one-line error).
+    Checks that --meta_batch_size splits evenly across its replicas."""
+    try:
+        strategy = distribution.make_strategy(f.distribute, f.cpu_replicas)
+        distribution.per_replica_count(f.meta_batch_size, strategy, "meta_batch_size")
+    except ValueError as e:
+        return None, str(e)
+    return strategy, None
 
 
 def main(argv):
@@ -73,6 +94,8 @@ def main(argv):
     error = validate(FLAGS)
     if error:
         exit_with_error("rl.train", error)
+    if FLAGS.distribute != "none":
+        return _main_distributed()
     from report.run_lock import RunLockedError
     from rl.run_io import RunError
     from rl.trainer import TrainingStopped, run
@@ -83,6 +106,33 @@ def main(argv):
         sys.exit(e.exit_status)
     except (RunError, RunLockedError, OSError) as e:
         exit_with_error("rl.train", str(e))
+
+
+def _main_distributed():
+    """main with --distribute: the strategy first (multi_worker must exist before any other
+    TensorFlow op), then the run; a lost worker (a collective fails) is one line."""
+    from absl import logging
+    from report.console import exit_with_error
+    if FLAGS.distribute == "multi_worker" and os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "2":
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"  # a lost worker: our one line, not TF's C++ error log
+    strategy, error = make_strategy(FLAGS)
+    if error:
+        exit_with_error("rl.train", error)
+    import tensorflow as tf
+    from report.run_lock import RunLockedError
+    from rl.run_io import RunError
+    from rl.trainer import TrainingStopped, run
+    logging.info("Devices: %s", distribution.describe(strategy))
+    try:
+        run(cfg.from_flags(FLAGS), os.path.expanduser(FLAGS.logdir), strategy)
+    except TrainingStopped as e:
+        print(f"rl.train: {e.message}", file=sys.stderr)
+        sys.exit(e.exit_status)
+    except (RunError, RunLockedError, OSError) as e:
+        exit_with_error("rl.train", str(e))
+    except tf.errors.OpError as e:
+        from rl.distributed import lost_worker_message
+        exit_with_error("rl.train", lost_worker_message(e))
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ Reliability (each one-line error is a `rl.run_io.RunError`; rl.train prints it):
     iteration (`report.tensorboard.ScalarWriter`), so TensorBoard drops the steps the
     interrupted session logged after its last checkpoint instead of showing them twice.
 """
+import contextlib
 import math
 import os
 import time
@@ -70,8 +71,15 @@ def check_finite(stats, variables, itr, config, last_checkpoint):
                        f"large a step: {likely_flags(config)}; nothing of iteration {itr} was saved, {kept}")
 
 
-def run(config, logdir):
-    """Train according to `config` (a `TrainConfig`, or a plain dict as in config.json); resumable."""
+def run(config, logdir, strategy=None):
+    """Train according to `config` (a `TrainConfig`, or a plain dict as in config.json); resumable.
+
+    `strategy`: None (one device), or a tf.distribute strategy (`report.distribution.make_strategy`;
+    mode 'maml' only) over whose replicas the meta-batch is split (`rl.distributed`). Across
+    processes only the chief touches `logdir` (lock, config.json, checkpoints, progress.csv,
+    TensorBoard); it restores and sends the run's state to the others, and all stop at the same
+    iteration when one of them gets SIGINT / SIGTERM."""
+    from report.distribution import is_chief
     from report.files import check_writable
     from report.run_lock import RunLock
     from report.stop import GracefulStop
@@ -81,78 +89,107 @@ def run(config, logdir):
 
     if not isinstance(config, TrainConfig):
         config = TrainConfig.from_dict(config)
-    check_writable(logdir, "--logdir")
-    with RunLock(logdir):  # before TensorFlow loads: a second writer is refused at once
+    if strategy is not None and config.mode != "maml":
+        raise ValueError(f"a tf.distribute strategy is for mode 'maml', not {config.mode!r}")
+    chief = is_chief(strategy)
+    if chief:
+        check_writable(logdir, "--logdir")
+    # The lock before TensorFlow loads: a second writer is refused at once.
+    with RunLock(logdir) if chief else contextlib.nullcontext():
         import tensorflow as tf
         tf.get_logger().setLevel("WARNING")  # hide per-save checkpoint chatter
-        check_writable(run_io.checkpoint_dir(logdir), "--logdir")
-        removed = run_io.remove_leftovers(logdir)
-        if removed:
-            logging.info("Removed leftovers of an interrupted run in %s: %s", logdir, ", ".join(sorted(removed)))
+        if chief:
+            check_writable(run_io.checkpoint_dir(logdir), "--logdir")
+            removed = run_io.remove_leftovers(logdir)
+            if removed:
+                logging.info("Removed leftovers of an interrupted run in %s: %s", logdir, ", ".join(sorted(removed)))
         with GracefulStop() as stop:
-            vec_env = make_vec_env(config.env, config.meta_batch_size * config.fast_batch_size,
+            tasks = config.meta_batch_size
+            if strategy is not None:
+                from report.distribution import AgreedStop
+                from rl.distributed import TaskSplit
+                stop = AgreedStop(stop, strategy)  # every process stops at the same iteration
+                tasks = TaskSplit(strategy, config.meta_batch_size).count
+            vec_env = make_vec_env(config.env, tasks * config.fast_batch_size,
                                    oracle=config.mode == "oracle", workers=config.sampler_workers, seed=config.seed)
             try:
-                _train(config, logdir, vec_env, stop)
+                _train(config, logdir, vec_env, stop, strategy)
             finally:
                 if hasattr(vec_env, "close"):
                     vec_env.close()
 
 
-def _train(config, logdir, vec_env, stop):
+def _train(config, logdir, vec_env, stop, strategy=None):
     import numpy as np
     import tensorflow as tf
     from report.console import format_duration
+    from report.distribution import is_chief
     from report.tensorboard import ScalarWriter
     from rl import run_io
     from rl.config import run_record
     from rl.maml import TRAINERS, adam
     from rl.policy import Policy
 
+    chief = is_chief(strategy)
     tf.random.set_seed(config.seed)
     policy = Policy(vec_env.obs_dim, vec_env.act_dim, config.hidden_sizes, config.hidden_activation,
                     seed=config.seed)
     rng = np.random.default_rng(config.seed)
     learner = optimizer = None
     if config.mode != "random":  # random: the initial policy is the run's only checkpoint
-        learner = TRAINERS[config.mode](policy, vec_env, config)
+        if strategy is None:
+            learner = TRAINERS[config.mode](policy, vec_env, config)
+        else:
+            from rl.distributed import DistributedMAMLTRPO
+            learner = DistributedMAMLTRPO(policy, vec_env, config, strategy)
         # Every trained mode's checkpoint has always held Adam's state (only pretrain steps it).
         optimizer = learner.optimizer if config.mode == "pretrain" else adam(config.pretrain_lr)
         optimizer.build(policy.model.trainable_variables)
-    state = run_io.RunState(logdir, policy.model, optimizer, config.keep_checkpoints)
-    record = run_record(config, vec_env.obs_dim, vec_env.act_dim)
-    found = state.find_resume_point()
-    if found != (None, []):
-        run_io.check_resume_config(logdir, record)
-    if state.resume(found, rng, env=vec_env):
-        logging.info("Resumed from %s at iteration %d", state.latest_checkpoint, int(state.iteration))
-    run_io.write_config(logdir, record)
-    start = int(state.iteration)
+    if chief:
+        state = run_io.RunState(logdir, policy.model, optimizer, config.keep_checkpoints)
+        record = run_record(config, vec_env.obs_dim, vec_env.act_dim)
+        found = state.find_resume_point()
+        if found != (None, []):
+            run_io.check_resume_config(logdir, record)
+        if state.resume(found, rng, env=vec_env):
+            logging.info("Resumed from %s at iteration %d", state.latest_checkpoint, int(state.iteration))
+        run_io.write_config(logdir, record)
+        start = int(state.iteration)
+    else:
+        state, start = None, 0
+    if strategy is not None:
+        from rl.distributed import broadcast_run_state
+        start = broadcast_run_state(strategy, policy.model.variables, rng, start)
+        if not chief and start:
+            logging.info("Resuming at iteration %d with the chief's checkpoint", start)
     n_itr = 0 if learner is None else config.n_itr
     if learner is None or start == 0 and n_itr == 0:
-        state.save(0, rng, env=vec_env)
-        logging.info("Saved the initial (random) policy to %s", state.latest_checkpoint)
+        if chief:
+            state.save(0, rng, env=vec_env)
+            logging.info("Saved the initial (random) policy to %s", state.latest_checkpoint)
         return
-    progress = run_io.ProgressCsv(logdir, start)
+    progress = run_io.ProgressCsv(logdir, start) if chief else None
     variables = list(policy.model.variables) + list(optimizer.variables)
-    writer = ScalarWriter(os.path.join(logdir, "tb"), resumed_at=start) if start < n_itr else None
+    writer = ScalarWriter(os.path.join(logdir, "tb"), resumed_at=start) if chief and start < n_itr else None
     session_start, total_time = time.time(), 0.0
     try:
         for itr in range(start, n_itr):
             try:
                 stop.check()
             except StopRequested as e:
-                saved = f"{state.latest_checkpoint} saved" if state.latest_checkpoint else "no iteration done yet"
-                raise TrainingStopped(e.signum, f"stopped by {signal_name(e.signum)} after {itr - start} iterations: "
-                                      f"{saved}; run the same command to resume at iteration {itr}") from None
+                raise TrainingStopped(e.signum, _stopped_message(e.signum, itr, start, state, strategy)) from None
+            if strategy is not None:
+                learner.split.reseed_start_noise(vec_env, config.seed, itr)
+            # A worker that is not the chief names the chief's newest checkpoint (it saves every iteration).
+            last = state.latest_checkpoint if chief else f"ckpt-{itr}" if itr else None
             try:
                 stats = learner.iteration(rng)
             except (np.linalg.LinAlgError, FloatingPointError) as e:  # e.g. the baseline fit on NaN paths
                 raise Diverged(f"training diverged at iteration {itr}: {type(e).__name__}: {e}; most likely too "
                                f"large a step: {likely_flags(config)}; nothing of iteration {itr} was saved"
-                               + (f", the last checkpoint, {os.path.basename(state.latest_checkpoint)}, holds the "
-                                  "policy before it" if state.latest_checkpoint else "")) from None
-            check_finite(stats, variables, itr, config, state.latest_checkpoint)
+                               + (f", the last checkpoint, {os.path.basename(last)}, holds the "
+                                  "policy before it" if last else "")) from None
+            check_finite(stats, variables, itr, config, last)
             total_time += stats["ItrTime"]
             steps_per_s = stats["EnvSteps"] / stats["ItrTime"]
             # ETA from the iterations this session ran (a resumed session has no time for earlier ones).
@@ -164,6 +201,8 @@ def _train(config, logdir, vec_env, stop):
                 f"{stats['1AverageReturn']:.2f}" if "1AverageReturn" in stats else "-",
                 f"{stats['MeanKL']:.4f}" if "MeanKL" in stats else "-",
                 stats["LossBefore"], stats["LossAfter"], steps_per_s, stats["ItrTime"], format_duration(eta))
+            if not chief:
+                continue
             writer.scalars(itr, {k: v for k, v in row.items() if k != "Iteration"})
             writer.flush()
             progress.append(row)
@@ -172,6 +211,18 @@ def _train(config, logdir, vec_env, stop):
         if writer is not None:
             writer.close()
     logging.info("Done: %d iterations in %s", n_itr, logdir)
+
+
+def _stopped_message(signum, itr, start, state, strategy):
+    """The one line of a run stopped before iteration `itr` (started at `start`)."""
+    if state is None:  # a worker that is not the chief: the chief saved
+        saved = f"the chief saved ckpt-{itr}" if itr else "no iteration done yet"
+    else:
+        saved = f"{state.latest_checkpoint} saved" if state.latest_checkpoint else "no iteration done yet"
+    command = "the same command" if strategy is None or len(strategy.extended.worker_devices) == \
+        strategy.num_replicas_in_sync else "the same command on every worker"
+    return (f"stopped by {signal_name(signum)} after {itr - start} iterations: {saved}; run {command} to resume "
+            f"at iteration {itr}")
 
 
 def signal_name(signum):
