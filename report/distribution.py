@@ -23,7 +23,8 @@ KINDS = ("none", "mirrored", "multi_worker")
 
 
 def define_flags(flags):
-    """`--distribute` and `--cpu_replicas` on an absl entry point."""
+    """`--distribute` and `--cpu_replicas` on an absl entry point (listed by its --help)."""
+    flags.disclaim_key_flags()  # the flags belong to the calling module, not to this one
     flags.DEFINE_enum("distribute", "none", list(KINDS),
                       "none: one device (the default path); mirrored: tf.distribute.MirroredStrategy over this "
                       "machine's GPUs (or --cpu_replicas logical CPUs); multi_worker: "

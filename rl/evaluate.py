@@ -54,7 +54,6 @@ from report.files import atomic_open
 
 FLAGS = flags.FLAGS
 distribution.define_flags(flags)
-flags.adopt_module_key_flags(distribution)  # listed by --help
 flags.DEFINE_multi_string("run", [], "method:logdir of a run written by rl.train (repeatable).")
 flags.DEFINE_string("output", None, "CSV file to write.")
 flags.DEFINE_integer("num_tasks", 40, "Test tasks.")

@@ -30,7 +30,6 @@ FLAGS = flags.FLAGS
 cfg.define_flags(flags)
 flags.DEFINE_string("logdir", None, "Run directory (checkpoints, progress.csv, TensorBoard).")
 distribution.define_flags(flags)
-flags.adopt_module_key_flags(distribution)  # listed by --help
 
 
 def validate(f):

@@ -133,6 +133,8 @@ def _train_args(logdir, n_itr):
     return ["-m", "rl.train", f"--logdir={logdir}", f"--n_itr={n_itr}", "--distribute=multi_worker", *TINY_FLAGS]
 
 
+@pytest.mark.slow  # ~55 s / ~16 s; the default suite proves the same stop / lost-worker handling
+# (report.distribution.AgreedStop, one line) with maml_tf.main in tests/test_distributed_multi_worker.py
 def test_sigterm_to_one_worker_stops_the_job_and_the_same_command_resumes(tmp_path):
     """SIGTERM to worker 1 of a running job: both workers stop at the same iteration K (the chief
     saved ckpt-K), each with one line and exit status 143; the same command (extended to K + 2
@@ -175,6 +177,8 @@ def _rows(logdir, timing=("ItrTime", "EnvStepsPerSec", "Time")):
         return [{c: v for c, v in r.items() if c not in timing} for r in csv.DictReader(f)]
 
 
+@pytest.mark.slow  # ~55 s / ~16 s; the default suite proves the same stop / lost-worker handling
+# (report.distribution.AgreedStop, one line) with maml_tf.main in tests/test_distributed_multi_worker.py
 def test_a_lost_worker_ends_the_job_with_one_line(tmp_path):
     """Worker 1 killed (SIGKILL) in the middle of training: the chief notices in its next
     collective and ends with one line saying what happened and to rerun the command on every
