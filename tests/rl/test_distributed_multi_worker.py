@@ -11,6 +11,7 @@ import signal
 import time
 
 import numpy as np
+import pytest
 
 from cluster import run_workers, start_workers  # tests/cluster.py
 from rl.config import TrainConfig
@@ -30,6 +31,7 @@ SUCCESS_TOL = 0.2  # goals count as reached within 0.2: paths end early, tasks h
 ONE_ITERATION = """
 import json, sys
 import numpy as np
+import pytest
 from report.distribution import is_chief, make_strategy
 strategy = make_strategy("multi_worker")
 import rl.envs.point
