@@ -1,6 +1,6 @@
 """What tf.distribute costs here, and what it would buy: prints three markdown tables.
 
-    python benchmarks/distribute.py                 # all parts, about 3 minutes on 2 cores
+    python benchmarks/distribute.py                 # all parts, about 4 minutes on 2 cores
     python benchmarks/distribute.py --parts=overhead --rounds=30
 
 1. overhead   the strategy path (`maml_tf.distributed.DistributedLearner` on a MirroredStrategy
@@ -15,6 +15,8 @@
               run on W workers: ceil(4 / W) tasks per worker + the all-reduce measured in part 2
               (localhost; a real network adds its latency). A meta-batch of 4 splits over at most 4
               workers: the paper's run cannot use 8 or 64 (the table says so).
+4. rl_projection  one half-cheetah direction MAML-TRPO meta-iteration timed here, projected onto
+              W workers likewise (40 tasks: at most 40 workers).
 
 Times are of this host (name and ISA printed); compare the ratios, not the absolute values.
 """
@@ -34,7 +36,7 @@ sys.path.insert(0, os.path.join(REPO, "tests"))  # cluster.py
 
 from absl import app, flags  # noqa: E402
 
-flags.DEFINE_list("parts", ["overhead", "allreduce", "projection"], "which tables to print")
+flags.DEFINE_list("parts", ["overhead", "allreduce", "projection", "rl_projection"], "which tables to print")
 flags.DEFINE_integer("rounds", 15, "timed steps of each path (alternating), after a warm-up")
 flags.DEFINE_string("worker", None, "internal: 'allreduce' in a multi-worker job")
 FLAGS = flags.FLAGS
@@ -201,6 +203,40 @@ def projection_table(measured):
     return rows
 
 
+def rl_projection_table(measured):
+    """One single-process half-cheetah direction MAML-TRPO meta-iteration (flags/rl_cheetah_dir.flags)
+    timed here, projected onto W workers: everything but conjugate gradient's few vector
+    operations is per task (sampling, baselines, the inner step, every gradient of the TRPO
+    step), so ceil(40 / W) / 40 of it, plus one all-reduce of the policy gradient (measured in
+    part 2) for each of the step's at most 40 reduced quantities (surrogate gradient, 22 KL
+    gradients, line search)."""
+    import csv
+    import tempfile
+
+    from rl.config import TrainConfig
+    from rl.trainer import run
+
+    config = TrainConfig(env="cheetah_dir", mode="maml", fast_lr=0.1, meta_batch_size=40, fast_batch_size=20,
+                         max_path_length=200, n_itr=1, max_kl=0.01, discount=0.99, batch_in_steps=True, seed=1)
+    with tempfile.TemporaryDirectory() as logdir:
+        run(config, logdir)
+        with open(os.path.join(logdir, "progress.csv")) as f:
+            seconds = float(next(csv.DictReader(f))["ItrTime"])
+    allreduce = (40 * measured["rl_policy_half_cheetah"]["batched"] + measured["stop_vote_ms"]) / 1e3
+    rows = [f"Half-cheetah direction, MAML-TRPO (40 tasks x 20 paths of 200 steps): one meta-iteration "
+            f"{seconds:.1f} s here (single process, first iteration).", "",
+            "| workers | tasks per worker | projected meta-iteration (s) | projected 800 iterations (h) | speed-up |",
+            "|---|---|---|---|---|"]
+    for workers in (1, 8, 40, 64):
+        if workers > 40:
+            rows.append(f"| {workers} | - | 40 tasks split over at most 40 workers | - | - |")
+            continue
+        projected = seconds if workers == 1 else seconds * math.ceil(40 / workers) / 40 + allreduce
+        rows.append(f"| {workers} | {math.ceil(40 / workers)} | {projected:.2f} | {projected * 800 / 3600:.2f} | "
+                    f"{seconds / projected:.1f}x |")
+    return rows
+
+
 def main(argv):
     if FLAGS.worker == "allreduce":
         allreduce_worker()
@@ -209,12 +245,14 @@ def main(argv):
     if "overhead" in FLAGS.parts:
         print("\n".join(overhead_table()) + "\n")
     measured = None
-    if "allreduce" in FLAGS.parts or "projection" in FLAGS.parts:
+    if {"allreduce", "projection", "rl_projection"} & set(FLAGS.parts):
         measured = measure_allreduce()
     if "allreduce" in FLAGS.parts:
         print("\n".join(allreduce_table(measured)) + "\n")
     if "projection" in FLAGS.parts:
-        print("\n".join(projection_table(measured)))
+        print("\n".join(projection_table(measured)) + "\n")
+    if "rl_projection" in FLAGS.parts:
+        print("\n".join(rl_projection_table(measured)))
 
 
 if __name__ == "__main__":
