@@ -10,12 +10,13 @@ import numpy as np
 from report.files import atomic_open
 
 
-def evaluate_tasks(learner, batches, num_inner_steps, tasks_per_call=1):
+def evaluate_tasks(learner, batches, num_inner_steps, tasks_per_call=1, progress=None):
     """Rows [pre-update support metric, query metric after steps 1..num_inner_steps], one per
     task. Accuracies for classification, losses for regression, as the original's test()
     recorded. Consecutive batches are joined into calls of `tasks_per_call` tasks (a
-    distributed learner: one per replica, each adapting its task alone as on one device)."""
-    rows = []
+    distributed learner: one per replica, each adapting its task alone as on one device).
+    `progress(tasks done)` is called after each call (e.g. `report.console.ProgressLine.update`)."""
+    rows, done = [], 0
     for batch in _joined(batches, tasks_per_call):
         scores = learner.evaluate(batch.support, batch.query, num_inner_steps)
         if learner.classification:
@@ -23,6 +24,9 @@ def evaluate_tasks(learner, batches, num_inner_steps, tasks_per_call=1):
         else:
             first, rest = scores.support_loss, scores.query_losses
         rows.append(np.concatenate([np.asarray(first)[:, None], np.asarray(rest)], axis=1))
+        done += len(rows[-1])
+        if progress is not None:
+            progress(done)
     return np.concatenate(rows, axis=0)
 
 

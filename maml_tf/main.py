@@ -233,8 +233,11 @@ def run():
             print(f"Wrote the tasks to {FLAGS.write_test_tasks}")
         print(f"Restored {run_dir}/model-{itr}; testing {tasks_source} with {test_steps} steps, "
               f"K={FLAGS.update_batch_size}, alpha={FLAGS.update_lr}")
+        from report.console import ProgressLine
+
         rows = evaluation.evaluate_tasks(learner, test_tasks, test_steps,
-                                         tasks_per_call=distribution.num_replicas(strategy))
+                                         tasks_per_call=distribution.num_replicas(strategy),
+                                         progress=ProgressLine(len(test_tasks), "Tested tasks").update)
         means, stds, ci95 = evaluation.summarize(rows)
         print("Mean validation accuracy/loss, stddev, and confidence intervals")
         print((means, stds, ci95))

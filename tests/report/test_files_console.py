@@ -39,3 +39,17 @@ def test_exit_with_error_is_one_line_naming_the_program():
     with pytest.raises(SystemExit) as exit_info:
         exit_with_error("rl.train", "--n_itr must be >= 1")
     assert exit_info.value.code == "rl.train: error: --n_itr must be >= 1"
+
+
+def test_progress_line_prints_at_most_every_interval_and_at_the_end():
+    """A line when `every_seconds` passed since the last one (rate = done / elapsed, ETA =
+    remaining / rate) and always at the end (no ETA); nothing in between."""
+    from report.console import ProgressLine
+
+    now = [0.0]
+    lines = []
+    progress = ProgressLine(600, "Tested tasks", print_fn=lines.append, every_seconds=30, clock=lambda: now[0])
+    for done, t in [(10, 10.0), (40, 29.9), (60, 30.0), (100, 50.0), (600, 300.0)]:
+        now[0] = t
+        progress.update(done)
+    assert lines == ["Tested tasks 60/600 (2.0/s, ETA 0h04m30s)", "Tested tasks 600/600 (2.0/s)"]
