@@ -3,7 +3,7 @@ logical CPUs of tests/conftest.py against one device. The shares of the surrogat
 to the single-device values, a slice of the tasks samples the single-device paths, one
 meta-iteration with the tasks split 2 + 2 takes the single-device TRPO step, a run moves
 between replica counts, and rl.evaluate's split returns equal one device's.
-(Multi-process jobs: tests/rl/test_distributed_multi_worker.py.)"""
+(Multi-process jobs: tests/rl/test_rl_distributed_multi_worker.py.)"""
 import json
 import os
 import subprocess
