@@ -62,7 +62,7 @@ class DistributedLearner:
         padded = -tasks % self.num_replicas
         if padded:
             support, query = (tuple(_pad(a, padded) for a in pair) for pair in (support, query))
-        scores = self._adapt(*self._split(support, query, flag="tasks per evaluation call"), steps)
+        scores = self._adapt(*self._split(support, query, flag="evaluation tasks (padded)"), steps)
         return maml.Scores(*(value.numpy()[:tasks] for value in scores))
 
     def _split(self, *pairs, flag):

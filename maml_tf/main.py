@@ -143,6 +143,23 @@ def training_flags(f=FLAGS):
     return {name: getattr(f, name) for name in TRAINING_FLAGS}
 
 
+def test_flags(f=FLAGS):
+    """What a test evaluates besides the model (every worker of a distributed test must agree)."""
+    return {name: getattr(f, name) for name in ("test_iter", "test_set", "num_test_tasks", "train_update_batch_size",
+                                                "train_update_lr", "train")}
+
+
+def _write_test_tasks(test_tasks, tasks_source):
+    from maml_tf import episode_list
+
+    episode_list.write_episode_list(
+        FLAGS.write_test_tasks, test_tasks.episodes(),
+        comment=f"maml-tf episode list: {FLAGS.datasource}, {FLAGS.num_classes}-way, "
+                f"K={FLAGS.update_batch_size}; {tasks_source}\n"
+                f"relative paths are under the dataset folder of --data_dir (format: maml_tf/episode_list.py)")
+    print(f"Wrote the tasks to {FLAGS.write_test_tasks}")
+
+
 def check_resume_flags(run_dir, flags_now):
     """Refuse to resume a run whose run_info.json records other training flags (naming each)."""
     import json
@@ -176,7 +193,10 @@ def run():
     global _CHIEF
     _validate()
     # First: a multi-worker strategy must exist before TensorFlow runs anything else.
-    strategy = distribution.make_strategy(FLAGS.distribute, FLAGS.cpu_replicas)
+    strategy = distribution.make_strategy(
+        FLAGS.distribute, FLAGS.cpu_replicas, FLAGS.join_timeout,
+        join_timeout_message=f"maml_tf.main: error: not every worker of TF_CONFIG started within "
+                             f"--join_timeout={FLAGS.join_timeout} s; start the same command on every worker listed there")
     _CHIEF = chief = distribution.is_chief(strategy)
     if FLAGS.train:
         distribution.per_replica_count(FLAGS.meta_batch_size, strategy, "meta_batch_size")
@@ -216,21 +236,22 @@ def run():
 
     if not FLAGS.train:
         # The chief reads the checkpoint and sends it to the workers (they need not see its disk).
-        itr = checkpointer.restore(FLAGS.test_iter, required=True) if chief else 0
+        itr, failure = 0, None
+        if chief:
+            try:
+                itr = checkpointer.restore(FLAGS.test_iter, required=True)
+                check_writable(run_dir, "the run directory (--logdir)")
+                if FLAGS.write_test_tasks is not None:
+                    _write_test_tasks(test_tasks, tasks_source)
+            except Exception as e:  # reported below, once every process knows
+                failure = e
+        distribution.agree_to_start(strategy, failure is not None, {**training_flags(), **test_flags()})
+        if failure is not None:
+            raise failure
         itr = distribution.broadcast_from_chief(strategy, checkpointer.state, itr)
         if not chief:
             evaluation.evaluate_tasks(learner, test_tasks, test_steps, tasks_per_call=learner.num_replicas)
             return
-        check_writable(run_dir, "the run directory (--logdir)")
-        if FLAGS.write_test_tasks is not None:
-            from maml_tf import episode_list
-
-            episode_list.write_episode_list(
-                FLAGS.write_test_tasks, test_tasks.episodes(),
-                comment=f"maml-tf episode list: {FLAGS.datasource}, {FLAGS.num_classes}-way, "
-                        f"K={FLAGS.update_batch_size}; {tasks_source}\n"
-                        f"relative paths are under the dataset folder of --data_dir (format: maml_tf/episode_list.py)")
-            print(f"Wrote the tasks to {FLAGS.write_test_tasks}")
         print(f"Restored {run_dir}/model-{itr}; testing {tasks_source} with {test_steps} steps, "
               f"K={FLAGS.update_batch_size}, alpha={FLAGS.update_lr}")
         from report.console import ProgressLine
@@ -248,14 +269,22 @@ def run():
         print(f"Wrote {csv_path}")
         return
 
-    if chief:
-        check_writable(run_dir, "the run directory (--logdir)")
     # Only the chief writes to --logdir: its lock, checkpoints, logs and run_info.json.
-    with RunLock(run_dir) if chief else contextlib.nullcontext(), GracefulStop() as stop:
-        start = 0
-        if FLAGS.resume and chief:
-            check_resume_flags(run_dir, training_flags())
-            start = checkpointer.restore_for_resume(warn=lambda message: print(message, file=sys.stderr))
+    with contextlib.ExitStack() as stack:
+        stop = stack.enter_context(GracefulStop())
+        start, failure = 0, None
+        if chief:
+            try:
+                check_writable(run_dir, "the run directory (--logdir)")
+                stack.enter_context(RunLock(run_dir))
+                if FLAGS.resume:
+                    check_resume_flags(run_dir, training_flags())
+                    start = checkpointer.restore_for_resume(warn=lambda message: print(message, file=sys.stderr))
+            except Exception as e:  # reported below, once every process knows
+                failure = e
+        distribution.agree_to_start(strategy, failure is not None, training_flags())
+        if failure is not None:
+            raise failure
         start = distribution.broadcast_from_chief(strategy, checkpointer.state, start)
         if start:
             say(f"Resuming {run_dir} from iteration {start}")
@@ -277,9 +306,10 @@ def run():
             )
         except training.DivergenceError as e:
             saved = checkpointer.available()
+            newest = ("see the chief's output" if not chief else 'model-%d' % saved[-1] if saved else 'none')
             culprits = "--meta_lr" if e.pretraining else "--update_lr or --meta_lr"
             raise ValueError(f"training diverged: {e}; nothing non-finite was saved (newest checkpoint: "
-                             f"{'model-%d' % saved[-1] if saved else 'none'}); try a smaller {culprits} "
+                             f"{newest}); try a smaller {culprits} "
                              f"(now --update_lr={FLAGS.update_lr}, --meta_lr={FLAGS.meta_lr})") from None
         finally:
             if writer is not None:
@@ -308,27 +338,12 @@ def main(argv):
         print("maml_tf.main: interrupted; nothing was written since the last message", file=sys.stderr)
         sys.exit(130)
     except (ValueError, OSError, CheckpointNotFoundError, CheckpointDamagedError, CheckpointWriteError,
-            RunLockedError) as e:
+            RunLockedError) as e:  # (report.distribution.JobStartError is a ValueError)
         exit_with_error("maml_tf.main", str(e))
-    except Exception as e:  # a collective that failed: another worker is gone
-        import tensorflow as tf
-
-        if FLAGS.distribute != "multi_worker" or not isinstance(e, tf.errors.OpError):
+    except Exception as e:  # a collective that failed: another process of the job is gone
+        if not distribution.is_lost_contact(e, FLAGS.distribute):
             raise
-        exit_with_error("maml_tf.main", f"lost contact with another worker of the job ({type(e).__name__}: "
-                        f"{_first_line(e)}); rerun the same command on every worker to resume from the newest "
-                        f"checkpoint")
-
-
-def _first_line(error):
-    """What a TensorFlow error says about the lost worker: its line naming the failure (else
-    its first line), without TensorFlow's `{{function_node ...}}` prefixes."""
-    import re
-
-    text = re.sub(r"\{\{[^}]*\}\}\s*", "", getattr(error, "message", None) or str(error))
-    lines = [line.strip() for line in text.splitlines() if line.strip()] or [type(error).__name__]
-    named = [line for line in lines if re.search(r"unhealthy|aborted|unavailable|connect|reset", line, re.I)]
-    return (named or lines)[0][:200]
+        exit_with_error("maml_tf.main", distribution.lost_contact_message(e))
 
 
 if __name__ == "__main__":

@@ -6,15 +6,16 @@
                 none, over `--cpu_replicas` logical CPU devices (a stand-in for GPUs, to test
                 the distributed path on a laptop; it does not make a CPU faster);
   multi_worker  `tf.distribute.MultiWorkerMirroredStrategy` across processes or machines, one
-                replica per process (its GPUs if any, else its CPU), the cluster read from the
+                replica per GPU of each process (or one for its CPU), the cluster read from the
                 TF_CONFIG environment variable (worker 0 is the chief unless a "chief" task is
                 listed).
 
 Both packages split their meta-batch of tasks by replica and average over the global batch;
 what they split and reduce is documented in `maml_tf.distributed` and `rl.distributed`. This
-module holds what they share: building the strategy from the flags (with one-line errors), who
-the chief is, the even split of a batch, agreeing on a stop, and sending the chief's restored
-weights to every worker.
+module holds what they share: building the strategy from the flags (with one-line errors and a
+time limit on the workers joining), who the chief is, the even split of a batch, agreeing to
+start (every process's checks passed, same training settings as the chief's), agreeing on a
+stop, sending the chief's restored weights to every worker, and the one line for a lost worker.
 """
 import json
 import os
@@ -30,7 +31,10 @@ def define_flags(flags):
                       "machine's GPUs (or --cpu_replicas logical CPUs); multi_worker: "
                       "MultiWorkerMirroredStrategy across the processes listed in TF_CONFIG")
     flags.DEFINE_integer("cpu_replicas", 0, "with --distribute=mirrored on a machine without GPUs: split the CPU "
-                         "into this many logical devices, one replica each (for testing the distributed path)")
+                         "into this many logical devices, one replica each (for testing the distributed path; "
+                         "ignored where there are GPUs)")
+    flags.DEFINE_integer("join_timeout", 600, "with --distribute=multi_worker: seconds to wait for every worker of "
+                         "TF_CONFIG to start before giving up with one line (0: wait forever)")
 
 
 def flag_error(kind, cpu_replicas, environ=os.environ):
@@ -79,14 +83,26 @@ def split_cpu(replicas):
                          f"CPU could be split") from None
 
 
-def make_strategy(kind, cpu_replicas=0):
-    """The strategy for --distribute=`kind` (None for 'none'). Check `flag_error` first."""
+def make_strategy(kind, cpu_replicas=0, join_timeout=None, join_timeout_message=None, on_join_timeout=None):
+    """The strategy for --distribute=`kind` (None for 'none'). Check `flag_error` first.
+
+    multi_worker: building the strategy waits for every worker of TF_CONFIG to start, and
+    TensorFlow waits forever, holding the interpreter and deaf to SIGTERM. With `join_timeout`
+    seconds, a watchdog process prints `join_timeout_message` (one line) and kills this process
+    if the workers have not all joined by then. (`on_join_timeout` is accepted for callers
+    written against the first version and ignored.)"""
     if kind == "none":
         return None
     import tensorflow as tf
 
     if kind == "multi_worker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        watchdog = _start_watchdog(join_timeout, join_timeout_message) if join_timeout else None
+        try:
+            return tf.distribute.MultiWorkerMirroredStrategy()
+        finally:
+            if watchdog is not None:
+                watchdog.kill()
+                watchdog.wait()
     if cpu_replicas > 1:
         split_cpu(cpu_replicas)
     gpus = tf.config.list_logical_devices("GPU")
@@ -95,6 +111,30 @@ def make_strategy(kind, cpu_replicas=0):
     else:
         devices = [d.name for d in tf.config.list_logical_devices("CPU")][:max(cpu_replicas, 1)]
     return tf.distribute.MirroredStrategy(devices)
+
+
+_WATCHDOG = """
+import os, signal, sys, time
+pid, deadline = int(sys.argv[1]), time.monotonic() + float(sys.argv[2])
+while time.monotonic() < deadline:
+    time.sleep(0.2)
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        sys.exit(0)
+sys.stderr.write(sys.argv[3] + "\\n")
+sys.stderr.flush()
+os.kill(pid, signal.SIGKILL)
+"""
+
+
+def _start_watchdog(seconds, message):
+    """A process that prints `message` and kills this one after `seconds`, unless killed first."""
+    import subprocess
+    import sys
+
+    message = message or f"not every worker of TF_CONFIG started within {seconds} s"
+    return subprocess.Popen([sys.executable, "-c", _WATCHDOG, str(os.getpid()), str(seconds), message])
 
 
 def num_replicas(strategy):
@@ -174,6 +214,77 @@ def _is_multi_worker(strategy):
     import tensorflow as tf
 
     return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+
+
+def settings_digest(settings):
+    """A 48-bit digest of a JSON-able dict (a run's training settings), for `agree_to_start`
+    (small enough that a sum over a worker's replicas stays exact in int64)."""
+    import hashlib
+
+    text = json.dumps(settings, sort_keys=True, default=str)
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:6], "big")
+
+
+class JobStartError(ValueError):
+    """Some process of a multi-worker job failed its start-up checks, or trains other settings."""
+
+
+def agree_to_start(strategy, failed, settings):
+    """Every process of a multi-worker job calls this once, after its own start-up checks
+    (`failed`: True if they failed here; the caller then raises its own error) and before the
+    first other collective: one all-reduce of the failures and of the chief's digest of the
+    training `settings`. Raises JobStartError in a process whose checks passed if another
+    process failed, or if its settings differ from the chief's; so no process waits on a
+    collective that another has left, and no worker silently trains other settings. Without a
+    multi-worker strategy: nothing to agree."""
+    if not _is_multi_worker(strategy):
+        return
+    import tensorflow as tf
+
+    digest = settings_digest(settings)
+    chief = is_chief(strategy)
+    sum_op = tf.distribute.ReduceOp.SUM
+
+    def vote():  # each of a process's replicas votes: sums are per-process values x local replicas
+        context = tf.distribute.get_replica_context()
+        ballot = [1 if failed else 0, digest if chief else 0, digest, 1]
+        return context.all_reduce(sum_op, tf.constant(ballot, tf.int64))
+
+    votes = strategy.experimental_local_results(tf.function(lambda: strategy.run(vote))())[0].numpy()
+    local = max(len(strategy.extended.worker_devices), 1)
+    failures, chief_digest, digest_sum, processes = (int(v) // local for v in votes)
+    if failed:
+        return
+    if failures:
+        raise JobStartError(f"{failures} other process(es) of the job failed their start-up checks (see their "
+                            f"output); nothing was trained")
+    if chief_digest != digest:
+        raise JobStartError("this worker's training flags differ from the chief's: start every worker of the job "
+                            "with the same command (only TF_CONFIG differs)")
+    if digest_sum != processes * chief_digest:
+        raise JobStartError("another worker's training flags differ from the chief's (see its output): start every "
+                            "worker of the job with the same command (only TF_CONFIG differs)")
+
+
+# What a collective raises when another process of the job is gone.
+LOST_CONTACT_ERRORS = ("UnavailableError", "AbortedError", "CancelledError", "DeadlineExceededError")
+
+
+def is_lost_contact(error, strategy_kind):
+    """True for the errors of a collective whose peer died (multi_worker only)."""
+    return strategy_kind == "multi_worker" and type(error).__name__ in LOST_CONTACT_ERRORS
+
+
+def lost_contact_message(error):
+    """The one line for a collective that failed because another process of the job is gone."""
+    import re
+
+    text = re.sub(r"\{\{[^}]*\}\}\s*", "", getattr(error, "message", None) or str(error))
+    lines = [line.strip() for line in text.splitlines() if line.strip()] or [type(error).__name__]
+    named = [line for line in lines if re.search(r"unhealthy|aborted|unavailable|connect|reset|closed", line, re.I)]
+    return (f"lost contact with another process of the job ({type(error).__name__}: {(named or lines)[0][:200]}); "
+            f"it stopped or failed (see its output); once it is fixed, rerun the same command on every worker "
+            f"to resume from the chief's newest checkpoint")
 
 
 class AgreedStop:

@@ -26,24 +26,26 @@ def tf_config(ports, index):
                        "task": {"type": "worker", "index": index}})
 
 
-def start_workers(args, workers=2, env=None, cwd=REPO_ROOT):
-    """Popen one `python <args>` per worker (stdout/stderr piped, text); returns the list."""
+def start_workers(args, workers=2, env=None, cwd=REPO_ROOT, per_worker_args=None, only=None):
+    """Popen one `python <args> <per_worker_args[i]>` per worker (stdout/stderr piped, text), or
+    only for the worker indices in `only`; returns the started processes in index order."""
     ports = free_ports(workers)
     processes = []
-    for index in range(workers):
+    for index in range(workers) if only is None else only:
         environ = {**os.environ, **(env or {}), "TF_CONFIG": tf_config(ports, index),
                    "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO_ROOT)}
         # One intra-op thread each: two workers share this machine's cores.
         environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
-        processes.append(subprocess.Popen([sys.executable, *args], cwd=cwd, env=environ, text=True,
+        extra = per_worker_args[index] if per_worker_args else []
+        processes.append(subprocess.Popen([sys.executable, *args, *extra], cwd=cwd, env=environ, text=True,
                                           stdout=subprocess.PIPE, stderr=subprocess.PIPE))
     return processes
 
 
-def run_workers(args, workers=2, env=None, timeout=240, cwd=REPO_ROOT):
+def run_workers(args, workers=2, env=None, timeout=240, cwd=REPO_ROOT, per_worker_args=None):
     """Run the job to the end: [(returncode, stdout, stderr)] per worker; a hung job is killed
     and fails the calling test with the workers' output."""
-    processes = start_workers(args, workers, env, cwd)
+    processes = start_workers(args, workers, env, cwd, per_worker_args)
     results = []
     try:
         for p in processes:

@@ -10,8 +10,6 @@ def _two_logical_cpus():
     """Two logical CPU devices for the MirroredStrategy tests (tests/test_distributed.py).
     TensorFlow allows this only before it initialises its devices, hence at collection. Ops
     without a device still run on /cpu:0, so every other test runs as before."""
-    import tensorflow as tf
-
     from report.distribution import split_cpu
 
     split_cpu(2)

@@ -1,6 +1,7 @@
 """One worker of the multi-worker job in tests/test_distributed_multi_worker.py: the meta-gradient
 of each configuration of tests/distributed_cases.py on the same batch, its tasks split across
-the job's workers (TF_CONFIG); the chief saves the reduced gradients and means to argv[1] (.npz).
+the job's workers (TF_CONFIG), and the sinusoid's weights and Adam state after two meta-updates;
+the chief saves them to argv[1] (.npz).
 
     python tests/distributed_worker.py OUT.npz     (one process per worker, TF_CONFIG set)
 """
@@ -26,5 +27,15 @@ for name, (datasource, _, _, tasks) in sorted(CONFIGS.items()):
     for field, value in zip(means._fields, means):
         results[f"{name}/{field}"] = value.numpy()
     results[f"{name}/replicas"] = np.array(strategy.num_replicas_in_sync)
+# Two Adam meta-updates of the sinusoid (tasks 3 + 3), then the weights and Adam's state.
+with strategy.scope():
+    learner = DistributedLearner(build_learner("sinusoid"), strategy)
+for seed in range(2):
+    batch = random_batch("sinusoid", CONFIGS["sinusoid"][3], seed=seed)
+    learner.train_step(batch.support, batch.query)
+for i, v in enumerate(learner.variables):
+    results[f"trained/weight/{i}"] = v.numpy()
+for i, v in enumerate(learner.meta_optimizer.variables):
+    results[f"trained/optimizer/{i}"] = v.numpy()
 if is_chief(strategy):
     np.savez(sys.argv[1], **results)

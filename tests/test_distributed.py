@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from distributed_cases import CONFIGS, RTOL, global_relative_difference, learners, random_batch
+from distributed_cases import CONFIGS, RTOL, global_relative_difference, in_theory_zero, learners, random_batch
 from maml_tf.checkpoints import Checkpointer
 from report.distribution import make_strategy
 
@@ -22,14 +22,6 @@ def _replica_values(variable):
     return [np.asarray(v) for v in getattr(variable, "value", variable).values]
 
 
-def _in_theory_zero(gradients):
-    """Which gradients are zero in exact arithmetic (a conv bias right before batch norm: the
-    norm subtracts it again) and only round-off in practice. Adam turns any such noise into a
-    full step of size meta_lr, so those weights are compared only through their gradients."""
-    scale = np.linalg.norm(np.concatenate([np.ravel(g) for g in gradients]))
-    return [np.linalg.norm(g) < 1e-4 * scale for g in gradients]
-
-
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_two_replicas_make_the_single_device_meta_update(name, strategy):
     """Two meta-updates theta <- Adam(g), g = grad_theta (1/T) sum_i L_i(f_theta'_i) (eq. (1)),
@@ -37,7 +29,7 @@ def test_two_replicas_make_the_single_device_meta_update(name, strategy):
     with all T tasks: after the first update Adam's first moment is exactly 0.1 g, so equal
     moments prove equal meta-gradients (float32 round-off of the regrouped sum); then the
     weights and both moments after two updates (those of in-theory-zero gradients aside, see
-    `_in_theory_zero`), the logged means, and the same values on every replica (mirrored)."""
+    `distributed_cases.in_theory_zero`), the logged means, and the same values on every replica (mirrored)."""
     plain, distributed = learners(name, strategy)
     tasks = CONFIGS[name][3]
     single_device_gradients = tf.function(lambda s, q: plain.meta_gradients(s, q, score_every_step=False))
@@ -52,7 +44,7 @@ def test_two_replicas_make_the_single_device_meta_update(name, strategy):
         if step == 0:
             gradients = [g.numpy() for g in gradients]
             assert global_relative_difference([0.1 * g for g in gradients], [m.numpy() for m in slots[::2]]) < RTOL
-    compared = [not zero for zero in _in_theory_zero(gradients)]
+    compared = [not zero for zero in in_theory_zero(gradients)]
     assert sum(compared) >= len(compared) // 2
     weights = [v.numpy() for v, keep in zip(plain.variables, compared) if keep]
     assert global_relative_difference(weights, [v.numpy() for v, keep in zip(distributed.variables, compared)
@@ -91,6 +83,7 @@ def test_evaluation_gathers_per_task_scores_in_order(strategy):
 
 
 def test_meta_batch_that_does_not_split_is_a_one_line_error(strategy):
+    """5 tasks over 2 replicas: a ValueError naming --meta_batch_size, before any step."""
     _, distributed = learners("sinusoid", strategy)
     batch = random_batch("sinusoid", 5)
     with pytest.raises(ValueError, match=r"--meta_batch_size=5 does not split evenly across 2 replicas"):

@@ -26,6 +26,7 @@ CLUSTER = {"cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}, "task": {"type
     ("multi_worker", 0, json.dumps({**CLUSTER, "task": {"type": "worker", "index": 2}}), "TF_CONFIG: task worker 2 is not in the cluster"),
 ])
 def test_flag_errors_name_the_flag(kind, replicas, tf_config, message):
+    """Each unusable combination gives one line starting with the flag or variable at fault."""
     error = flag_error(kind, replicas, environ={} if tf_config is None else {"TF_CONFIG": tf_config})
     if message is None:
         assert error is None
@@ -34,6 +35,7 @@ def test_flag_errors_name_the_flag(kind, replicas, tf_config, message):
 
 
 def test_a_batch_splits_evenly_or_names_the_flag():
+    """T tasks over R replicas: T / R each, or a ValueError naming the flag and a valid multiple."""
     class Strategy:
         num_replicas_in_sync = 4
 
@@ -50,6 +52,7 @@ def test_a_batch_splits_evenly_or_names_the_flag():
      "maml_tf.main: error: --meta_batch_size=25 does not split evenly across 2 replicas"),
 ])
 def test_main_refuses_with_one_line(tmp_path, repo_root, args, env, message):
+    """maml_tf.main: exit 1, one `maml_tf.main: error:` line, no traceback, nothing written."""
     result = subprocess.run([sys.executable, "-m", "maml_tf.main", "--datasource=sinusoid", f"--logdir={tmp_path}",
                              *args], capture_output=True, text=True, cwd=repo_root,
                             env={**{k: v for k, v in os.environ.items() if k != "TF_CONFIG"}, **env}, timeout=120)
