@@ -30,8 +30,10 @@ progress columns are computed from all paths (their returns gathered in task ord
 
 Processes. The chief (worker 0) alone writes --logdir (checkpoints, progress.csv, TensorBoard):
 it restores a checkpoint and sends the policy, the sampling RNG's state and the iteration to
-the others (`broadcast_run_state`), so workers on other machines need no shared disk. Every
-iteration the processes agree whether one of them was asked to stop
+the others (`broadcast_run_state`), so workers on other machines need no shared disk. Before
+that first collective every process agrees to start (`report.distribution.agree_to_start`, in
+rl.trainer: the chief's checks of --logdir passed, every worker trains the chief's settings).
+Every iteration the processes agree whether one of them was asked to stop
 (`report.distribution.AgreedStop`, in rl.trainer).
 """
 import json
@@ -134,11 +136,13 @@ class TaskSplit:
 class DistributedMAMLTRPO(MAMLTRPO):
     """`rl.maml.MAMLTRPO` with its meta-batch split across the replicas of `strategy`
     (see the module docstring). `vec_env` holds this process's tasks (`TaskSplit.count` x
-    fast_batch_size envs). `iteration(rng)` returns the statistics of the whole batch."""
+    fast_batch_size envs; `split`, the `TaskSplit` of config.meta_batch_size on `strategy` the
+    caller sized them with, if it made one). `iteration(rng)` returns the statistics of the
+    whole batch."""
 
-    def __init__(self, policy, vec_env, config, strategy):
+    def __init__(self, policy, vec_env, config, strategy, split=None):
         self.strategy = strategy
-        self.split = TaskSplit(strategy, config.meta_batch_size)
+        self.split = TaskSplit(strategy, config.meta_batch_size) if split is None else split
         super().__init__(policy, vec_env, config)
         self.compiled_adapt = tf.function(self._adapt_replicas, reduce_retracing=True)
         self.surrogate_gradient = tf.function(lambda *data: self._all_reduced(self._gradient_of(0), *data),

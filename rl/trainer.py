@@ -16,6 +16,11 @@ Reliability (each one-line error is a `rl.run_io.RunError`; rl.train prints it):
   - a failed write (disk full) raises StorageError; the previous checkpoint stays intact;
   - SIGINT / SIGTERM (`report.stop`) end the run after the current iteration is saved
     (`TrainingStopped`, exit status 130 / 143); rerunning the command continues exactly;
+  - across processes (`rl.distributed`): every process finishes its start-up (the chief's
+    checks above, its lock and its resume included) before the first collective, then they
+    agree to start (`report.distribution.agree_to_start`): a process that failed raises its own
+    error and the others `JobStartError`, and a worker whose `job_settings` differ from the
+    chief's is refused in every process;
   - TensorBoard: each resumed session starts with a SessionLog START at the resumed
     iteration (`report.tensorboard.ScalarWriter`), so TensorBoard drops the steps the
     interrupted session logged after its last checkpoint instead of showing them twice.
@@ -24,6 +29,7 @@ import contextlib
 import math
 import os
 import time
+import types
 
 from absl import logging
 
@@ -71,6 +77,15 @@ def check_finite(stats, variables, itr, config, last_checkpoint):
                        f"large a step: {likely_flags(config)}; nothing of iteration {itr} was saved, {kept}")
 
 
+def job_settings(config):
+    """What every process of a distributed run must share with the chief (`report.distribution.
+    agree_to_start`): the `TrainConfig` (`config.to_dict()`, what config.json records), n_itr
+    included (all run the same iterations), without the settings that only change how one
+    process works: keep_checkpoints (the chief's disk) and sampler_workers (its env processes).
+    Not --distribute / --cpu_replicas / --join_timeout: they are no training settings."""
+    return {k: v for k, v in config.to_dict().items() if k not in ("keep_checkpoints", "sampler_workers")}
+
+
 def run(config, logdir, strategy=None):
     """Train according to `config` (a `TrainConfig`, or a plain dict as in config.json); resumable.
 
@@ -78,59 +93,73 @@ def run(config, logdir, strategy=None):
     mode 'maml' only) over whose replicas the meta-batch is split (`rl.distributed`). Across
     processes only the chief touches `logdir` (lock, config.json, checkpoints, progress.csv,
     TensorBoard); it restores and sends the run's state to the others, and all stop at the same
-    iteration when one of them gets SIGINT / SIGTERM."""
-    from report.distribution import is_chief
-    from report.files import check_writable
-    from report.run_lock import RunLock
-    from report.stop import GracefulStop
-    from rl import run_io
+    iteration when one of them gets SIGINT / SIGTERM. Every process first finishes its start-up
+    (the chief's checks of `logdir`, its lock and resume included) and then agrees to start
+    (`report.distribution.agree_to_start`): if one failed, it raises its own error and the
+    others `JobStartError`, as they do if a worker's `job_settings` differ from the chief's."""
+    from report.distribution import agree_to_start
     from rl.config import TrainConfig
-    from rl.envs import make_vec_env
 
     if not isinstance(config, TrainConfig):
         config = TrainConfig.from_dict(config)
     if strategy is not None and config.mode != "maml":
         raise ValueError(f"a tf.distribute strategy is for mode 'maml', not {config.mode!r}")
+    with contextlib.ExitStack() as stack:  # the lock, the stop handler and the envs, released in reverse
+        failure = None
+        try:
+            job = _start(config, logdir, strategy, stack)
+        except Exception as e:
+            if strategy is None:
+                raise
+            failure = e  # raised once every process knows
+        if strategy is not None:
+            agree_to_start(strategy, failure is not None, job_settings(config))
+            if failure is not None:
+                raise failure
+        _train(config, logdir, strategy, job)
+
+
+def _start(config, logdir, strategy, stack):
+    """This process's start-up, everything before the first collective: the chief checks and
+    locks `logdir` (entered on `stack`), builds the envs, policy and learner, and restores the
+    newest intact checkpoint (damaged newer ones renamed aside; other training settings refused)
+    and writes config.json. Returns them as a namespace; `start` is the chief's resume iteration
+    (0 in the other processes until `broadcast_run_state`)."""
+    from report.distribution import is_chief
+    from report.files import check_writable
+    from report.run_lock import RunLock
+    from report.stop import GracefulStop
+    from rl import run_io
+    from rl.config import run_record
+    from rl.envs import make_vec_env
+
     chief = is_chief(strategy)
     if chief:
         check_writable(logdir, "--logdir")
-    # The lock before TensorFlow loads: a second writer is refused at once.
-    with RunLock(logdir) if chief else contextlib.nullcontext():
-        import tensorflow as tf
-        tf.get_logger().setLevel("WARNING")  # hide per-save checkpoint chatter
-        if chief:
-            check_writable(run_io.checkpoint_dir(logdir), "--logdir")
-            removed = run_io.remove_leftovers(logdir)
-            if removed:
-                logging.info("Removed leftovers of an interrupted run in %s: %s", logdir, ", ".join(sorted(removed)))
-        with GracefulStop() as stop:
-            tasks = config.meta_batch_size
-            if strategy is not None:
-                from report.distribution import AgreedStop
-                from rl.distributed import TaskSplit
-                stop = AgreedStop(stop, strategy)  # every process stops at the same iteration
-                tasks = TaskSplit(strategy, config.meta_batch_size).count
-            vec_env = make_vec_env(config.env, tasks * config.fast_batch_size,
-                                   oracle=config.mode == "oracle", workers=config.sampler_workers, seed=config.seed)
-            try:
-                _train(config, logdir, vec_env, stop, strategy)
-            finally:
-                if hasattr(vec_env, "close"):
-                    vec_env.close()
-
-
-def _train(config, logdir, vec_env, stop, strategy=None):
+        stack.enter_context(RunLock(logdir))  # before TensorFlow loads: a second writer is refused at once
     import numpy as np
     import tensorflow as tf
-    from report.console import format_duration
-    from report.distribution import is_chief
-    from report.tensorboard import ScalarWriter
-    from rl import run_io
-    from rl.config import run_record
+    tf.get_logger().setLevel("WARNING")  # hide per-save checkpoint chatter
+    if chief:
+        check_writable(run_io.checkpoint_dir(logdir), "--logdir")
+        removed = run_io.remove_leftovers(logdir)
+        if removed:
+            logging.info("Removed leftovers of an interrupted run in %s: %s", logdir, ", ".join(sorted(removed)))
+    stop = stack.enter_context(GracefulStop())
+    split = None
+    if strategy is not None:
+        from report.distribution import AgreedStop
+        from rl.distributed import TaskSplit
+        stop = AgreedStop(stop, strategy)  # every process stops at the same iteration
+        split = TaskSplit(strategy, config.meta_batch_size)
+    tasks = config.meta_batch_size if split is None else split.count
+    vec_env = make_vec_env(config.env, tasks * config.fast_batch_size,
+                           oracle=config.mode == "oracle", workers=config.sampler_workers, seed=config.seed)
+    if hasattr(vec_env, "close"):
+        stack.callback(vec_env.close)
+
     from rl.maml import TRAINERS, adam
     from rl.policy import Policy
-
-    chief = is_chief(strategy)
     tf.random.set_seed(config.seed)
     policy = Policy(vec_env.obs_dim, vec_env.act_dim, config.hidden_sizes, config.hidden_activation,
                     seed=config.seed)
@@ -141,10 +170,11 @@ def _train(config, logdir, vec_env, stop, strategy=None):
             learner = TRAINERS[config.mode](policy, vec_env, config)
         else:
             from rl.distributed import DistributedMAMLTRPO
-            learner = DistributedMAMLTRPO(policy, vec_env, config, strategy)
+            learner = DistributedMAMLTRPO(policy, vec_env, config, strategy, split)
         # Every trained mode's checkpoint has always held Adam's state (only pretrain steps it).
         optimizer = learner.optimizer if config.mode == "pretrain" else adam(config.pretrain_lr)
         optimizer.build(policy.model.trainable_variables)
+    state, start = None, 0
     if chief:
         state = run_io.RunState(logdir, policy.model, optimizer, config.keep_checkpoints)
         record = run_record(config, vec_env.obs_dim, vec_env.act_dim)
@@ -155,8 +185,20 @@ def _train(config, logdir, vec_env, stop, strategy=None):
             logging.info("Resumed from %s at iteration %d", state.latest_checkpoint, int(state.iteration))
         run_io.write_config(logdir, record)
         start = int(state.iteration)
-    else:
-        state, start = None, 0
+    return types.SimpleNamespace(vec_env=vec_env, stop=stop, policy=policy, rng=rng, learner=learner,
+                                 optimizer=optimizer, state=state, start=start)
+
+
+def _train(config, logdir, strategy, job):
+    import numpy as np
+    from report.console import format_duration
+    from report.distribution import is_chief
+    from report.tensorboard import ScalarWriter
+    from rl import run_io
+
+    chief = is_chief(strategy)
+    vec_env, stop, policy, rng = job.vec_env, job.stop, job.policy, job.rng
+    learner, optimizer, state, start = job.learner, job.optimizer, job.state, job.start
     if strategy is not None:
         from rl.distributed import broadcast_run_state
         start = broadcast_run_state(strategy, policy.model.variables, rng, start)

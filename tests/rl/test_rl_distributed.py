@@ -2,7 +2,8 @@
 logical CPUs of tests/conftest.py against one device. The shares of the surrogate and KL add up
 to the single-device values, a slice of the tasks samples the single-device paths, one
 meta-iteration with the tasks split 2 + 2 takes the single-device TRPO step, a run moves
-between replica counts, and rl.evaluate's split returns equal one device's.
+between replica counts, rl.evaluate's split returns equal one device's, and the trainer agrees
+to start only after the chief's checks.
 (Multi-process jobs: tests/rl/test_rl_distributed_multi_worker.py.)"""
 import json
 import os
@@ -192,6 +193,53 @@ def test_a_split_evaluation_returns_the_single_device_returns(tmp_path, small_co
     split, _, _ = evaluate_run(logdir, strategy=strategy, **options)
     assert single.shape == (4, 4)
     np.testing.assert_array_equal(single, split)
+
+
+def test_the_trainer_agrees_to_start_after_the_chiefs_checks(tmp_path, small_config, strategy, monkeypatch):
+    """rl.trainer.run with a strategy calls report.distribution.agree_to_start exactly once, after
+    the chief's start-up checks and before anything is trained: with failed=False and the run's
+    training settings (rl.trainer.job_settings: the TrainConfig without keep_checkpoints /
+    sampler_workers, nothing of --distribute) when they pass; with failed=True, and then the
+    chief's own error, when its first check (the run's lock, held by another writer) or its last
+    (resume with another --fast_lr: ConfigMismatch) fails, nothing of the run changed. And a
+    JobStartError from agree_to_start (another process failed or trains other settings) ends the
+    run untrained. (On a MirroredStrategy the real agree_to_start has nothing to agree; its
+    collective in 2 processes: tests/rl/test_rl_distributed_multi_worker.py.)"""
+    from report.distribution import JobStartError
+    from report.run_lock import RunLock, RunLockedError
+    from rl.run_io import ConfigMismatch
+    from rl.trainer import job_settings
+
+    calls = []
+    monkeypatch.setattr("report.distribution.agree_to_start",
+                        lambda s, failed, settings: calls.append((s, failed, settings)))
+    config = dict(small_config, meta_batch_size=2, fast_batch_size=2, max_path_length=10, hidden_sizes=[8, 8],
+                  n_itr=0)
+    logdir = str(tmp_path / "run")
+    run(config, logdir, strategy)  # n_itr=0: saves the initial policy (ckpt-0)
+    assert calls == [(strategy, False, job_settings(TrainConfig.from_dict(config)))]
+    settings = calls[0][2]
+    assert settings["fast_lr"] == 0.5 and settings["n_itr"] == 0
+    assert not {"keep_checkpoints", "sampler_workers", "distribute", "cpu_replicas", "join_timeout"} & set(settings)
+    before = sorted(os.listdir(os.path.join(logdir, "checkpoints")))
+
+    calls.clear()
+    with RunLock(logdir), pytest.raises(RunLockedError):
+        run(config, logdir, strategy)
+    with pytest.raises(ConfigMismatch, match="fast_lr"):
+        run(dict(config, fast_lr=0.2), logdir, strategy)
+    assert [failed for _, failed, _ in calls] == [True, True]
+    with open(os.path.join(logdir, "config.json")) as f:
+        assert json.load(f)["fast_lr"] == 0.5
+
+    def refuse(s, failed, settings):
+        raise JobStartError("another worker's training flags differ from the chief's")
+
+    monkeypatch.setattr("report.distribution.agree_to_start", refuse)
+    with pytest.raises(JobStartError):
+        run(dict(config, n_itr=1), logdir, strategy)
+    assert sorted(os.listdir(os.path.join(logdir, "checkpoints"))) == before
+    assert not os.path.exists(os.path.join(logdir, "progress.csv"))
 
 
 @pytest.mark.parametrize("module, args, flag", [
