@@ -37,7 +37,6 @@ Every iteration the processes agree whether one of them was asked to stop
 (`report.distribution.AgreedStop`, in rl.trainer).
 """
 import json
-import re
 import time
 
 import numpy as np
@@ -239,14 +238,3 @@ def split_inner_step(split, policy):
         return split.concat_local(split.strategy.run(replica_step, args=(params, support, lr)))
 
     return lambda params, support, lr: on_replicas(split.per_replica(params), split.per_replica(support), lr)
-
-
-def lost_worker_message(error):
-    """The one line for a failed collective (a `tf.errors.OpError`): another worker of the job
-    stopped or cannot be reached (worded as maml_tf.main words it). The reason is the error's
-    line naming the failure (else its first), without TensorFlow's `{{function_node ...}}`."""
-    text = re.sub(r"\{\{[^}]*\}\}\s*", "", getattr(error, "message", None) or str(error))
-    lines = [line.strip() for line in text.splitlines() if line.strip()] or [type(error).__name__]
-    named = [line for line in lines if re.search(r"unhealthy|aborted|unavailable|connect|reset", line, re.I)]
-    return (f"lost contact with another worker of the job ({type(error).__name__}: {(named or lines)[0][:200]}); "
-            "rerun the same command on every worker to resume from the newest checkpoint")

@@ -31,9 +31,14 @@ Designs beyond the released test scripts' (see rl/evaluation.py):
 
 --distribute=mirrored|multi_worker splits the test tasks across devices or processes
 (rl.distributed; --num_tasks must divide by the replica count): the returns are those of one
-device. With multi_worker run the same command on every worker (each with its TF_CONFIG); every
-worker reads the --run directories (a shared disk or identical copies), the chief alone writes
---output. Not with --same_sampling_seed.
+device (point task; MuJoCo start noise is drawn per process, so there they depend on the
+process count). With multi_worker run the same command on every worker (each with its
+TF_CONFIG) within --join_timeout; every worker reads the --run directories (a shared disk or
+identical copies), the chief alone writes --output. Before evaluating, the processes agree to
+start: one whose checks failed (a missing --run on a worker, the chief's --output) ends with
+its line, the others with one line; a worker whose evaluation flags, runs' config.json or newest
+checkpoint number differ from the chief's is refused on every process.
+Not with --same_sampling_seed.
 
 Faults end with one line `rl.evaluate: error: ...` (exit status 1), before the evaluation
 where they can be known up front: bad flags, a --run whose config.json or newest checkpoint
@@ -137,24 +142,30 @@ def _check_numbers():
     for name in ("seed", "task_seed"):
         if getattr(FLAGS, name) is not None and getattr(FLAGS, name) < 0:
             _error(f"--{name} must be >= 0 (got {getattr(FLAGS, name)})")
+    if FLAGS.join_timeout < 0:
+        _error(f"--join_timeout must be >= 0 (got {FLAGS.join_timeout}; 0 waits forever)")
+
+
+class StartError(ValueError):
+    """A one-line error of this process's checks before the evaluation (`_output_paths`, `_read_runs`)."""
 
 
 def _output_paths():
     """The csv files to write (summary, per task, by direction), checked before the evaluation:
-    none may be a directory, and their folder must be writable. Leftover temporary files of an
-    interrupted write of these files are removed."""
+    none may be a directory, and their folder must be writable (else StartError). Leftover
+    temporary files of an interrupted write of these files are removed."""
     from report.files import check_writable
     output = os.path.expanduser(FLAGS.output)
     stem = os.path.splitext(output)[0]
     paths = [output, stem + "_per_task.csv"] + ([stem + "_by_direction.csv"] if FLAGS.by_direction else [])
     for path in paths:
         if os.path.isdir(path):
-            _error(f"--output: {path} is a directory; give the csv file to write")
+            raise StartError(f"--output: {path} is a directory; give the csv file to write")
     folder = os.path.dirname(os.path.abspath(output))
     try:
         check_writable(folder, "--output folder")
     except OSError as e:
-        _error(str(e))
+        raise StartError(str(e)) from None
     for path in paths:
         for name in os.listdir(folder):
             if name.startswith(os.path.basename(path) + ".tmp") and name[len(os.path.basename(path)) + 4:].isdigit():
@@ -175,7 +186,11 @@ def _strategy():
     if FLAGS.distribute == "multi_worker" and os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "2":
         os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"  # a lost worker: our one line, not TF's C++ error log
     try:
-        strategy = distribution.make_strategy(FLAGS.distribute, FLAGS.cpu_replicas)
+        strategy = distribution.make_strategy(
+            FLAGS.distribute, FLAGS.cpu_replicas, FLAGS.join_timeout,
+            join_timeout_message=f"rl.evaluate: error: not every worker of TF_CONFIG started within "
+                                 f"--join_timeout={FLAGS.join_timeout} s; start the same command on every worker "
+                                 f"listed there")
         distribution.per_replica_count(FLAGS.num_tasks, strategy, "num_tasks")
     except ValueError as e:
         _error(str(e))
@@ -183,18 +198,70 @@ def _strategy():
     return strategy
 
 
+def _read_runs(runs, init_seeds, evaluation):
+    """The runs' config.json, once each run is known to be evaluable (its newest checkpoint
+    intact, unless --init_seeds replaces it) and the flags fit them; else StartError."""
+    from rl.run_io import RunError, RunState, read_config
+    configs = []
+    for method, logdir in runs:
+        try:
+            configs.append(read_config(logdir))
+        except RunError as e:
+            raise StartError(f"--run={method}:{logdir}: {e}") from None
+    if init_seeds and not any(c["mode"] == "random" for c in configs):
+        raise StartError("--init_seeds applies to runs trained with --mode=random; no --run is one")
+    if FLAGS.by_direction and not any(c["env"] in evaluation.DIRECTION_ENVS for c in configs):
+        raise StartError(f"--by_direction needs a run of a direction task ({', '.join(evaluation.DIRECTION_ENVS)})")
+    for (method, logdir), config in zip(runs, configs):  # every checkpoint readable before any evaluation
+        if not (init_seeds and config["mode"] == "random"):
+            try:
+                RunState.check_newest(logdir)
+            except RunError as e:
+                raise StartError(f"--run={method}:{logdir}: {e}") from None
+    return configs
+
+
+# The flags that change what every process computes: a distributed evaluation's workers must
+# share them with the chief (--by_direction, --output: the chief's files only).
+EVALUATION_FLAGS = ("num_tasks", "task_seed", "num_trajs", "later_lr_scale", "collector_workers", "num_steps",
+                    "fast_lr", "batch_in_steps", "seed", "step_schedule", "first_lr_scale", "same_sampling_seed",
+                    "init_seeds")
+
+
+def evaluation_settings(runs, configs):
+    """What every process of a distributed evaluation must share with the chief
+    (`report.distribution.agree_to_start`): `EVALUATION_FLAGS`, the methods in order and, for
+    each run, its config.json and newest checkpoint number (the same runs, wherever each
+    worker's copy of them lies; a stale copy differs)."""
+    from rl.run_io import checkpoint_dir, checkpoints_on_disk
+    return {"flags": {name: getattr(FLAGS, name) for name in EVALUATION_FLAGS},
+            "methods": [method for method, _ in runs],
+            "runs": [{"config": config, "checkpoints": checkpoints_on_disk(checkpoint_dir(logdir))[-1:]}
+                     for (_, logdir), config in zip(runs, configs or [])]}
+
+
 def main(argv):
+    """`_main`; its start-up errors and those of a distributed job one line each. A collective
+    that fails because another process of a multi-worker job is gone is one line
+    (`report.distribution.is_lost_contact`); any other TensorFlow error is a bug and keeps its
+    traceback."""
     try:
         _main(argv)
     except KeyboardInterrupt:
         print("rl.evaluate: interrupted (SIGINT); no csv written", file=sys.stderr)
         sys.exit(130)
+    except (StartError, distribution.JobStartError) as e:
+        _error(str(e))
+    except Exception as e:  # a collective that failed: another process of the job is gone
+        if not distribution.is_lost_contact(e, FLAGS.distribute):
+            raise
+        _error(distribution.lost_contact_message(e))
 
 
 def _main(argv):
     from rl import evaluation
     from rl.evaluation import COLUMNS, evaluate_run, markdown_table, parse_runs, protocol, summary_rows
-    from rl.run_io import RunError, RunState, read_config
+    from rl.run_io import RunError
     if len(argv) > 1:
         _error(f"unexpected arguments {' '.join(argv[1:])}")
     if not FLAGS.output:
@@ -210,28 +277,20 @@ def _main(argv):
     init_seeds = _init_seeds()
     strategy = _strategy()
     chief = distribution.is_chief(strategy)
-    paths = _output_paths() if chief else None
-    lost_worker = ()  # the errors of a failed collective
+    # This process's checks, then (multi_worker) every process agrees to start before the
+    # first collective: one that failed ends with its error, the others with JobStartError.
+    paths = configs = failure = None
+    try:
+        paths = _output_paths() if chief else None  # the chief alone writes --output
+        configs = _read_runs(runs, init_seeds, evaluation)  # every worker reads the --run directories
+    except Exception as e:
+        if strategy is None:
+            raise
+        failure = e
     if strategy is not None:
-        import tensorflow as tf
-        lost_worker = (tf.errors.OpError,)
-    configs = []
-    for method, logdir in runs:
-        try:
-            configs.append(read_config(logdir))
-        except RunError as e:
-            _error(f"--run={method}:{logdir}: {e}")
-    if init_seeds and not any(c["mode"] == "random" for c in configs):
-        _error("--init_seeds applies to runs trained with --mode=random; no --run is one")
-    if FLAGS.by_direction and not any(c["env"] in evaluation.DIRECTION_ENVS for c in configs):
-        _error(f"--by_direction needs a run of a direction task "
-                 f"({', '.join(evaluation.DIRECTION_ENVS)})")
-    for (method, logdir), config in zip(runs, configs):  # every checkpoint readable before any evaluation
-        if not (init_seeds and config["mode"] == "random"):
-            try:
-                RunState.check_newest(logdir)
-            except RunError as e:
-                _error(f"--run={method}:{logdir}: {e}")
+        distribution.agree_to_start(strategy, failure is not None, evaluation_settings(runs, configs))
+        if failure is not None:
+            raise failure
     from rl.adaptation import step_sizes
     summary, per_task = [COLUMNS], [["method", "task", "task_index", "step", "mean_return"]]
     by_direction = [COLUMNS]
@@ -250,9 +309,6 @@ def _main(argv):
                     same_sampling_seed=FLAGS.same_sampling_seed, init_seed=seed, strategy=strategy, **proto)
             except (RunError, FileNotFoundError) as e:
                 _error(f"--run={method}:{logdir}: {e}")
-            except lost_worker as e:  # a collective failed: another worker stopped
-                from rl.distributed import lost_worker_message
-                _error(lost_worker_message(e))
             label = method if seed is None else f"{method}_init{seed}"
             results.append(returns)
             rows = summary_rows(label, env, returns, proto["num_trajs"], lr)

@@ -15,7 +15,10 @@ is saved (one line, exit status 130 / 143); see rl/trainer.py and rl/run_io.py.
 --distribute=mirrored|multi_worker (--mode=maml) splits the meta-batch across devices or
 processes (rl/distributed.py); it says how to run, not what is trained, so a run may be resumed
 with another replica count. With multi_worker, run the same command on every worker (each with
-its TF_CONFIG); the chief writes --logdir. A lost worker ends the others with one line.
+its TF_CONFIG); the chief writes --logdir. Every worker must start within --join_timeout (else
+one line and the waiting processes are killed); before training they agree to start: a failed
+start-up check of one (e.g. the chief's locked --logdir) or a worker whose training flags differ
+from the chief's ends every process with one line. A lost worker ends the others with one line.
 """
 import math
 import os
@@ -70,6 +73,8 @@ def validate(f):
         return f"--hidden_sizes must be positive integers (got {','.join(f.hidden_sizes)})"
     if f.hidden_activation not in cfg.ACTIVATIONS:
         return f"--hidden_activation must be {' or '.join(cfg.ACTIVATIONS)} (got {f.hidden_activation!r})"
+    if f.join_timeout < 0:
+        return f"--join_timeout must be >= 0 (got {f.join_timeout}; 0 waits forever)"
     if f.distribute != "none" and f.mode != "maml":
         return f"--distribute={f.distribute} is for --mode=maml (got --mode={f.mode})"
     return distribution.flag_error(f.distribute, f.cpu_replicas)
@@ -77,9 +82,15 @@ def validate(f):
 
 def make_strategy(f):
     """(the tf.distribute strategy of --distribute, None for none; or None and a one-line error).
-    Checks that --meta_batch_size splits evenly across its replicas."""
+    Checks that --meta_batch_size splits evenly across its replicas. multi_worker: if a worker
+    of TF_CONFIG has not started within --join_timeout, a watchdog prints one line and kills
+    this process (TensorFlow would wait forever)."""
     try:
-        strategy = distribution.make_strategy(f.distribute, f.cpu_replicas)
+        strategy = distribution.make_strategy(
+            f.distribute, f.cpu_replicas, f.join_timeout,
+            join_timeout_message=f"rl.train: error: not every worker of TF_CONFIG started within "
+                                 f"--join_timeout={f.join_timeout} s; start the same command on every worker listed "
+                                 f"there")
         distribution.per_replica_count(f.meta_batch_size, strategy, "meta_batch_size")
     except ValueError as e:
         return None, str(e)
@@ -87,51 +98,39 @@ def make_strategy(f):
 
 
 def main(argv):
+    """The strategy first (multi_worker must exist before any other TensorFlow op), then the
+    run; every fault one line. A collective that fails because another process of a
+    multi-worker job is gone is one line too (`report.distribution.is_lost_contact`); any other
+    TensorFlow error is a bug and keeps its traceback."""
+    from absl import logging
     from report.console import exit_with_error
     if len(argv) > 1:
         exit_with_error("rl.train", f"unexpected arguments {' '.join(argv[1:])}")
     error = validate(FLAGS)
     if error:
         exit_with_error("rl.train", error)
+    strategy = None
     if FLAGS.distribute != "none":
-        return _main_distributed()
+        if FLAGS.distribute == "multi_worker" and os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "2":
+            os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"  # a lost worker: our one line, not TF's C++ error log
+        strategy, error = make_strategy(FLAGS)
+        if error:
+            exit_with_error("rl.train", error)
+        logging.info("Devices: %s", distribution.describe(strategy))
     from report.run_lock import RunLockedError
     from rl.run_io import RunError
     from rl.trainer import TrainingStopped, run
-    try:
-        run(cfg.from_flags(FLAGS), os.path.expanduser(FLAGS.logdir))
-    except TrainingStopped as e:
-        print(f"rl.train: {e.message}", file=sys.stderr)
-        sys.exit(e.exit_status)
-    except (RunError, RunLockedError, OSError) as e:
-        exit_with_error("rl.train", str(e))
-
-
-def _main_distributed():
-    """main with --distribute: the strategy first (multi_worker must exist before any other
-    TensorFlow op), then the run; a lost worker (a collective fails) is one line."""
-    from absl import logging
-    from report.console import exit_with_error
-    if FLAGS.distribute == "multi_worker" and os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "2":
-        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"  # a lost worker: our one line, not TF's C++ error log
-    strategy, error = make_strategy(FLAGS)
-    if error:
-        exit_with_error("rl.train", error)
-    import tensorflow as tf
-    from report.run_lock import RunLockedError
-    from rl.run_io import RunError
-    from rl.trainer import TrainingStopped, run
-    logging.info("Devices: %s", distribution.describe(strategy))
     try:
         run(cfg.from_flags(FLAGS), os.path.expanduser(FLAGS.logdir), strategy)
     except TrainingStopped as e:
         print(f"rl.train: {e.message}", file=sys.stderr)
         sys.exit(e.exit_status)
-    except (RunError, RunLockedError, OSError) as e:
+    except (RunError, RunLockedError, OSError, distribution.JobStartError) as e:
         exit_with_error("rl.train", str(e))
-    except tf.errors.OpError as e:
-        from rl.distributed import lost_worker_message
-        exit_with_error("rl.train", lost_worker_message(e))
+    except Exception as e:  # a collective that failed: another process of the job is gone
+        if not distribution.is_lost_contact(e, FLAGS.distribute):
+            raise
+        exit_with_error("rl.train", distribution.lost_contact_message(e))
 
 
 if __name__ == "__main__":

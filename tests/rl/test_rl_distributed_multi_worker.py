@@ -2,8 +2,11 @@
 (TF_CONFIG, tests/cluster.py), one CPU replica each, against one process. One meta-iteration
 takes the single-process step, rl.evaluate's returns are the single-process ones, SIGTERM to one
 worker stops the whole job at one iteration and the same command resumes it from the chief's
-checkpoint, and a lost worker ends the others with one line. Each job starts two TensorFlow
-processes: 15-20 s per test on 2 shared cores, about 55 s for the SIGTERM test (three jobs)."""
+checkpoint, and a lost worker ends the others with one line. Before training (evaluating) the
+processes agree to start: a worker with other training flags, or one whose --run is missing,
+ends every process with one line; a worker alone ends after --join_timeout. Each job starts two TensorFlow processes: 15-20 s per test on
+2 shared cores (under 10 s for a job refused at its start), about 55 s for the SIGTERM test
+(three jobs)."""
 import csv
 import json
 import os
@@ -118,6 +121,60 @@ def test_a_two_worker_evaluation_writes_the_single_process_returns(tmp_path, sma
     assert sorted(os.listdir(tmp_path / "out")) == ["eval.csv", "eval_per_task.csv"]
 
 
+def test_a_worker_with_other_training_flags_is_refused_on_every_process(tmp_path):
+    """Worker 1 started with another --fast_lr than the chief: before anything is trained both
+    processes end (exit status 1) with one line each, the worker's saying its training flags
+    differ from the chief's, the chief's that another worker's do (report.distribution.
+    agree_to_start after rl.trainer's start-up, with rl.trainer.job_settings); the chief wrote no
+    checkpoint and no progress.csv. A few seconds of start-up, no iteration."""
+    logdir = str(tmp_path / "run")
+    results = run_workers(_train_args(logdir, 1), per_worker_args=[[], ["--fast_lr=0.2"]])
+    lines = [_last_line(err) for _, _, err in results]
+    assert [code for code, _, _ in results] == [1, 1], lines
+    assert lines[0].startswith("rl.train: error: another worker's training flags differ from the chief's"), lines
+    assert lines[1].startswith("rl.train: error: this worker's training flags differ from the chief's"), lines
+    assert not os.path.exists(os.path.join(logdir, "progress.csv"))
+    assert not os.path.exists(os.path.join(logdir, "checkpoints", "checkpoint"))
+
+
+def test_a_worker_without_the_run_ends_the_evaluation_on_every_process(tmp_path, small_config):
+    """rl.evaluate --distribute=multi_worker where worker 1 is also given a --run whose directory
+    does not exist there (as on a machine without a copy of the run): it ends with its one line
+    naming that --run, the chief with one line saying another process failed its start-up checks
+    (exit status 1 both, nothing evaluated, no csv written), instead of waiting on a collective
+    the worker left."""
+    logdir = str(tmp_path / "run")
+    run(dict(small_config, meta_batch_size=2, fast_batch_size=2, max_path_length=10, hidden_sizes=[8, 8], n_itr=0),
+        logdir)
+    output = str(tmp_path / "out" / "eval.csv")
+    os.makedirs(os.path.dirname(output))
+    missing = str(tmp_path / "elsewhere")
+    results = run_workers(["-m", "rl.evaluate", f"--run=maml:{logdir}", f"--output={output}", "--num_tasks=2",
+                           "--num_trajs=2", "--distribute=multi_worker"],
+                          per_worker_args=[[], [f"--run=maml:{missing}"]])
+    lines = [_last_line(err) for _, _, err in results]
+    assert [code for code, _, _ in results] == [1, 1], lines
+    assert lines[0].startswith("rl.evaluate: error: 1 other process(es) of the job failed their start-up checks"), \
+        lines
+    assert lines[1].startswith(f"rl.evaluate: error: --run=maml:{missing}: "), lines
+    assert os.listdir(tmp_path / "out") == []
+
+
+def test_a_worker_alone_ends_after_join_timeout_with_one_line(tmp_path):
+    """Worker 0 of a 2-worker TF_CONFIG started alone: TensorFlow would wait for worker 1 forever;
+    after --join_timeout=2 report.distribution's watchdog prints rl.train's one line naming the
+    flag and kills it. Nothing is written to --logdir (the strategy comes before the run)."""
+    (worker,) = start_workers([*_train_args(str(tmp_path / "run"), 1), "--join_timeout=2"], only=[0])
+    try:
+        _, stderr = worker.communicate(timeout=120)
+    finally:
+        worker.kill()
+    assert worker.returncode == -9, stderr[-3000:]  # killed: TensorFlow holds the interpreter while it waits
+    assert _last_line(stderr) == ("rl.train: error: not every worker of TF_CONFIG started within --join_timeout=2 s; "
+                                  "start the same command on every worker listed there")
+    assert os.listdir(tmp_path) == []
+
+
 def _start_training(logdir, n_itr=100000):
     """Start a 2-worker rl.train job; return the processes once the chief saved a checkpoint."""
     processes = start_workers(_train_args(logdir, n_itr))
@@ -183,8 +240,9 @@ def _rows(logdir, timing=("ItrTime", "EnvStepsPerSec", "Time")):
 # (report.distribution.AgreedStop, one line) with maml_tf.main in tests/test_distributed_multi_worker.py
 def test_a_lost_worker_ends_the_job_with_one_line(tmp_path):
     """Worker 1 killed (SIGKILL) in the middle of training: the chief notices in its next
-    collective and ends with one line saying what happened and to rerun the command on every
-    worker (exit status 1); its last checkpoint is intact."""
+    collective and ends with one line (report.distribution.lost_contact_message) saying what
+    happened and to rerun the command on every worker once the lost one is fixed (exit status
+    1); its last checkpoint is intact."""
     logdir = str(tmp_path / "run")
     processes = _start_training(logdir)
     processes[1].kill()
@@ -195,6 +253,6 @@ def test_a_lost_worker_ends_the_job_with_one_line(tmp_path):
         processes[1].communicate()
     assert processes[0].returncode == 1, stderr[-3000:]
     line = _last_line(stderr)
-    assert line.startswith("rl.train: error: lost contact with another worker of the job (") and \
-        line.endswith("rerun the same command on every worker to resume from the newest checkpoint"), line
+    assert line.startswith("rl.train: error: lost contact with another process of the job (") and \
+        line.endswith("rerun the same command on every worker to resume from the chief's newest checkpoint"), line
     assert trained_weights(logdir)[1] >= 1
