@@ -98,7 +98,7 @@ def _validate():
             raise ValueError(f"--{name} is for testing: add --train=False")
         if FLAGS.datasource == "sinusoid":
             raise ValueError(f"--{name} lists image episodes: only for --datasource=omniglot or miniimagenet")
-    error = distribution.flag_error(FLAGS.distribute, FLAGS.cpu_replicas)
+    error = distribution.flag_error(FLAGS.distribute, FLAGS.cpu_replicas, join_timeout=FLAGS.join_timeout)
     if error:
         raise ValueError(error)
     if FLAGS.test_tasks_file is not None and FLAGS["num_test_tasks"].present:

@@ -37,8 +37,11 @@ def define_flags(flags):
                          "TF_CONFIG to start before giving up with one line (0: wait forever)")
 
 
-def flag_error(kind, cpu_replicas, environ=os.environ):
-    """A one-line message for an unusable --distribute / --cpu_replicas / TF_CONFIG, or None."""
+def flag_error(kind, cpu_replicas, environ=os.environ, join_timeout=0):
+    """A one-line message for an unusable --distribute / --cpu_replicas / --join_timeout /
+    TF_CONFIG, or None."""
+    if join_timeout < 0:
+        return f"--join_timeout must be >= 0 seconds (0: wait forever; got {join_timeout})"
     if kind not in KINDS:
         return f"--distribute must be one of {', '.join(KINDS)} (got {kind!r})"
     if cpu_replicas < 0:
@@ -257,7 +260,7 @@ def agree_to_start(strategy, failed, settings):
         return
     if failures:
         raise JobStartError(f"{failures} other process(es) of the job failed their start-up checks (see their "
-                            f"output); nothing was trained")
+                            f"output); nothing was run")
     if chief_digest != digest:
         raise JobStartError("this worker's training flags differ from the chief's: start every worker of the job "
                             "with the same command (only TF_CONFIG differs)")

@@ -172,7 +172,7 @@ def test_a_failed_start_ends_every_process_with_one_line(tmp_path, case):
     if case == "chief_fails_its_checks":
         results = run_workers(args, timeout=120)
         expected = ["maml_tf.main: error: ", "maml_tf.main: error: 1 other process(es) of the job failed their "
-                                             "start-up checks (see their output); nothing was trained"]
+                                             "start-up checks (see their output); nothing was run"]
     else:
         results = run_workers(args, timeout=120, per_worker_args=[[], ["--update_lr=0.02"]])
         expected = ["maml_tf.main: error: another worker's training flags differ from the chief's",

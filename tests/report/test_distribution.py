@@ -34,6 +34,12 @@ def test_flag_errors_name_the_flag(kind, replicas, tf_config, message):
         assert error.startswith(message) and "\n" not in error
 
 
+def test_a_negative_join_timeout_is_refused():
+    """--join_timeout < 0 would make the watchdog end the process at once: refused by name."""
+    assert flag_error("none", 0, environ={}, join_timeout=-1).startswith("--join_timeout must be >= 0")
+    assert flag_error("none", 0, environ={}, join_timeout=0) is None
+
+
 def test_a_batch_splits_evenly_or_names_the_flag():
     """T tasks over R replicas: T / R each, or a ValueError naming the flag and a valid multiple."""
     class Strategy:
