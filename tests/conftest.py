@@ -17,6 +17,19 @@ def _two_logical_cpus():
 
 _two_logical_cpus()
 
+
+@pytest.fixture(scope="session")
+def two_replica_strategy():
+    """One MirroredStrategy over the two logical CPUs, shared by every test of the session: a
+    second strategy made later in the same process restarts TensorFlow's collective instance
+    keys, and its all-reduces then collide with the first one's in the collective executor
+    ("Collective instance 100 expected ... data_type 2 but got ... 1")."""
+    from report.distribution import make_strategy
+
+    strategy = make_strategy("mirrored", cpu_replicas=2)
+    assert strategy.num_replicas_in_sync == 2
+    return strategy
+
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 

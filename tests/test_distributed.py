@@ -8,14 +8,12 @@ import tensorflow as tf
 
 from distributed_cases import CONFIGS, RTOL, global_relative_difference, in_theory_zero, learners, random_batch
 from maml_tf.checkpoints import Checkpointer
-from report.distribution import make_strategy
 
 
 @pytest.fixture(scope="module")
-def strategy():
-    strategy = make_strategy("mirrored", cpu_replicas=2)
-    assert strategy.num_replicas_in_sync == 2
-    return strategy
+def strategy(two_replica_strategy):
+    """The session's MirroredStrategy over 2 logical CPUs (tests/conftest.py)."""
+    return two_replica_strategy
 
 
 def _replica_values(variable):

@@ -305,10 +305,12 @@ def test_a_stopped_run_resumes_bit_for_bit(tmp_path, tiny, straight, monkeypatch
 
 
 def test_ctrl_c_during_rl_evaluate_is_one_line(tmp_path, tiny):
+    """SIGINT while evaluating: exit 130, one line, no csv. (400 tasks, about 10 s: with 40 the
+    evaluation could end before a busy machine let this test read the start line and signal.)"""
     logdir = str(tmp_path / "random")
     run(dict(tiny, mode="random"), logdir)
     proc = subprocess.Popen([sys.executable, "-m", "rl.evaluate", f"--run=random:{logdir}",
-                             f"--output={tmp_path}/e.csv", "--num_tasks=40", "--num_steps=3"],
+                             f"--output={tmp_path}/e.csv", "--num_tasks=400", "--num_steps=3"],
                             stderr=subprocess.PIPE, text=True, env=ENV)
     lines = []
     for line in proc.stderr:  # wait until the evaluation runs

@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from report.distribution import make_strategy
 from rl import objectives as obj
 from rl.config import TrainConfig
 from rl.distributed import DistributedMAMLTRPO
@@ -30,10 +29,9 @@ ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
 
 
 @pytest.fixture(scope="module")
-def strategy():
-    strategy = make_strategy("mirrored", cpu_replicas=2)
-    assert strategy.num_replicas_in_sync == 2
-    return strategy
+def strategy(two_replica_strategy):
+    """The session's MirroredStrategy over 2 logical CPUs (tests/conftest.py)."""
+    return two_replica_strategy
 
 
 def _relative(a, b):
