@@ -311,9 +311,14 @@ def test_ctrl_c_during_rl_evaluate_is_one_line(tmp_path, tiny):
     the large pytest process is the likely cause.)"""
     logdir = str(tmp_path / "random")
     run(dict(tiny, mode="random"), logdir)
-    proc = subprocess.Popen([sys.executable, "-m", "rl.evaluate", f"--run=random:{logdir}",
-                             f"--output={tmp_path}/e.csv", "--num_tasks=400", "--num_steps=40"],
-                            stderr=subprocess.PIPE, text=True, env=ENV)
+    args = ["rl.evaluate", f"--run=random:{logdir}", f"--output={tmp_path}/e.csv", "--num_tasks=400",
+            "--num_steps=40"]
+    # Started as a shell would start it: SIGINT at its default, unblocked (in the full suite the
+    # child once evaluated to the end despite the signal, as if it had inherited it ignored).
+    start = ("import runpy, signal, sys; signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT}); "
+             "signal.signal(signal.SIGINT, signal.default_int_handler); sys.argv = sys.argv[1:]; "
+             "runpy.run_module('rl.evaluate', run_name='__main__')")
+    proc = subprocess.Popen([sys.executable, "-c", start, *args], stderr=subprocess.PIPE, text=True, env=ENV)
     lines = []
     for line in proc.stderr:  # wait until the evaluation runs
         lines.append(line)
