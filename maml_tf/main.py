@@ -195,8 +195,7 @@ def run():
     # First: a multi-worker strategy must exist before TensorFlow runs anything else.
     strategy = distribution.make_strategy(
         FLAGS.distribute, FLAGS.cpu_replicas, FLAGS.join_timeout,
-        join_timeout_message=f"maml_tf.main: error: not every worker of TF_CONFIG started within "
-                             f"--join_timeout={FLAGS.join_timeout} s; start the same command on every worker listed there")
+        join_timeout_message=distribution.join_timeout_line("maml_tf.main", FLAGS.join_timeout))
     _CHIEF = chief = distribution.is_chief(strategy)
     if FLAGS.train:
         distribution.per_replica_count(FLAGS.meta_batch_size, strategy, "meta_batch_size")
@@ -321,8 +320,7 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)  # hide checkpoint-saver INFO chatter
     if len(argv) > 1:
         exit_with_error("maml_tf.main", f"unexpected arguments: {' '.join(argv[1:])}")
-    if FLAGS.distribute == "multi_worker" and os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "2":
-        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"  # a lost worker: our one line, not TF's C++ error log
+    distribution.quiet_lost_worker_logs(FLAGS.distribute)
     from maml_tf.checkpoints import CheckpointDamagedError, CheckpointNotFoundError, CheckpointWriteError
     from report.run_lock import RunLockedError
     from report.stop import StopRequested

@@ -86,14 +86,13 @@ def split_cpu(replicas):
                          f"CPU could be split") from None
 
 
-def make_strategy(kind, cpu_replicas=0, join_timeout=None, join_timeout_message=None, on_join_timeout=None):
+def make_strategy(kind, cpu_replicas=0, join_timeout=None, join_timeout_message=None):
     """The strategy for --distribute=`kind` (None for 'none'). Check `flag_error` first.
 
     multi_worker: building the strategy waits for every worker of TF_CONFIG to start, and
     TensorFlow waits forever, holding the interpreter and deaf to SIGTERM. With `join_timeout`
     seconds, a watchdog process prints `join_timeout_message` (one line) and kills this process
-    if the workers have not all joined by then. (`on_join_timeout` is accepted for callers
-    written against the first version and ignored.)"""
+    if the workers have not all joined by then (`join_timeout_line`)."""
     if kind == "none":
         return None
     import tensorflow as tf
@@ -138,6 +137,19 @@ def _start_watchdog(seconds, message):
 
     message = message or f"not every worker of TF_CONFIG started within {seconds} s"
     return subprocess.Popen([sys.executable, "-c", _WATCHDOG, str(os.getpid()), str(seconds), message])
+
+
+def join_timeout_line(program, seconds):
+    """The one line printed when the workers did not all start within --join_timeout."""
+    return (f"{program}: error: not every worker of TF_CONFIG started within --join_timeout={seconds} s; "
+            f"start the same command on every worker listed there")
+
+
+def quiet_lost_worker_logs(kind, environ=os.environ):
+    """Before TensorFlow is imported, with multi_worker: raise TF's C++ log level from our
+    default 2 to 3, so a lost worker shows our one line, not TensorFlow's error log."""
+    if kind == "multi_worker" and environ.get("TF_CPP_MIN_LOG_LEVEL") == "2":
+        environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
 
 
 def num_replicas(strategy):

@@ -183,14 +183,11 @@ def _strategy():
         return None
     if FLAGS.same_sampling_seed:
         _error(f"--same_sampling_seed evaluates each task alone; it cannot be split (--distribute={FLAGS.distribute})")
-    if FLAGS.distribute == "multi_worker" and os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "2":
-        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"  # a lost worker: our one line, not TF's C++ error log
+    distribution.quiet_lost_worker_logs(FLAGS.distribute)
     try:
         strategy = distribution.make_strategy(
             FLAGS.distribute, FLAGS.cpu_replicas, FLAGS.join_timeout,
-            join_timeout_message=f"rl.evaluate: error: not every worker of TF_CONFIG started within "
-                                 f"--join_timeout={FLAGS.join_timeout} s; start the same command on every worker "
-                                 f"listed there")
+            join_timeout_message=distribution.join_timeout_line("rl.evaluate", FLAGS.join_timeout))
         distribution.per_replica_count(FLAGS.num_tasks, strategy, "num_tasks")
     except ValueError as e:
         _error(str(e))

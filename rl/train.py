@@ -88,9 +88,7 @@ def make_strategy(f):
     try:
         strategy = distribution.make_strategy(
             f.distribute, f.cpu_replicas, f.join_timeout,
-            join_timeout_message=f"rl.train: error: not every worker of TF_CONFIG started within "
-                                 f"--join_timeout={f.join_timeout} s; start the same command on every worker listed "
-                                 f"there")
+            join_timeout_message=distribution.join_timeout_line("rl.train", f.join_timeout))
         distribution.per_replica_count(f.meta_batch_size, strategy, "meta_batch_size")
     except ValueError as e:
         return None, str(e)
@@ -111,8 +109,7 @@ def main(argv):
         exit_with_error("rl.train", error)
     strategy = None
     if FLAGS.distribute != "none":
-        if FLAGS.distribute == "multi_worker" and os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "2":
-            os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"  # a lost worker: our one line, not TF's C++ error log
+        distribution.quiet_lost_worker_logs(FLAGS.distribute)
         strategy, error = make_strategy(FLAGS)
         if error:
             exit_with_error("rl.train", error)
