@@ -79,6 +79,16 @@ def _run_dir(logdir):
     return run_dir
 
 
+def _training_job(logdir):
+    """A long 2-worker sinusoid training, returned once the chief has started training."""
+    workers = start_workers([*SINUSOID, "--metatrain_iterations=100000", f"--logdir={logdir}",
+                             "--distribute=multi_worker"], env={"PYTHONUNBUFFERED": "1"})
+    for line in workers[0].stdout:
+        if "Done initializing" in line:
+            break
+    return workers
+
+
 def _error_lines(stderr):
     return [line for line in stderr.splitlines() if line.startswith("maml_tf.main:")]
 
@@ -89,12 +99,8 @@ def test_stop_on_one_worker_stops_the_job_which_resumes_and_tests_on_any_replica
     --logdir (one TensorBoard file, checkpoint model-N); the same command resumes both from N;
     the resulting checkpoint tested on one device and on two workers gives the same csv."""
     logdir = str(tmp_path / "runs")
-    workers = start_workers([*SINUSOID, "--metatrain_iterations=100000", f"--logdir={logdir}",
-                             "--distribute=multi_worker"], env={"PYTHONUNBUFFERED": "1"})
+    workers = _training_job(logdir)
     try:
-        for line in workers[0].stdout:
-            if "Done initializing" in line:
-                break
         time.sleep(3)
         workers[1].send_signal(signal.SIGTERM)
         outputs = [w.communicate(timeout=120) for w in workers]
@@ -139,12 +145,8 @@ def test_stop_on_one_worker_stops_the_job_which_resumes_and_tests_on_any_replica
 def test_a_lost_worker_ends_the_job_with_one_line(tmp_path):
     """The non-chief worker killed (SIGKILL, no chance to say anything): the chief's collective
     fails and it exits 1 with one line saying to rerun the command on every worker."""
-    workers = start_workers([*SINUSOID, "--metatrain_iterations=100000", f"--logdir={tmp_path}",
-                             "--distribute=multi_worker"], env={"PYTHONUNBUFFERED": "1"})
+    workers = _training_job(tmp_path)
     try:
-        for line in workers[0].stdout:
-            if "Done initializing" in line:
-                break
         time.sleep(2)
         workers[1].kill()
         _, err = workers[0].communicate(timeout=120)
