@@ -22,6 +22,7 @@ from PIL import Image
 
 from data_prep._common import (PrepError, atomic_directory, check_images, prepared_files, read_prep_info, run_main,
                                user_path, verify_content, write_manifest, write_prep_info)
+from report.console import ProgressLine
 
 SPLITS = ("train", "val", "test")
 PAPER_COUNTS = {"train": (64, 600), "val": (16, 600), "test": (20, 600)}  # classes x images
@@ -159,10 +160,10 @@ def prepare_miniimagenet(csv_dir, images_dir, output_dir, expected_counts=PAPER_
 def _resize_all(jobs, workers):
     # Pillow releases the GIL while decoding, resizing and encoding, so threads scale.
     with ThreadPoolExecutor(max_workers=workers) as pool:
+        progress = ProgressLine(len(jobs), "resized images", print_fn=log.info)
         try:
             for done, _ in enumerate(pool.map(_resize_one, jobs), start=1):
-                if done % 5000 == 0 or done == len(jobs):
-                    log.info("resized %d / %d images", done, len(jobs))
+                progress.update(done)
         except BaseException:
             pool.shutdown(wait=True, cancel_futures=True)
             raise

@@ -26,6 +26,7 @@ from PIL import Image
 
 from data_prep._common import (PrepError, atomic_directory, check_images, prepared_files, read_prep_info, run_main,
                                user_path, verify_content, write_manifest, write_prep_info)
+from report.console import ProgressLine
 
 ARCHIVES = {  # archive -> (alphabets, characters) it must hold
     "images_background.zip": (30, 964),
@@ -212,7 +213,9 @@ def prepare_omniglot(source_dir, output_dir, resample="nearest", download=False,
 def _resize_archive(archive, characters, out_root, resample):
     try:
         with zipfile.ZipFile(archive) as z:
-            for (alphabet, character), members in characters.items():
+            progress = ProgressLine(len(characters), f"{archive.name}: resized characters", print_fn=log.info,
+                                    every_seconds=10.0)
+            for done, ((alphabet, character), members) in enumerate(characters.items(), start=1):
                 out = out_root / alphabet / character
                 out.mkdir(parents=True)
                 for member in members:
@@ -221,7 +224,7 @@ def _resize_archive(archive, characters, out_root, resample):
                             raise PrepError(f"{archive}: {member} is mode {image.mode}, expected a "
                                             f"1-bit PNG: not the Omniglot archive?")
                         resize(image, resample).save(out / member.rsplit("/", 1)[1], format="PNG")
-            log.info("resized %d characters from %s", len(characters), archive.name)
+                progress.update(done)
     except (zipfile.BadZipFile, zlib.error, EOFError, Image.UnidentifiedImageError) as e:
         raise PrepError(f"{archive} is corrupt (truncated or damaged): {e}; delete it and rerun "
                         f"(--download fetches it again)") from e

@@ -35,7 +35,7 @@ def compile_inner_step(policy):
 
 def adapt_and_evaluate(policy, tasks, vec_env, *, num_trajs, horizon, fast_lr, num_steps, rng, discount=0.99,
                        gae_lambda=1.0, batch_in_steps=True, later_lr_scale=0.5, collector_workers=1, record=None,
-                       first_lr_scale=1.0, inner_step=None, noise=None):
+                       first_lr_scale=1.0, inner_step=None, noise=None, on_pass=None):
     """Returns [num_tasks, num_steps + 1]: each task's mean return after 0..num_steps steps,
     starting every task from `policy`'s parameters (an `rl.policy.Policy`; not changed).
 
@@ -49,6 +49,8 @@ def adapt_and_evaluate(policy, tasks, vec_env, *, num_trajs, horizon, fast_lr, n
     inner_step: optional `compile_inner_step(policy)` to reuse (or `rl.distributed.split_inner_step`).
     noise: optional `rl.sampler.SharedNoise` of `rng`, when `tasks` are a slice of the test tasks
     (`rl.sampler.rollout`).
+    on_pass: optional callable, called with no argument after each of the num_steps + 1
+    sampling passes (progress).
     """
     n_tasks = len(tasks)
     params = [tf.constant(np.broadcast_to(p.numpy(), (n_tasks,) + tuple(p.shape)), dtype=policy.dtype)
@@ -61,6 +63,8 @@ def adapt_and_evaluate(policy, tasks, vec_env, *, num_trajs, horizon, fast_lr, n
                         num_trajs * horizon if batch_in_steps else None,
                         collector_workers=collector_workers, noise=noise)
         results.append(batch.mean_return_per_task())
+        if on_pass is not None:
+            on_pass()
         if record is not None:
             record.append({"batch": batch, "params": [p.numpy() for p in params],
                            "step_size": lrs[step] if step < num_steps else None})

@@ -92,6 +92,13 @@ flags.DEFINE_bool("by_direction", False, "Also write <output stem>_by_direction.
                   "rows split into backward and forward tasks.")
 
 
+def _progress(label):
+    """evaluate_run's progress: a log line '<label>: sampling passes 2/4 (…/s, ETA …)' at least
+    every 30 s and at the end."""
+    from report.console import ProgressLine
+    return lambda total: ProgressLine(total, f"{label}: sampling passes", print_fn=logging.info).update
+
+
 def _error(message):
     exit_with_error("rl.evaluate", message)
 
@@ -303,7 +310,8 @@ def _main(argv):
                 returns, lr, env = evaluate_run(
                     logdir, num_tasks=FLAGS.num_tasks, num_steps=FLAGS.num_steps, fast_lr=FLAGS.fast_lr,
                     seed=FLAGS.seed, batch_in_steps=FLAGS.batch_in_steps, first_lr_scale=first_lr_scale,
-                    same_sampling_seed=FLAGS.same_sampling_seed, init_seed=seed, strategy=strategy, **proto)
+                    same_sampling_seed=FLAGS.same_sampling_seed, init_seed=seed, strategy=strategy,
+                    progress=_progress(method if seed is None else f"{method}_init{seed}"), **proto)
             except (RunError, FileNotFoundError) as e:
                 _error(f"--run={method}:{logdir}: {e}")
             label = method if seed is None else f"{method}_init{seed}"

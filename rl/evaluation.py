@@ -85,7 +85,7 @@ def evaluation_tasks(env, num_tasks, task_seed):
 
 def evaluate_run(logdir, *, num_tasks, task_seed, num_trajs, num_steps, fast_lr, seed, batch_in_steps=True,
                  later_lr_scale=0.5, collector_workers=1, first_lr_scale=1.0, same_sampling_seed=False,
-                 init_seed=None, record=None, strategy=None):
+                 init_seed=None, record=None, strategy=None, progress=None):
     """[num_tasks, steps + 1] mean returns of the run's latest checkpoint, and the step size used.
 
     first_lr_scale: the first adaptation step is first_lr_scale * alpha (later ones later_lr_scale * alpha).
@@ -103,6 +103,9 @@ def evaluate_run(logdir, *, num_tasks, task_seed, num_trajs, num_steps, fast_lr,
         returns are gathered in task order, so every process gets the whole array, equal to
         one device's (on the point task; MuJoCo start noise is per process). Not with
         same_sampling_seed or record.
+    progress: optional `progress(total) -> update(done)` (e.g. `report.console.ProgressLine`'s
+        constructor with its label bound): told the number of sampling passes, then called
+        after each.
     """
     import numpy as np
     from rl import run_io
@@ -122,10 +125,11 @@ def evaluate_run(logdir, *, num_tasks, task_seed, num_trajs, num_steps, fast_lr,
     steps = 0 if config["oracle"] else num_steps
     lr = 0.0 if config["oracle"] else lr  # the original evaluated the oracle with step size 0
     tasks = evaluation_tasks(config["env"], num_tasks, task_seed)
+    groups = len(np.unique(tasks, axis=0)) if same_sampling_seed and strategy is None else 1
     kwargs = dict(num_trajs=num_trajs, horizon=config["max_path_length"], fast_lr=lr, num_steps=steps,
                   discount=config["discount"], gae_lambda=config["gae_lambda"], batch_in_steps=batch_in_steps,
                   later_lr_scale=later_lr_scale, collector_workers=collector_workers, first_lr_scale=first_lr_scale,
-                  inner_step=compile_inner_step(policy))
+                  inner_step=compile_inner_step(policy), on_pass=_pass_counter(progress, groups * (steps + 1)))
 
     def run_tasks(batch_tasks, rec=None):
         vec_env = make_vec_env(config["env"], len(batch_tasks) * num_trajs, oracle=config["oracle"], seed=seed)
@@ -163,6 +167,19 @@ def evaluate_run(logdir, *, num_tasks, task_seed, num_trajs, num_steps, fast_lr,
         if record is not None:
             record.extend(dict(r, task=task) for r in rec)
     return np.stack(rows)[np.reshape(which, -1)], lr, config["env"]
+
+
+def _pass_counter(progress, total):
+    """A no-argument callable that reports one more finished sampling pass to `progress(total)`'s
+    update, or None without `progress`."""
+    if progress is None:
+        return None
+    update, done = progress(total), [0]
+
+    def on_pass():
+        done[0] += 1
+        update(done[0])
+    return on_pass
 
 
 def summary_rows(method, env, returns, num_trajs, lr):

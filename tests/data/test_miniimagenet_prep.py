@@ -25,9 +25,14 @@ def small_source(tmp_path):
     return tmp_path / "csv", tmp_path / "images", rows
 
 
-def test_prepare_writes_84x84_rgb_tree(small_source, tmp_path):
+def test_prepare_writes_84x84_rgb_tree(small_source, tmp_path, caplog):
+    """84x84 RGB JPEGs of the Lanczos-resized sources in the split/class tree, loadable, with a
+    final progress line 'resized images N/N (...)'."""
     csv_dir, images_dir, rows = small_source
-    root = miniimagenet.prepare_miniimagenet(csv_dir, images_dir, tmp_path / "data", SMALL, workers=2)
+    with caplog.at_level("INFO", logger=miniimagenet.log.name):
+        root = miniimagenet.prepare_miniimagenet(csv_dir, images_dir, tmp_path / "data", SMALL, workers=2)
+    total = sum(len(r) for r in rows.values())
+    assert any(r.getMessage().startswith(f"resized images {total}/{total} (") for r in caplog.records)
     assert root == tmp_path / "data" / "miniImagenet"
     for split, split_rows in rows.items():
         for name, label in split_rows:

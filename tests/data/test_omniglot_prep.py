@@ -64,6 +64,18 @@ def test_lanczos_option_is_greyscale(omniglot_source):
     assert len(np.unique(np.asarray(small))) > 2
 
 
+def test_resizing_reports_progress(omniglot_source, tmp_path, caplog):
+    """The resize loop logs '<archive>: resized characters done/total (rate, ETA)' lines
+    (report.console.ProgressLine), always once at the end."""
+    archive = omniglot_source / "images_background.zip"
+    characters = dict(list(omniglot.list_characters(archive).items())[:3])
+    with caplog.at_level("INFO", logger=omniglot.log.name):
+        omniglot._resize_archive(archive, characters, tmp_path, "nearest")
+    lines = [r.getMessage() for r in caplog.records if "resized characters" in r.getMessage()]
+    assert lines and lines[-1].startswith("images_background.zip: resized characters 3/3 (")
+    assert len(list(tmp_path.glob("*/*/*.png"))) == 3 * 20
+
+
 def test_second_run_only_verifies(omniglot_prepared, omniglot_source):
     root = omniglot_prepared / "omniglot_resized"
     before = {p: p.stat().st_mtime_ns for p in root.rglob("*")}

@@ -28,8 +28,15 @@ def test_evaluate_random_run_and_cli_csv(tmp_path, small_config):
     csv (COLUMNS, one row per step) and the per-task csv."""
     logdir = str(tmp_path / "random")
     run(dict(small_config, mode="random"), logdir)
+    reports = []
+
+    def progress(total):
+        reports.append(total)
+        return reports.append
+
     returns, lr, env = evaluate_run(logdir, num_tasks=3, task_seed=1, num_trajs=2, num_steps=2,
-                                    fast_lr=None, seed=0)
+                                    fast_lr=None, seed=0, progress=progress)
+    assert reports == [3, 1, 2, 3]  # told 3 sampling passes (steps 0..2), then each one done
     assert returns.shape == (3, 3) and lr == 0.5 and env == "point"
     assert np.all(returns < 0) and np.all(returns >= -100 * 10)  # distance to goal at most ~10
     out = tmp_path / "eval.csv"
@@ -38,6 +45,7 @@ def test_evaluate_random_run_and_cli_csv(tmp_path, small_config):
          "--num_tasks=3", "--num_trajs=2", "--num_steps=1"],
         capture_output=True, text=True, timeout=300, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
     assert result.returncode == 0, result.stderr
+    assert "random: sampling passes 2/2 (" in result.stderr  # the progress line, at the end
     with open(out, newline="") as f:
         rows = list(csv.DictReader(f))
     assert list(rows[0].keys()) == COLUMNS
