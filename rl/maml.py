@@ -66,15 +66,19 @@ class Trainer:
 
 
 class TRPOTrainer(Trainer):
-    """A trainer whose update is a TRPO step on its `surrogate_and_kl(*data)`."""
+    """A trainer whose update is a TRPO step on its `surrogate_and_kl(*data)`.
 
-    def __init__(self, policy, vec_env, config):
+    jit_compile: compile the step's three functions (loss and KL, their gradients) with XLA
+    (`benchmarks/trpo_step.py` compares the two on the same data)."""
+
+    def __init__(self, policy, vec_env, config, jit_compile=False):
         super().__init__(policy, vec_env, config)
         self.trpo = ConjugateGradientOptimizer(config.max_kl, config.cg_iters, config.cg_damping,
                                                hvp_base_eps=config.hvp_base_eps)
-        self.compiled_surrogate_and_kl = tf.function(self.surrogate_and_kl, reduce_retracing=True)
-        self.surrogate_gradient = tf.function(lambda *data: self._flat_gradient(0, data), reduce_retracing=True)
-        self.kl_gradient = tf.function(lambda *data: self._flat_gradient(1, data), reduce_retracing=True)
+        compile = dict(reduce_retracing=True, jit_compile=jit_compile or None)
+        self.compiled_surrogate_and_kl = tf.function(self.surrogate_and_kl, **compile)
+        self.surrogate_gradient = tf.function(lambda *data: self._flat_gradient(0, data), **compile)
+        self.kl_gradient = tf.function(lambda *data: self._flat_gradient(1, data), **compile)
 
     def surrogate_and_kl(self, *data):
         """(surrogate loss, mean KL) at the policy's parameters, differentiable w.r.t. them."""
@@ -111,8 +115,8 @@ class MAMLTRPO(TRPOTrainer):
     `last_iteration` keeps the last iteration's tasks, batches and adapted parameters
     (read-only record for the equivalence tests)."""
 
-    def __init__(self, policy, vec_env, config):
-        super().__init__(policy, vec_env, config)
+    def __init__(self, policy, vec_env, config, jit_compile=False):
+        super().__init__(policy, vec_env, config, jit_compile)
         self.compiled_adapt = tf.function(self.adapt, reduce_retracing=True)
 
     def adapt(self, support):
