@@ -43,14 +43,22 @@ def model_xml(name):
     return ET.tostring(root, encoding="unicode")
 
 
-def load_model(name):
+def load_model(name, sensors=()):
     """A fresh compiled `mujoco.MjModel` of `name`.
 
     The compiler's settotalmass (half-cheetah: 14) is deprecated in MuJoCo 4 and
     warns on every load; it is applied after compiling instead, as MuJoCo
     advises (the tests check the masses against rllab's model).
+    `sensors`: (tag, attributes) of sensors to add, e.g. ("subtreelinvel",
+    {"body": "torso"}). Sensors only read the simulation; a sensor also makes
+    mj_forward compute the quantities it needs (subtree_linvel, cfrc_ext, ...).
     """
     root = ET.fromstring(model_xml(name))
+    if sensors:
+        section = root.find("sensor")
+        section = ET.SubElement(root, "sensor") if section is None else section
+        for tag, attributes in sensors:
+            ET.SubElement(section, tag, attributes)
     compiler = root.find("compiler")
     total = compiler.attrib.pop("settotalmass", None) if compiler is not None else None
     model = mujoco.MjModel.from_xml_string(ET.tostring(root, encoding="unicode"))
