@@ -29,6 +29,7 @@ setup(
         "absl-py>=2.1,<3",
         "pillow>=10,<14",
         "gymnasium[mujoco]>=1.1,<1.5",
+        "mujoco>=4.0,<5",  # mujoco.batch steps the locomotion envs (rl/envs/locomotion.py)
     ],
     extras_require={
         "test": ["pytest>=8"],

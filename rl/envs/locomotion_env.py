@@ -61,14 +61,16 @@ class LocomotionEnv(gym.Env):
 
 
 class LocomotionVecEnv:
-    """`num_envs` robots of task family `name` stepped in this process.
+    """`num_envs` robots of task family `name` stepped in this process, on `nthread`
+    physics threads (`LocomotionSim`; `sim_class=LoopLocomotionSim` is the old
+    one-env-at-a-time loop, for tests and benchmarks).
 
     Actions are the policy's: a -> lb + (a + 1)(ub - lb)/2, clipped to [lb, ub]
     (rllab's `normalize`). With `oracle`, the task is appended to the observation.
     """
 
-    def __init__(self, name, num_envs, oracle=False, seed=0):
-        self.sim = LocomotionSim(name, num_envs, seed=seed)
+    def __init__(self, name, num_envs, oracle=False, seed=0, nthread=None, sim_class=LocomotionSim):
+        self.sim = sim_class(name, num_envs, seed=seed, nthread=nthread)
         self.family = family(name)
         self.num_envs = num_envs
         self.oracle = oracle

@@ -67,7 +67,7 @@ def test_cheetah_observation_is_qpos_qvel_com():
     sim = LocomotionSim("cheetah_vel", 1, seed=0)
     sim.reset()
     obs, _, _ = sim.step(np.full((1, 6), 0.3))
-    d = sim.datas[0]
+    d = sim.data(0)
     np.testing.assert_allclose(obs[0], _cheetah_obs_reference(d))
     # Whole-body centre of mass: the torso subtree is the whole robot.
     com = (sim.model.body_mass[:, None] * d.xipos).sum(0) / sim.model.body_mass.sum()
@@ -78,7 +78,7 @@ def test_ant_observation_layout():
     sim = LocomotionSim("ant_vel", 1, seed=0)
     sim.reset()
     obs, _, _ = sim.step(np.full((1, 8), 50.0))
-    d, b = sim.datas[0], sim.torso
+    d, b = sim.data(0), sim.torso
     expected = np.concatenate([d.qpos, d.qvel, np.clip(d.cfrc_ext, -1, 1).ravel(), d.xmat[b], d.subtree_com[b]])
     assert expected.size == 125
     np.testing.assert_allclose(obs[0], expected)
@@ -120,7 +120,7 @@ def test_ant_contact_cost_uses_clipped_external_forces():
     sim.reset()
     for _ in range(20):
         sim.step(np.zeros((1, 8)))
-    d = sim.datas[0]
+    d = sim.data(0)
     clipped = np.clip(d.cfrc_ext, -1, 1)
     assert np.abs(d.cfrc_ext).max() > 0  # resting on the floor
     np.testing.assert_allclose(sim.contact[0], np.sum(clipped ** 2))
@@ -153,7 +153,7 @@ def test_physics_step_matches_mj_step_then_forward(name):
     sim = LocomotionSim(name, 1, seed=3)
     sim.reset()
     ref = mujoco.MjData(sim.model)
-    ref.qpos[:], ref.qvel[:] = sim.datas[0].qpos, sim.datas[0].qvel
+    ref.qpos[:], ref.qvel[:] = sim.data(0).qpos, sim.data(0).qvel
     rng = np.random.default_rng(0)
     for _ in range(30):
         ctrl = rng.uniform(sim.ctrl_low, sim.ctrl_high, size=(1, sim.act_dim))
@@ -161,16 +161,16 @@ def test_physics_step_matches_mj_step_then_forward(name):
         ref.ctrl[:] = ctrl[0]
         mujoco.mj_step(sim.model, ref)
         mujoco.mj_forward(sim.model, ref)
-    np.testing.assert_allclose(sim.datas[0].qpos, ref.qpos, atol=1e-9)
-    np.testing.assert_allclose(sim.datas[0].qvel, ref.qvel, atol=1e-7)
+    np.testing.assert_allclose(sim.data(0).qpos, ref.qpos, atol=1e-9)
+    np.testing.assert_allclose(sim.data(0).qvel, ref.qvel, atol=1e-7)
 
 
 @pytest.mark.parametrize("name", ["cheetah_dir", "ant_vel"])
 def test_reset_noise(name):
     sim = LocomotionSim(name, 400, seed=0)
     sim.reset()
-    qpos = np.array([d.qpos for d in sim.datas]) - init_qpos(sim.model)
-    qvel = np.array([d.qvel for d in sim.datas])
+    qpos = np.array([sim.data(i).qpos for i in range(sim.num_envs)]) - init_qpos(sim.model)
+    qvel = np.array([sim.data(i).qvel for i in range(sim.num_envs)])
     np.testing.assert_allclose(qpos.std(), 0.01, rtol=0.05)
     np.testing.assert_allclose(qvel.std(), 0.1, rtol=0.05)
     assert abs(qpos.mean()) < 1e-3 and abs(qvel.mean()) < 1e-2
@@ -226,7 +226,7 @@ def test_vec_env_matches_gymnasium_env():
     for i, (env, task) in enumerate(zip(envs, tasks)):
         env.unwrapped.set_task(task)
         env.reset()
-        env.unwrapped.sim.set_state(0, vec.sim.datas[i].qpos, vec.sim.datas[i].qvel)
+        env.unwrapped.sim.set_state(0, vec.sim.data(i).qpos, vec.sim.data(i).qvel)
     rng = np.random.default_rng(0)
     for _ in range(5):
         actions = rng.normal(size=(2, 6)) * 1.5
