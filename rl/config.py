@@ -50,8 +50,8 @@ class TrainConfig:
     pretrain_lr: float = _setting(1e-3, "Adam learning rate of --mode=pretrain.")
     keep_checkpoints: int = _setting(3, "Checkpoints to keep.", resumable=True)
     sampler_workers: int = _setting(
-        0, "MuJoCo envs: step them in this many worker processes (0 = in this process; "
-        "2 pays on an idle 2-core machine, not on a loaded one).", resumable=True, absent=0)
+        0, "MuJoCo envs: step them in this many worker processes (0 = in this process, whose "
+        "MuJoCo batch already uses every CPU and samples faster).", resumable=True, absent=0)
     collector_workers: int = _setting(
         1, "With --batch_in_steps: keep the paths rllab's parallel collector with this many "
         "workers (its n_parallel) keeps, i.e. also those still running when the step budget "

@@ -45,8 +45,8 @@ def register_envs():
 def make_vec_env(name, num_envs, oracle=False, workers=0, seed=0):
     """Batch of `num_envs` envs for the sampler. 'point' uses the numpy version; the
     locomotion tasks ('cheetah_vel', 'cheetah_dir', 'ant_vel', 'ant_dir') a batched MuJoCo
-    env, in this process (workers 0 or 1) or split over `workers` processes -- which only
-    pays on an otherwise idle machine (benchmarks/rl_mujoco.py)."""
+    env, in this process on MuJoCo's batch threads (workers 0 or 1; every CPU), or split
+    over `workers` processes of one physics thread each (benchmarks/rl_mujoco.py)."""
     if name == "point":
         return PointVecEnv(num_envs, oracle=oracle)
     if name in LOCOMOTION_IDS:

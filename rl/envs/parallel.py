@@ -1,8 +1,10 @@
 """A vec env split over worker processes, so physics uses every core.
 
-Each worker owns a contiguous shard of the envs (a `LocomotionVecEnv`); every
-call is sent to all shards first and then collected, so shards step in parallel
-while the caller keeps the single batched policy call per time step. Workers are
+Each worker owns a contiguous shard of the envs (a `LocomotionVecEnv` on one
+physics thread); every call is sent to all shards first and then collected, so
+shards step in parallel while the caller keeps the single batched policy call per
+time step. The in-process `LocomotionVecEnv` already steps its envs on every CPU
+(MuJoCo's batch threads), so workers add only the pipe round trips. Workers are
 started with 'spawn' (never fork a process that has TensorFlow loaded) and are
 daemons, so they die with the parent.
 """
@@ -15,7 +17,7 @@ def _worker(conn, name, num_envs, oracle, seed):
     import signal
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the parent stops us
     from rl.envs.locomotion_env import LocomotionVecEnv
-    env = LocomotionVecEnv(name, num_envs, oracle=oracle, seed=seed)
+    env = LocomotionVecEnv(name, num_envs, oracle=oracle, seed=seed, nthread=1)  # the processes are the parallelism
     conn.send((env.obs_dim, env.act_dim, env.terminates))
     while True:
         cmd, *args = conn.recv()
