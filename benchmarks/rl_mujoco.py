@@ -1,26 +1,37 @@
 """Sampling speed of the MuJoCo locomotion tasks; prints a markdown table.
 
-    python benchmarks/rl_mujoco.py [--envs=cheetah_dir,ant_vel] [--workers=0,2] \
-        [--meta_batch_size=40] [--fast_batch_size=20] [--repeats=1]
+    python benchmarks/rl_mujoco.py [--envs=cheetah_dir,ant_vel] [--meta_batch_size=40] \
+        [--fast_batch_size=20] [--physics_steps=200] [--loop_tasks=10] [--workers=2]
 
-One row per env and worker count: a full sampling pass as in training (all
-tasks x trajectories stepped at once, horizon 200, batches counted in steps,
-one batched policy call per time step with the MAML policy's learner act_fn),
-timed after a warm-up pass. Physics = time inside the vec env (including the
-worker round trips), policy = time in the policy call. The machine is shared,
-so the load average and the process CPU time are printed too.
+Per env, all rates in env steps per second, E = meta_batch_size x fast_batch_size envs:
+  - physics: MuJoCo's batch stepping alone (`LocomotionSim.batch.step`, mj_step and the
+    forward pass at the new state) with fixed random actions, on 1 thread and on all;
+  - env, no policy: `LocomotionSim.step` with fixed random actions (physics + the numpy
+    observations, rewards, termination);
+  - sampling: a full sampling pass as in training (`rl.sampler.rollout`: all tasks x
+    trajectories at once, horizon 200, batches counted in steps, one batched call of the
+    MAML policy's learner act_fn per time step), timed after a warm-up pass; its wall
+    time split into physics (inside the vec env) and policy;
+  - old loop: the same sampling pass with the per-MjData Python loop the batch replaced
+    (`rl.envs.locomotion_loop`), on `loop_tasks` of the tasks.
+`--workers=2` adds rows for the worker-process vec env (rl/envs/parallel.py). The machine
+may be shared: the load average and the sampling pass's process CPU time (2 x wall = both
+cores busy) are printed too. Run timings alone (on the shared machine: bash ~/bench.sh ...).
 """
 import os
+import subprocess
 import time
 
 import numpy as np
 from absl import app, flags
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("envs", ["cheetah_vel", "cheetah_dir", "ant_vel", "ant_dir"], "Envs to time.")
-flags.DEFINE_list("workers", ["0", "2"], "Worker-process counts to time (0 = in this process).")
+flags.DEFINE_list("envs", ["cheetah_dir", "ant_vel"], "Envs to time (the vel and dir tasks share their physics).")
 flags.DEFINE_integer("meta_batch_size", 40, "Tasks.")
 flags.DEFINE_integer("fast_batch_size", 20, "Trajectories per task.")
+flags.DEFINE_integer("physics_steps", 200, "Steps of all envs timed for the physics-only rates.")
+flags.DEFINE_integer("loop_tasks", 10, "Tasks of the old loop's sampling pass (0: skip it).")
+flags.DEFINE_list("workers", [], "Also time the worker-process vec env with these worker counts.")
 flags.DEFINE_integer("repeats", 1, "Timed sampling passes per row.")
 
 
@@ -38,55 +49,124 @@ class _Timed:
 
 
 class _TimedEnv:
+    """A vec env that times its calls and counts the env steps it takes."""
+
     def __init__(self, env):
         self.env = env
         self.num_envs, self.act_dim, self.obs_dim = env.num_envs, env.act_dim, env.obs_dim
-        self.step = _Timed(env.step)
+        self.terminates = env.terminates
+        self.stepped = 0
+        self._step = _Timed(env.step)
         self.reset = _Timed(env.reset)
         self.set_tasks = _Timed(env.set_tasks)
 
+    def step(self, actions, active):
+        self.stepped += int(np.sum(active))
+        return self._step(actions, active)
+
     @property
     def seconds(self):
-        return self.step.seconds + self.reset.seconds + self.set_tasks.seconds
+        return self._step.seconds + self.reset.seconds + self.set_tasks.seconds
 
-    def sample_tasks(self, n, rng):
-        return self.env.sample_tasks(n, rng)
+
+def cpu_description():
+    """lscpu's model name (with family/model, which name the generation) and the widest
+    vector ISA MuJoCo can use here."""
+    info = dict(line.split(":", 1) for line in subprocess.run(["lscpu"], capture_output=True, text=True)
+                .stdout.splitlines() if ":" in line)
+    get = lambda key: info.get(key, "?").strip()
+    cpu_flags = get("Flags").split()
+    isa = "avx512f" if "avx512f" in cpu_flags else "avx2 (no avx512f)" if "avx2" in cpu_flags else "no avx2"
+    return f"{get('Model name')} (family {get('CPU family')}, model {get('Model')}), {isa}"
+
+
+def physics_rates(name, num_envs, steps, nthread):
+    """(batch.step rate, LocomotionSim.step rate) with one fixed random action per env."""
+    from rl.envs.locomotion import LocomotionSim
+    sim = LocomotionSim(name, num_envs, seed=0, nthread=nthread)
+    sim.set_tasks(sim.family.sample_tasks(num_envs, np.random.default_rng(0)))
+    ctrl = np.random.default_rng(1).uniform(sim.ctrl_low, sim.ctrl_high, size=(num_envs, sim.act_dim))
+    rates = []
+    for step in (lambda: sim.batch.step(None, 1, sim.forward_stage), lambda: sim.step(ctrl)):
+        sim.reset()
+        sim.step(ctrl)
+        start = time.perf_counter()
+        for _ in range(steps):
+            step()
+        rates.append(num_envs * steps / (time.perf_counter() - start))
+    return rates
+
+
+def sampling(vec, tasks, fb, act, rng, repeats):
+    """(kept steps/s, stepped steps/s, wall s, physics s, policy s, CPU s) of `repeats`
+    sampling passes. Kept steps are the batch's; the env steps more when paths end early
+    (the ant), as paths that rllab's collector would not keep are sampled and dropped."""
+    from rl.sampler import rollout
+    env, policy = _TimedEnv(vec), _Timed(act)
+    wall, cpu = time.perf_counter(), time.process_time()
+    steps = sum(rollout(env, tasks, fb, 200, policy, rng, fb * 200).num_steps for _ in range(repeats))
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    return steps / wall, env.stepped / wall, wall, env.seconds, policy.seconds, cpu
 
 
 def main(argv):
+    import mujoco
     import tensorflow as tf
     from rl.envs import make_vec_env
+    from rl.envs.locomotion import available_cpus
+    from rl.envs.locomotion_env import LocomotionVecEnv
+    from rl.envs.locomotion_loop import LoopLocomotionSim
     from rl.policy import Policy
     from rl.sampler import rollout
 
-    mb, fb, horizon = FLAGS.meta_batch_size, FLAGS.fast_batch_size, 200
-    rows = []
+    mb, fb = FLAGS.meta_batch_size, FLAGS.fast_batch_size
+    lt = min(FLAGS.loop_tasks, mb)
+    threads = available_cpus()
+    rows, extra = [], []
     for name in FLAGS.envs:
+        load = os.getloadavg()[0]
+        phys1, _ = physics_rates(name, mb * fb, FLAGS.physics_steps, 1)
+        phys, env_rate = physics_rates(name, mb * fb, FLAGS.physics_steps, threads)
+        vec = make_vec_env(name, mb * fb)
+        act = Policy(vec.obs_dim, vec.act_dim, seed=0).act_fn()
+        tasks = vec.sample_tasks(mb, np.random.default_rng(0))
+        rollout(vec, tasks, fb, 200, act, np.random.default_rng(0), fb * 200)  # warm-up (tracing)
+        new = sampling(vec, tasks, fb, act, np.random.default_rng(1), FLAGS.repeats)
+        print(f"{name}: physics {phys:,.0f}, sampling {new[0]:,.0f} kept / {new[1]:,.0f} stepped steps/s", flush=True)
+        old = None
+        if lt:
+            loop = LocomotionVecEnv(name, lt * fb, seed=0, sim_class=LoopLocomotionSim)
+            rollout(loop, tasks[:lt], fb, 5, act, np.random.default_rng(0))  # the act_fn's trace for lt * fb rows
+            old = sampling(loop, tasks[:lt], fb, act, np.random.default_rng(1), 1)
+            print(f"{name}: old loop sampling {old[0]:,.0f} kept / {old[1]:,.0f} stepped steps/s", flush=True)
+        rows.append((name, phys1, phys, env_rate, new, old, load))
         for workers in (int(w) for w in FLAGS.workers):
-            vec = make_vec_env(name, mb * fb, workers=workers)
+            sharded = make_vec_env(name, mb * fb, workers=workers)
             try:
-                policy = Policy(vec.obs_dim, vec.act_dim, seed=0)
-                rng = np.random.default_rng(0)
-                tasks = vec.sample_tasks(mb, rng)
-                act = policy.act_fn()
-                rollout(vec, tasks, fb, horizon, act, rng, fb * horizon)  # warm-up (tracing)
-                env, policy = _TimedEnv(vec), _Timed(act)
-                load = os.getloadavg()[0]
-                wall, cpu = time.perf_counter(), time.process_time()
-                steps = sum(rollout(env, tasks, fb, horizon, policy, rng, fb * horizon).num_steps
-                            for _ in range(FLAGS.repeats))
-                wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-                rows.append((name, workers, steps / wall, wall, env.seconds, policy.seconds, cpu, load))
-                print(f"{name} workers={workers}: {steps / wall:,.0f} steps/s", flush=True)
+                rollout(sharded, tasks, fb, 5, act, np.random.default_rng(0))
+                extra.append((name, workers, sampling(sharded, tasks, fb, act, np.random.default_rng(1),
+                                                     FLAGS.repeats)))
             finally:
-                if hasattr(vec, "close"):
-                    vec.close()
-    print(f"\nMuJoCo sampling, {mb} tasks x {fb} trajectories, horizon {horizon}, TF {tf.__version__}, "
-          f"{os.cpu_count()} CPUs\n")
-    print("| env | workers | env steps / s | wall s | physics s | policy s | main-process CPU s | load (1 min) |")
-    print("|---|---|---|---|---|---|---|---|")
-    for name, workers, sps, wall, phys, pol, cpu, load in rows:
-        print(f"| {name} | {workers} | {sps:,.0f} | {wall:.1f} | {phys:.1f} | {pol:.1f} | {cpu:.1f} | {load:.1f} |")
+                sharded.close()
+
+    print(f"\nMuJoCo sampling, {mb} tasks x {fb} trajectories ({mb * fb} envs), horizon 200, rllab's step "
+          f"budget; CPU: {cpu_description()}; {threads} physics threads; MuJoCo {mujoco.__version__}, "
+          f"TF {tf.__version__}. Env steps per second; sampling: kept (in the batch) / stepped.\n")
+    print("| env | physics, 1 thread | physics | env, no policy | sampling with policy "
+          "| wall s (physics / policy) | CPU s | old loop sampling | speed-up | load (1 min) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for name, phys1, phys, env_rate, new, old, load in rows:
+        old_rate, ratio = ("-", "-") if old is None else (f"{old[0]:,.0f} / {old[1]:,.0f}", f"{new[1] / old[1]:.1f}x")
+        print(f"| {name} | {phys1:,.0f} | {phys:,.0f} | {env_rate:,.0f} | {new[0]:,.0f} / {new[1]:,.0f} "
+              f"| {new[2]:.1f} ({new[3]:.1f} / {new[4]:.1f}) | {new[5]:.1f} | {old_rate} | {ratio} | {load:.1f} |")
+    if 0 < lt < mb:
+        print(f"\nOld loop: {lt} of the {mb} tasks ({lt * fb} envs); speed-up of the stepped rates.")
+    if extra:
+        print("\n| env | worker processes | sampling with policy | wall s (physics / policy) | main-process CPU s |")
+        print("|---|---|---|---|---|")
+        for name, workers, (kept, stepped, wall, phys, pol, cpu) in extra:
+            print(f"| {name} | {workers} | {kept:,.0f} / {stepped:,.0f} | {wall:.1f} ({phys:.1f} / {pol:.1f}) "
+                  f"| {cpu:.1f} |")
 
 
 if __name__ == "__main__":
