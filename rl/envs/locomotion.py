@@ -127,7 +127,8 @@ class LocomotionSim:
         self._bad_seen = np.zeros(self.num_envs, np.int64)  # bad-state warnings counted so far
 
     def data(self, i):
-        """A copy of env i's MjData, derived fields included (tests)."""
+        """A copy of env i's MjData with the derived fields of its last call (tests); after a
+        cheetah step only the position- and velocity-dependent ones are current."""
         return self.batch.get_data(i)
 
     def set_tasks(self, tasks):
