@@ -1,0 +1,109 @@
+"""Seconds per MAML-TRPO meta-iteration of this tree against another revision, in one run; prints
+a markdown table.
+
+    python benchmarks/rl_iteration.py --baseline=b0466cf [--env=cheetah_vel] [--fast_batch_size=10]
+        [--iterations=2] [--rounds=2]
+
+The baseline revision is checked out into a temporary git worktree. Each round runs, one after the
+other, a fresh process of each tree (baseline first) that builds the trainer at the
+paper-checkpoint configuration (40 tasks, 200-step paths, fast lr 0.1, batch counted in steps),
+runs one warm-up iteration (tracing) and then `--iterations` timed ones from the same seed, and
+reports its iteration times split into sampling (both batches, baselines and advantages) and the
+rest (inner step and TRPO step). Alternating rounds let both trees see the same load; the
+ratio of their medians is the figure to trust.
+"""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+
+
+def worker(env, fast_batch_size, iterations):
+    """In the tree on sys.path[0]: time `iterations` meta-iterations after a warm-up; print JSON."""
+    import numpy as np
+
+    from rl.config import TrainConfig
+    from rl.envs import make_vec_env
+    from rl.maml import MAMLTRPO
+    from rl.policy import Policy
+    import rl.maml
+
+    config = TrainConfig(env=env, mode="maml", fast_lr=0.1, meta_batch_size=40, fast_batch_size=fast_batch_size,
+                         max_path_length=200, batch_in_steps=True)
+    vec = make_vec_env(env, 40 * fast_batch_size)
+    learner = MAMLTRPO(Policy(vec.obs_dim, vec.act_dim, seed=1), vec, config)
+    sampling = [0.0]
+    original_rollout = rl.maml.rollout
+
+    def timed_rollout(*args, **kwargs):
+        start = time.perf_counter()
+        out = original_rollout(*args, **kwargs)
+        sampling[0] += time.perf_counter() - start
+        return out
+
+    rl.maml.rollout = timed_rollout
+    rng = np.random.default_rng(1)
+    learner.iteration(rng)
+    rows = []
+    for _ in range(iterations):
+        sampling[0] = 0.0
+        start = time.perf_counter()
+        stats = learner.iteration(rng)
+        rows.append({"seconds": time.perf_counter() - start, "sampling": sampling[0], "steps": stats["EnvSteps"]})
+    print("RESULT " + json.dumps(rows))
+
+
+def _run_tree(tree, args):
+    code = (f"import sys; sys.path.insert(0, {tree!r}); sys.path.insert(1, {HERE!r}); "
+            f"import rl_iteration; rl_iteration.worker({args.env!r}, {args.fast_batch_size}, {args.iterations})")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tree, capture_output=True, text=True)
+    lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]
+    if out.returncode or not lines:
+        sys.exit(f"rl_iteration: the run in {tree} failed:\n{out.stderr[-3000:]}")
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+def main():
+    import argparse
+    import statistics
+
+    from trpo_step import cpu_description
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--baseline", required=True, help="git revision to compare with (e.g. a commit)")
+    parser.add_argument("--env", default="cheetah_vel")
+    parser.add_argument("--fast_batch_size", type=int, default=10)
+    parser.add_argument("--iterations", type=int, default=2, help="timed iterations per process")
+    parser.add_argument("--rounds", type=int, default=2, help="alternating processes per tree")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        base = os.path.join(tmp, "baseline")
+        subprocess.run(["git", "-C", REPO, "worktree", "add", "--detach", "-q", base, args.baseline], check=True)
+        try:
+            results = {"baseline": [], "this tree": []}
+            for _ in range(args.rounds):
+                results["baseline"] += _run_tree(base, args)
+                results["this tree"] += _run_tree(REPO, args)
+        finally:
+            subprocess.run(["git", "-C", REPO, "worktree", "remove", "--force", base], check=False)
+    median = {k: {f: statistics.median(r[f] for r in v) for f in ("seconds", "sampling")} for k, v in results.items()}
+    steps = results["this tree"][0]["steps"]
+    print(f"\n{args.env} MAML-TRPO meta-iteration, 40 tasks x {args.fast_batch_size} paths x 200 steps "
+          f"({steps} env steps), {cpu_description()}, {os.cpu_count()} CPUs; baseline {args.baseline}; "
+          f"{args.rounds} alternating rounds x {args.iterations} iterations, medians\n")
+    print("| tree | seconds / iteration | sampling s | inner + TRPO step s |")
+    print("|---|---|---|---|")
+    for name, m in median.items():
+        print(f"| {name} | {m['seconds']:.1f} | {m['sampling']:.1f} | {m['seconds'] - m['sampling']:.1f} |")
+    ratio = median["baseline"]["seconds"] / median["this tree"]["seconds"]
+    print(f"\nSpeed-up of this tree: {ratio:.2f}x (sampling {median['baseline']['sampling'] / median['this tree']['sampling']:.2f}x)")
+
+
+if __name__ == "__main__":
+    main()
