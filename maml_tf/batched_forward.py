@@ -15,6 +15,7 @@ either shared (the variable's shape) or per task ([tasks, *shape]), and `x` [tas
 Anything else in the model raises `UnsupportedModelError` rather than computing something else.
 """
 import math
+import time
 
 import keras
 import tensorflow as tf
@@ -26,7 +27,7 @@ class UnsupportedModelError(ValueError):
     """The model holds a layer (or a layer option) the batched forward does not implement."""
 
 
-CONV_METHODS = ("auto", "im2col", "per_task")
+CONV_METHODS = ("auto", "im2col", "per_task", "grouped")
 
 
 def batched_forward(model, conv="auto"):
@@ -34,14 +35,19 @@ def batched_forward(model, conv="auto"):
 
     `conv` picks how a convolution with per-task kernels runs: "im2col" (one batched matmul
     for all tasks; best for many tasks with little work each, e.g. Omniglot), "per_task" (one
-    native convolution per task; best for few tasks with large images, e.g. MiniImagenet), or
-    "auto", which chooses per layer from the static shapes.
+    native convolution per task; best for few tasks with large images, e.g. MiniImagenet),
+    "grouped" (one native grouped convolution, tasks x channels wide), "auto", which chooses
+    per layer from the static shapes, or a dict {conv layer name: method} (`calibrate_convs`;
+    layers it does not name use "auto"). All compute the same convolution; they differ in
+    round-off only.
     """
-    if conv not in CONV_METHODS:
-        raise ValueError(f"conv must be one of {CONV_METHODS}, got {conv!r}")
+    methods = conv if isinstance(conv, dict) else {}
+    for method in [conv] if not methods else methods.values():
+        if method not in CONV_METHODS:
+            raise ValueError(f"conv must be one of {CONV_METHODS} (or a dict of them by layer), got {method!r}")
     index = {id(v): i for i, v in enumerate(model.trainable_variables)}
     layers = _layer_chain(model)
-    steps = [_step(layer, index, conv) for layer in layers]
+    steps = [_step(layer, index, methods.get(layer.name, "auto") if methods else conv) for layer in layers]
     steps = [s for s in steps if s is not None]
 
     def forward(weights, x):
@@ -155,6 +161,14 @@ def _conv2d(kernel, bias, kernel_size, strides, method):
             return y + _channels(b, y)
         if not _per_task(b, 1):
             b = tf.broadcast_to(b, [tasks, b.shape[0]])
+        if method == "grouped":
+            # One native convolution with tasks x channels channels in `tasks` groups: task t's
+            # input channels meet only task t's kernel.
+            grouped = tf.reshape(tf.transpose(x, [1, 2, 3, 0, 4]), [n, height, width, tasks * channels])
+            kernels = tf.reshape(tf.transpose(w, [1, 2, 3, 0, 4]), [kh, kw, channels, tasks * w.shape[-1]])
+            y = tf.nn.conv2d(grouped, kernels, [1, sh, sw, 1], "SAME")
+            y = tf.transpose(tf.reshape(y, [n, *y.shape[1:3], tasks, w.shape[-1]]), [3, 0, 1, 2, 4])
+            return y + b[:, None, None, None, :]
         if _use_per_task_conv(method, tasks, n, height, width, channels):
             # unstack, not x[t]: the gradient of a strided slice writes a whole zero tensor per task.
             # The bias is added per task (its gradient a reduction over trailing-major rows, not
@@ -171,6 +185,67 @@ def _conv2d(kernel, bias, kernel_size, strides, method):
         return tf.reshape(y, [tasks, n, out_h, out_w, w.shape[-1]])
 
     return step
+
+
+def calibrate_convs(model, tasks, examples, repeats=3, clock=time.perf_counter):
+    """{conv layer name: fastest method} on this machine, for `tasks` tasks of `examples`
+    examples (an int, or several sizes, e.g. support and query, whose times add up).
+
+    Each convolution of the chain is timed alone on random inputs of its real shape: forward
+    and the gradient with respect to its input, kernel and bias, every method of CONV_METHODS
+    but 'auto' once to trace and then `repeats` times, alternating; the median decides. A method
+    this TensorFlow build cannot differentiate for the layer's dtype is left out.
+    Compute-bound steps differ 2-4x between hosts (AVX2, AVX-512), and so does which method
+    wins, hence a measurement rather than a threshold tuned on one machine."""
+    sizes = [examples] if isinstance(examples, int) else list(examples)
+    candidates = [m for m in CONV_METHODS if m != "auto"]
+    chosen = {}
+    logger = tf.get_logger()
+    level = logger.level
+    logger.setLevel("ERROR")  # tracing several functions per layer is the point here, not a retracing bug
+    try:
+        for layer in _layer_chain(model):
+            if isinstance(layer, keras.layers.Conv2D) and type(layer) is keras.layers.Conv2D:
+                chosen[layer.name] = _fastest_method(layer, tasks, sizes, candidates, repeats, clock)
+    finally:
+        logger.setLevel(level)
+    return chosen
+
+
+def _fastest_method(layer, tasks, sizes, candidates, repeats, clock):
+    """The method of `candidates` whose median time (forward and gradients) is least for this layer."""
+    _, height, width, channels = layer.input.shape
+    kh, kw = layer.kernel_size
+    filters = layer.filters
+    rng = tf.random.Generator.from_seed(0)
+    dtype = layer.kernel.dtype
+    weights = [rng.normal([tasks, kh, kw, channels, filters], dtype=dtype), rng.normal([tasks, filters], dtype=dtype)]
+    inputs = [rng.normal([tasks, n, height, width, channels], dtype=dtype) for n in sizes]
+    times = {m: [] for m in candidates}
+    timed = {}
+    for method in candidates:
+        step = _conv2d(0, 1, (kh, kw), tuple(layer.strides), method)
+        timed[method] = tf.function(lambda x, step=step: _value_and_gradients(step, weights, x))
+        try:
+            for x in inputs:
+                timed[method](x)
+        except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError):
+            del timed[method]  # e.g. grouped-convolution gradients outside oneDNN (float64)
+    for _ in range(repeats):
+        for method in timed:
+            start = clock()
+            for x in inputs:
+                _ = [t.numpy() for t in timed[method](x)]
+            times[method].append(clock() - start)
+    return min(timed, key=lambda m: sorted(times[m])[len(times[m]) // 2])
+
+
+def _value_and_gradients(step, weights, x):
+    with tf.GradientTape() as tape:
+        tape.watch([x, *weights])
+        y = step(weights, x)
+        value = tf.reduce_sum(y * y)
+    return [value, *tape.gradient(value, [x, *weights])]
 
 
 def _use_per_task_conv(method, tasks, n, height, width, channels):

@@ -40,6 +40,11 @@ flags.DEFINE_integer("num_updates", 1, "number of inner gradient updates during 
 flags.DEFINE_enum("norm", "batch_norm", ["batch_norm", "layer_norm", "None"], "batch_norm, layer_norm, or None")
 flags.DEFINE_integer("num_filters", 64, "number of filters for conv nets -- 32 for miniimagenet, 64 for omiglot.")
 flags.DEFINE_bool("conv", True, "whether or not to use a convolutional network, only applicable in some cases")
+flags.DEFINE_enum("conv_method", "auto", ["auto", "calibrate", "im2col", "per_task", "grouped"],
+                  "how convolutions with per-task weights run (all compute the same; speed differs by host): "
+                  "'auto' picks per layer by a size rule, 'calibrate' times every method on each layer's real "
+                  "shapes at start and keeps the fastest (a few seconds), or one method for all layers "
+                  "('grouped' needs float32 and TF's default oneDNN kernels for its gradients).")
 flags.DEFINE_bool("max_pool", False, "Whether or not to use max pooling rather than strided convolutions")
 flags.DEFINE_bool("stop_grad", False, "if True, do not use second derivatives in meta-optimization (for speed)")
 ## Logging, saving, and testing options
@@ -149,6 +154,27 @@ def test_flags(f=FLAGS):
                                                 "train_update_lr", "train")}
 
 
+def _conv_method(model, strategy, say):
+    """--conv_method as `batched_forward`'s `conv`; 'calibrate' measures each layer's methods
+    at the shapes this run feeds it (per replica when training, one task when testing)."""
+    if FLAGS.conv_method != "calibrate":
+        return FLAGS.conv_method
+    if FLAGS.datasource == "sinusoid" or not FLAGS.conv:
+        return "auto"  # no convolutions to time
+    from maml_tf import experiment
+    from maml_tf.batched_forward import calibrate_convs
+
+    tasks = 1
+    if FLAGS.train:
+        tasks = FLAGS.meta_batch_size // distribution.num_replicas(strategy)
+    query = experiment.TRAIN_QUERY_PER_CLASS.get(FLAGS.datasource, FLAGS.update_batch_size)
+    examples = (FLAGS.num_classes * FLAGS.update_batch_size, FLAGS.num_classes * query)
+    chosen = calibrate_convs(model, tasks, examples)
+    say("Convolution methods (--conv_method=calibrate, " + f"{tasks} tasks x {examples} examples): "
+        + ", ".join(f"{name} {method}" for name, method in chosen.items()))
+    return chosen
+
+
 def _write_test_tasks(test_tasks, tasks_source):
     from maml_tf import episode_list
 
@@ -225,7 +251,8 @@ def run():
                                        num_filters=FLAGS.num_filters, max_pool=FLAGS.max_pool, norm=FLAGS.norm)
         learner = experiment.build_learner(model, FLAGS.datasource, update_batch_size=FLAGS.update_batch_size,
                                            update_lr=FLAGS.update_lr, num_inner_steps=FLAGS.num_updates,
-                                           first_order=FLAGS.stop_grad, meta_lr=FLAGS.meta_lr)
+                                           first_order=FLAGS.stop_grad, meta_lr=FLAGS.meta_lr,
+                                           conv=_conv_method(model, strategy, say))
     checkpointer = Checkpointer(run_dir, learner)
     if strategy is not None:
         from maml_tf.distributed import DistributedLearner

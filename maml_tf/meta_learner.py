@@ -23,7 +23,7 @@ class MetaLearner:
     """
 
     def __init__(self, model, loss_fn, *, update_lr, num_inner_steps, first_order=False, meta_lr=1e-3,
-                 clip_value=None, classification=False):
+                 clip_value=None, classification=False, conv="auto"):
         if num_inner_steps < 1:
             raise ValueError(f"num_inner_steps must be at least 1 (MAML adapts before its meta-loss), "
                              f"got {num_inner_steps}")
@@ -34,6 +34,7 @@ class MetaLearner:
         self.first_order = first_order
         self.clip_value = clip_value
         self.classification = classification
+        self.conv = conv  # how per-task convolutions run (`batched_forward`'s `conv`)
         self.variables = list(model.trainable_variables)
         self.adaptable = [i for i, v in enumerate(self.variables) if not is_norm_variable(model, v)]
         # Built now so that an unsupported model fails at construction, not inside a trace.
@@ -49,7 +50,7 @@ class MetaLearner:
 
     def _build_forward(self, model):
         """forward(weights, x[tasks, ...]) for weights shared or with a task axis."""
-        return batched_forward(model)
+        return batched_forward(model, conv=self.conv)
 
     def task_accuracy(self, logits, labels):
         """One task's accuracy (classification), zero for regression."""

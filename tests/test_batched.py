@@ -88,7 +88,7 @@ def test_batched_second_order_matches_finite_differences(case):
     _check_against_finite_differences(_learner(case, True, num_inner_steps=2), CASES[case][2](), directions=2)
 
 
-@pytest.mark.parametrize("conv", ["im2col", "per_task"])
+@pytest.mark.parametrize("conv", ["im2col", "per_task", "grouped"])
 @pytest.mark.parametrize("size,max_pool", [(28, False), (7, False), (9, False), (16, True)])
 def test_forward_matches_keras_per_task(size, max_pool, conv):
     """Per-task weights for each task give exactly that task's Keras output; 'SAME' padding of
@@ -119,6 +119,62 @@ def test_per_task_convolutions_match_reference(case, monkeypatch):
     batch = CASES[case][2]()
     reference = _learner(case, False, num_inner_steps=2).meta_gradients(batch.support, batch.query)[1]
     _assert_same_gradients(reference, _learner(case, True, num_inner_steps=2).meta_gradients(batch.support, batch.query)[1])
+
+
+def test_grouped_and_mixed_convolutions_match_per_task():
+    """The second-order meta-gradient (2 inner steps) with every convolution one grouped
+    convolution, and with a per-layer mix as `calibrate_convs` returns, equals the per-task
+    convolutions' to float32 round-off. Float32: TF's CPU grouped-convolution gradients exist
+    only in its oneDNN kernels, which have no float64 (calibration skips a method that fails)."""
+    keras.utils.set_random_seed(0)
+    model = models.conv_net((7, 7, 1), 3, 4, max_pool=False, norm="batch_norm", dtype="float32")
+    batch = _image_batch((7, 7, 1))
+    support, query = ([tf.cast(t, tf.float32) for t in pair] for pair in (batch.support, batch.query))
+
+    def gradients(conv):
+        learner = MetaLearner(model, losses.summed_cross_entropy(2), update_lr=0.1, classification=True,
+                              num_inner_steps=2, conv=conv)
+        return learner.meta_gradients(support, query)[1]
+
+    reference = gradients("per_task")
+    scale = max(float(np.max(np.abs(g.numpy()))) for g in reference)
+    mixed = {"conv1": "grouped", "conv2": "im2col", "conv3": "per_task", "conv4": "grouped"}
+    for conv in ("grouped", mixed):
+        for r, g in zip(reference, gradients(conv)):
+            np.testing.assert_allclose(g.numpy(), r.numpy(), rtol=1e-4, atol=1e-5 * scale)
+
+
+def test_calibration_keeps_the_fastest_method_per_layer():
+    """calibrate_convs names every convolution and keeps the method with the least median time:
+    a clock on which each call of one method takes 1, 2 or 3 units picks that method."""
+    keras.utils.set_random_seed(0)
+    model = models.conv_net((7, 7, 1), 3, 4, max_pool=False, norm="batch_norm")
+    methods = [m for m in batched_forward_module.CONV_METHODS if m != "auto"]
+    for fastest in methods:
+        cost = {m: 1.0 if m == fastest else 2.0 + i for i, m in enumerate(methods)}
+        ticks = iter(np.cumsum([c for _ in range(4 * 3) for m in methods for c in (0.0, cost[m])]))
+        chosen = batched_forward_module.calibrate_convs(model, tasks=2, examples=(3, 3), repeats=3,
+                                                        clock=lambda: next(ticks))
+        assert chosen == {f"conv{i}": fastest for i in range(1, 5)}
+
+
+def test_calibration_leaves_out_what_cannot_run():
+    """In float64 TF's CPU grouped convolution has no gradient: calibration times only the other
+    methods (here the clock would make 'grouped' fastest) instead of failing."""
+    keras.utils.set_random_seed(0)
+    model = models.conv_net((7, 7, 1), 3, 4, max_pool=False, norm="batch_norm", dtype="float64")
+    cost = {"im2col": 3.0, "per_task": 2.0}
+    ticks = iter(np.cumsum([c for _ in range(4 * 3) for m in ("im2col", "per_task") for c in (0.0, cost[m])]))
+    chosen = batched_forward_module.calibrate_convs(model, tasks=2, examples=3, repeats=3, clock=lambda: next(ticks))
+    assert chosen == {f"conv{i}": "per_task" for i in range(1, 5)}
+
+
+def test_conv_method_must_be_known():
+    model = models.conv_net((7, 7, 1), 3, 4, max_pool=False, norm="batch_norm")
+    with pytest.raises(ValueError, match="conv must be one of"):
+        batched_forward(model, conv="fft")
+    with pytest.raises(ValueError, match="conv must be one of"):
+        batched_forward(model, conv={"conv1": "auto2"})
 
 
 def test_evaluate_matches_reference():

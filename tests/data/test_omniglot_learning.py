@@ -7,6 +7,7 @@ from maml_tf import evaluation, experiment, training
 from maml_tf.checkpoints import Checkpointer
 from maml_tf.few_shot_data import FewShotSampler
 from maml_tf.meta_learner import MetaLearner
+from data_test_utils import run_module
 
 
 @pytest.mark.slow
@@ -21,3 +22,16 @@ def test_short_omniglot_run_beats_chance(omniglot_data, tmp_path):
     val = FewShotSampler(omniglot_data["val"], 5, 1, 1, rotate=True)
     rows = evaluation.evaluate_tasks(learner, val.eval_pool(100), 3)
     assert rows[:, 3].mean() > 0.6, rows.mean(axis=0)  # chance is 0.2
+
+
+def test_cli_calibrates_convolutions_then_trains(omniglot_prepared, tmp_path):
+    """--conv_method=calibrate times the methods for each of the four convolutions at the run's
+    shapes, says which it keeps, and trains with them (two first-order iterations)."""
+    result = run_module("maml_tf.main", "--datasource=omniglot", f"--data_dir={omniglot_prepared}",
+                        f"--logdir={tmp_path}", "--num_classes=5", "--update_batch_size=1", "--meta_batch_size=4",
+                        "--update_lr=0.4", "--metatrain_iterations=2", "--stop_grad=True", "--conv_method=calibrate")
+    assert result.returncode == 0, result.stderr
+    line = next(line for line in result.stdout.splitlines() if line.startswith("Convolution methods"))
+    assert "4 tasks x (5, 5) examples" in line
+    for name in ("conv1", "conv2", "conv3", "conv4"):
+        assert any(f"{name} {m}" in line for m in ("im2col", "per_task", "grouped")), line
