@@ -34,5 +34,6 @@ setup(
     extras_require={
         "test": ["pytest>=8"],
         "plot": ["matplotlib>=3.8"],
+        "bench": ["torch==2.13.0"],
     },
 )
