@@ -1,14 +1,34 @@
-"""Milliseconds per meta-iteration for every Table 1 configuration: the batched fast path
-against the per-task reference (`ReferenceLearner`, tests/reference_maml.py), second and first order.
+"""Milliseconds per meta-iteration for every Table 1 configuration and the sinusoid: ours (the
+batched MetaLearner) against a PyTorch peer of the same meta-step (benchmarks/torch_maml.py, in
+its torch.func vmap and per-task loop forms), second and first order, with a roofline column.
 
-    python benchmarks/meta_step.py                      # everything (the reference takes a while)
+    python benchmarks/meta_step.py                      # everything (about half an hour)
     python benchmarks/meta_step.py --configs=omniglot_5way_1shot --orders=second --rounds=20
+    python benchmarks/meta_step.py --nopeer --reference  # ours against our per-task reference only
 
-Each (configuration, order) runs in its own process so peak RSS is its own: first the batched
-path alone (trace, then its peak RSS), then the reference alone (its peak RSS), then the two
-timed in alternation (`train_step` scoring the query set after every inner step; with several
-inner steps also the lean `train_step` that scores only the last, as training runs it), so that all see the same load on a shared machine and their
-ratio is the figure to trust. Inputs are random at the real sizes. Prints a markdown table.
+The peer needs torch (`pip install -e .[bench]`). Each (configuration, order) runs in two
+processes of its own. The first checks the peer from our model's starting weights on the timed
+inputs (four tasks of them, MiniImagenet one; `torch_maml.check_batch`): in float64 its
+meta-gradient must be ours to 1e-9 (relative), or it disagrees and is not timed; in float32 both
+are compared with the float64 meta-gradient, for information (ReLU gates flipped by round-off make
+any tolerance meaningless there; see `torch_maml.FLOAT64_TOLERANCE`). The second times: ours
+alone first (trace, then its peak RSS), then ours, the torch vmap and torch loop steps (and, with
+--reference, our per-task reference `ReferenceLearner` from tests/reference_maml.py) in
+alternation, round by round, so that all see the same load; their ratio is the figure to trust.
+Every path runs the full step: inner steps, the query set scored after every inner step, the
+meta-gradient, the clip (MiniImagenet) and Adam. With several inner steps our lean `train_step`
+(query scored after the last step only, what training runs) is timed too. Inputs are random at
+the real sizes.
+
+Both libraries run with the same threads (TensorFlow's default, one per core; torch set to the
+same), denormals flushed, and glibc told to keep freed memory (`--glibc_tunables`): TensorFlow's
+oneDNN allocator caches its buffers, but torch's CPU allocator returns every large block to the
+system, and without this the torch steps spend up to half their time in page faults (2.6 million
+per MiniImagenet step); PyTorch's CPU tuning guide recommends jemalloc or tcmalloc for the same.
+
+Roofline: FLOPs per step are counted analytically from the architecture
+(torch_maml.meta_step_flops: conv and dense products only) and divided by the median time, against
+the machine's fp32 matmul peak measured at the start (TensorFlow 2048 x 2048 matmul, best of 5).
 """
 import json
 import os
@@ -22,6 +42,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.join(REPO, "tests"))  # reference_maml
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # torch_maml
 
 from absl import app, flags  # noqa: E402
 
@@ -35,15 +56,27 @@ CONFIGS = {
     "miniimagenet_5way_1shot": ("miniimagenet", 5, 4, 1, 15, 5, 0.01, {"num_filters": 32, "max_pool": True}),
     "miniimagenet_5way_5shot": ("miniimagenet", 5, 2, 5, 15, 5, 0.01, {"num_filters": 32, "max_pool": True}),
 }
+PEERS = ("vmap", "loop")
+# glibc keeps freed memory: no mmap'd blocks (each would be unmapped on free), no trimming.
+GLIBC_TUNABLES = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736"
 
 flags.DEFINE_list("configs", list(CONFIGS), f"configurations to time, from {list(CONFIGS)}")
 flags.DEFINE_list("orders", ["second", "first"], "second and/or first (stop_grad)")
 flags.DEFINE_integer("rounds", 10, "timed meta-iterations of each path (alternating), after one warm-up each")
 flags.DEFINE_float("max_seconds", 240, "stop a configuration's timed rounds after this long (at least 3 rounds)")
-flags.DEFINE_bool("reference", True, "also time the per-task reference (needed for the speed-up)")
-flags.DEFINE_string("worker", None, "internal: run one 'config:order' and print JSON")
+flags.DEFINE_bool("peer", True, "check and time the PyTorch peer (benchmarks/torch_maml.py; needs torch)")
+flags.DEFINE_bool("reference", False, "also time our per-task reference (tests/reference_maml.py)")
+flags.DEFINE_string("glibc_tunables", GLIBC_TUNABLES,
+                    "GLIBC_TUNABLES of the worker processes ('' for glibc's defaults)")
+flags.DEFINE_string("worker", None, "internal: time one 'config:order' and print JSON")
+flags.DEFINE_string("check", None, "internal: check the peer on one 'config:order' and print JSON")
+flags.DEFINE_list("time_peers", list(PEERS), "internal: the peer variants the worker times")
 FLAGS = flags.FLAGS
 
+
+# ----------------------------------------------------------------------------------------------
+# Inputs and learners
+# ----------------------------------------------------------------------------------------------
 
 def _peak_rss_mb():
     """VmHWM: this process's peak resident set since start (or since `_reset_peak_rss`)."""
@@ -64,6 +97,7 @@ def _reset_peak_rss():
 
 
 def _batch(config, rng):
+    """Random (support x, support y, query x, query y) at the configuration's real sizes."""
     import numpy as np
 
     datasource, n, tasks, k, q, _, _, _ = config
@@ -79,7 +113,9 @@ def _batch(config, rng):
             np.broadcast_to(labels[np.tile(np.arange(n), q)], (tasks, n * q, n)).copy())
 
 
-def _learner(config, first_order, batched):
+def _learner(config, first_order, batched=True, dtype="float32", weights=None):
+    """Our MetaLearner (or, `batched` False, the per-task reference) for a configuration, on the
+    model's seeded starting weights, or on `weights` ({variable path: array}) cast to `dtype`."""
     import keras
 
     from maml_tf import experiment
@@ -87,9 +123,41 @@ def _learner(config, first_order, batched):
 
     datasource, n, _, k, _, steps, alpha, options = config
     keras.utils.set_random_seed(0)
-    model = experiment.build_model(datasource, num_classes=n, **options)
+    model = experiment.build_model(datasource, num_classes=n, dtype=dtype, **options)
+    if weights is not None:
+        for variable in model.trainable_variables:
+            variable.assign(weights[variable.path].astype(dtype))
     return experiment.build_learner(model, datasource, update_batch_size=k, update_lr=alpha, num_inner_steps=steps,
                                     first_order=first_order, learner_class=None if batched else ReferenceLearner)
+
+
+def _weights_checksum(learner):
+    """Sum of |w| over the learner's weights: the check and the timing see the same start."""
+    return float(sum(abs(v.numpy().astype("float64")).sum() for v in learner.variables))
+
+
+def _threads():
+    return len(os.sched_getaffinity(0))
+
+
+# ----------------------------------------------------------------------------------------------
+# Workers (one process per configuration and order)
+# ----------------------------------------------------------------------------------------------
+
+def run_check(spec):
+    """The peer against ours on the timed inputs, from the timed starting weights."""
+    import numpy as np
+    import torch_maml
+
+    torch_maml.configure(_threads())
+    name, order = spec.split(":")
+    config = CONFIGS[name]
+    batch = _batch(config, np.random.default_rng(0))
+    ours32 = _learner(config, order == "first")
+    ours64 = _learner(config, order == "first", dtype="float64",
+                      weights={v.path: v.numpy() for v in ours32.variables})
+    result = torch_maml.compare_with_ours(config, ours32, ours64, batch)
+    return {"config": name, "order": order, "weights_checksum": _weights_checksum(ours32), **result}
 
 
 def _step_seconds(learner, batch, score_every_step=True):
@@ -99,34 +167,68 @@ def _step_seconds(learner, batch, score_every_step=True):
     return time.perf_counter() - start
 
 
+def _torch_step_seconds(learner, batch):
+    start = time.perf_counter()
+    scores = learner.train_step(*batch)
+    _ = float(scores[0])
+    return time.perf_counter() - start
+
+
+def _warm(path, step, result):
+    result[f"{path}_trace_s"] = step()  # trace / first step
+    step()  # warm-up
+
+
+def _timed_paths(config, order, batch, peers):
+    """([(path, step function)], measurements): every path traced and warmed up; ours' peak RSS
+    measured before anything else is built, the reference's from a reset; the peers start from
+    ours' starting weights (the checked ones), torch imported only then."""
+    result = {}
+    ours = _learner(config, order == "first")
+    start_weights = {v.path: v.numpy() for v in ours.variables}
+    result["weights_checksum"] = _weights_checksum(ours)
+    paths = [("ours", lambda: _step_seconds(ours, batch))]
+    _warm("ours", paths[0][1], result)
+    result["ours_peak_rss_mb"] = _peak_rss_mb()
+    if config[5] > 1:  # the lean step differs only with several inner steps
+        paths.append(("train_step", lambda: _step_seconds(ours, batch, False)))
+        _warm(*paths[-1], result)
+    if FLAGS.reference:
+        _reset_peak_rss()
+        reference = _learner(config, order == "first", batched=False)
+        paths.append(("reference", lambda: _step_seconds(reference, batch)))
+        _warm(*paths[-1], result)
+        result["reference_peak_rss_mb"] = _peak_rss_mb()
+    if peers:
+        import torch_maml
+
+        torch_maml.configure(_threads())
+        torch_batch = torch_maml.batch_to_torch(batch)
+        meta_lr = float(ours.meta_optimizer.learning_rate.numpy())
+        for variant in peers:
+            peer = torch_maml.learner_from_weights(config, start_weights, first_order=order == "first",
+                                                   variant=variant, meta_lr=meta_lr)
+            paths.append((f"torch_{variant}", lambda peer=peer: _torch_step_seconds(peer, torch_batch)))
+            _warm(*paths[-1], result)
+    return paths, result
+
+
 def run_worker(spec):
-    """One configuration and order, in this process; returns a dict of measurements."""
+    """One configuration and order, in this process: every path timed in alternation."""
     import numpy as np
 
     name, order = spec.split(":")
     config = CONFIGS[name]
     batch = _batch(config, np.random.default_rng(0))
-    result = {"config": name, "order": order}
-    paths = {"batched": True, "reference": False} if FLAGS.reference else {"batched": True}
-    learners = {}
-    for path, batched in paths.items():
-        if path == "reference":
-            _reset_peak_rss()
-        learners[path] = _learner(config, order == "first", batched)
-        result[f"{path}_trace_s"] = _step_seconds(learners[path], batch)  # trace + first step
-        _step_seconds(learners[path], batch)  # warm-up
-        result[f"{path}_peak_rss_mb"] = _peak_rss_mb()
-    timed = [(path, learner, True) for path, learner in learners.items()]
-    inner_steps = config[5]
-    if inner_steps > 1:  # the lean step differs only with several inner steps
-        _step_seconds(learners["batched"], batch, False)  # trace
-        _step_seconds(learners["batched"], batch, False)  # warm-up
-        timed.append(("train_step", learners["batched"], False))
-    times = {path: [] for path, _, _ in timed}
+    peers = [p for p in FLAGS.time_peers if p] if FLAGS.peer else []
+    paths, result = _timed_paths(config, order, batch, peers)
+    result.update(config=name, order=order)
+    times = {path: [] for path, _ in paths}
     start = time.perf_counter()
     for i in range(FLAGS.rounds):
-        for path, learner, step in timed:
-            times[path].append(_step_seconds(learner, batch, step))
+        for path, step in paths:
+            time.sleep(0.02)  # the other library's spinning threads go idle first
+            times[path].append(step())
         if i >= 2 and time.perf_counter() - start > FLAGS.max_seconds:
             break
     for path, values in times.items():
@@ -136,18 +238,92 @@ def run_worker(spec):
     return result
 
 
-def _machine():
-    import tensorflow as tf
+# ----------------------------------------------------------------------------------------------
+# The machine
+# ----------------------------------------------------------------------------------------------
 
-    cpu = platform.processor()
+def _cpu():
+    """(model name, 'avx512f' / 'avx2' / 'neither') from /proc/cpuinfo."""
+    name, isa = platform.processor() or "unknown CPU", "unknown"
     try:
         with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+            lines = f.read().splitlines()
+        name = next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
+        cpu_flags = set(next(line.split(":", 1)[1].split() for line in lines if line.startswith("flags")))
+        isa = "avx512f" if "avx512f" in cpu_flags else "avx2" if "avx2" in cpu_flags else "neither avx2 nor avx512f"
     except (OSError, StopIteration):
         pass
+    return name, isa
+
+
+def matmul_peak_gflops(size=2048, repeats=5):
+    """The fp32 matmul peak: best of `repeats` TensorFlow size x size matmuls, in GFLOP/s."""
+    import tensorflow as tf
+
+    a = tf.random.uniform([size, size], dtype=tf.float32)
+    b = tf.random.uniform([size, size], dtype=tf.float32)
+    tf.linalg.matmul(a, b).numpy()  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        tf.linalg.matmul(a, b).numpy()
+        best = min(best, time.perf_counter() - start)
+    return 2 * size ** 3 / best / 1e9
+
+
+def _machine(peer):
+    import tensorflow as tf
+
+    cpu, isa = _cpu()
     onednn = os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default (on)")
-    return (f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, TF {tf.__version__}, "
-            f"oneDNN {onednn}, load average at start {' / '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    versions = f"Python {platform.python_version()}, TF {tf.__version__}"
+    if peer:
+        import torch
+
+        versions += f", torch {torch.__version__}"
+    threads = _threads()
+    return (f"CPU: {cpu}, ISA {isa}, {threads} cores\n"
+            f"{versions}, oneDNN {onednn}; {threads} threads each (TF default, torch.set_num_threads({threads}))\n"
+            f"GLIBC_TUNABLES of the workers: {FLAGS.glibc_tunables or '(glibc defaults)'}\n"
+            f"Load average at start: {' / '.join(f'{x:.1f}' for x in os.getloadavg())}")
+
+
+# ----------------------------------------------------------------------------------------------
+# The parent: one check and one timing process per (configuration, order), then the table
+# ----------------------------------------------------------------------------------------------
+
+def _run_json(args):
+    """Run this script with `args` in a fresh process; its RESULT line as a dict, or None."""
+    env = dict(os.environ)
+    if FLAGS.glibc_tunables:
+        env["GLIBC_TUNABLES"] = FLAGS.glibc_tunables
+    cmd = [sys.executable, os.path.abspath(__file__), *args]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    if done.returncode != 0 or not lines:
+        print(f"{' '.join(args)}: failed\n{done.stderr[-2000:]}", file=sys.stderr)
+        return None
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+def _measure(name, order):
+    """Check the peer, then time ours and every peer variant that agrees: one row's dict."""
+    common = [f"--rounds={FLAGS.rounds}", f"--max_seconds={FLAGS.max_seconds}", f"--reference={FLAGS.reference}",
+              f"--peer={FLAGS.peer}"]
+    check, agreeing = None, []
+    if FLAGS.peer:
+        check = _run_json([f"--check={name}:{order}"])
+        if check is None:
+            return None
+        agreeing = [v for v in PEERS if check["agrees"][v]]
+    row = _run_json([f"--worker={name}:{order}", f"--time_peers={','.join(agreeing)}", *common])
+    if row is None:
+        return None
+    if check is not None:
+        if abs(check["weights_checksum"] - row["weights_checksum"]) > 1e-6 * row["weights_checksum"]:
+            raise RuntimeError(f"{name} {order}: the check and the timing started from different weights")
+        row["check"] = check
+    return row
 
 
 def main(argv):
@@ -155,41 +331,97 @@ def main(argv):
     if FLAGS.worker:
         print("RESULT " + json.dumps(run_worker(FLAGS.worker)), flush=True)
         return
+    if FLAGS.check:
+        print("RESULT " + json.dumps(run_check(FLAGS.check)), flush=True)
+        return
     unknown = set(FLAGS.configs) - set(CONFIGS)
     if unknown:
         sys.exit(f"unknown configurations {sorted(unknown)}; choose from {list(CONFIGS)}")
-    print(f"Machine: {_machine()}\n", flush=True)
+    if FLAGS.peer:
+        try:
+            import torch_maml
+        except ImportError as error:
+            sys.exit(f"the PyTorch peer needs torch ({error}): pip install -e .[bench], or run with --nopeer")
+    print(_machine(FLAGS.peer), flush=True)
+    peak = matmul_peak_gflops()
+    print(f"fp32 matmul peak (TensorFlow 2048 x 2048, best of 5): {peak:.1f} GFLOP/s\n", flush=True)
     rows = []
     for name in FLAGS.configs:
         for order in FLAGS.orders:
-            cmd = [sys.executable, os.path.abspath(__file__), f"--worker={name}:{order}", f"--rounds={FLAGS.rounds}",
-                   f"--max_seconds={FLAGS.max_seconds}", f"--reference={FLAGS.reference}"]
-            done = subprocess.run(cmd, capture_output=True, text=True)
-            lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
-            if done.returncode != 0 or not lines:
-                print(f"{name} {order}: failed\n{done.stderr[-2000:]}", file=sys.stderr)
+            row = _measure(name, order)
+            if row is None:
                 continue
-            rows.append(json.loads(lines[-1][len("RESULT "):]))
-            print(_row(rows[-1]), file=sys.stderr, flush=True)
+            if FLAGS.peer:
+                row["gflop"] = torch_maml.meta_step_flops(CONFIGS[name], order == "first") / 1e9
+            rows.append(row)
+            print(_row(row, peak), file=sys.stderr, flush=True)
     print(f"Load average at end: {' / '.join(f'{x:.1f}' for x in os.getloadavg())}\n")
-    print("| configuration | order | batched median / min ms | batched peak RSS MB | reference median / min ms "
-          "| reference peak RSS MB | speed-up (median) | rounds | batched lean train_step median ms |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print(_header())
     for row in rows:
-        print(_row(row))
+        print(_row(row, peak))
+    print(_footnote())
 
 
-def _row(r):
-    cells = [r["config"], r["order"], f"{r['batched_median_ms']:.1f} / {r['batched_min_ms']:.1f}",
-             f"{r['batched_peak_rss_mb']:.0f}"]
+# ----------------------------------------------------------------------------------------------
+# The table
+# ----------------------------------------------------------------------------------------------
+
+def _header():
+    cells = ["configuration", "order", "ours median / min ms"]
+    if FLAGS.peer:
+        cells += ["torch vmap median / min ms", "torch loop median / min ms", "best torch / ours (median)",
+                  "f64 meta-gradient rel diff to ours: vmap / loop", "f32 rel error vs f64: vmap / loop (ours)",
+                  "GFLOP per step (analytic)", "GFLOP/s ours / best torch (% of peak)"]
+    cells += ["ours peak RSS MB", "rounds"]
+    if FLAGS.reference:
+        cells += ["reference median / min ms", "reference peak RSS MB", "reference / ours (median)"]
+    cells.append("ours lean train_step median ms")
+    return "| " + " | ".join(cells) + " |\n|" + "---|" * len(cells)
+
+
+def _ms(r, path):
+    return f"{r[f'{path}_median_ms']:.1f} / {r[f'{path}_min_ms']:.1f}"
+
+
+def _peer_cells(r, peak):
+    check = r["check"]
+    timed = [v for v in PEERS if f"torch_{v}_median_ms" in r]
+    cells = [_ms(r, f"torch_{v}") if v in timed else "disagrees: not timed" for v in PEERS]
+    best = min((r[f"torch_{v}_median_ms"] for v in timed), default=None)
+    cells.append(f"{best / r['ours_median_ms']:.2f}x" if best else "-")
+    cells.append(" / ".join(f"{check['float64'][v]:.0e}" for v in PEERS))
+    cells.append(" / ".join(f"{check['float32'][v]:.0e}" for v in PEERS) + f" ({check['ours_float32']:.0e})")
+    cells.append(f"{r['gflop']:.2f}")
+    rate = lambda ms: r["gflop"] / (ms / 1000)  # noqa: E731
+    ours = f"{rate(r['ours_median_ms']):.1f} ({100 * rate(r['ours_median_ms']) / peak:.0f}%)"
+    cells.append(ours + (f" / {rate(best):.1f} ({100 * rate(best) / peak:.0f}%)" if best else " / -"))
+    return cells
+
+
+def _row(r, peak):
+    cells = [r["config"], r["order"], _ms(r, "ours")]
+    if "check" in r:
+        cells += _peer_cells(r, peak)
+    cells += [f"{r['ours_peak_rss_mb']:.0f}", str(r["ours_rounds"])]
     if "reference_median_ms" in r:
-        cells += [f"{r['reference_median_ms']:.1f} / {r['reference_min_ms']:.1f}", f"{r['reference_peak_rss_mb']:.0f}",
-                  f"{r['reference_median_ms'] / r['batched_median_ms']:.2f}x"]
-    else:
-        cells += ["-", "-", "-"]
-    cells.append(str(r["batched_rounds"]))
+        cells += [_ms(r, "reference"), f"{r['reference_peak_rss_mb']:.0f}",
+                  f"{r['reference_median_ms'] / r['ours_median_ms']:.2f}x"]
     cells.append(f"{r['train_step_median_ms']:.1f}" if "train_step_median_ms" in r else "= full step")
     return "| " + " | ".join(cells) + " |"
+
+
+def _footnote():
+    if not FLAGS.peer:
+        return ""
+    return ("\nms: one full meta-step (inner steps, query scored after every step, meta-gradient, clip, Adam); "
+            "best torch / ours > 1: ours faster.\n"
+            "rel diff / error: max |x - y| / max |y| over the whole meta-gradient, from the same weights on the "
+            "check inputs (torch_maml.check_batch); f64: the peer against ours in float64 (> 1e-9: disagrees, "
+            "not timed); f32: each float32 meta-gradient against ours in float64 (ReLU gates flipped by "
+            "round-off, no tolerance).\n"
+            "GFLOP: conv and dense products counted analytically (torch_maml.meta_step_flops; a product's "
+            "reverse costs one product per operand depending on the weights; second order also reverses "
+            "the inner backward); GFLOP/s at the median time.")
 
 
 if __name__ == "__main__":
