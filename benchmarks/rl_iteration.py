@@ -8,8 +8,8 @@ The baseline revision is checked out into a temporary git worktree. Each round r
 other, a fresh process of each tree (baseline first) that builds the trainer at the
 paper-checkpoint configuration (40 tasks, 200-step paths, fast lr 0.1, batch counted in steps),
 runs one warm-up iteration (tracing) and then `--iterations` timed ones from the same seed, and
-reports its iteration times split into sampling (both batches, baselines and advantages) and the
-rest (inner step and TRPO step). Alternating rounds let both trees see the same load; the
+reports its iteration times split into sampling (`rl.sampler.rollout` for both batches: env
+steps and policy calls) and the rest (baselines, advantages, inner step and TRPO step). Alternating rounds let both trees see the same load; the
 ratio of their medians is the figure to trust.
 """
 import json
@@ -97,12 +97,13 @@ def main():
     print(f"\n{args.env} MAML-TRPO meta-iteration, 40 tasks x {args.fast_batch_size} paths x 200 steps "
           f"({steps} env steps), {cpu_description()}, {os.cpu_count()} CPUs; baseline {args.baseline}; "
           f"{args.rounds} alternating rounds x {args.iterations} iterations, medians\n")
-    print("| tree | seconds / iteration | sampling s | inner + TRPO step s |")
+    print("| tree | seconds / iteration | sampling s | the rest s |")
     print("|---|---|---|---|")
     for name, m in median.items():
         print(f"| {name} | {m['seconds']:.1f} | {m['sampling']:.1f} | {m['seconds'] - m['sampling']:.1f} |")
     ratio = median["baseline"]["seconds"] / median["this tree"]["seconds"]
-    print(f"\nSpeed-up of this tree: {ratio:.2f}x (sampling {median['baseline']['sampling'] / median['this tree']['sampling']:.2f}x)")
+    sampling = median["baseline"]["sampling"] / max(median["this tree"]["sampling"], 1e-9)
+    print(f"\nSpeed-up of this tree: {ratio:.2f}x (sampling {sampling:.2f}x)")
 
 
 if __name__ == "__main__":

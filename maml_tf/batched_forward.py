@@ -41,13 +41,15 @@ def batched_forward(model, conv="auto"):
     layers it does not name use "auto"). All compute the same convolution; they differ in
     round-off only.
     """
-    methods = conv if isinstance(conv, dict) else {}
-    for method in [conv] if not methods else methods.values():
+    methods = conv if isinstance(conv, dict) else None
+    for method in [conv] if methods is None else methods.values():
         if method not in CONV_METHODS:
             raise ValueError(f"conv must be one of {CONV_METHODS} (or a dict of them by layer), got {method!r}")
     index = {id(v): i for i, v in enumerate(model.trainable_variables)}
     layers = _layer_chain(model)
-    steps = [_step(layer, index, methods.get(layer.name, "auto") if methods else conv) for layer in layers]
+    if methods is not None and set(methods) - {layer.name for layer in layers}:
+        raise ValueError(f"conv names layers the model does not have: {sorted(set(methods) - {l.name for l in layers})}")
+    steps = [_step(layer, index, conv if methods is None else methods.get(layer.name, "auto")) for layer in layers]
     steps = [s for s in steps if s is not None]
 
     def forward(weights, x):
@@ -196,7 +198,8 @@ def calibrate_convs(model, tasks, examples, repeats=3, clock=time.perf_counter):
     but 'auto' once to trace and then `repeats` times, alternating; the median decides. A method
     this TensorFlow build cannot differentiate for the layer's dtype is left out.
     Compute-bound steps differ 2-4x between hosts (AVX2, AVX-512), and so does which method
-    wins, hence a measurement rather than a threshold tuned on one machine."""
+    wins, hence a measurement rather than a threshold tuned on one machine. It is a proxy: each
+    layer alone and first order, whereas training differentiates the whole network twice."""
     sizes = [examples] if isinstance(examples, int) else list(examples)
     candidates = [m for m in CONV_METHODS if m != "auto"]
     chosen = {}
@@ -223,14 +226,18 @@ def _fastest_method(layer, tasks, sizes, candidates, repeats, clock):
     inputs = [rng.normal([tasks, n, height, width, channels], dtype=dtype) for n in sizes]
     times = {m: [] for m in candidates}
     timed = {}
+    failure = None
     for method in candidates:
         step = _conv2d(0, 1, (kh, kw), tuple(layer.strides), method)
         timed[method] = tf.function(lambda x, step=step: _value_and_gradients(step, weights, x))
         try:
             for x in inputs:
                 timed[method](x)
-        except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError):
+        except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError) as error:
             del timed[method]  # e.g. grouped-convolution gradients outside oneDNN (float64)
+            failure = error
+    if not timed:
+        raise UnsupportedModelError(f"layer {layer.name}: no convolution method runs here ({failure.message})")
     for _ in range(repeats):
         for method in timed:
             start = clock()
@@ -238,6 +245,21 @@ def _fastest_method(layer, tasks, sizes, candidates, repeats, clock):
                 _ = [t.numpy() for t in timed[method](x)]
             times[method].append(clock() - start)
     return min(timed, key=lambda m: sorted(times[m])[len(times[m]) // 2])
+
+
+def grouped_convolution_trains(dtype="float32"):
+    """True if this TensorFlow differentiates grouped convolutions in `dtype` on this device: on
+    CPU only its oneDNN kernels do (float32, TF's default), not Eigen's (float64, or with
+    TF_ENABLE_ONEDNN_OPTS=0)."""
+    x, w = tf.ones([1, 3, 3, 4], dtype), tf.ones([3, 3, 2, 4], dtype)
+    try:
+        with tf.GradientTape() as tape:
+            tape.watch([x, w])
+            y = tf.reduce_sum(tf.nn.conv2d(x, w, 1, "SAME"))
+        _ = [g.numpy() for g in tape.gradient(y, [x, w])]
+    except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError):
+        return False
+    return True
 
 
 def _value_and_gradients(step, weights, x):

@@ -157,19 +157,25 @@ def test_flags(f=FLAGS):
 def _conv_method(model, strategy, say):
     """--conv_method as `batched_forward`'s `conv`; 'calibrate' measures each layer's methods
     at the shapes this run feeds it (per replica when training, one task when testing)."""
+    from maml_tf import batched_forward
+
+    if FLAGS.conv_method == "grouped" and not batched_forward.grouped_convolution_trains():
+        raise ValueError("--conv_method=grouped: this TensorFlow cannot differentiate grouped convolutions "
+                         "here (on CPU only its oneDNN kernels can: unset TF_ENABLE_ONEDNN_OPTS=0); use auto")
     if FLAGS.conv_method != "calibrate":
         return FLAGS.conv_method
     if FLAGS.datasource == "sinusoid" or not FLAGS.conv:
         return "auto"  # no convolutions to time
     from maml_tf import experiment
-    from maml_tf.batched_forward import calibrate_convs
 
     tasks = 1
     if FLAGS.train:
         tasks = FLAGS.meta_batch_size // distribution.num_replicas(strategy)
-    query = experiment.TRAIN_QUERY_PER_CLASS.get(FLAGS.datasource, FLAGS.update_batch_size)
+    query = FLAGS.update_batch_size
+    if FLAGS.train:
+        query = experiment.TRAIN_QUERY_PER_CLASS.get(FLAGS.datasource, FLAGS.update_batch_size)
     examples = (FLAGS.num_classes * FLAGS.update_batch_size, FLAGS.num_classes * query)
-    chosen = calibrate_convs(model, tasks, examples)
+    chosen = batched_forward.calibrate_convs(model, tasks, examples)
     say("Convolution methods (--conv_method=calibrate, " + f"{tasks} tasks x {examples} examples): "
         + ", ".join(f"{name} {method}" for name, method in chosen.items()))
     return chosen

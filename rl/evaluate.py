@@ -93,8 +93,8 @@ flags.DEFINE_bool("by_direction", False, "Also write <output stem>_by_direction.
 
 
 def _progress(label):
-    """evaluate_run's progress: a log line '<label>: sampling passes 2/4 (…/s, ETA …)' at least
-    every 30 s and at the end."""
+    """evaluate_run's progress: a log line '<label>: sampling passes 2/4 (…/s, ETA …)' when a pass
+    ends, at most every 30 s, and at the end (each process counts its own passes)."""
     from report.console import ProgressLine
     return lambda total: ProgressLine(total, f"{label}: sampling passes", print_fn=logging.info).update
 
