@@ -23,9 +23,7 @@ Times are of this host (name and ISA printed); compare the ratios, not the absol
 import json
 import math
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 
@@ -35,6 +33,8 @@ sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.join(REPO, "tests"))  # cluster.py
 
 from absl import app, flags  # noqa: E402
+
+import host  # noqa: E402  (benchmarks/host.py)
 
 flags.DEFINE_list("parts", ["overhead", "allreduce", "projection", "rl_projection"], "which tables to print")
 flags.DEFINE_integer("rounds", 15, "timed steps of each path (alternating), after a warm-up")
@@ -51,16 +51,8 @@ CONFIGS = {
 GRADIENTS = ["sinusoid", "omniglot_5way_1shot", "miniimagenet_5way_1shot"]  # models whose gradient is all-reduced
 
 
-def host():
-    name = platform.processor() or "?"
-    try:
-        with open("/proc/cpuinfo") as f:
-            info = f.read()
-        name = next(line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name"))
-        isa = "AVX-512" if " avx512f " in info else ("AVX2" if " avx2 " in info else "no AVX2")
-    except (OSError, StopIteration):
-        isa = "?"
-    return f"{name}, {os.cpu_count()} cores, {isa}"
+def host_line():
+    return f"{host.describe()}, {os.cpu_count()} cores"
 
 
 def build(name, tasks=None):
@@ -241,7 +233,7 @@ def main(argv):
     if FLAGS.worker == "allreduce":
         allreduce_worker()
         return
-    print(f"Host: {host()}\n")
+    print(f"Host: {host_line()}\n")
     if "overhead" in FLAGS.parts:
         print("\n".join(overhead_table()) + "\n")
     measured = None

@@ -46,6 +46,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # torch_maml
 
 from absl import app, flags  # noqa: E402
 
+import host  # noqa: E402  (benchmarks/host.py)
+
 # name: (datasource, classes N, meta-batch, K, query per class, inner steps, alpha, model options)
 CONFIGS = {
     "sinusoid": ("sinusoid", 1, 25, 10, 10, 1, 0.01, {"norm": "None"}),
@@ -242,39 +244,10 @@ def run_worker(spec):
 # The machine
 # ----------------------------------------------------------------------------------------------
 
-def _cpu():
-    """(model name, 'avx512f' / 'avx2' / 'neither') from /proc/cpuinfo."""
-    name, isa = platform.processor() or "unknown CPU", "unknown"
-    try:
-        with open("/proc/cpuinfo") as f:
-            lines = f.read().splitlines()
-        name = next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
-        cpu_flags = set(next(line.split(":", 1)[1].split() for line in lines if line.startswith("flags")))
-        isa = "avx512f" if "avx512f" in cpu_flags else "avx2" if "avx2" in cpu_flags else "neither avx2 nor avx512f"
-    except (OSError, StopIteration):
-        pass
-    return name, isa
-
-
-def matmul_peak_gflops(size=2048, repeats=5):
-    """The fp32 matmul peak: best of `repeats` TensorFlow size x size matmuls, in GFLOP/s."""
-    import tensorflow as tf
-
-    a = tf.random.uniform([size, size], dtype=tf.float32)
-    b = tf.random.uniform([size, size], dtype=tf.float32)
-    tf.linalg.matmul(a, b).numpy()  # warm-up
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        tf.linalg.matmul(a, b).numpy()
-        best = min(best, time.perf_counter() - start)
-    return 2 * size ** 3 / best / 1e9
-
-
 def _machine(peer):
     import tensorflow as tf
 
-    cpu, isa = _cpu()
+    cpu, isa = host.cpu()
     onednn = os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default (on)")
     versions = f"Python {platform.python_version()}, TF {tf.__version__}"
     if peer:
@@ -343,7 +316,7 @@ def main(argv):
         except ImportError as error:
             sys.exit(f"the PyTorch peer needs torch ({error}): pip install -e .[bench], or run with --nopeer")
     print(_machine(FLAGS.peer), flush=True)
-    peak = matmul_peak_gflops()
+    peak = host.matmul_peak_gflops()
     print(f"fp32 matmul peak (TensorFlow 2048 x 2048, best of 5): {peak:.1f} GFLOP/s\n", flush=True)
     rows = []
     for name in FLAGS.configs:

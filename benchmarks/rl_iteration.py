@@ -73,7 +73,7 @@ def main():
     import argparse
     import statistics
 
-    from trpo_step import cpu_description
+    import host
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--baseline", required=True, help="git revision to compare with (e.g. a commit)")
@@ -95,7 +95,7 @@ def main():
     median = {k: {f: statistics.median(r[f] for r in v) for f in ("seconds", "sampling")} for k, v in results.items()}
     steps = results["this tree"][0]["steps"]
     print(f"\n{args.env} MAML-TRPO meta-iteration, 40 tasks x {args.fast_batch_size} paths x 200 steps "
-          f"({steps} env steps), {cpu_description()}, {os.cpu_count()} CPUs; baseline {args.baseline}; "
+          f"({steps} env steps), {host.describe()}, {os.cpu_count()} CPUs; baseline {args.baseline}; "
           f"{args.rounds} alternating rounds x {args.iterations} iterations, medians\n")
     print("| tree | seconds / iteration | sampling s | the rest s |")
     print("|---|---|---|---|")

@@ -19,11 +19,12 @@ may be shared: the load average and the sampling pass's process CPU time (2 x wa
 cores busy) are printed too. Run timings alone (on the shared machine: bash ~/bench.sh ...).
 """
 import os
-import subprocess
 import time
 
 import numpy as np
 from absl import app, flags
+
+import host  # benchmarks/host.py
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("envs", ["cheetah_dir", "ant_vel"], "Envs to time (the vel and dir tasks share their physics).")
@@ -67,17 +68,6 @@ class _TimedEnv:
     @property
     def seconds(self):
         return self._step.seconds + self.reset.seconds + self.set_tasks.seconds
-
-
-def cpu_description():
-    """lscpu's model name (with family/model, which name the generation) and the widest
-    vector ISA MuJoCo can use here."""
-    info = dict(line.split(":", 1) for line in subprocess.run(["lscpu"], capture_output=True, text=True)
-                .stdout.splitlines() if ":" in line)
-    get = lambda key: info.get(key, "?").strip()
-    cpu_flags = get("Flags").split()
-    isa = "avx512f" if "avx512f" in cpu_flags else "avx2 (no avx512f)" if "avx2" in cpu_flags else "no avx2"
-    return f"{get('Model name')} (family {get('CPU family')}, model {get('Model')}), {isa}"
 
 
 def physics_rates(name, num_envs, steps, nthread):
@@ -150,7 +140,7 @@ def main(argv):
                 sharded.close()
 
     print(f"\nMuJoCo sampling, {mb} tasks x {fb} trajectories ({mb * fb} envs), horizon 200, rllab's step "
-          f"budget; CPU: {cpu_description()}; {threads} physics threads; MuJoCo {mujoco.__version__}, "
+          f"budget; CPU: {host.describe()}; {threads} physics threads; MuJoCo {mujoco.__version__}, "
           f"TF {tf.__version__}. Env steps per second; sampling: kept (in the batch) / stepped.\n")
     print("| env | physics, 1 thread | physics | env, no policy | sampling with policy "
           "| wall s (physics / policy) | CPU s | old loop sampling | speed-up | load (1 min) |")

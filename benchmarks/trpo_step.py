@@ -18,13 +18,13 @@ reverse through the inner step and the query loss as described in `kl_gradient_f
 against a 2048 x 2048 float32 matmul measured in the same process (the machine's practical peak).
 """
 import os
-import platform
-import subprocess
 import sys
 import time
 
 import numpy as np
 from absl import app, flags
+
+import host  # benchmarks/host.py
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -53,30 +53,10 @@ def kl_gradient_flops(layer_sizes, support_rows, query_rows):
     return flops
 
 
-def matmul_peak_gflops(tf, size=2048, repeats=5):
-    a = tf.random.normal([size, size])
-    f = tf.function(lambda: tf.matmul(a, a))
-    f().numpy()
-    best = min(_seconds(lambda: f().numpy()) for _ in range(repeats))
-    return 2.0 * size ** 3 / best / 1e9
-
-
 def _seconds(fn):
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
-
-
-def cpu_description():
-    """'<model name>, <ISA>' from lscpu (AVX-512 or AVX2 only), for the table header."""
-    try:
-        text = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    except OSError:
-        return platform.processor() or "unknown CPU"
-    model = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("Model name")),
-                 "unknown CPU")
-    isa = "AVX-512" if "avx512f" in text else "AVX2" if "avx2" in text else "no AVX2"
-    return f"{model}, {isa}"
 
 
 def main(argv):
@@ -104,7 +84,7 @@ def main(argv):
     query_seconds = time.perf_counter() - start
     data = (support, query)
     theta = policy.get_flat()
-    peak = matmul_peak_gflops(tf)
+    peak = host.matmul_peak_gflops()
 
     def parts(learner):
         return {"TRPO step": lambda: learner.step(*data),
@@ -128,7 +108,7 @@ def main(argv):
     kl_flops = kl_gradient_flops(sizes, rows_s, rows_q)
     graph, xla = steps["graph"], steps["XLA"]
     print(f"\n{FLAGS.env}, {mb} tasks x {fb} paths x 200 steps ({rows_s} support + {rows_q} query steps), "
-          f"policy {sizes}, TF {tf.__version__}, {cpu_description()}, {os.cpu_count()} CPUs; "
+          f"policy {sizes}, TF {tf.__version__}, {host.describe()}, {os.cpu_count()} CPUs; "
           f"2048^2 fp32 matmul peak {peak:.0f} GFLOP/s; median of {FLAGS.rounds} alternating rounds\n")
     print(f"Sampling (once): support {support_seconds:.1f} s, query {query_seconds:.1f} s.\n")
     print("| part | graph ms | XLA ms | graph / XLA | graph GFLOP/s (% of peak) |")
