@@ -5,6 +5,7 @@ its torch.func vmap and per-task loop forms), second and first order, with a roo
     python benchmarks/meta_step.py                      # everything (about half an hour)
     python benchmarks/meta_step.py --configs=omniglot_5way_1shot --orders=second --rounds=20
     python benchmarks/meta_step.py --nopeer --reference  # ours against our per-task reference only
+    python benchmarks/meta_step.py --xla                # also ours compiled by XLA (--jit_compile)
 
 The peer needs torch (`pip install -e .[bench]`). Each (configuration, order) runs in two
 processes of its own. The first checks the peer from our model's starting weights on the timed
@@ -68,6 +69,8 @@ flags.DEFINE_integer("rounds", 10, "timed meta-iterations of each path (alternat
 flags.DEFINE_float("max_seconds", 240, "stop a configuration's timed rounds after this long (at least 3 rounds)")
 flags.DEFINE_bool("peer", True, "check and time the PyTorch peer (benchmarks/torch_maml.py; needs torch)")
 flags.DEFINE_bool("reference", False, "also time our per-task reference (tests/reference_maml.py)")
+flags.DEFINE_bool("xla", False, "also time ours with the steps compiled by XLA (MetaLearner(jit_compile=True), "
+                  "maml_tf.main --jit_compile)")
 flags.DEFINE_string("glibc_tunables", GLIBC_TUNABLES,
                     "GLIBC_TUNABLES of the worker processes ('' for glibc's defaults)")
 flags.DEFINE_string("worker", None, "internal: time one 'config:order' and print JSON")
@@ -115,9 +118,10 @@ def _batch(config, rng):
             np.broadcast_to(labels[np.tile(np.arange(n), q)], (tasks, n * q, n)).copy())
 
 
-def _learner(config, first_order, batched=True, dtype="float32", weights=None):
+def _learner(config, first_order, batched=True, dtype="float32", weights=None, jit_compile=False):
     """Our MetaLearner (or, `batched` False, the per-task reference) for a configuration, on the
-    model's seeded starting weights, or on `weights` ({variable path: array}) cast to `dtype`."""
+    model's seeded starting weights, or on `weights` ({variable path: array}) cast to `dtype`;
+    `jit_compile`: its steps compiled by XLA."""
     import keras
 
     from maml_tf import experiment
@@ -130,7 +134,8 @@ def _learner(config, first_order, batched=True, dtype="float32", weights=None):
         for variable in model.trainable_variables:
             variable.assign(weights[variable.path].astype(dtype))
     return experiment.build_learner(model, datasource, update_batch_size=k, update_lr=alpha, num_inner_steps=steps,
-                                    first_order=first_order, learner_class=None if batched else ReferenceLearner)
+                                    first_order=first_order, learner_class=None if batched else ReferenceLearner,
+                                    **({"jit_compile": True} if jit_compile else {}))
 
 
 def _weights_checksum(learner):
@@ -195,6 +200,14 @@ def _timed_paths(config, order, batch, peers):
     if config[5] > 1:  # the lean step differs only with several inner steps
         paths.append(("train_step", lambda: _step_seconds(ours, batch, False)))
         _warm(*paths[-1], result)
+    if FLAGS.xla:
+        xla = _learner(config, order == "first", jit_compile=True)
+        step = lambda: _step_seconds(xla, batch)  # noqa: E731
+        try:
+            _warm("xla", step, result)
+            paths.append(("xla", step))
+        except Exception as error:  # noqa: BLE001  (reported in the table: XLA cannot compile this step)
+            result["xla_error"] = str(error).strip().splitlines()[0][:120]
     if FLAGS.reference:
         _reset_peak_rss()
         reference = _learner(config, order == "first", batched=False)
@@ -282,7 +295,7 @@ def _run_json(args):
 def _measure(name, order):
     """Check the peer, then time ours and every peer variant that agrees: one row's dict."""
     common = [f"--rounds={FLAGS.rounds}", f"--max_seconds={FLAGS.max_seconds}", f"--reference={FLAGS.reference}",
-              f"--peer={FLAGS.peer}"]
+              f"--peer={FLAGS.peer}", f"--xla={FLAGS.xla}"]
     check, agreeing = None, []
     if FLAGS.peer:
         check = _run_json([f"--check={name}:{order}"])
@@ -346,6 +359,8 @@ def _header():
                   "f64 meta-gradient rel diff to ours: vmap / loop", "f32 rel error vs f64: vmap / loop (ours)",
                   "GFLOP per step (analytic)", "GFLOP/s ours / best torch (% of peak)"]
     cells += ["ours peak RSS MB", "rounds"]
+    if FLAGS.xla:
+        cells += ["ours XLA median / min ms", "ours / ours XLA"] + (["best torch / ours XLA"] if FLAGS.peer else [])
     if FLAGS.reference:
         cells += ["reference median / min ms", "reference peak RSS MB", "reference / ours (median)"]
     cells.append("ours lean train_step median ms")
@@ -376,6 +391,13 @@ def _row(r, peak):
     if "check" in r:
         cells += _peer_cells(r, peak)
     cells += [f"{r['ours_peak_rss_mb']:.0f}", str(r["ours_rounds"])]
+    if "xla_median_ms" in r:
+        cells += [_ms(r, "xla"), f"{r['ours_median_ms'] / r['xla_median_ms']:.2f}x"]
+        if "check" in r:
+            best = min((r[f"torch_{v}_median_ms"] for v in PEERS if f"torch_{v}_median_ms" in r), default=None)
+            cells.append(f"{best / r['xla_median_ms']:.2f}x" if best else "-")
+    elif "xla_error" in r:
+        cells += [f"XLA failed: {r['xla_error']}", "-"] + (["-"] if "check" in r else [])
     if "reference_median_ms" in r:
         cells += [_ms(r, "reference"), f"{r['reference_peak_rss_mb']:.0f}",
                   f"{r['reference_median_ms'] / r['ours_median_ms']:.2f}x"]

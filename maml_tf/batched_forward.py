@@ -189,7 +189,7 @@ def _conv2d(kernel, bias, kernel_size, strides, method):
     return step
 
 
-def calibrate_convs(model, tasks, examples, repeats=3, clock=time.perf_counter):
+def calibrate_convs(model, tasks, examples, repeats=3, clock=time.perf_counter, jit_compile=False):
     """{conv layer name: fastest method} on this machine, for `tasks` tasks of `examples`
     examples (an int, or several sizes, e.g. support and query, whose times add up).
 
@@ -199,9 +199,11 @@ def calibrate_convs(model, tasks, examples, repeats=3, clock=time.perf_counter):
     this TensorFlow build cannot differentiate for the layer's dtype is left out.
     Compute-bound steps differ 2-4x between hosts (AVX2, AVX-512), and so does which method
     wins, hence a measurement rather than a threshold tuned on one machine. It is a proxy: each
-    layer alone and first order, whereas training differentiates the whole network twice."""
+    layer alone and first order, whereas training differentiates the whole network twice.
+    With `jit_compile` the methods are timed compiled by XLA, as the steps will run, and
+    'grouped' is left out (XLA recompiles it at every call)."""
     sizes = [examples] if isinstance(examples, int) else list(examples)
-    candidates = [m for m in CONV_METHODS if m != "auto"]
+    candidates = [m for m in CONV_METHODS if m != "auto" and not (jit_compile and m == "grouped")]
     chosen = {}
     logger = tf.get_logger()
     level = logger.level
@@ -209,13 +211,13 @@ def calibrate_convs(model, tasks, examples, repeats=3, clock=time.perf_counter):
     try:
         for layer in _layer_chain(model):
             if isinstance(layer, keras.layers.Conv2D) and type(layer) is keras.layers.Conv2D:
-                chosen[layer.name] = _fastest_method(layer, tasks, sizes, candidates, repeats, clock)
+                chosen[layer.name] = _fastest_method(layer, tasks, sizes, candidates, repeats, clock, jit_compile)
     finally:
         logger.setLevel(level)
     return chosen
 
 
-def _fastest_method(layer, tasks, sizes, candidates, repeats, clock):
+def _fastest_method(layer, tasks, sizes, candidates, repeats, clock, jit_compile=False):
     """The method of `candidates` whose median time (forward and gradients) is least for this layer."""
     _, height, width, channels = layer.input.shape
     kh, kw = layer.kernel_size
@@ -229,7 +231,7 @@ def _fastest_method(layer, tasks, sizes, candidates, repeats, clock):
     failure = None
     for method in candidates:
         step = _conv2d(0, 1, (kh, kw), tuple(layer.strides), method)
-        timed[method] = tf.function(lambda x, step=step: _value_and_gradients(step, weights, x))
+        timed[method] = tf.function(lambda x, step=step: _value_and_gradients(step, weights, x), jit_compile=jit_compile)
         try:
             for x in inputs:
                 timed[method](x)
@@ -290,7 +292,7 @@ def _im2col(x, kh, kw, sh, sw):
 
     Strided slicing (and above all its gradient, StridedSliceGrad) is slow on CPU, so the
     padded input is viewed as [B, rows, sh, cols, sw, C] and tap (dy, dx) becomes a plain
-    `tf.slice` at (dy // sh, dy % sh, dx // sw, dx % sw): its gradient is a pad, and the
+    slice at (dy // sh, dy % sh, dx // sw, dx % sw) (`_window`): its gradient is a pad, and the
     pad's gradient a slice again, all cheap to second order.
     """
     batch, height, width, channels = x.shape
@@ -301,11 +303,27 @@ def _im2col(x, kh, kw, sh, sw):
     # Pad after up to whole blocks of the stride; positions past 'SAME's own padding are never read.
     padded = tf.pad(x, [[0, 0], [top, rows * sh - top - height], [left, cols * sw - left - width], [0, 0]])
     blocks = tf.reshape(padded, [batch, rows, sh, cols, sw, channels])
-    taps = [tf.reshape(tf.slice(blocks, [0, dy // sh, dy % sh, dx // sw, dx % sw, 0], [batch, out_h, 1, out_w, 1, channels]),
+    taps = [tf.reshape(_window(blocks, [0, dy // sh, dy % sh, dx // sw, dx % sw, 0], [batch, out_h, 1, out_w, 1, channels]),
                        [batch, out_h, out_w, channels])
             for dy in range(kh) for dx in range(kw)]
     taps.append(tf.ones([batch, out_h, out_w, 1], x.dtype))
     return tf.concat(taps, axis=-1)
+
+
+def _window(x, begin, size):
+    """tf.slice(x, begin, size) whose gradient is always the static pad that puts the slice back.
+
+    TensorFlow's own Slice gradient is that pad in a graph, but under XLA (`jit_compile`) it is
+    an XlaDynamicUpdateSlice, which has no gradient: a second-order meta-gradient through it
+    fails. The pad's gradient is a slice again, so this differentiates to any order both ways.
+    """
+    paddings = [[b, full - b - s] for b, s, full in zip(begin, size, x.shape)]
+
+    @tf.custom_gradient
+    def window(x):
+        return tf.slice(x, begin, size), lambda upstream: tf.pad(upstream, paddings)
+
+    return window(x)
 
 
 def _batch_norm(offset):

@@ -1,10 +1,19 @@
-"""The original's losses. Each returns one scalar per task."""
+"""The original's losses and accuracy, one value per task.
+
+Each reduces over a task's examples only (the axes after the leading ones), so the same
+function scores one task ([examples, ...] -> scalar) or a whole meta-batch ([tasks, examples,
+...] -> [tasks]) without a loop or `vectorized_map`: the batched meta-step and its gradients stay
+plain tensor ops (which XLA can also compile).
+"""
 import tensorflow as tf
 
 
 def mse(predictions, labels):
-    """Mean squared error over the task's points (sinusoid)."""
-    return tf.reduce_mean(tf.square(tf.reshape(predictions, [-1]) - tf.reshape(labels, [-1])))
+    """Mean squared error over the task's points (sinusoid): the original's
+    mean((reshape(pred, [-1]) - reshape(label, [-1]))^2), on [..., points, outputs]."""
+    if predictions.shape != labels.shape:
+        raise ValueError(f"mse: predictions {predictions.shape} and labels {labels.shape} differ in shape")
+    return tf.reduce_mean(tf.square(predictions - labels), axis=[-2, -1])
 
 
 def summed_cross_entropy(shots):
@@ -15,10 +24,17 @@ def summed_cross_entropy(shots):
     """
 
     def loss(logits, labels):
-        return tf.reduce_sum(tf.nn.softmax_cross_entropy_with_logits(labels=labels, logits=logits)) / shots
+        return tf.reduce_sum(tf.nn.softmax_cross_entropy_with_logits(labels=labels, logits=logits), axis=-1) / shots
 
     return loss
 
 
 def accuracy(logits, labels):
-    return tf.reduce_mean(tf.cast(tf.equal(tf.argmax(logits, -1), tf.argmax(labels, -1)), logits.dtype))
+    """The fraction of the task's examples whose arg-max logit is the labelled class."""
+    return tf.reduce_mean(tf.cast(tf.equal(tf.argmax(logits, -1), tf.argmax(labels, -1)), logits.dtype), axis=-1)
+
+
+def zero_accuracy(outputs, labels):
+    """Regression has no accuracy: zero per task (the leading axes of [..., points, outputs])."""
+    del labels
+    return tf.zeros(tf.shape(outputs)[:-2], outputs.dtype)

@@ -45,6 +45,10 @@ flags.DEFINE_enum("conv_method", "auto", ["auto", "calibrate", "im2col", "per_ta
                   "'auto' picks per layer by a size rule, 'calibrate' times every method on each layer's real "
                   "shapes at start and keeps the fastest (a few seconds), or one method for all layers "
                   "('grouped' needs float32 and TF's default oneDNN kernels for its gradients).")
+flags.DEFINE_bool("jit_compile", False,
+                  "compile the meta-steps and the test's adaptation with XLA (tf.function(jit_compile=True)): the "
+                  "same computation to float32 round-off, faster on most configurations (README: speed); a few "
+                  "seconds to a minute of compiling at start. Not with --distribute or --conv_method=grouped.")
 flags.DEFINE_bool("max_pool", False, "Whether or not to use max pooling rather than strided convolutions")
 flags.DEFINE_bool("stop_grad", False, "if True, do not use second derivatives in meta-optimization (for speed)")
 ## Logging, saving, and testing options
@@ -106,6 +110,10 @@ def _validate():
     error = distribution.flag_error(FLAGS.distribute, FLAGS.cpu_replicas, join_timeout=FLAGS.join_timeout)
     if error:
         raise ValueError(error)
+    if FLAGS.jit_compile and FLAGS.distribute != "none":
+        raise ValueError("--jit_compile compiles the single-device steps only: not with --distribute")
+    if FLAGS.jit_compile and FLAGS.conv_method == "grouped":
+        raise ValueError("--jit_compile: XLA recompiles grouped convolutions at every step; use another --conv_method")
     if FLAGS.test_tasks_file is not None and FLAGS["num_test_tasks"].present:
         raise ValueError("--num_test_tasks cannot be combined with --test_tasks_file (the file gives the tasks)")
 
@@ -175,8 +183,9 @@ def _conv_method(model, strategy, say):
     if FLAGS.train:
         query = experiment.TRAIN_QUERY_PER_CLASS.get(FLAGS.datasource, FLAGS.update_batch_size)
     examples = (FLAGS.num_classes * FLAGS.update_batch_size, FLAGS.num_classes * query)
-    chosen = batched_forward.calibrate_convs(model, tasks, examples)
-    say("Convolution methods (--conv_method=calibrate, " + f"{tasks} tasks x {examples} examples): "
+    chosen = batched_forward.calibrate_convs(model, tasks, examples, jit_compile=FLAGS.jit_compile)
+    say("Convolution methods (--conv_method=calibrate, " + f"{tasks} tasks x {examples} examples"
+        + (", XLA" if FLAGS.jit_compile else "") + "): "
         + ", ".join(f"{name} {method}" for name, method in chosen.items()))
     return chosen
 
@@ -258,7 +267,7 @@ def run():
         learner = experiment.build_learner(model, FLAGS.datasource, update_batch_size=FLAGS.update_batch_size,
                                            update_lr=FLAGS.update_lr, num_inner_steps=FLAGS.num_updates,
                                            first_order=FLAGS.stop_grad, meta_lr=FLAGS.meta_lr,
-                                           conv=_conv_method(model, strategy, say))
+                                           conv=_conv_method(model, strategy, say), jit_compile=FLAGS.jit_compile)
     checkpointer = Checkpointer(run_dir, learner)
     if strategy is not None:
         from maml_tf.distributed import DistributedLearner

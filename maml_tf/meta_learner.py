@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from maml_tf import maml
 from maml_tf.batched_forward import batched_forward
-from maml_tf.losses import accuracy
+from maml_tf.losses import accuracy, zero_accuracy
 from maml_tf.models import is_norm_variable, stateless_forward
 
 
@@ -19,11 +19,12 @@ class MetaLearner:
 
     `train_step(support, query)`, `pretrain_step(support)` and `evaluate(support, query, steps)`
     take (inputs, labels) pairs shaped [tasks, examples, ...]; the first two are `tf.function`s
-    traced once per batch shape.
+    traced once per batch shape. `loss_fn(outputs, labels)` scores each task of a batch at once:
+    it reduces over the examples only, [tasks, examples, ...] -> [tasks] (`maml_tf.losses`).
     """
 
     def __init__(self, model, loss_fn, *, update_lr, num_inner_steps, first_order=False, meta_lr=1e-3,
-                 clip_value=None, classification=False, conv="auto"):
+                 clip_value=None, classification=False, conv="auto", jit_compile=False):
         if num_inner_steps < 1:
             raise ValueError(f"num_inner_steps must be at least 1 (MAML adapts before its meta-loss), "
                              f"got {num_inner_steps}")
@@ -35,6 +36,9 @@ class MetaLearner:
         self.clip_value = clip_value
         self.classification = classification
         self.conv = conv  # how per-task convolutions run (`batched_forward`'s `conv`)
+        if jit_compile and "grouped" in (conv.values() if isinstance(conv, dict) else [conv]):
+            raise ValueError("jit_compile: XLA recompiles grouped convolutions at every step (their inputs must be "
+                             "compile-time constants); use another conv method")
         self.variables = list(model.trainable_variables)
         self.adaptable = [i for i, v in enumerate(self.variables) if not is_norm_variable(model, v)]
         # Built now so that an unsupported model fails at construction, not inside a trace.
@@ -44,17 +48,19 @@ class MetaLearner:
         self.pretrain_optimizer = keras.optimizers.Adam(meta_lr, beta_1=0.9, beta_2=0.999, epsilon=1e-8)
         self.meta_optimizer.build(self.variables)
         self.pretrain_optimizer.build(self.variables)
-        self.train_step = tf.function(self._train_step)
-        self.pretrain_step = tf.function(self._pretrain_step)
-        self._compiled_adapt_tasks = tf.function(self.adapt_tasks)
+        # jit_compile: the steps compiled by XLA (same results to float32 round-off; README's speed table).
+        self.jit_compile = jit_compile
+        self.train_step = tf.function(self._train_step, jit_compile=jit_compile)
+        self.pretrain_step = tf.function(self._pretrain_step, jit_compile=jit_compile)
+        self._compiled_adapt_tasks = tf.function(self.adapt_tasks, jit_compile=jit_compile)
 
     def _build_forward(self, model):
         """forward(weights, x[tasks, ...]) for weights shared or with a task axis."""
         return batched_forward(model, conv=self.conv)
 
     def task_accuracy(self, logits, labels):
-        """One task's accuracy (classification), zero for regression."""
-        return accuracy(logits, labels) if self.classification else tf.zeros([], logits.dtype)
+        """Each task's accuracy (classification), zero for regression."""
+        return (accuracy if self.classification else zero_accuracy)(logits, labels)
 
     def adapt_tasks(self, weights, support, query, steps, score_every_step=True):
         """Adapt every task of the batch at once: (per-task `maml.Scores`, [tasks] final query
@@ -65,7 +71,7 @@ class MetaLearner:
         fast = list(weights)
         for i in self.adaptable:
             fast[i] = tf.broadcast_to(tf.expand_dims(fast[i], 0), [tasks, *fast[i].shape])
-        return maml.adapt_and_score(self._forward, _over_tasks(self.loss_fn), _over_tasks(self.task_accuracy), fast, support,
+        return maml.adapt_and_score(self._forward, self.loss_fn, self.task_accuracy, fast, support,
                                     query, self.update_lr, steps, self.first_order, self.adaptable,
                                     score_every_step)
 
@@ -121,7 +127,3 @@ class MetaLearner:
         scores, _ = self._compiled_adapt_tasks(weights, support, query, steps)
         return maml.Scores(*(value.numpy() for value in scores))
 
-
-def _over_tasks(score):
-    """A one-task score function applied to every task of a batch: [tasks] results."""
-    return lambda outputs, labels: tf.vectorized_map(lambda pair: score(*pair), (outputs, labels))

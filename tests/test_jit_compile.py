@@ -1,0 +1,144 @@
+"""XLA (`MetaLearner(jit_compile=True)`, `maml_tf.main --jit_compile`) computes the same steps as
+the graph: the meta-gradient of eq. (1) through the inner step, second and first order, the
+pretrained baseline's step and the test's adaptation, to float64 round-off; and the per-task
+losses it relies on (maml_tf/losses.py: one value per task, no vectorized_map) equal a loop over
+tasks."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from maml_tf import batched_forward, losses
+from maml_tf.meta_learner import MetaLearner
+from test_meta_gradients import _image_batch, _mlp, _regression_batch, _tiny_conv
+
+# float64 on both sides: XLA fuses and reorders sums, so only round-off may differ.
+TOLERANCE = 1e-10
+
+
+def _learners(case, first_order=False, steps=1, conv="im2col"):
+    """Two learners on the same weights and data, the second compiled by XLA."""
+    if case == "sinusoid_mlp":
+        make, loss, batch, classification = _mlp, losses.mse, _regression_batch(), False
+    else:
+        make, loss, batch, classification = ((lambda: _tiny_conv("batch_norm")), losses.summed_cross_entropy(2),
+                                             _image_batch((7, 7, 1)), True)
+    options = dict(update_lr=0.1, num_inner_steps=steps, first_order=first_order, classification=classification)
+    graph = MetaLearner(make(), loss, conv=conv if case != "sinusoid_mlp" else "auto", **options)
+    xla = MetaLearner(make(), loss, conv=conv if case != "sinusoid_mlp" else "auto", jit_compile=True, **options)
+    return graph, xla, batch
+
+
+def _relative(ours, theirs):
+    """max |a - b| over all tensors / max |b|: bias gradients ahead of batch norm are round-off
+    around zero, so each tensor alone would compare noise with noise."""
+    ours, theirs = [np.asarray(a) for a in ours], [np.asarray(b) for b in theirs]
+    scale = max(np.abs(b).max() for b in theirs)
+    return max(np.abs(a - b).max() for a, b in zip(ours, theirs)) / scale
+
+
+@pytest.mark.parametrize("case,first_order,steps", [
+    ("sinusoid_mlp", False, 1), ("sinusoid_mlp", True, 1),
+    ("conv_batch_norm", False, 2), ("conv_batch_norm", True, 1),
+])
+def test_xla_meta_gradient_equals_the_graphs(case, first_order, steps):
+    """d/d theta sum_T L_T(f_theta'_T) (eq. 1), theta' after `steps` inner steps, compiled by XLA
+    equals the graph's; for the conv net second order this needs batched_forward._window (TF's
+    XLA gradient of Slice has no gradient itself)."""
+    graph, xla, batch = _learners(case, first_order, steps)
+    compiled = tf.function(xla.meta_gradients, jit_compile=True)
+    scores_g, grads_g = graph.meta_gradients(batch.support, batch.query)
+    scores_x, grads_x = compiled(batch.support, batch.query)
+    assert _relative(grads_x, grads_g) < TOLERANCE
+    assert _relative(scores_x, scores_g) < TOLERANCE
+
+
+def test_xla_train_pretrain_and_evaluate_equal_the_graphs():
+    """The three compiled entry points: the Adam meta-update, the pretrained baseline's step and
+    the test's per-task scores after 1..3 steps."""
+    graph, xla, batch = _learners("conv_batch_norm", steps=2)
+    for learner in (graph, xla):
+        learner.train_step(batch.support, batch.query)
+        learner.pretrain_step(batch.support)
+    assert _relative(xla.variables, graph.variables) < TOLERANCE
+    assert _relative(xla.evaluate(batch.support, batch.query, 3), graph.evaluate(batch.support, batch.query, 3)) \
+        < TOLERANCE
+
+
+def test_xla_refuses_grouped_convolutions():
+    """XLA treats a grouped convolution's inputs as compile-time constants and recompiles at
+    every call: refused at construction, by name."""
+    with pytest.raises(ValueError, match="grouped"):
+        MetaLearner(_tiny_conv(), losses.summed_cross_entropy(2), update_lr=0.1, num_inner_steps=1,
+                    conv="grouped", jit_compile=True)
+
+
+def test_calibration_under_xla_leaves_grouped_out(monkeypatch):
+    """calibrate_convs(jit_compile=True) times only the methods XLA compiles once."""
+    seen = []
+    monkeypatch.setattr(batched_forward, "_fastest_method",
+                        lambda layer, tasks, sizes, candidates, *rest: seen.append(candidates) or candidates[0])
+    batched_forward.calibrate_convs(_tiny_conv(), tasks=2, examples=3, jit_compile=True)
+    assert seen and all("grouped" not in c and "im2col" in c for c in seen)
+
+
+def test_losses_score_each_task_of_a_batch_as_a_loop_would():
+    """mse, the summed cross-entropy and accuracy reduce over a task's examples only: on
+    [tasks, examples, ...] they equal the one-task values stacked (the original's per-task
+    map_fn)."""
+    rng = np.random.default_rng(0)
+    predictions, targets = rng.normal(size=(3, 4, 1)), rng.normal(size=(3, 4, 1))
+    logits, labels = rng.normal(size=(3, 6, 5)), np.eye(5)[rng.integers(0, 5, (3, 6))]
+    cross_entropy = losses.summed_cross_entropy(2)
+    for score, a, b in [(losses.mse, predictions, targets), (cross_entropy, logits, labels),
+                        (losses.accuracy, logits, labels)]:
+        batched = score(tf.constant(a), tf.constant(b)).numpy()
+        assert batched.shape == (3,)
+        np.testing.assert_allclose(batched, [score(tf.constant(a[t]), tf.constant(b[t])).numpy() for t in range(3)],
+                                   rtol=1e-14)
+    np.testing.assert_allclose(losses.mse(tf.constant(predictions[0]), tf.constant(targets[0])),
+                               np.mean((predictions[0].ravel() - targets[0].ravel()) ** 2), rtol=1e-14)
+    assert losses.zero_accuracy(tf.constant(predictions), tf.constant(targets)).shape == (3,)
+
+
+def test_mse_refuses_mismatched_shapes():
+    """[n, 1] predictions against [n] labels would broadcast to [n, n] and give a wrong loss."""
+    with pytest.raises(ValueError, match="differ in shape"):
+        losses.mse(tf.zeros([4, 1]), tf.zeros([4]))
+
+
+def _main(args, cwd):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    return subprocess.run([sys.executable, "-m", "maml_tf.main", *args], capture_output=True, text=True, cwd=cwd,
+                          env=env, timeout=600)
+
+
+@pytest.mark.parametrize("flag,message", [
+    ("--distribute=mirrored", "--jit_compile compiles the single-device steps only: not with --distribute"),
+    ("--conv_method=grouped", "--jit_compile: XLA recompiles grouped convolutions at every step; use another "
+                              "--conv_method"),
+])
+def test_cli_refuses_what_xla_cannot_compile_in_one_line(tmp_path, repo_root, flag, message):
+    result = _main(["--flagfile=flags/sinusoid.flags", f"--logdir={tmp_path}", "--jit_compile", flag], repo_root)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].endswith(message)
+
+
+def test_cli_trains_and_tests_with_xla(tmp_path, repo_root):
+    """The paper's sinusoid command with --jit_compile trains, saves and tests end to end; the
+    test's numbers equal those of the same checkpoint tested without XLA (float32 round-off)."""
+    common = ["--flagfile=flags/sinusoid.flags", f"--logdir={tmp_path}"]
+    trained = _main(common + ["--jit_compile", "--metatrain_iterations=20"], repo_root)
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    results = []
+    for jit in ("--jit_compile", "--nojit_compile"):
+        tested = _main(common + [jit, "--train=False", "--num_test_tasks=5", "--update_batch_size=5",
+                                 "--train_update_batch_size=10"], repo_root)
+        assert tested.returncode == 0, tested.stderr[-2000:]
+        csv = next(tmp_path.rglob("test_ubs5_stepsize0.01.csv"))
+        results.append(np.loadtxt(csv, delimiter=",", skiprows=1))
+        csv.unlink()
+    np.testing.assert_allclose(results[0], results[1], rtol=1e-5)
