@@ -33,6 +33,8 @@ class DistributedLearner:
     variables, optimisers, settings) is the learner's."""
 
     def __init__(self, learner, strategy):
+        if getattr(learner, "jit_compile", False):
+            raise ValueError("DistributedLearner compiles its own graph steps: build the learner without jit_compile")
         self.learner, self.strategy = learner, strategy
         self._train = tf.function(self._train_step)
         self._gradients = tf.function(self._reduced_gradients)

@@ -62,10 +62,10 @@ def build_learner(model, datasource, *, update_batch_size, update_lr, num_inner_
     from maml_tf.meta_learner import MetaLearner
 
     loss_fn, classification = build_loss(datasource, update_batch_size)
-    extra = {} if learner_class is not None else {"conv": conv, "jit_compile": jit_compile}
     return (learner_class or MetaLearner)(
         model, loss_fn, update_lr=update_lr, num_inner_steps=num_inner_steps, first_order=first_order,
-        meta_lr=meta_lr, clip_value=CLIP_VALUE.get(datasource), classification=classification, **extra)
+        meta_lr=meta_lr, clip_value=CLIP_VALUE.get(datasource), classification=classification, conv=conv,
+        jit_compile=jit_compile)
 
 
 # MiniImagenet trained on 15 query images per class whatever K; everything else on K.

@@ -11,8 +11,10 @@ import tensorflow as tf
 def mse(predictions, labels):
     """Mean squared error over the task's points (sinusoid): the original's
     mean((reshape(pred, [-1]) - reshape(label, [-1]))^2), on [..., points, outputs]."""
-    if predictions.shape != labels.shape:
-        raise ValueError(f"mse: predictions {predictions.shape} and labels {labels.shape} differ in shape")
+    predictions, labels = tf.convert_to_tensor(predictions), tf.convert_to_tensor(labels)
+    if predictions.shape.rank < 2 or not predictions.shape.is_compatible_with(labels.shape):
+        raise ValueError(f"mse: predictions {predictions.shape} and labels {labels.shape} must have one shape "
+                         "[..., points, outputs]")
     return tf.reduce_mean(tf.square(predictions - labels), axis=[-2, -1])
 
 

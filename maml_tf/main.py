@@ -114,6 +114,9 @@ def _validate():
         raise ValueError("--jit_compile compiles the single-device steps only: not with --distribute")
     if FLAGS.jit_compile and FLAGS.conv_method == "grouped":
         raise ValueError("--jit_compile: XLA recompiles grouped convolutions at every step; use another --conv_method")
+    if FLAGS.jit_compile and FLAGS.datasource != "sinusoid" and FLAGS.conv and FLAGS.max_pool and not FLAGS.stop_grad:
+        raise ValueError("--jit_compile with --max_pool needs --stop_grad: XLA's second derivative of max-pool is "
+                         "accurate to bfloat16 only (and XLA was slower on MiniImagenet anyway)")
     if FLAGS.test_tasks_file is not None and FLAGS["num_test_tasks"].present:
         raise ValueError("--num_test_tasks cannot be combined with --test_tasks_file (the file gives the tasks)")
 
@@ -141,7 +144,8 @@ def run_info(f=FLAGS):
     method = "oracle" if f.baseline == "oracle" else ("maml" if f.metatrain_iterations > 0 else "pretrain")
     return {"datasource": f.datasource, "method": method, "num_classes": f.num_classes, "conv": f.conv,
             "stop_grad": f.stop_grad, "num_updates": f.num_updates, "update_lr": f.update_lr,
-            "pretrain_iterations": f.pretrain_iterations, "metatrain_iterations": f.metatrain_iterations}
+            "pretrain_iterations": f.pretrain_iterations, "metatrain_iterations": f.metatrain_iterations,
+            "jit_compile": f.jit_compile}
 
 
 # Flags that describe what a run trains; resuming with another value is refused (iteration
@@ -268,6 +272,8 @@ def run():
                                            update_lr=FLAGS.update_lr, num_inner_steps=FLAGS.num_updates,
                                            first_order=FLAGS.stop_grad, meta_lr=FLAGS.meta_lr,
                                            conv=_conv_method(model, strategy, say), jit_compile=FLAGS.jit_compile)
+    if FLAGS.jit_compile:
+        say("Steps compiled by XLA (--jit_compile): the first step of each shape compiles first.")
     checkpointer = Checkpointer(run_dir, learner)
     if strategy is not None:
         from maml_tf.distributed import DistributedLearner

@@ -39,6 +39,9 @@ class MetaLearner:
         if jit_compile and "grouped" in (conv.values() if isinstance(conv, dict) else [conv]):
             raise ValueError("jit_compile: XLA recompiles grouped convolutions at every step (their inputs must be "
                              "compile-time constants); use another conv method")
+        if jit_compile and not first_order and any(isinstance(layer, keras.layers.MaxPooling2D) for layer in model.layers):
+            raise ValueError("jit_compile: XLA's second derivative of max-pool is accurate to bfloat16 only (its "
+                             "MaxPoolGradGrad); use first_order or leave jit_compile off")
         self.variables = list(model.trainable_variables)
         self.adaptable = [i for i, v in enumerate(self.variables) if not is_norm_variable(model, v)]
         # Built now so that an unsupported model fails at construction, not inside a trace.

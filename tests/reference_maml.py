@@ -2,7 +2,7 @@
 
 `ReferenceLearner` adapts one task at a time with the Keras model itself
 (`model.stateless_call` on each task's fast weights), through the same `maml.adapt_and_score`,
-and stacks the results: nothing of `batched_forward`, no task axis, no vectorised losses. Slow
+and stacks the results: nothing of `batched_forward`, no task axis, each loss on one task. Slow
 (a Python loop over tasks and tens of small ops per task per layer), but obviously what the
 paper's Algorithm 2 says, so the batched path must agree with it to round-off
 (tests/test_batched.py). tests/original/harness.py and benchmarks/meta_step.py use it too.

@@ -64,7 +64,7 @@ def _assert_same_gradients(reference, fast):
 @pytest.mark.parametrize("steps", [1, 2])
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_batched_meta_gradients_match_reference(case, steps, first_order):
-    """All tasks at once (weights with a task axis, one op per layer, vectorised losses) gives
+    """All tasks at once (weights with a task axis, one op per layer, losses over a task axis) gives
     each task's scores and the meta-gradient of the per-task loop over the Keras model."""
     batch = CASES[case][2]()
     results = []
