@@ -4,9 +4,10 @@ same tasks, and the largest difference of any task's numbers from the one-at-a-t
 
     python benchmarks/evaluation.py                        # all configurations, ~5 minutes
     python benchmarks/evaluation.py --configs=miniimagenet_5way_1shot --tasks=20 --per_call=1,4,10
+    python benchmarks/evaluation.py --xla --configs=omniglot_5way_1shot   # also compiled by XLA
 
 Random weights and images of the real sizes, 10 inner steps as the test runs them. Prints a
-markdown table; the speed-up is against 1 task per call in the same run.
+markdown table; the speed-up is against 1 task per call (graph) in the same run.
 """
 import os
 import sys
@@ -29,6 +30,7 @@ CONFIGS = {
 flags.DEFINE_list("configs", list(CONFIGS), "configurations")
 flags.DEFINE_integer("tasks", 40, "tasks evaluated by each variant")
 flags.DEFINE_list("per_call", ["1", "8", "40"], "tasks per call to compare")
+flags.DEFINE_bool("xla", False, "also time each tasks-per-call with the adaptation compiled by XLA (--jit_compile)")
 FLAGS = flags.FLAGS
 
 
@@ -58,29 +60,30 @@ def main(argv):
     import keras
     import numpy as np
 
-    from distribute import host
+    import host
     from maml_tf import evaluation, experiment
 
-    print(f"Host: {host()}; {FLAGS.tasks} tasks, 10 inner steps\n")
-    print("| configuration | tasks per call | tasks/s | speed-up | max difference from 1 per call |")
-    print("|---|---|---|---|---|")
+    print(f"Host: {host.describe()}, {os.cpu_count()} cores; {FLAGS.tasks} tasks, 10 inner steps\n")
+    print("| configuration | compiled | tasks per call | tasks/s | speed-up | max difference from 1 per call (graph) |")
+    print("|---|---|---|---|---|---|")
     for name in FLAGS.configs:
         datasource, n, k, _, alpha, options = CONFIGS[name]
-        keras.utils.set_random_seed(0)
-        model = experiment.build_model(datasource, num_classes=max(n, 2), **options)
-        learner = experiment.build_learner(model, datasource, update_batch_size=k, update_lr=alpha,
-                                           num_inner_steps=1)
         tasks = pool(name, FLAGS.tasks)
         reference, base = None, None
-        for per_call in (int(p) for p in FLAGS.per_call):
-            evaluation.evaluate_tasks(learner, tasks[:per_call], 10, tasks_per_call=per_call)  # trace
-            start = time.perf_counter()
-            rows = evaluation.evaluate_tasks(learner, tasks, 10, tasks_per_call=per_call)
-            rate = len(tasks) / (time.perf_counter() - start)
-            reference = rows if reference is None else reference
-            base = rate if base is None else base
-            print(f"| {name} | {per_call} | {rate:.1f} | {rate / base:.1f}x | {np.max(np.abs(rows - reference)):.2g} |",
-                  flush=True)
+        for jit_compile in (False, True) if FLAGS.xla else (False,):
+            keras.utils.set_random_seed(0)
+            model = experiment.build_model(datasource, num_classes=max(n, 2), **options)
+            learner = experiment.build_learner(model, datasource, update_batch_size=k, update_lr=alpha,
+                                               num_inner_steps=1, jit_compile=jit_compile)
+            for per_call in (int(p) for p in FLAGS.per_call):
+                evaluation.evaluate_tasks(learner, tasks[:per_call], 10, tasks_per_call=per_call)  # trace
+                start = time.perf_counter()
+                rows = evaluation.evaluate_tasks(learner, tasks, 10, tasks_per_call=per_call)
+                rate = len(tasks) / (time.perf_counter() - start)
+                reference = rows if reference is None else reference
+                base = rate if base is None else base
+                print(f"| {name} | {'XLA' if jit_compile else 'graph'} | {per_call} | {rate:.1f} | {rate / base:.1f}x | "
+                      f"{np.max(np.abs(rows - reference)):.2g} |", flush=True)
 
 
 if __name__ == "__main__":
