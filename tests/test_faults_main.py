@@ -20,6 +20,7 @@ from maml_tf.checkpoints import (Checkpointer, CheckpointDamagedError, Checkpoin
 from maml_tf.meta_learner import MetaLearner
 from maml_tf.sinusoid import SinusoidSampler
 from report.stop import GracefulStop, StopRequested
+from cli import run_main
 
 SINE_RUN = "cls_5.mbs_25.ubs_10.numstep1.updatelr0.01nonorm"
 
@@ -36,10 +37,6 @@ def _train(learner, checkpointer, total, start=0, **kwargs):
                    save_interval=20, **{"print_fn": lambda line: None, **kwargs})
 
 
-def _main(args, cwd, **kwargs):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    return subprocess.run([sys.executable, "-m", "maml_tf.main", *args], capture_output=True, text=True, cwd=cwd,
-                          env=env, timeout=600, **kwargs)
 
 
 def _last_line(result):
@@ -56,7 +53,7 @@ def _last_line(result):
 ])
 def test_bad_learning_rates_are_refused_before_anything_starts(tmp_path, repo_root, flag, message):
     """Seen before: --update_lr=nan and --meta_lr=-1 trained to the end and wrote NaN checkpoints."""
-    result = _main(["--flagfile=flags/sinusoid.flags", f"--logdir={tmp_path}", flag], repo_root)
+    result = run_main(["--flagfile=flags/sinusoid.flags", f"--logdir={tmp_path}", flag], repo_root)
     assert result.returncode == 1
     assert _last_line(result) == f"maml_tf.main: error: {message}"
     assert not os.listdir(tmp_path)
@@ -85,7 +82,7 @@ def test_non_finite_weights_are_never_saved(tmp_path):
 
 
 def test_cli_divergence_is_one_line_naming_the_flags(tmp_path, repo_root):
-    result = _main(["--flagfile=flags/sinusoid.flags", f"--logdir={tmp_path}", "--update_lr=1e6",
+    result = run_main(["--flagfile=flags/sinusoid.flags", f"--logdir={tmp_path}", "--update_lr=1e6",
                     "--metatrain_iterations=300"], repo_root)
     assert result.returncode == 1
     line = _last_line(result)
@@ -160,10 +157,10 @@ def test_checkpoints_are_found_without_the_state_file(two_checkpoints):
 
 def test_cli_test_on_a_damaged_checkpoint_is_one_line(tmp_path, repo_root):
     args = ["--flagfile=flags/sinusoid.flags", f"--logdir={tmp_path}", "--metatrain_iterations=5"]
-    assert _main(args, repo_root).returncode == 0
+    assert run_main(args, repo_root).returncode == 0
     run_dir = tmp_path / SINE_RUN
     _truncate(_data_file(run_dir, 5))
-    result = _main(args + ["--train=False", "--num_test_tasks=3"], repo_root)
+    result = run_main(args + ["--train=False", "--num_test_tasks=3"], repo_root)
     assert result.returncode == 1
     assert _last_line(result).startswith(f"maml_tf.main: error: {run_dir}/model-5 is damaged and cannot be read")
 
@@ -203,7 +200,7 @@ def test_a_failed_save_keeps_the_previous_checkpoint_and_leaves_no_files(two_che
 def test_cli_unwritable_logdir_fails_before_training(tmp_path, repo_root):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    result = _main(["--flagfile=flags/sinusoid.flags", f"--logdir={blocker}"], repo_root)
+    result = run_main(["--flagfile=flags/sinusoid.flags", f"--logdir={blocker}"], repo_root)
     assert result.returncode == 1
     assert _last_line(result).startswith(f"maml_tf.main: error: the run directory (--logdir) {blocker}/")
 
@@ -247,7 +244,7 @@ def test_cli_one_writer_per_run_graceful_stop_and_kill_9(tmp_path, repo_root):
     with status 143 after saving; a run killed with SIGKILL leaves no lock that blocks."""
     args = ["--flagfile=flags/sinusoid.flags", f"--logdir={tmp_path}", "--metatrain_iterations=1000000"]
     first = _start_training(args, repo_root)
-    second = _main(args, repo_root)
+    second = run_main(args, repo_root)
     assert second.returncode == 1
     assert _last_line(second).startswith(f"maml_tf.main: error: {tmp_path / SINE_RUN} is being written by "
                                          f"process {first.pid} on ")
@@ -263,7 +260,7 @@ def test_cli_one_writer_per_run_graceful_stop_and_kill_9(tmp_path, repo_root):
     third = _start_training(args, repo_root)
     third.kill()
     third.wait()
-    fourth = _main(args[:-1] + [f"--metatrain_iterations={saved + 2}"], repo_root)
+    fourth = run_main(args[:-1] + [f"--metatrain_iterations={saved + 2}"], repo_root)
     assert fourth.returncode == 0, fourth.stderr
     assert f"Resuming {tmp_path / SINE_RUN} from iteration {saved}" in fourth.stdout
 

@@ -3,9 +3,6 @@ the graph: the meta-gradient of eq. (1) through the inner step, second and first
 pretrained baseline's step and the test's adaptation, to float64 round-off; and the per-task
 losses it relies on (maml_tf/losses.py: one value per task, no vectorized_map) equal a loop over
 tasks."""
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -14,6 +11,7 @@ import tensorflow as tf
 from maml_tf import batched_forward, losses
 from maml_tf.meta_learner import MetaLearner
 from test_meta_gradients import _image_batch, _mlp, _regression_batch, _tiny_conv
+from cli import run_main
 
 # float64 on both sides: XLA fuses and reorders sums, so only round-off may differ.
 TOLERANCE = 1e-10
@@ -146,10 +144,6 @@ def test_mse_refuses_mismatched_shapes():
         losses.mse(tf.zeros([4, 1]), tf.zeros([4]))
 
 
-def _main(args, cwd):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    return subprocess.run([sys.executable, "-m", "maml_tf.main", *args], capture_output=True, text=True, cwd=cwd,
-                          env=env, timeout=600)
 
 
 @pytest.mark.parametrize("flag,message", [
@@ -161,7 +155,7 @@ def _main(args, cwd):
      "only (and XLA was slower on MiniImagenet anyway)"),
 ])
 def test_cli_refuses_what_xla_cannot_compile_in_one_line(tmp_path, repo_root, flag, message):
-    result = _main(["--flagfile=flags/sinusoid.flags", f"--logdir={tmp_path}", "--jit_compile", *flag.split()],
+    result = run_main(["--flagfile=flags/sinusoid.flags", f"--logdir={tmp_path}", "--jit_compile", *flag.split()],
                    repo_root)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].endswith(message)
@@ -171,12 +165,12 @@ def test_cli_trains_and_tests_with_xla(tmp_path, repo_root):
     """The paper's sinusoid command with --jit_compile trains, saves and tests end to end; the
     test's numbers equal those of the same checkpoint tested without XLA (float32 round-off)."""
     common = ["--flagfile=flags/sinusoid.flags", f"--logdir={tmp_path}"]
-    trained = _main(common + ["--jit_compile", "--metatrain_iterations=20"], repo_root)
+    trained = run_main(common + ["--jit_compile", "--metatrain_iterations=20"], repo_root)
     assert trained.returncode == 0, trained.stderr[-2000:]
     assert "Steps compiled by XLA (--jit_compile)" in trained.stdout + trained.stderr
     results = []
     for jit in ("--jit_compile", "--nojit_compile"):
-        tested = _main(common + [jit, "--train=False", "--num_test_tasks=5", "--update_batch_size=5",
+        tested = run_main(common + [jit, "--train=False", "--num_test_tasks=5", "--update_batch_size=5",
                                  "--train_update_batch_size=10"], repo_root)
         assert tested.returncode == 0, tested.stderr[-2000:]
         assert ("Steps compiled by XLA" in tested.stdout + tested.stderr) == (jit == "--jit_compile")

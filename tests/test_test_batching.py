@@ -1,27 +1,21 @@
 """`maml_tf.main --train=False --test_tasks_per_call=N` adapts N test tasks per call through the
 batched path and writes, per task, the numbers of the original's one-task-at-a-time test (the
 [600, steps + 1] pkl rows the csv summarises), to float32 round-off."""
-import os
 import pickle
-import subprocess
-import sys
 
 import numpy as np
+from cli import run_main
 
 
-def _main(args, cwd):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    return subprocess.run([sys.executable, "-m", "maml_tf.main", *args], capture_output=True, text=True, cwd=cwd,
-                          env=env, timeout=600)
 
 
 def test_batched_test_writes_the_one_at_a_time_rows(tmp_path, repo_root):
     common = ["--flagfile=flags/sinusoid.flags", f"--logdir={tmp_path}"]
-    trained = _main(common + ["--metatrain_iterations=20"], repo_root)
+    trained = run_main(common + ["--metatrain_iterations=20"], repo_root)
     assert trained.returncode == 0, trained.stderr[-2000:]
     rows = {}
     for per_call in (1, 40):
-        tested = _main(common + ["--train=False", "--num_test_tasks=80", "--update_batch_size=5",
+        tested = run_main(common + ["--train=False", "--num_test_tasks=80", "--update_batch_size=5",
                                  "--train_update_batch_size=10", f"--test_tasks_per_call={per_call}"], repo_root)
         assert tested.returncode == 0, tested.stderr[-2000:]
         pkl = next(tmp_path.rglob("test_ubs5_stepsize0.01.pkl"))
@@ -33,7 +27,7 @@ def test_batched_test_writes_the_one_at_a_time_rows(tmp_path, repo_root):
 
 
 def test_zero_tasks_per_call_is_refused_in_one_line(tmp_path, repo_root):
-    result = _main(["--flagfile=flags/sinusoid.flags", f"--logdir={tmp_path}", "--train=False",
+    result = run_main(["--flagfile=flags/sinusoid.flags", f"--logdir={tmp_path}", "--train=False",
                     "--test_tasks_per_call=0"], repo_root)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].endswith("--test_tasks_per_call must be >= 1, got 0")
