@@ -7,7 +7,9 @@ same tasks, and the largest difference of any task's numbers from the one-at-a-t
     python benchmarks/evaluation.py --xla --configs=omniglot_5way_1shot   # also compiled by XLA
 
 Random weights and images of the real sizes, 10 inner steps as the test runs them. Prints a
-markdown table; the speed-up is against 1 task per call (graph) in the same run.
+markdown table; the speed-up is against 1 task per call (graph) in the same run. Roofline:
+conv and dense FLOPs per task counted analytically from the model (`task_flops`) over the
+time, against the fp32 matmul peak measured at the start (benchmarks/host.py).
 """
 import os
 import sys
@@ -56,6 +58,26 @@ def pool(name, tasks):
     return batches
 
 
+def task_flops(model, n_support, n_query, steps):
+    """Conv and dense FLOPs of one test task (2 x multiply-adds; batch norm, ReLU, pooling and
+    losses not counted). With F_l layer l's forward FLOPs per example: each inner step runs the
+    support forward (F_l), the kernel gradient (F_l) and, past the first layer, the input
+    gradient (F_l); the query set is scored after each of the `steps` steps (F_l)."""
+    import keras
+
+    total = 0
+    for index, layer in enumerate(l for l in model.layers if isinstance(l, (keras.layers.Conv2D, keras.layers.Dense))):
+        kernel = 1
+        for size in layer.kernel.shape:
+            kernel *= int(size)
+        positions = 1
+        for size in layer.output.shape[1:-1]:  # output pixels of a conv, none for a dense layer
+            positions *= int(size)
+        forward = 2 * positions * kernel
+        total += steps * (n_support * forward * (3 if index else 2) + n_query * forward)
+    return total
+
+
 def main(argv):
     import keras
     import numpy as np
@@ -63,12 +85,16 @@ def main(argv):
     import host
     from maml_tf import evaluation, experiment
 
-    print(f"Host: {host.describe()}, {os.cpu_count()} cores; {FLAGS.tasks} tasks, 10 inner steps\n")
-    print("| configuration | compiled | tasks per call | tasks/s | speed-up | max difference from 1 per call (graph) |")
-    print("|---|---|---|---|---|---|")
+    peak = host.matmul_peak_gflops()
+    print(f"Host: {host.describe()}, {os.cpu_count()} cores; {FLAGS.tasks} tasks, 10 inner steps; "
+          f"fp32 matmul peak (TensorFlow 2048 x 2048, best of 5) {peak:.1f} GFLOP/s\n")
+    print("| configuration | compiled | tasks per call | tasks/s | speed-up | GFLOP per task (analytic) | "
+          "GFLOP/s (% of peak) | max difference from 1 per call (graph) |")
+    print("|---|---|---|---|---|---|---|---|")
     for name in FLAGS.configs:
-        datasource, n, k, _, alpha, options = CONFIGS[name]
+        datasource, n, k, query, alpha, options = CONFIGS[name]
         tasks = pool(name, FLAGS.tasks)
+        n_support, n_query = (k, query) if datasource == "sinusoid" else (n * k, n * query)
         reference, base = None, None
         for jit_compile in (False, True) if FLAGS.xla else (False,):
             keras.utils.set_random_seed(0)
@@ -82,7 +108,9 @@ def main(argv):
                 rate = len(tasks) / (time.perf_counter() - start)
                 reference = rows if reference is None else reference
                 base = rate if base is None else base
+                gflop = task_flops(model, n_support, n_query, 10) / 1e9
                 print(f"| {name} | {'XLA' if jit_compile else 'graph'} | {per_call} | {rate:.1f} | {rate / base:.1f}x | "
+                      f"{gflop:.3g} | {gflop * rate:.1f} ({100 * gflop * rate / peak:.0f}%) | "
                       f"{np.max(np.abs(rows - reference)):.2g} |", flush=True)
 
 
