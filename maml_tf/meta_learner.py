@@ -36,12 +36,8 @@ class MetaLearner:
         self.clip_value = clip_value
         self.classification = classification
         self.conv = conv  # how per-task convolutions run (`batched_forward`'s `conv`)
-        if jit_compile and "grouped" in (conv.values() if isinstance(conv, dict) else [conv]):
-            raise ValueError("jit_compile: XLA recompiles grouped convolutions at every step (their inputs must be "
-                             "compile-time constants); use another conv method")
-        if jit_compile and not first_order and any(isinstance(layer, keras.layers.MaxPooling2D) for layer in model.layers):
-            raise ValueError("jit_compile: XLA's second derivative of max-pool is accurate to bfloat16 only (its "
-                             "MaxPoolGradGrad); use first_order or leave jit_compile off")
+        if jit_compile:
+            _check_compilable(model, conv, first_order)
         self.variables = list(model.trainable_variables)
         self.adaptable = [i for i, v in enumerate(self.variables) if not is_norm_variable(model, v)]
         # Built now so that an unsupported model fails at construction, not inside a trace.
@@ -130,3 +126,12 @@ class MetaLearner:
         scores, _ = self._compiled_adapt_tasks(weights, support, query, steps)
         return maml.Scores(*(value.numpy() for value in scores))
 
+
+def _check_compilable(model, conv, first_order):
+    """Refuse, in one line, what XLA would compile wrongly or at every step."""
+    if "grouped" in (conv.values() if isinstance(conv, dict) else [conv]):
+        raise ValueError("jit_compile: XLA recompiles grouped convolutions at every step (their inputs must be "
+                         "compile-time constants); use another conv method")
+    if not first_order and any(isinstance(layer, keras.layers.MaxPooling2D) for layer in model.layers):
+        raise ValueError("jit_compile: XLA's second derivative of max-pool is accurate to bfloat16 only (its "
+                         "MaxPoolGradGrad); use first_order or leave jit_compile off")
