@@ -31,16 +31,26 @@ def evaluate_tasks(learner, batches, num_inner_steps, tasks_per_call=1, progress
 
 
 def _joined(batches, tasks_per_call):
-    """The batches (EpisodeBatch or other tuples of [tasks, ...] arrays), `tasks_per_call`
-    consecutive ones concatenated along the task axis."""
+    """The batches (EpisodeBatch or other tuples of [tasks, ...] arrays), up to `tasks_per_call`
+    consecutive ones concatenated along the task axis. A batch whose arrays are shaped unlike
+    the group's (an episode list's tasks may have other support or query sizes) starts a new
+    group: tasks are never reordered."""
     group = []
     for batch in batches:
+        if group and _shapes(batch) != _shapes(group[0]):
+            yield _concatenate(group)
+            group = []
         group.append(batch)
         if len(group) == tasks_per_call:
             yield _concatenate(group)
             group = []
     if group:
         yield _concatenate(group)
+
+
+def _shapes(batch):
+    """The shape of each array of a batch but its task axis."""
+    return [np.shape(array)[1:] for array in batch]
 
 
 def _concatenate(group):

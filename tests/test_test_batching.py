@@ -31,3 +31,36 @@ def test_zero_tasks_per_call_is_refused_in_one_line(tmp_path, repo_root):
                     "--test_tasks_per_call=0"], repo_root)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].endswith("--test_tasks_per_call must be >= 1, got 0")
+
+
+def test_tasks_of_other_sizes_go_in_calls_of_their_own():
+    """An episode list may give tasks other query sizes (episode_list checks them per task only):
+    consecutive tasks of one size share a call, a task of another size starts a new call, and the
+    rows come back in the tasks' order. (Joining them used to fail in np.concatenate, late in the
+    test, with a message naming neither the flag nor the file.)"""
+    from maml_tf import evaluation, maml
+    from maml_tf.episodes import EpisodeBatch
+
+    calls = []
+
+    class RecordingLearner:
+        classification = True
+
+        def evaluate(self, support, query, steps):
+            calls.append(query[0].shape[:2])
+            task_ids = support[0][:, 0, 0]
+            per_step = np.tile(task_ids[:, None], (1, steps))
+            return maml.Scores(support_loss=-task_ids, support_accuracy=task_ids, query_losses=-per_step,
+                               query_accuracies=per_step)
+
+    def task(task_id, query_per_class):
+        support = np.full((1, 5, 2), float(task_id))
+        return EpisodeBatch(support, np.zeros((1, 5, 5)), np.zeros((1, 5 * query_per_class, 2)),
+                            np.zeros((1, 5 * query_per_class, 5)))
+
+    sizes = [1, 1, 1, 2, 2, 1]
+    rows = evaluation.evaluate_tasks(RecordingLearner(), [task(i, q) for i, q in enumerate(sizes)], 3,
+                                     tasks_per_call=2)
+    assert calls == [(2, 5), (1, 5), (2, 10), (1, 5)]
+    np.testing.assert_array_equal(rows[:, 0], np.arange(6))
+    np.testing.assert_array_equal(rows[:, 1:], np.tile(np.arange(6.0)[:, None], (1, 3)))
