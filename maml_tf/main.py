@@ -48,7 +48,8 @@ flags.DEFINE_enum("conv_method", "auto", ["auto", "calibrate", "im2col", "per_ta
 flags.DEFINE_bool("jit_compile", False,
                   "compile the meta-steps and the test's adaptation with XLA (tf.function(jit_compile=True)): the "
                   "same computation to float32 round-off, faster on most configurations (README: speed); a few "
-                  "seconds to a minute of compiling at start. Not with --distribute or --conv_method=grouped.")
+                  "seconds to a minute of compiling at start. Not with --distribute or --conv_method=grouped, nor "
+                  "for second-order meta-training with --max_pool.")
 flags.DEFINE_bool("max_pool", False, "Whether or not to use max pooling rather than strided convolutions")
 flags.DEFINE_bool("stop_grad", False, "if True, do not use second derivatives in meta-optimization (for speed)")
 ## Logging, saving, and testing options
@@ -120,9 +121,10 @@ def _validate():
         raise ValueError("--jit_compile compiles the single-device steps only: not with --distribute")
     if FLAGS.jit_compile and FLAGS.conv_method == "grouped":
         raise ValueError("--jit_compile: XLA recompiles grouped convolutions at every step; use another --conv_method")
-    if FLAGS.jit_compile and FLAGS.datasource != "sinusoid" and FLAGS.conv and FLAGS.max_pool and not FLAGS.stop_grad:
-        raise ValueError("--jit_compile with --max_pool needs --stop_grad: XLA's second derivative of max-pool is "
-                         "accurate to bfloat16 only (and XLA was slower on MiniImagenet anyway)")
+    if (FLAGS.jit_compile and FLAGS.train and FLAGS.metatrain_iterations > 0 and FLAGS.datasource != "sinusoid"
+            and FLAGS.conv and FLAGS.max_pool and not FLAGS.stop_grad):
+        raise ValueError("--jit_compile: meta-training with --max_pool needs --stop_grad: XLA's second derivative "
+                         "of max-pool is accurate to bfloat16 only (and XLA was slower on MiniImagenet anyway)")
     if FLAGS.test_tasks_file is not None and FLAGS["num_test_tasks"].present:
         raise ValueError("--num_test_tasks cannot be combined with --test_tasks_file (the file gives the tasks)")
 
@@ -174,7 +176,8 @@ def test_flags(f=FLAGS):
 
 def _conv_method(model, strategy, say):
     """--conv_method as `batched_forward`'s `conv`; 'calibrate' measures each layer's methods
-    at the shapes this run feeds it (per replica when training, one task when testing)."""
+    at the shapes this run feeds it (per replica when training, --test_tasks_per_call tasks when
+    testing)."""
     from maml_tf import batched_forward
 
     if FLAGS.conv_method == "grouped" and not batched_forward.grouped_convolution_trains():
@@ -186,7 +189,7 @@ def _conv_method(model, strategy, say):
         return "auto"  # no convolutions to time
     from maml_tf import experiment
 
-    tasks = 1
+    tasks = FLAGS.test_tasks_per_call  # per replica, as the test's calls run
     if FLAGS.train:
         tasks = FLAGS.meta_batch_size // distribution.num_replicas(strategy)
     query = FLAGS.update_batch_size

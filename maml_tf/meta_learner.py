@@ -37,7 +37,7 @@ class MetaLearner:
         self.classification = classification
         self.conv = conv  # how per-task convolutions run (`batched_forward`'s `conv`)
         if jit_compile:
-            _check_compilable(model, conv, first_order)
+            _check_compilable(conv)
         self.variables = list(model.trainable_variables)
         self.adaptable = [i for i, v in enumerate(self.variables) if not is_norm_variable(model, v)]
         # Built now so that an unsupported model fails at construction, not inside a trace.
@@ -85,6 +85,8 @@ class MetaLearner:
         Returns the Scores' means over tasks. The query set is scored after every inner step
         only with `score_every_step`: the update is the same, those scores feed only logs (the
         original's training op never computed them; its summary fetches did)."""
+        if self.jit_compile:
+            _check_meta_step_compilable(self.model, self.first_order)  # at the first trace
         scores, gradients = self.meta_gradients(support, query, score_every_step)
         self.apply_meta_gradients(gradients)
         return scores.mean()
@@ -127,11 +129,17 @@ class MetaLearner:
         return maml.Scores(*(value.numpy() for value in scores))
 
 
-def _check_compilable(model, conv, first_order):
-    """Refuse, in one line, what XLA would compile wrongly or at every step."""
+def _check_compilable(conv):
+    """Refuse, in one line, what XLA would compile at every step."""
     if "grouped" in (conv.values() if isinstance(conv, dict) else [conv]):
         raise ValueError("jit_compile: XLA recompiles grouped convolutions at every step (their inputs must be "
                          "compile-time constants); use another conv method")
+
+
+def _check_meta_step_compilable(model, first_order):
+    """Refuse what XLA would get wrong in a meta-step: its second derivative of max-pool
+    (MaxPoolGradGrad) is accurate to bfloat16 only. Adaptation, testing and pretraining take
+    first derivatives only and are not refused."""
     if not first_order and any(isinstance(layer, keras.layers.MaxPooling2D) for layer in model.layers):
         raise ValueError("jit_compile: XLA's second derivative of max-pool is accurate to bfloat16 only (its "
-                         "MaxPoolGradGrad); use first_order or leave jit_compile off")
+                         "MaxPoolGradGrad); meta-train first order or leave jit_compile off")

@@ -74,19 +74,24 @@ def test_xla_refuses_grouped_convolutions():
                     conv="grouped", jit_compile=True)
 
 
-@pytest.mark.parametrize("first_order", [False, True])
-def test_xla_refuses_second_order_through_max_pool(first_order):
+def test_xla_refuses_only_the_second_order_meta_step_through_max_pool():
     """XLA's second derivative of max-pool (MaxPoolGradGrad) finds each window's maximum from the
     top 16 bits of the input: measured 2e-2 off the float64 meta-gradient in float32 (the graph:
-    1e-6). Second order through max-pool is refused; first order has no such term and compiles."""
-    def make():
+    1e-6). A second-order learner refuses its meta-step (at the first trace, by name); its test
+    adaptation and pretraining take first derivatives only, compile, and adapt as the graph does
+    (float64); a first-order learner's meta-step compiles."""
+    def make(first_order, jit_compile):
         return MetaLearner(_tiny_conv(max_pool=True), losses.summed_cross_entropy(2), update_lr=0.1,
-                           num_inner_steps=1, first_order=first_order, jit_compile=True)
-    if first_order:
-        assert make().jit_compile
-    else:
-        with pytest.raises(ValueError, match="max-pool"):
-            make()
+                           num_inner_steps=1, first_order=first_order, classification=True, jit_compile=jit_compile)
+    batch = _image_batch((16, 16, 2))
+    support, query = batch.support, batch.query
+    second = make(first_order=False, jit_compile=True)
+    with pytest.raises(ValueError, match="second derivative of max-pool"):
+        second.train_step(support, query)
+    graph = make(first_order=False, jit_compile=False)
+    assert _relative(second.evaluate(support, query, 2), graph.evaluate(support, query, 2)) < TOLERANCE
+    second.pretrain_step(support)
+    make(first_order=True, jit_compile=True).train_step(support, query)
 
 
 def test_build_learner_compiles_the_steps_it_is_asked_to():
@@ -151,14 +156,24 @@ def test_mse_refuses_mismatched_shapes():
     ("--conv_method=grouped", "--jit_compile: XLA recompiles grouped convolutions at every step; use another "
                               "--conv_method"),
     ("--datasource=miniimagenet --max_pool --num_filters=32",
-     "--jit_compile with --max_pool needs --stop_grad: XLA's second derivative of max-pool is accurate to bfloat16 "
-     "only (and XLA was slower on MiniImagenet anyway)"),
+     "--jit_compile: meta-training with --max_pool needs --stop_grad: XLA's second derivative of max-pool is "
+     "accurate to bfloat16 only (and XLA was slower on MiniImagenet anyway)"),
 ])
 def test_cli_refuses_what_xla_cannot_compile_in_one_line(tmp_path, repo_root, flag, message):
     result = run_main(["--flagfile=flags/sinusoid.flags", f"--logdir={tmp_path}", "--jit_compile", *flag.split()],
                    repo_root)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].endswith(message)
+
+
+@pytest.mark.parametrize("phase", ["--train=False", "--metatrain_iterations=0 --pretrain_iterations=5"])
+def test_cli_compiles_what_takes_first_derivatives_of_max_pool(tmp_path, repo_root, phase):
+    """Testing and pretraining a max-pool net take first derivatives only: --jit_compile is not
+    refused there (the run goes on to look for its data, which this test does not provide)."""
+    result = run_main(["--flagfile=flags/sinusoid.flags", f"--logdir={tmp_path}", "--jit_compile",
+                       "--datasource=miniimagenet", "--max_pool", "--num_filters=32", *phase.split()], repo_root)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "no miniImagenet folder" in result.stderr.strip().splitlines()[-1]
 
 
 def test_cli_trains_and_tests_with_xla(tmp_path, repo_root):

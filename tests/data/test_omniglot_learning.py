@@ -26,12 +26,16 @@ def test_short_omniglot_run_beats_chance(omniglot_data, tmp_path):
 
 def test_cli_calibrates_convolutions_then_trains(omniglot_prepared, tmp_path):
     """--conv_method=calibrate times the methods for each of the four convolutions at the run's
-    shapes, says which it keeps, and trains with them (two first-order iterations)."""
-    result = run_module("maml_tf.main", "--datasource=omniglot", f"--data_dir={omniglot_prepared}",
-                        f"--logdir={tmp_path}", "--num_classes=5", "--update_batch_size=1", "--meta_batch_size=4",
-                        "--update_lr=0.4", "--metatrain_iterations=2", "--stop_grad=True", "--conv_method=calibrate")
-    assert result.returncode == 0, result.stderr
-    line = next(line for line in result.stdout.splitlines() if line.startswith("Convolution methods"))
-    assert "4 tasks x (5, 5) examples" in line
-    for name in ("conv1", "conv2", "conv3", "conv4"):
-        assert any(f"{name} {m}" in line for m in ("im2col", "per_task", "grouped")), line
+    shapes, says which it keeps, and trains with them (two first-order iterations); the test
+    then calibrates at its own shapes, --test_tasks_per_call tasks per call."""
+    common = ["--datasource=omniglot", f"--data_dir={omniglot_prepared}", f"--logdir={tmp_path}", "--num_classes=5",
+              "--update_batch_size=1", "--meta_batch_size=4", "--update_lr=0.4", "--metatrain_iterations=2",
+              "--stop_grad=True", "--conv_method=calibrate"]
+    for phase, shapes in (([], "4 tasks x (5, 5) examples"),
+                          (["--train=False", "--num_test_tasks=3", "--test_tasks_per_call=3"], "3 tasks x (5, 5)")):
+        result = run_module("maml_tf.main", *common, *phase)
+        assert result.returncode == 0, result.stderr
+        line = next(line for line in result.stdout.splitlines() if line.startswith("Convolution methods"))
+        assert shapes in line, line
+        for name in ("conv1", "conv2", "conv3", "conv4"):
+            assert any(f"{name} {m}" in line for m in ("im2col", "per_task", "grouped")), line
