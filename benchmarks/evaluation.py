@@ -11,6 +11,7 @@ markdown table; the speed-up is against 1 task per call (graph) in the same run.
 conv and dense FLOPs per task counted analytically from the model (`task_flops`) over the
 time, against the fp32 matmul peak measured at the start (benchmarks/host.py).
 """
+import math
 import os
 import sys
 import time
@@ -65,15 +66,11 @@ def task_flops(model, n_support, n_query, steps):
     gradient (F_l); the query set is scored after each of the `steps` steps (F_l)."""
     import keras
 
+    products = [layer for layer in model.layers if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense))]
     total = 0
-    for index, layer in enumerate(l for l in model.layers if isinstance(l, (keras.layers.Conv2D, keras.layers.Dense))):
-        kernel = 1
-        for size in layer.kernel.shape:
-            kernel *= int(size)
-        positions = 1
-        for size in layer.output.shape[1:-1]:  # output pixels of a conv, none for a dense layer
-            positions *= int(size)
-        forward = 2 * positions * kernel
+    for index, layer in enumerate(products):
+        # output pixels of a conv (none for a dense layer) x the kernel's multiply-adds
+        forward = 2 * math.prod(layer.output.shape[1:-1]) * math.prod(layer.kernel.shape)
         total += steps * (n_support * forward * (3 if index else 2) + n_query * forward)
     return total
 
@@ -101,6 +98,7 @@ def main(argv):
             model = experiment.build_model(datasource, num_classes=max(n, 2), **options)
             learner = experiment.build_learner(model, datasource, update_batch_size=k, update_lr=alpha,
                                                num_inner_steps=1, jit_compile=jit_compile)
+            gflop = task_flops(model, n_support, n_query, 10) / 1e9
             for per_call in (int(p) for p in FLAGS.per_call):
                 evaluation.evaluate_tasks(learner, tasks[:per_call], 10, tasks_per_call=per_call)  # trace
                 start = time.perf_counter()
@@ -108,7 +106,6 @@ def main(argv):
                 rate = len(tasks) / (time.perf_counter() - start)
                 reference = rows if reference is None else reference
                 base = rate if base is None else base
-                gflop = task_flops(model, n_support, n_query, 10) / 1e9
                 print(f"| {name} | {'XLA' if jit_compile else 'graph'} | {per_call} | {rate:.1f} | {rate / base:.1f}x | "
                       f"{gflop:.3g} | {gflop * rate:.1f} ({100 * gflop * rate / peak:.0f}%) | "
                       f"{np.max(np.abs(rows - reference)):.2g} |", flush=True)

@@ -37,8 +37,6 @@ def _train(learner, checkpointer, total, start=0, **kwargs):
                    save_interval=20, **{"print_fn": lambda line: None, **kwargs})
 
 
-
-
 def _last_line(result):
     assert "Traceback" not in result.stderr, result.stderr
     return result.stderr.strip().splitlines()[-1]

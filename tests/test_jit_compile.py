@@ -149,8 +149,6 @@ def test_mse_refuses_mismatched_shapes():
         losses.mse(tf.zeros([4, 1]), tf.zeros([4]))
 
 
-
-
 @pytest.mark.parametrize("flag,message", [
     ("--distribute=mirrored", "--jit_compile compiles the single-device steps only: not with --distribute"),
     ("--conv_method=grouped", "--jit_compile: XLA recompiles grouped convolutions at every step; use another "

@@ -7,8 +7,6 @@ import numpy as np
 from cli import run_main
 
 
-
-
 def test_batched_test_writes_the_one_at_a_time_rows(tmp_path, repo_root):
     common = ["--flagfile=flags/sinusoid.flags", f"--logdir={tmp_path}"]
     trained = run_main(common + ["--metatrain_iterations=20"], repo_root)
