@@ -66,10 +66,10 @@ flags.DEFINE_string("data_dir", "./data", "folder holding omniglot_resized/ and 
 flags.DEFINE_integer("seed", 0, "seed for initial weights and training tasks (a resumed run draws the same tasks).")
 flags.DEFINE_integer("num_test_tasks", 600, "tasks in the test protocol (the original: 600; fewer only for smoke tests)")
 flags.DEFINE_integer("test_tasks_per_call", 1,
-                     "with --train=False: tasks adapted together per call (per replica) through the batched path; "
-                     "1 is the original's one at a time. Each task's numbers are the same up to float32 round-off "
-                     "(an accuracy can flip where two logits nearly tie); 40 made the sinusoid test about 20x "
-                     "faster and Omniglot 5-way about 3x (README: speed).")
+                     "with --train=False (refused when training): tasks adapted together per call (per replica) "
+                     "through the batched path; 1 is the original's one at a time. Each task's numbers are the "
+                     "same up to float32 round-off (an accuracy can flip where two logits nearly tie); 40 made the "
+                     "sinusoid test about 20x faster and Omniglot 5-way about 3x (README: speed).")
 flags.DEFINE_string("test_tasks_file", None, "with --train=False: evaluate exactly the tasks of this episode list "
                     "(format: maml_tf/episode_list.py) instead of the fixed seeded pool (Omniglot, MiniImagenet)")
 flags.DEFINE_string("write_test_tasks", None, "with --train=False: also write the tasks being evaluated (the seeded "
@@ -114,6 +114,9 @@ def _validate():
             raise ValueError(f"--{name} is for testing: add --train=False")
         if FLAGS.datasource == "sinusoid":
             raise ValueError(f"--{name} lists image episodes: only for --datasource=omniglot or miniimagenet")
+    if FLAGS.train and FLAGS.test_tasks_per_call != 1:
+        raise ValueError("--test_tasks_per_call is for testing: add --train=False (validation during training "
+                         "evaluates one meta-batch per call, as the original)")
     error = distribution.flag_error(FLAGS.distribute, FLAGS.cpu_replicas, join_timeout=FLAGS.join_timeout)
     if error:
         raise ValueError(error)

@@ -294,6 +294,7 @@ def parse():
     (["--datasource=omniglot", "--test_tasks_file=t.tsv"], "--test_tasks_file is for testing: add --train=False"),
     (["--datasource=omniglot", "--write_test_tasks=t.tsv"], "--write_test_tasks is for testing"),
     (["--train=False", "--test_tasks_file=t.tsv"], "--test_tasks_file lists image episodes: only for"),
+    (["--test_tasks_per_call=8"], "--test_tasks_per_call is for testing: add --train=False"),
     (["--train=False", "--datasource=omniglot", "--test_tasks_file=t.tsv", "--num_test_tasks=5"],
      "--num_test_tasks cannot be combined with --test_tasks_file"),
 ])
