@@ -217,6 +217,20 @@ def _write_test_tasks(test_tasks, tasks_source):
     print(f"Wrote the tasks to {FLAGS.write_test_tasks}")
 
 
+def starts_so_far(run_dir, start, speed_settings):
+    """run_info.json's "starts": every start of this run with the settings that change its speed
+    but not what it trains (they may differ between starts), this one last. A fresh run
+    (`start` 0) begins a new list."""
+    import json
+
+    starts = []
+    path = os.path.join(run_dir, RUN_INFO)
+    if start and os.path.exists(path):
+        with open(path) as f:  # read by check_resume_flags already: not damaged
+            starts = list(json.load(f).get("starts", []))
+    return starts + [{"iteration": start, **speed_settings}]
+
+
 def check_resume_flags(run_dir, flags_now):
     """Refuse to resume a run whose run_info.json records other training flags (naming each)."""
     import json
@@ -351,7 +365,9 @@ def run():
         if chief:
             checkpointer.remove_leftovers()
             remove_temporary_files(run_dir)
-            evaluation.write_json(os.path.join(run_dir, RUN_INFO), {**run_info(), "training_flags": training_flags()})
+            speed = {name: getattr(FLAGS, name) for name in ("jit_compile", "conv_method", "distribute")}
+            evaluation.write_json(os.path.join(run_dir, RUN_INFO), {**run_info(), "training_flags": training_flags(),
+                                                                   "starts": starts_so_far(run_dir, start, speed)})
         writer = ScalarWriter(run_dir, resumed_at=start) if FLAGS.log and chief else None
         say(f"Run directory: {run_dir}")
         say("Done initializing, starting training.")
