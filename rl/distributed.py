@@ -203,6 +203,7 @@ class DistributedMAMLTRPO(MAMLTRPO):
                                "adapted_params": adapted}
         stats["dLoss"] = stats["LossBefore"] - stats["LossAfter"]
         stats["EnvSteps"] = int(split.total(support_batch.num_steps + query_batch.num_steps))
+        stats["SampleTime"] = support_batch.seconds + query_batch.seconds  # this process's share
         stats["ItrTime"] = time.time() - start
         return stats
 

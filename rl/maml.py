@@ -216,9 +216,11 @@ def return_columns(returns, prefix):
 
 
 def finish_stats(stats, start, *batches):
-    """Close an iteration's statistics: dLoss, EnvSteps of `batches`, ItrTime since `start`."""
+    """Close an iteration's statistics: dLoss, EnvSteps of `batches` and the seconds spent
+    sampling them (SampleTime), ItrTime since `start`."""
     stats["dLoss"] = stats["LossBefore"] - stats["LossAfter"]
     stats["EnvSteps"] = sum(b.num_steps for b in batches)
+    stats["SampleTime"] = sum(b.seconds for b in batches)
     stats["ItrTime"] = time.time() - start
     return stats
 

@@ -28,6 +28,7 @@ Two budgets:
 """
 import dataclasses
 import heapq
+import time
 
 import numpy as np
 
@@ -43,6 +44,7 @@ class Batch:
     mask: np.ndarray          # [T, N, H] 1.0 where the step happened
     means: np.ndarray         # [T, N, H, act_dim] sampling policy's mean
     log_stds: np.ndarray      # [T, N, H, act_dim] sampling policy's log-std
+    seconds: float = 0.0      # wall time of the rollout that sampled it (env steps and policy calls)
 
     @property
     def num_steps(self):
@@ -100,6 +102,7 @@ def rollout(vec_env, tasks, num_trajs, horizon, act_fn, rng, steps_per_task=None
     """
     if collector_workers < 1:
         raise ValueError(f"collector_workers must be >= 1, got {collector_workers}")
+    began = time.perf_counter()
     tasks = np.asarray(tasks)
     n_tasks = len(tasks)
     n_envs = n_tasks * num_trajs
@@ -159,7 +162,9 @@ def rollout(vec_env, tasks, num_trajs, horizon, act_fn, rng, steps_per_task=None
     if noise is not None:
         noise.finish(loop_steps)
     kept = [_collected(task_paths, steps_per_task, collector_workers) for task_paths in paths]
-    return _pad(kept, horizon)
+    batch = _pad(kept, horizon)
+    batch.seconds = time.perf_counter() - began
+    return batch
 
 
 def _may_start(paths, task_of, path_index, t, running, e, k, workers, budget, min_length=0):

@@ -37,7 +37,7 @@ from report.stop import StopRequested
 from rl.run_io import RunError
 
 # Statistics that measure time, not the learning: never checked for divergence.
-_TIMING = ("ItrTime", "EnvSteps", "EnvStepsPerSec", "Time")
+_TIMING = ("ItrTime", "SampleTime", "EnvSteps", "EnvStepsPerSec", "Time")
 
 
 class Diverged(RunError, FloatingPointError):
@@ -238,11 +238,13 @@ def _train(config, logdir, strategy, job):
             eta = total_time / (itr - start + 1) * (n_itr - itr - 1)
             row = {"Iteration": itr, **stats, "EnvStepsPerSec": steps_per_s, "Time": time.time() - session_start}
             logging.info(
-                "itr %d/%d | pre %.2f | post %s | KL %s | loss %.5f -> %.5f | %.0f steps/s | %.1f s/itr | ETA %s",
+                "itr %d/%d | pre %.2f | post %s | KL %s | loss %.5f -> %.5f | %.0f steps/s | %.1f s/itr "
+                "(sampling %.1f) | ETA %s",
                 itr + 1, n_itr, stats["0AverageReturn"],
                 f"{stats['1AverageReturn']:.2f}" if "1AverageReturn" in stats else "-",
                 f"{stats['MeanKL']:.4f}" if "MeanKL" in stats else "-",
-                stats["LossBefore"], stats["LossAfter"], steps_per_s, stats["ItrTime"], format_duration(eta))
+                stats["LossBefore"], stats["LossAfter"], steps_per_s, stats["ItrTime"], stats["SampleTime"],
+                format_duration(eta))
             if not chief:
                 continue
             writer.scalars(itr, {k: v for k, v in row.items() if k != "Iteration"})

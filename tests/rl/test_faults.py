@@ -45,7 +45,7 @@ def _last_line(stderr):
 
 
 
-def _rows(logdir, drop=("ItrTime", "EnvStepsPerSec", "Time")):
+def _rows(logdir, drop=("ItrTime", "SampleTime", "EnvStepsPerSec", "Time")):
     with open(os.path.join(logdir, "progress.csv"), newline="") as f:
         return [{k: v for k, v in r.items() if k not in drop} for r in csv.DictReader(f)]
 

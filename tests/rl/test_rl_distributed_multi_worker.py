@@ -231,7 +231,7 @@ def test_sigterm_to_one_worker_stops_the_job_and_the_same_command_resumes(tmp_pa
     assert _rows(straight) == _rows(logdir) and len(_rows(logdir)) == k + 2
 
 
-def _rows(logdir, timing=("ItrTime", "EnvStepsPerSec", "Time")):
+def _rows(logdir, timing=("ItrTime", "SampleTime", "EnvStepsPerSec", "Time")):
     with open(os.path.join(logdir, "progress.csv"), newline="") as f:
         return [{c: v for c, v in r.items() if c not in timing} for r in csv.DictReader(f)]
 

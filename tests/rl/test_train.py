@@ -41,7 +41,8 @@ def _progress(logdir):
 
 def test_interrupted_run_resumes_exactly(tmp_path, small_config):
     """Two iterations straight, or one and a resumed second: the same weights bit for bit, the
-    same progress.csv rows (the RNG state is checkpointed), and the rllab columns present."""
+    same progress.csv rows (the RNG state is checkpointed), the rllab columns present, and the
+    sampling's share of each iteration (SampleTime, both batches' rollouts) within ItrTime."""
     SMALL = small_config
     straight, resumed = str(tmp_path / "a"), str(tmp_path / "b")
     run(dict(SMALL, n_itr=2), straight)
@@ -57,6 +58,7 @@ def test_interrupted_run_resumes_exactly(tmp_path, small_config):
     for column in ("Iteration", "0AverageReturn", "1AverageReturn", "LossBefore", "LossAfter",
                    "MeanKLBefore", "MeanKL", "dLoss", "EnvStepsPerSec"):
         assert column in rows_a[0]
+    assert all(0 < float(r["SampleTime"]) < float(r["ItrTime"]) for r in rows_a + rows_b)
     assert os.listdir(os.path.join(straight, "tb"))
 
 
