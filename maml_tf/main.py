@@ -217,35 +217,24 @@ def _write_test_tasks(test_tasks, tasks_source):
     print(f"Wrote the tasks to {FLAGS.write_test_tasks}")
 
 
-def starts_so_far(run_dir, start, speed_settings):
-    """run_info.json's "starts": every start of this run with the settings that change its speed
-    but not what it trains (they may differ between starts), this one last. A fresh run
-    (`start` 0) begins a new list."""
-    import json
-
-    starts = []
-    path = os.path.join(run_dir, RUN_INFO)
-    if start and os.path.exists(path):
-        with open(path) as f:  # read by check_resume_flags already: not damaged
-            starts = list(json.load(f).get("starts", []))
-    return starts + [{"iteration": start, **speed_settings}]
-
-
 def check_resume_flags(run_dir, flags_now):
-    """Refuse to resume a run whose run_info.json records other training flags (naming each)."""
+    """Refuse to resume a run whose run_info.json records other training flags (naming each).
+    Returns what run_info.json holds ({} for a new run)."""
     import json
 
     path = os.path.join(run_dir, RUN_INFO)
     if not os.path.exists(path):
-        return
+        return {}
     try:
         with open(path) as f:
-            recorded = json.load(f).get("training_flags", {})
+            info = json.load(f)
+        recorded = info.get("training_flags", {})
     except (ValueError, AttributeError) as e:
         raise ValueError(f"{path} is damaged ({e}); move it away to resume without the settings check") from None
     message = changed_settings(run_dir, recorded, flags_now, [k for k in flags_now if k in recorded])
     if message:
         raise ValueError(message)
+    return info
 
 
 _CHIEF = True  # False in the workers of a multi-worker job other than the chief
@@ -346,13 +335,13 @@ def run():
     # Only the chief writes to --logdir: its lock, checkpoints, logs and run_info.json.
     with contextlib.ExitStack() as stack:
         stop = stack.enter_context(GracefulStop())
-        start, failure = 0, None
+        start, failure, recorded = 0, None, {}
         if chief:
             try:
                 check_writable(run_dir, "the run directory (--logdir)")
                 stack.enter_context(RunLock(run_dir))
                 if FLAGS.resume:
-                    check_resume_flags(run_dir, training_flags())
+                    recorded = check_resume_flags(run_dir, training_flags())
                     start = checkpointer.restore_for_resume(warn=lambda message: print(message, file=sys.stderr))
             except Exception as e:  # reported below, once every process knows
                 failure = e
@@ -365,9 +354,12 @@ def run():
         if chief:
             checkpointer.remove_leftovers()
             remove_temporary_files(run_dir)
-            speed = {name: getattr(FLAGS, name) for name in ("jit_compile", "conv_method", "distribute")}
+            # Every start with the settings that change its speed but not what it trains.
+            starts = (recorded.get("starts", []) if start else []) + [
+                {"iteration": start, **{name: getattr(FLAGS, name) for name in ("jit_compile", "conv_method",
+                                                                                 "distribute")}}]
             evaluation.write_json(os.path.join(run_dir, RUN_INFO), {**run_info(), "training_flags": training_flags(),
-                                                                   "starts": starts_so_far(run_dir, start, speed)})
+                                                                   "starts": starts})
         writer = ScalarWriter(run_dir, resumed_at=start) if FLAGS.log and chief else None
         say(f"Run directory: {run_dir}")
         say("Done initializing, starting training.")

@@ -45,7 +45,7 @@ import tensorflow as tf
 from report.distribution import broadcast_from_chief, per_replica_count
 from rl import objectives as obj
 from rl import policy as pol
-from rl.maml import MAMLTRPO, return_columns
+from rl.maml import MAMLTRPO, finish_stats, return_columns
 from rl.sampler import SharedNoise
 
 SUM = tf.distribute.ReduceOp.SUM
@@ -201,10 +201,9 @@ class DistributedMAMLTRPO(MAMLTRPO):
         stats.update(self.step(support, split.per_replica(query), norms))
         self.last_iteration = {"tasks": tasks, "support_batch": support_batch, "query_batch": query_batch,
                                "adapted_params": adapted}
-        stats["dLoss"] = stats["LossBefore"] - stats["LossAfter"]
-        stats["EnvSteps"] = int(split.total(support_batch.num_steps + query_batch.num_steps))
-        stats["SampleTime"] = support_batch.seconds + query_batch.seconds  # this process's share
-        stats["ItrTime"] = time.time() - start
+        env_steps = int(split.total(support_batch.num_steps + query_batch.num_steps))
+        stats = finish_stats(stats, start, support_batch, query_batch)  # SampleTime: this process's
+        stats["EnvSteps"] = env_steps  # all processes'
         return stats
 
 
