@@ -265,7 +265,8 @@ def _stopped_message(signum, itr, start, state, strategy):
         saved = f"{state.latest_checkpoint} saved" if state.latest_checkpoint else "no iteration done yet"
     command = "the same command" if strategy is None or len(strategy.extended.worker_devices) == \
         strategy.num_replicas_in_sync else "the same command on every worker"
-    return (f"stopped by {signal_name(signum)} after {itr - start} iterations: {saved}; run {command} to resume "
+    return (f"stopped by {signal_name(signum)} after iteration {itr} ({itr - start} run by this start): {saved}; "
+            f"run {command} to resume "
             f"at iteration {itr}")
 
 

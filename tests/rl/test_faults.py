@@ -291,7 +291,7 @@ def test_a_stopped_run_resumes_bit_for_bit(tmp_path, tiny, straight, monkeypatch
         with pytest.raises(TrainingStopped) as info:
             run(dict(tiny, n_itr=3), logdir)
     assert isinstance(info.value, StopRequested) and info.value.exit_status == status
-    assert info.value.message.startswith(f"stopped by {signal.Signals(signum).name} after 1 iterations: ")
+    assert info.value.message.startswith(f"stopped by {signal.Signals(signum).name} after iteration 1 (1 run by this start): ")
     assert trained_weights(logdir)[1] == 1
     with caplog.at_level(logging.INFO):
         run(dict(tiny, n_itr=3), logdir)
