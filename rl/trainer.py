@@ -266,8 +266,7 @@ def _stopped_message(signum, itr, start, state, strategy):
     command = "the same command" if strategy is None or len(strategy.extended.worker_devices) == \
         strategy.num_replicas_in_sync else "the same command on every worker"
     return (f"stopped by {signal_name(signum)} after iteration {itr} ({itr - start} run by this start): {saved}; "
-            f"run {command} to resume "
-            f"at iteration {itr}")
+            f"run {command} to resume at iteration {itr}")
 
 
 def signal_name(signum):
