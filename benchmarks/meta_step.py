@@ -207,7 +207,9 @@ def _timed_paths(config, order, batch, peers):
             _warm("xla", step, result)
             paths.append(("xla", step))
         except Exception as error:  # noqa: BLE001  (reported in the table: XLA cannot compile this step)
-            result["xla_error"] = str(error).strip().splitlines()[0][:120]
+            # The reason is the message's last line (a refusal raised while tracing is wrapped in
+            # "in user code:" and the traceback of the traced function).
+            result["xla_error"] = [line.strip() for line in str(error).splitlines() if line.strip()][-1][:120]
     if FLAGS.reference:
         _reset_peak_rss()
         reference = _learner(config, order == "first", batched=False)
