@@ -1,0 +1,101 @@
+"""Does `--conv_method=auto` pick well on this host? One meta-step per convolution method,
+alternating in one process on the same batch, against `auto`'s size rule.
+
+    python benchmarks/conv_methods.py                          # Omniglot configurations, ~3 minutes
+    python benchmarks/conv_methods.py --configs=miniimagenet_5way_1shot --rounds=3
+    python benchmarks/conv_methods.py --xla                    # the steps compiled by XLA
+
+Each method of `batched_forward.CONV_METHODS` runs every per-task convolution of the network
+one way ('grouped' is left out under XLA, which recompiles it at every step); 'calibrate' is
+what `--conv_method=calibrate` chose at start on this host (its choice is printed). The step
+is `MetaLearner.train_step` scoring every inner step, on random inputs of the configuration's
+real sizes (`meta_step.CONFIGS`, `meta_step._batch`), as `benchmarks/meta_step.py` times it.
+Prints a markdown table; `auto / method` > 1 means the method beats the rule here. The flags
+are meta_step.py's (--configs, --orders, --rounds, --xla; the others are ignored here).
+"""
+import os
+import statistics
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+
+from absl import app, flags  # noqa: E402
+
+import meta_step  # noqa: E402  (its CONFIGS, inputs, and the flags reused here: --configs, --orders, --rounds, --xla)
+
+CONV_CONFIGS = ["omniglot_5way_1shot", "omniglot_5way_5shot", "omniglot_20way_1shot", "miniimagenet_5way_1shot",
+                "miniimagenet_5way_5shot"]
+FLAGS = flags.FLAGS
+FLAGS.set_default("configs", CONV_CONFIGS[:3])
+FLAGS.set_default("rounds", 8)
+
+
+def _learners(config, first_order, jit_compile):
+    """{method: MetaLearner} from the same seeded weights; 'calibrate' holds calibrate_convs' choice."""
+    import keras
+
+    from maml_tf import batched_forward, experiment
+
+    datasource, n, tasks, k, q, steps, alpha, options = config
+    methods = [m for m in batched_forward.CONV_METHODS if not (jit_compile and m == "grouped")] + ["calibrate"]
+    learners, chosen = {}, None
+    for method in methods:
+        keras.utils.set_random_seed(0)
+        model = experiment.build_model(datasource, num_classes=n, **options)
+        conv = method
+        if method == "calibrate":
+            conv = chosen = batched_forward.calibrate_convs(model, tasks, (n * k, n * q), jit_compile=jit_compile)
+        learners[method] = experiment.build_learner(model, datasource, update_batch_size=k, update_lr=alpha,
+                                                    num_inner_steps=steps, first_order=first_order, conv=conv,
+                                                    jit_compile=jit_compile)
+    return learners, chosen
+
+
+def _seconds(learner, batch):
+    start = time.perf_counter()
+    out = learner.train_step(batch[:2], batch[2:], True)
+    _ = float(out.support_loss)  # wait for the result
+    return time.perf_counter() - start
+
+
+def main(argv):
+    del argv
+    import numpy as np
+    import tensorflow as tf
+
+    import host
+
+    tf.get_logger().setLevel("ERROR")  # one trace per learner is the point here, not a retracing bug
+    unknown = sorted(set(FLAGS.configs) - set(CONV_CONFIGS))
+    if unknown:
+        raise app.UsageError(f"--configs: {unknown} not among {CONV_CONFIGS}")
+    print(f"Host: {host.describe()}, {os.cpu_count()} cores; {'XLA' if FLAGS.xla else 'graphs'}; "
+          f"{FLAGS.rounds} rounds", flush=True)
+    rows = []
+    for name in FLAGS.configs:
+        for order in FLAGS.orders:
+            batch = meta_step._batch(meta_step.CONFIGS[name], np.random.default_rng(0))
+            learners, chosen = _learners(meta_step.CONFIGS[name], order == "first", FLAGS.xla)
+            for learner in learners.values():
+                for _ in range(2):  # trace, then one more warm-up step
+                    _seconds(learner, batch)
+            times = {method: [] for method in learners}
+            for _ in range(FLAGS.rounds):
+                for method, learner in learners.items():
+                    times[method].append(_seconds(learner, batch))
+            auto = statistics.median(times["auto"])
+            print(f"{name} {order}: calibrate chose {chosen}", flush=True)
+            for method, seconds in times.items():
+                median = statistics.median(seconds)
+                rows.append(f"| {name} | {order} | {method} | {1e3 * median:.1f} / {1e3 * min(seconds):.1f} | "
+                            f"{auto / median:.2f}x |")
+    print("\n| configuration | order | method | median / min ms | auto / method |\n|---|---|---|---|---|")
+    print("\n".join(rows))
+
+
+if __name__ == "__main__":
+    app.run(main)
