@@ -69,10 +69,12 @@ class TRPOTrainer(Trainer):
     """A trainer whose update is a TRPO step on its `surrogate_and_kl(*data)`.
 
     jit_compile: compile the step's three functions (loss and KL, their gradients) with XLA
-    (`benchmarks/trpo_step.py` compares the two on the same data)."""
+    (`benchmarks/trpo_step.py` compares the two on the same data); None: `config.jit_compile`
+    (rl.train's --jit_compile)."""
 
-    def __init__(self, policy, vec_env, config, jit_compile=False):
+    def __init__(self, policy, vec_env, config, jit_compile=None):
         super().__init__(policy, vec_env, config)
+        jit_compile = config.jit_compile if jit_compile is None else jit_compile
         self.trpo = ConjugateGradientOptimizer(config.max_kl, config.cg_iters, config.cg_damping,
                                                hvp_base_eps=config.hvp_base_eps)
         compile = dict(reduce_retracing=True, jit_compile=jit_compile or None)
@@ -115,7 +117,7 @@ class MAMLTRPO(TRPOTrainer):
     `last_iteration` keeps the last iteration's tasks, batches and adapted parameters
     (read-only record for the equivalence tests)."""
 
-    def __init__(self, policy, vec_env, config, jit_compile=False):
+    def __init__(self, policy, vec_env, config, jit_compile=None):
         super().__init__(policy, vec_env, config, jit_compile)
         self.compiled_adapt = tf.function(self.adapt, reduce_retracing=True)
 

@@ -114,6 +114,40 @@ def test_resuming_with_other_training_settings_is_refused(tmp_path, small_config
     assert trained_weights(str(tmp_path))[1] == 2
 
 
+def test_jit_compiled_trpo_step_takes_the_graph_step(tmp_path, small_config):
+    """--jit_compile (XLA for the TRPO step's loss, KL and their gradients) changes round-off
+    only: in float64 one meta-iteration from the same weights and seed moves the policy to the
+    same parameters as the graph step (1e-9 relative; a different CG direction or line-search
+    count would differ at 1e-2). It is a speed setting: a graph run resumes under XLA and back,
+    and config.json records the latest."""
+    def one_iteration(jit_compile):
+        policy = Policy(2, 2, hidden_sizes=(16, 16), dtype="float64", seed=3)
+        learner = MAMLTRPO(policy, make_vec_env("point", 4 * 5),
+                           TrainConfig(fast_lr=0.5, meta_batch_size=4, fast_batch_size=5, batch_in_steps=False,
+                                       jit_compile=jit_compile))
+        # The flag reaches the compiled functions (tf.function keeps it as _jit_compile).
+        assert all(bool(f._jit_compile) is jit_compile for f in (learner.compiled_surrogate_and_kl,
+                                                                 learner.surrogate_gradient, learner.kl_gradient))
+        start = [p.numpy().copy() for p in policy.params]
+        stats = learner.iteration(np.random.default_rng(0))
+        return start, [p.numpy() for p in policy.params], stats
+
+    start, graph, graph_stats = one_iteration(False)
+    _, xla, xla_stats = one_iteration(True)
+    assert graph_stats["Backtracks"] == xla_stats["Backtracks"]
+    assert max(np.abs(g - s).max() for g, s in zip(graph, start)) > 1e-4  # the step moved the policy
+    for g, x in zip(graph, xla):
+        np.testing.assert_allclose(x, g, rtol=1e-9, atol=1e-12)
+
+    config = dict(small_config, meta_batch_size=2, fast_batch_size=2, max_path_length=10, hidden_sizes=[8, 8])
+    run(dict(config, n_itr=1), str(tmp_path))
+    run(dict(config, n_itr=2, jit_compile=True), str(tmp_path))
+    run(dict(config, n_itr=3), str(tmp_path))
+    assert trained_weights(str(tmp_path))[1] == 3
+    with open(os.path.join(str(tmp_path), "config.json")) as f:
+        assert json.load(f)["jit_compile"] is False
+
+
 def test_pretrain_mode_takes_adam_steps_on_support_loss(tmp_path, small_config):
     """--mode=pretrain: no query batch, and every Adam step lowers the support batch's loss."""
     SMALL = small_config
@@ -133,6 +167,8 @@ def _train_cli(*args):
     (["--mode=metalearn"], "--mode='metalearn' must be one of"),
     (["--fast_lr=-0.5"], "--fast_lr must be > 0"),
     (["--hidden_sizes=100,x"], "--hidden_sizes must be comma-separated integers"),
+    (["--jit_compile", "--distribute=mirrored", "--cpu_replicas=2"],
+     "--jit_compile is not supported with --distribute=mirrored"),
 ])
 def test_bad_flags_give_one_line_error(tmp_path, args, message):
     """A bad flag: one line `rl.train: error: ...`, no traceback, no run directory."""
