@@ -60,8 +60,8 @@ class TrainConfig:
         "steps per task instead of 20).", absent=1)
     jit_compile: bool = _setting(
         False, "Compile the TRPO step's loss, KL and their gradients with XLA (same algorithm, "
-        "float32 round-off differs; faster on some hosts, see benchmarks/trpo_step.py). Not with "
-        "--distribute.", resumable=True, absent=False)
+        "float32 round-off differs; faster on some hosts, see benchmarks/trpo_step.py). Modes maml "
+        "and oracle; not with --distribute.", resumable=True, absent=False)
     batch_in_steps: bool = _setting(
         True, "Count each task's batch in steps like rllab (whole paths until fast_batch_size * "
         "max_path_length steps; early-terminating paths give more paths); "

@@ -77,6 +77,8 @@ def validate(f):
         return f"--join_timeout must be >= 0 (got {f.join_timeout}; 0 waits forever)"
     if f.distribute != "none" and f.mode != "maml":
         return f"--distribute={f.distribute} is for --mode=maml (got --mode={f.mode})"
+    if f.jit_compile and f.mode not in ("maml", "oracle"):
+        return f"--jit_compile compiles the TRPO step, which --mode={f.mode} does not take (maml and oracle do)"
     if f.distribute != "none" and f.jit_compile:
         return f"--jit_compile is not supported with --distribute={f.distribute} (it runs its gradients as graphs)"
     return distribution.flag_error(f.distribute, f.cpu_replicas)

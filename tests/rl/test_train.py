@@ -169,6 +169,7 @@ def _train_cli(*args):
     (["--hidden_sizes=100,x"], "--hidden_sizes must be comma-separated integers"),
     (["--jit_compile", "--distribute=mirrored", "--cpu_replicas=2"],
      "--jit_compile is not supported with --distribute=mirrored"),
+    (["--jit_compile", "--mode=pretrain"], "--jit_compile compiles the TRPO step, which --mode=pretrain does not take"),
 ])
 def test_bad_flags_give_one_line_error(tmp_path, args, message):
     """A bad flag: one line `rl.train: error: ...`, no traceback, no run directory."""
