@@ -34,6 +34,7 @@ the machine's fp32 matmul peak measured at the start (TensorFlow 2048 x 2048 mat
 import json
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -207,9 +208,11 @@ def _timed_paths(config, order, batch, peers):
             _warm("xla", step, result)
             paths.append(("xla", step))
         except Exception as error:  # noqa: BLE001  (reported in the table: XLA cannot compile this step)
-            # The reason is the message's last line (a refusal raised while tracing is wrapped in
-            # "in user code:" and the traceback of the traced function).
-            result["xla_error"] = [line.strip() for line in str(error).splitlines() if line.strip()][-1][:120]
+            # A refusal raised while tracing comes wrapped in "in user code:" and the traced
+            # function's traceback: its reason is the last "...Error: " line.
+            lines = [line.strip() for line in str(error).splitlines() if line.strip()] or [type(error).__name__]
+            reasons = [line for line in lines if re.match(r"\w+Error: ", line)]
+            result["xla_error"] = (reasons[-1] if lines[0] == "in user code:" and reasons else lines[0])[:120]
     if FLAGS.reference:
         _reset_peak_rss()
         reference = _learner(config, order == "first", batched=False)

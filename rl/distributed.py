@@ -140,6 +140,8 @@ class DistributedMAMLTRPO(MAMLTRPO):
     whole batch."""
 
     def __init__(self, policy, vec_env, config, strategy, split=None):
+        if config.jit_compile:
+            raise ValueError("jit_compile: the distributed trainer runs its all-reduced gradients as graphs")
         self.strategy = strategy
         self.split = TaskSplit(strategy, config.meta_batch_size) if split is None else split
         super().__init__(policy, vec_env, config)

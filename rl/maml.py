@@ -40,6 +40,7 @@ class Trainer:
         if vec_env.num_envs != self.envs_needed(config):
             raise ValueError(f"vec_env must have {self.envs_needed(config)} envs (tasks x fast_batch_size)")
         self.policy, self.vec_env, self.config = policy, vec_env, config
+        self.pad_steps_to = 1  # the loss inputs' step axis: see TRPOTrainer
 
     def envs_needed(self, config):
         """The vec env's size: meta_batch_size * fast_batch_size (all tasks' trajectories at once)."""
@@ -53,7 +54,8 @@ class Trainer:
         steps_per_task = c.fast_batch_size * c.max_path_length if c.batch_in_steps else None
         batch = rollout(self.vec_env, tasks, c.fast_batch_size, c.max_path_length, self.policy.act_fn(params), rng,
                         steps_per_task, new_task, collector_workers=c.collector_workers, noise=noise)
-        return batch, obj.loss_inputs(batch, c.discount, c.gae_lambda, self.policy.dtype, pool_tasks)
+        return batch, obj.loss_inputs(batch, c.discount, c.gae_lambda, self.policy.dtype, pool_tasks,
+                                      self.pad_steps_to)
 
     def sample_support(self, rng):
         """Start of every iteration: the tasks, and their support batch sampled with theta
@@ -75,6 +77,9 @@ class TRPOTrainer(Trainer):
     def __init__(self, policy, vec_env, config, jit_compile=None):
         super().__init__(policy, vec_env, config)
         jit_compile = config.jit_compile if jit_compile is None else jit_compile
+        # XLA compiles once per input shape, and where paths end early (point, ant) each batch's
+        # step count differs: padded (masked) to a multiple of the horizon, a few shapes recur.
+        self.pad_steps_to = config.max_path_length if jit_compile else 1
         self.trpo = ConjugateGradientOptimizer(config.max_kl, config.cg_iters, config.cg_damping,
                                                hvp_base_eps=config.hvp_base_eps)
         compile = dict(reduce_retracing=True, jit_compile=jit_compile or None)

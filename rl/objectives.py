@@ -11,11 +11,12 @@ from rl import advantages as adv_lib
 from rl import policy as pol
 
 
-def loss_inputs(batch, discount, gae_lambda, dtype, pool_tasks=False):
+def loss_inputs(batch, discount, gae_lambda, dtype, pool_tasks=False, pad_steps_to=1):
     """The loss inputs of a sampled `rl.sampler.Batch`: its advantages (`rl.advantages.process_batch`:
-    per task, or over all tasks' paths pooled) and its packed steps, as `dtype` tensors."""
+    per task, or over all tasks' paths pooled) and its packed steps, as `dtype` tensors (the step
+    axis padded, masked, to a multiple of `pad_steps_to`)."""
     advantages = adv_lib.process_batch(batch, discount, gae_lambda, pool_tasks=pool_tasks)
-    return {k: tf.constant(v, dtype=dtype) for k, v in batch.compact(advantages).items()}
+    return {k: tf.constant(v, dtype=dtype) for k, v in batch.compact(advantages, pad_steps_to).items()}
 
 
 def _masked_mean(x, mask, axis=None):

@@ -69,22 +69,23 @@ class Batch:
         t, n, h = self.mask.shape
         return {k: getattr(self, k).reshape((t, n * h) + getattr(self, k).shape[3:]) for k in _KEYS}
 
-    def compact(self, advantages):
+    def compact(self, advantages, multiple=1):
         """Loss inputs (`rl.objectives`): the `flat` arrays and `advantages` [T, N, H], every
         task's valid steps packed to the front, [T, M, ...], M = the largest step count of a
-        task; 'mask' marks the valid entries."""
+        task rounded up to a multiple of `multiple`; 'mask' marks the valid entries."""
         data = self.flat()
         t = self.mask.shape[0]
         data["advantages"] = advantages.reshape(t, -1)
         valid = data["mask"] > 0
         counts = valid.sum(1)
+        steps = -(-int(counts.max()) // multiple) * multiple
         out = {}
         for key, value in data.items():
-            packed = np.zeros((t, counts.max()) + value.shape[2:])
+            packed = np.zeros((t, steps) + value.shape[2:])
             for i in range(t):
                 packed[i, :counts[i]] = value[i][valid[i]]
             out[key] = packed
-        out["mask"] = (np.arange(counts.max())[None] < counts[:, None]).astype(np.float64)
+        out["mask"] = (np.arange(steps)[None] < counts[:, None]).astype(np.float64)
         return out
 
 

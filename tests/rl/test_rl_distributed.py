@@ -159,6 +159,14 @@ def test_two_replicas_make_the_single_device_meta_update(strategy, dtype, tolera
     assert np.linalg.norm(update) > 1e-3 * np.linalg.norm(theta0)  # a real step was taken
 
 
+def test_the_distributed_trainer_refuses_jit_compile(strategy):
+    """Its all-reduced gradients are graphs of their own: asked for XLA (TrainConfig.jit_compile,
+    which rl.train refuses with --distribute), it says so instead of running without it."""
+    config = TrainConfig(meta_batch_size=4, fast_batch_size=5, batch_in_steps=False, jit_compile=True)
+    with pytest.raises(ValueError, match="jit_compile: the distributed trainer"):
+        DistributedMAMLTRPO(Policy(2, 2, seed=3), make_vec_env("point", 4 * 5), config, strategy)
+
+
 def test_a_run_resumes_with_another_replica_count(tmp_path, small_config, strategy):
     """rl.train's run: iteration 0 on 2 replicas, then the same run resumed on one device (and
     the replica count is no training setting: config.json does not record it). Iteration 0's

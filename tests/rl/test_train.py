@@ -133,7 +133,7 @@ def test_jit_compiled_trpo_step_takes_the_graph_step(tmp_path, small_config):
         return start, [p.numpy() for p in policy.params], stats
 
     start, graph, graph_stats = one_iteration(False)
-    _, xla, xla_stats = one_iteration(True)
+    _, xla, xla_stats = one_iteration(True)  # its loss inputs padded to a multiple of the horizon
     assert graph_stats["Backtracks"] == xla_stats["Backtracks"]
     assert max(np.abs(g - s).max() for g, s in zip(graph, start)) > 1e-4  # the step moved the policy
     for g, x in zip(graph, xla):
@@ -146,6 +146,30 @@ def test_jit_compiled_trpo_step_takes_the_graph_step(tmp_path, small_config):
     assert trained_weights(str(tmp_path))[1] == 3
     with open(os.path.join(str(tmp_path), "config.json")) as f:
         assert json.load(f)["jit_compile"] is False
+
+
+def test_padding_the_step_axis_changes_no_loss_or_gradient(small_learner):
+    """Under --jit_compile each batch's step axis is padded (mask 0) to a multiple of the horizon,
+    so that XLA meets a few shapes rather than a new one per iteration: in float64 the meta-
+    surrogate, the KL (`MAMLTRPO.surrogate_and_kl`) and the KL gradient the HVPs take are the
+    same as on the unpadded batch (1e-12). (Here every path runs the whole horizon, so the
+    multiple is 64 for the padding to add steps.)"""
+    from rl import objectives as obj
+
+    learner, c = small_learner, small_learner.config
+    rng = np.random.default_rng(0)
+    tasks = learner.vec_env.sample_tasks(c.meta_batch_size, rng)
+    batches = [learner.sample(tasks, rng)[0] for _ in range(2)]  # support, query
+    plain = [obj.loss_inputs(b, c.discount, c.gae_lambda, tf.float64) for b in batches]
+    padded = [obj.loss_inputs(b, c.discount, c.gae_lambda, tf.float64, pad_steps_to=64) for b in batches]
+    for p, q in zip(plain, padded):
+        steps = p["mask"].shape[1]
+        assert q["mask"].shape[1] == -(-steps // 64) * 64 > steps
+        assert float(tf.reduce_sum(q["mask"])) == float(tf.reduce_sum(p["mask"]))
+    for a, b in zip(learner.surrogate_and_kl(*plain), learner.surrogate_and_kl(*padded)):
+        np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=1e-12)
+    np.testing.assert_allclose(learner.kl_gradient(*padded)[1].numpy(), learner.kl_gradient(*plain)[1].numpy(),
+                               rtol=1e-12, atol=1e-15)
 
 
 def test_pretrain_mode_takes_adam_steps_on_support_loss(tmp_path, small_config):
