@@ -16,7 +16,6 @@ are meta_step.py's (--configs, --orders, --rounds, --xla; the others are ignored
 import os
 import statistics
 import sys
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -55,13 +54,6 @@ def _learners(config, first_order, jit_compile):
     return learners, chosen
 
 
-def _seconds(learner, batch):
-    start = time.perf_counter()
-    out = learner.train_step(batch[:2], batch[2:], True)
-    _ = float(out.support_loss)  # wait for the result
-    return time.perf_counter() - start
-
-
 def main(argv):
     del argv
     import numpy as np
@@ -83,15 +75,14 @@ def main(argv):
             try:
                 for learner in learners.values():
                     for _ in range(2):  # trace, then one more warm-up step
-                        _seconds(learner, batch)
+                        meta_step._step_seconds(learner, batch)
             except ValueError as error:  # MetaLearner's one-line refusal (XLA, second order through max-pool)
-                reason = [line for line in str(error).splitlines() if "Error: " in line] or [str(error)]
-                print(f"{name} {order}: refused: {reason[-1].strip()}", flush=True)
+                print(f"{name} {order}: refused: {meta_step.failure_reason(error)}", flush=True)
                 continue
             times = {method: [] for method in learners}
             for _ in range(FLAGS.rounds):
                 for method, learner in learners.items():
-                    times[method].append(_seconds(learner, batch))
+                    times[method].append(meta_step._step_seconds(learner, batch))
             auto = statistics.median(times["auto"])
             print(f"{name} {order}: calibrate chose {chosen}", flush=True)
             for method, seconds in times.items():

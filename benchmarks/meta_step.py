@@ -168,6 +168,14 @@ def run_check(spec):
     return {"config": name, "order": order, "weights_checksum": _weights_checksum(ours32), **result}
 
 
+def failure_reason(error):
+    """An exception's reason in one line. A refusal raised while tracing comes wrapped in "in
+    user code:" and the traced function's traceback: its reason is the last "...Error: " line."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()] or [type(error).__name__]
+    reasons = [line for line in lines if re.match(r"\w+Error: ", line)]
+    return reasons[-1] if lines[0] == "in user code:" and reasons else lines[0]
+
+
 def _step_seconds(learner, batch, score_every_step=True):
     start = time.perf_counter()
     out = learner.train_step(batch[:2], batch[2:], score_every_step)
@@ -208,11 +216,7 @@ def _timed_paths(config, order, batch, peers):
             _warm("xla", step, result)
             paths.append(("xla", step))
         except Exception as error:  # noqa: BLE001  (reported in the table: XLA cannot compile this step)
-            # A refusal raised while tracing comes wrapped in "in user code:" and the traced
-            # function's traceback: its reason is the last "...Error: " line.
-            lines = [line.strip() for line in str(error).splitlines() if line.strip()] or [type(error).__name__]
-            reasons = [line for line in lines if re.match(r"\w+Error: ", line)]
-            result["xla_error"] = (reasons[-1] if lines[0] == "in user code:" and reasons else lines[0])[:120]
+            result["xla_error"] = failure_reason(error)[:120]
     if FLAGS.reference:
         _reset_peak_rss()
         reference = _learner(config, order == "first", batched=False)
