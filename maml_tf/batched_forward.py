@@ -16,6 +16,7 @@ Anything else in the model raises `UnsupportedModelError` rather than computing 
 """
 import math
 import time
+from typing import NamedTuple
 
 import keras
 import tensorflow as tf
@@ -32,6 +33,12 @@ CONV_METHODS = ("auto", "im2col", "per_task", "grouped")
 
 def batched_forward(model, conv="auto"):
     """forward(weights, x[tasks, n, ...]) -> [tasks, n, outputs] for the given Keras model.
+
+    A dense kernel may be a `LowRankKernel` (an adapted kernel kept factored). With
+    `taps` ({dense kernel index: tensor shaped that layer's output [tasks, n, out]}),
+    `forward(weights, x, taps)` adds each tap to its layer's output (before the bias; zeros
+    change nothing, and the gradient with respect to a tap is the loss's gradient with respect
+    to that layer's output) and returns (outputs, {kernel index: that layer's input}).
 
     `conv` picks how a convolution with per-task kernels runs: "im2col" (one batched matmul
     for all tasks; best for many tasks with little work each, e.g. Omniglot), "per_task" (one
@@ -52,11 +59,17 @@ def batched_forward(model, conv="auto"):
     steps = [_step(layer, index, conv if methods is None else methods.get(layer.name, "auto")) for layer in layers]
     steps = [s for s in steps if s is not None]
 
-    def forward(weights, x):
+    def forward(weights, x, taps=None):
         x = tf.convert_to_tensor(x)
+        layer_inputs = {}
         for step in steps:
-            x = step(weights, x)
-        return x
+            kernel = getattr(step, "kernel", None)
+            if taps is not None and kernel in taps:
+                layer_inputs[kernel] = x
+                x = step(weights, x) + taps[kernel]
+            else:
+                x = step(weights, x)
+        return x if taps is None else (x, layer_inputs)
 
     return forward
 
@@ -133,13 +146,41 @@ def _channels(w, x):
     return w
 
 
+class LowRankKernel(NamedTuple):
+    """A dense layer's per-task adapted kernels, kept factored rather than as a [tasks, in, out]
+    tensor: base + sum_j left_j^T right_j, with `base` [in, out] shared by all tasks and each
+    left_j [tasks, r, in], right_j [tasks, r, out]. An inner step of a dense layer y = x W + b
+    moves W by -lr x_s^T dL/dy_s, whose rank is the support size r (`maml.inner_loop`).
+    The layer then computes x base + sum_j (x left_j^T) right_j: the same function, never
+    materialising a kernel per task."""
+
+    base: tf.Tensor
+    left: tuple = ()
+    right: tuple = ()
+
+    def plus(self, left, right):
+        """This kernel + left^T right (per task)."""
+        return LowRankKernel(self.base, self.left + (left,), self.right + (right,))
+
+    def rank(self):
+        return sum(int(factor.shape[1]) for factor in self.left)
+
+
 def _dense(kernel, bias):
     def step(weights, x):
         w, b = weights[kernel], weights[bias]
-        # [T, n, in] x [T, in, out] (batched) or x [in, out] (shared, broadcast over tasks).
-        y = tf.linalg.matmul(x, w)
+        if isinstance(w, LowRankKernel):
+            # The shared base as one matmul over all tasks' rows, then the per-task low-rank terms.
+            tasks, n, features = x.shape
+            y = tf.reshape(tf.linalg.matmul(tf.reshape(x, [tasks * n, features]), w.base), [tasks, n, w.base.shape[-1]])
+            for left, right in zip(w.left, w.right):
+                y = y + tf.linalg.matmul(tf.linalg.matmul(x, left, transpose_b=True), right)
+        else:
+            # [T, n, in] x [T, in, out] (batched) or x [in, out] (shared, broadcast over tasks).
+            y = tf.linalg.matmul(x, w)
         return y + _channels(b, y)
 
+    step.kernel = kernel
     return step
 
 

@@ -29,7 +29,7 @@ class Scores(NamedTuple):
         return Scores(*(tf.reduce_mean(value, axis=0) for value in self))
 
 
-def inner_loop(forward, loss, weights, support, lr, steps, first_order=False, adaptable=None):
+def inner_loop(forward, loss, weights, support, lr, steps, first_order=False, adaptable=None, low_rank=()):
     """`steps` gradient steps on the support loss, the paper's inner update (Section 2.2,
     Algorithm 2 line 7) repeated:
 
@@ -40,42 +40,61 @@ def inner_loop(forward, loss, weights, support, lr, steps, first_order=False, ad
     (the original's --stop_grad). With a [tasks] loss the gradient of its sum holds each task's
     own gradient, since task t's loss depends only on slice t of the adapted weights.
 
+    `low_rank` lists dense kernels (among `adaptable`) given as `batched_forward.LowRankKernel`s,
+    on the batched path. For a dense layer y = x W + b on the support inputs x_s,
+    grad_W L = x_s^T dL/dy_s, so the step is kept as the factor pair (x_s, -lr dL/dy_s): the
+    same update, of rank the support size, without a [tasks, in, out] kernel per task. dL/dy_s
+    is the gradient with respect to a zero tap on the layer's output (`forward(.., taps)`).
+
     Returns (the support outputs before the first step, [the weights after step 1, ..., steps]).
     """
     if steps < 1:
         raise ValueError(f"the inner loop needs at least one step, got steps={steps}")
     inputs, labels = support
     adaptable = range(len(weights)) if adaptable is None else adaptable
+    dense = [i for i in adaptable if i in low_rank]
+    plain = [i for i in adaptable if i not in low_rank]
     fast, trajectory, first_outputs = list(weights), [], None
     for _ in range(steps):
-        moving = [fast[i] for i in adaptable]
+        moving = [fast[i] for i in plain]
+        taps = {i: tf.zeros([*inputs.shape[:2], fast[i].base.shape[-1]], fast[i].base.dtype) for i in dense}
         with tf.GradientTape(watch_accessed_variables=False) as tape:
-            tape.watch(moving)
-            outputs = forward(fast, inputs)
+            tape.watch(moving + list(taps.values()))
+            if taps:
+                outputs, layer_inputs = forward(fast, inputs, taps)
+            else:
+                outputs = forward(fast, inputs)
             total = tf.reduce_sum(loss(outputs, labels))
         first_outputs = outputs if first_outputs is None else first_outputs
-        gradients = tape.gradient(total, moving)
+        gradients = tape.gradient(total, moving + list(taps.values()))
+        factors = [(layer_inputs[i], -lr * g) for i, g in zip(dense, gradients[len(plain):])]
+        gradients = gradients[:len(plain)]
         if first_order:
             gradients = [tf.stop_gradient(g) for g in gradients]
+            factors = [(tf.stop_gradient(x), tf.stop_gradient(d)) for x, d in factors]
         fast = list(fast)
-        for i, w, g in zip(adaptable, moving, gradients):
+        for i, w, g in zip(plain, moving, gradients):
             fast[i] = w - lr * g
+        for i, (x, d) in zip(dense, factors):
+            fast[i] = fast[i].plus(x, d)
         trajectory.append(fast)
     return first_outputs, trajectory
 
 
 def adapt_and_score(forward, loss, accuracy, weights, support, query, lr, steps, first_order=False, adaptable=None,
-                    score_every_step=True):
+                    score_every_step=True, low_rank=()):
     """Adapt to the support set (`inner_loop`), then score the query set with the adapted
     weights after every step, or after the last one only (`score_every_step=False`: the
     intermediate scores feed nothing but logs, and with 5 steps they cost about as much as the
     rest).
 
+    `low_rank`: dense kernels whose steps stay factored (`inner_loop`).
+
     Returns (Scores, the query loss after the last step). The latter is that step's own tensor,
     not a slice of the stacked scores: through the stack, an outer gradient would carry zeros
     back through every earlier query pass (and their second-order terms) at full cost.
     """
-    support_outputs, trajectory = inner_loop(forward, loss, weights, support, lr, steps, first_order, adaptable)
+    support_outputs, trajectory = inner_loop(forward, loss, weights, support, lr, steps, first_order, adaptable, low_rank)
     query_inputs, query_labels = query
     outputs = [forward(w, query_inputs) for w in (trajectory if score_every_step else trajectory[-1:])]
     query_losses = [loss(o, query_labels) for o in outputs]

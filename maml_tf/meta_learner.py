@@ -9,9 +9,19 @@ import keras
 import tensorflow as tf
 
 from maml_tf import maml
-from maml_tf.batched_forward import batched_forward
+from maml_tf.batched_forward import LowRankKernel, batched_forward
 from maml_tf.losses import accuracy, zero_accuracy
 from maml_tf.models import is_norm_variable, stateless_forward
+
+
+# How adapted dense kernels are kept: chosen per layer by their size, as a [tasks, in, out]
+# tensor, or factored (`LowRankKernel`).
+DENSE_METHODS = ("auto", "materialised", "low_rank")
+# 'auto' factors a dense kernel when its factors are at most this fraction of its size. Measured
+# (benchmarks/dense_methods.py): the Omniglot non-conv step (factors 3-16 % of each hidden
+# kernel) runs 2.5-3x faster factored; the sinusoid's 40x40 layer (factors half its size) gains
+# nothing, its step being op overhead.
+LOW_RANK_MAX_FRACTION = 0.25
 
 
 class MetaLearner:
@@ -24,7 +34,7 @@ class MetaLearner:
     """
 
     def __init__(self, model, loss_fn, *, update_lr, num_inner_steps, first_order=False, meta_lr=1e-3,
-                 clip_value=None, classification=False, conv="auto", jit_compile=False):
+                 clip_value=None, classification=False, conv="auto", dense="auto", jit_compile=False):
         if num_inner_steps < 1:
             raise ValueError(f"num_inner_steps must be at least 1 (MAML adapts before its meta-loss), "
                              f"got {num_inner_steps}")
@@ -36,10 +46,15 @@ class MetaLearner:
         self.clip_value = clip_value
         self.classification = classification
         self.conv = conv  # how per-task convolutions run (`batched_forward`'s `conv`)
+        if dense not in DENSE_METHODS:
+            raise ValueError(f"dense must be one of {DENSE_METHODS}, got {dense!r}")
+        self.dense = dense  # how adapted dense kernels are kept (`low_rank_kernels`)
         if jit_compile:
             _check_compilable(conv)
         self.variables = list(model.trainable_variables)
         self.adaptable = [i for i, v in enumerate(self.variables) if not is_norm_variable(model, v)]
+        kernels = {id(layer.kernel) for layer in model.layers if isinstance(layer, keras.layers.Dense)}
+        self._dense_kernels = {i for i, v in enumerate(self.variables) if id(v) in kernels}
         # Built now so that an unsupported model fails at construction, not inside a trace.
         self._forward = self._build_forward(model)
         # Two optimisers, as the original built separate Adam ops for pretraining and meta-training.
@@ -67,12 +82,29 @@ class MetaLearner:
         support = tuple(tf.convert_to_tensor(t) for t in support)
         query = tuple(tf.convert_to_tensor(t) for t in query)
         tasks = support[0].shape[0]
+        low_rank = self.low_rank_kernels(support[0].shape[1], steps)
         fast = list(weights)
         for i in self.adaptable:
-            fast[i] = tf.broadcast_to(tf.expand_dims(fast[i], 0), [tasks, *fast[i].shape])
+            if i in low_rank:
+                fast[i] = LowRankKernel(fast[i])
+            else:
+                fast[i] = tf.broadcast_to(tf.expand_dims(fast[i], 0), [tasks, *fast[i].shape])
         return maml.adapt_and_score(self._forward, self.loss_fn, self.task_accuracy, fast, support,
                                     query, self.update_lr, steps, self.first_order, self.adaptable,
-                                    score_every_step)
+                                    score_every_step, low_rank)
+
+    def low_rank_kernels(self, support_size, steps):
+        """The dense kernels whose adapted values stay factored (`LowRankKernel`) for this many
+        support examples per task and inner steps: under dense='auto' those whose factors hold
+        at most LOW_RANK_MAX_FRACTION of the kernel's elements, rank x (in + out) against
+        in x out with rank = support size x steps (Omniglot's non-conv hidden layers: 784x256
+        against rank 5); none under 'materialised', all under 'low_rank'. The same function
+        either way, to round-off."""
+        if self.dense == "materialised":
+            return ()
+        rank = support_size * steps
+        return tuple(i for i, v in enumerate(self.variables) if i in self._dense_kernels and (
+            self.dense == "low_rank" or rank * sum(v.shape) <= LOW_RANK_MAX_FRACTION * v.shape[0] * v.shape[1]))
 
     def meta_gradients(self, support, query, score_every_step=True):
         """(per-task Scores, the meta-gradient for each trainable variable) after

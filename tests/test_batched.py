@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 from maml_tf import batched_forward as batched_forward_module
-from maml_tf import losses, models
+from maml_tf import experiment, losses, models
 from maml_tf.batched_forward import UnsupportedModelError, batched_forward
 from maml_tf.episodes import EpisodeBatch
 from maml_tf.meta_learner import MetaLearner
@@ -81,11 +81,66 @@ def test_batched_meta_gradients_match_reference(case, steps, first_order):
     _assert_same_gradients(ref_grads, fast_grads)
 
 
-@pytest.mark.parametrize("case", ["sinusoid_mlp", "omniglot_conv_batch_norm", "miniimagenet_conv_max_pool",
-                                  "fc_batch_norm"])
-def test_batched_second_order_matches_finite_differences(case):
+@pytest.mark.parametrize("case,dense", [("sinusoid_mlp", "auto"), ("omniglot_conv_batch_norm", "auto"),
+                                        ("miniimagenet_conv_max_pool", "auto"), ("fc_batch_norm", "materialised"),
+                                        ("fc_batch_norm", "low_rank")])
+def test_batched_second_order_matches_finite_differences(case, dense):
     """(First order is not a derivative of the meta-loss; it is covered by the reference match.)"""
-    _check_against_finite_differences(_learner(case, True, num_inner_steps=2), CASES[case][2](), directions=2)
+    _check_against_finite_differences(_learner(case, True, num_inner_steps=2, dense=dense), CASES[case][2](),
+                                      directions=2)
+
+
+@pytest.mark.parametrize("first_order", [False, True], ids=["second_order", "first_order"])
+@pytest.mark.parametrize("steps", [1, 3])
+@pytest.mark.parametrize("case", ["sinusoid_mlp", "fc_batch_norm", "fc_layer_norm", "omniglot_conv_batch_norm"])
+def test_low_rank_dense_kernels_match_reference(case, steps, first_order):
+    """Every dense kernel adapted in factored form (dense='low_rank': W - lr sum_j x_j^T dL/dy_j
+    kept as its factors, `LowRankKernel`, dL/dy_j through a zero tap on the layer's output) gives
+    each task's scores and the meta-gradient of the per-task loop over the Keras model, which
+    materialises each task's kernel W - lr grad_W L: the same inner update (Algorithm 2, line 7),
+    second order through x_j and dL/dy_j, first order with both stopped."""
+    batch = CASES[case][2]()
+    reference = _learner(case, False, num_inner_steps=steps, first_order=first_order)
+    factored = _learner(case, True, num_inner_steps=steps, first_order=first_order, dense="low_rank")
+    assert factored.low_rank_kernels(batch.support[0].shape[1], steps)  # the conv net: its output layer
+    (ref_scores, ref_grads), (scores, grads) = (learner.meta_gradients(batch.support, batch.query)
+                                                for learner in (reference, factored))
+    for key, expected, got in zip(ref_scores._fields, ref_scores, scores):
+        np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-10, atol=1e-12, err_msg=key)
+    _assert_same_gradients(ref_grads, grads)
+
+
+def test_low_rank_evaluation_matches_reference():
+    """The test protocol's adaptation (more steps than training) with factored dense kernels:
+    each task's scores after 1..4 steps as the per-task loop's."""
+    batch = CASES["fc_batch_norm"][2]()
+    results = [_learner("fc_batch_norm", batched, num_inner_steps=1, **({"dense": "low_rank"} if batched else {}))
+               .evaluate(batch.support, batch.query, 4) for batched in (False, True)]
+    for key, reference, got in zip(results[0]._fields, *results):
+        np.testing.assert_allclose(got, reference, rtol=1e-10, atol=1e-12, err_msg=key)
+
+
+def test_auto_factors_the_large_dense_kernels_only():
+    """dense='auto' keeps a dense kernel factored when its factors (rank = support size x steps)
+    hold at most a quarter of its elements: Omniglot non-conv 5-way 1-shot (784-256-128-64-64-5,
+    5 support images, 1 step) factors its four hidden kernels, not the 64x5 output; the sinusoid
+    (1-40-40-1, 10 points) none; 'materialised' none and 'low_rank' all."""
+    def learner(datasource, dense="auto", **options):
+        model = experiment.build_model(datasource, **options)
+        return experiment.build_learner(model, datasource, update_batch_size=1, update_lr=0.4, num_inner_steps=1,
+                                        dense=dense)
+
+    nonconv = learner("omniglot", conv=False)
+    kernels = [i for i, v in enumerate(nonconv.variables) if "kernel" in v.path]
+    assert nonconv.low_rank_kernels(5, 1) == tuple(kernels[:4])
+    assert nonconv.low_rank_kernels(20, 1) == tuple(kernels[:2])  # rank 20: 784x256 and 256x128
+    assert nonconv.low_rank_kernels(20, 5) == ()  # 20-way, 5 steps: rank 100
+    assert learner("sinusoid", norm="None").low_rank_kernels(10, 1) == ()
+    assert learner("omniglot", conv=False, dense="materialised").low_rank_kernels(5, 1) == ()
+    assert learner("omniglot", conv=False, dense="low_rank").low_rank_kernels(5, 1) == tuple(kernels)
+    assert learner("omniglot").low_rank_kernels(5, 1) == ()  # the conv net's 64x5 output layer
+    with pytest.raises(ValueError, match="dense must be one of"):
+        learner("sinusoid", norm="None", dense="factored")
 
 
 @pytest.mark.parametrize("conv", ["im2col", "per_task", "grouped"])

@@ -17,14 +17,15 @@ from cli import run_main
 TOLERANCE = 1e-10
 
 
-def _learners(case, first_order=False, steps=1, conv="im2col"):
+def _learners(case, first_order=False, steps=1, conv="im2col", dense="auto"):
     """Two learners on the same weights and data, the second compiled by XLA."""
     if case == "sinusoid_mlp":
         make, loss, batch, classification = _mlp, losses.mse, _regression_batch(), False
     else:
         make, loss, batch, classification = ((lambda: _tiny_conv("batch_norm")), losses.summed_cross_entropy(2),
                                              _image_batch((7, 7, 1)), True)
-    options = dict(update_lr=0.1, num_inner_steps=steps, first_order=first_order, classification=classification)
+    options = dict(update_lr=0.1, num_inner_steps=steps, first_order=first_order, classification=classification,
+                   dense=dense)
     graph = MetaLearner(make(), loss, conv=conv if case != "sinusoid_mlp" else "auto", **options)
     xla = MetaLearner(make(), loss, conv=conv if case != "sinusoid_mlp" else "auto", jit_compile=True, **options)
     return graph, xla, batch
@@ -38,15 +39,17 @@ def _relative(ours, theirs):
     return max(np.abs(a - b).max() for a, b in zip(ours, theirs)) / scale
 
 
-@pytest.mark.parametrize("case,first_order,steps", [
-    ("sinusoid_mlp", False, 1), ("sinusoid_mlp", True, 1),
-    ("conv_batch_norm", False, 2), ("conv_batch_norm", True, 1),
+@pytest.mark.parametrize("case,first_order,steps,dense", [
+    ("sinusoid_mlp", False, 1, "auto"), ("sinusoid_mlp", True, 1, "auto"),
+    ("sinusoid_mlp", False, 2, "low_rank"),
+    ("conv_batch_norm", False, 2, "auto"), ("conv_batch_norm", True, 1, "auto"),
 ])
-def test_xla_meta_gradient_equals_the_graphs(case, first_order, steps):
+def test_xla_meta_gradient_equals_the_graphs(case, first_order, steps, dense):
     """d/d theta sum_T L_T(f_theta'_T) (eq. 1), theta' after `steps` inner steps, compiled by XLA
     equals the graph's; for the conv net second order this needs batched_forward._window (TF's
-    XLA gradient of Slice has no gradient itself)."""
-    graph, xla, batch = _learners(case, first_order, steps)
+    XLA gradient of Slice has no gradient itself); dense='low_rank': the factored dense
+    kernels and their zero taps compile too."""
+    graph, xla, batch = _learners(case, first_order, steps, dense=dense)
     compiled = tf.function(xla.meta_gradients, jit_compile=True)
     scores_g, grads_g = graph.meta_gradients(batch.support, batch.query)
     scores_x, grads_x = compiled(batch.support, batch.query)

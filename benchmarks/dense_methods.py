@@ -1,0 +1,88 @@
+"""Does `MetaLearner(dense='auto')` pick well on this host? One meta-step with the adapted dense
+kernels materialised per task ([tasks, in, out]) and one with them kept factored
+(`batched_forward.LowRankKernel`), alternating in one process on the same batch, against `auto`.
+
+    python benchmarks/dense_methods.py                 # the sinusoid and Omniglot non-conv, ~2 minutes
+    python benchmarks/dense_methods.py --xla           # the steps compiled by XLA
+
+The step is `MetaLearner.train_step` scoring every inner step, on random inputs of the
+configuration's real sizes (`meta_step.CONFIGS`, `meta_step._batch`), as `benchmarks/meta_step.py`
+times it. Prints a markdown table; `auto / method` > 1 means the method beats the rule here.
+The flags are meta_step.py's (--configs, --orders, --rounds, --xla; the others are ignored here).
+"""
+import os
+import statistics
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+
+from absl import app, flags  # noqa: E402
+
+import meta_step  # noqa: E402  (its CONFIGS, inputs, and the flags reused here: --configs, --orders, --rounds, --xla)
+
+DENSE_CONFIGS = ["sinusoid", "omniglot_nonconv_5way_1shot"]
+FLAGS = flags.FLAGS
+FLAGS.set_default("configs", DENSE_CONFIGS)
+FLAGS.set_default("rounds", 15)
+
+
+def _learners(config, first_order, jit_compile):
+    """{method: MetaLearner} from the same seeded weights, one per `meta_learner.DENSE_METHODS`."""
+    import keras
+
+    from maml_tf import experiment
+    from maml_tf.meta_learner import DENSE_METHODS
+
+    datasource, n, _, k, _, steps, alpha, options = config
+    learners = {}
+    for method in DENSE_METHODS:
+        keras.utils.set_random_seed(0)
+        model = experiment.build_model(datasource, num_classes=n, **options)
+        learners[method] = experiment.build_learner(model, datasource, update_batch_size=k, update_lr=alpha,
+                                                    num_inner_steps=steps, first_order=first_order, dense=method,
+                                                    jit_compile=jit_compile)
+    return learners
+
+
+def main(argv):
+    del argv
+    import numpy as np
+    import tensorflow as tf
+
+    import host
+
+    tf.get_logger().setLevel("ERROR")  # one trace per learner is the point here, not a retracing bug
+    unknown = sorted(set(FLAGS.configs) - set(DENSE_CONFIGS))
+    if unknown:
+        raise app.UsageError(f"--configs: {unknown} not among {DENSE_CONFIGS}")
+    print(f"Host: {host.describe()}, {os.cpu_count()} cores; {'XLA' if FLAGS.xla else 'graphs'}; "
+          f"{FLAGS.rounds} rounds", flush=True)
+    rows = []
+    for name in FLAGS.configs:
+        config = meta_step.CONFIGS[name]
+        for order in FLAGS.orders:
+            batch = meta_step._batch(config, np.random.default_rng(0))
+            learners = _learners(config, order == "first", FLAGS.xla)
+            for learner in learners.values():
+                for _ in range(2):  # trace, then one more warm-up step
+                    meta_step._step_seconds(learner, batch)
+            times = {method: [] for method in learners}
+            for _ in range(FLAGS.rounds):
+                for method, learner in learners.items():
+                    times[method].append(meta_step._step_seconds(learner, batch))
+            auto = statistics.median(times["auto"])
+            factored = learners["auto"].low_rank_kernels(config[1] * config[3], config[5])
+            print(f"{name} {order}: auto factors kernels {list(factored)} of the trainable variables", flush=True)
+            for method, seconds in times.items():
+                median = statistics.median(seconds)
+                rows.append(f"| {name} | {order} | {method} | {1e3 * median:.1f} / {1e3 * min(seconds):.1f} | "
+                            f"{auto / median:.2f}x |")
+    print("\n| configuration | order | dense kernels | median / min ms | auto / method |\n|---|---|---|---|---|")
+    print("\n".join(rows))
+
+
+if __name__ == "__main__":
+    app.run(main)
