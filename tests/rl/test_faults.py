@@ -293,7 +293,8 @@ def test_a_stopped_run_resumes_bit_for_bit(tmp_path, tiny, straight, monkeypatch
     assert isinstance(info.value, StopRequested) and info.value.exit_status == status
     assert info.value.message.startswith(f"stopped by {signal.Signals(signum).name} after iteration 1 (1 run by this start): ")
     assert trained_weights(logdir)[1] == 1
-    with caplog.at_level(logging.INFO):
+    # absl's own logger: a test of another module may have left absl at WARNING in this process.
+    with caplog.at_level(logging.INFO, logger="absl"):
         run(dict(tiny, n_itr=3), logdir)
     _assert_same_run(straight, logdir)
     line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("itr 2/3"))
