@@ -251,7 +251,6 @@ def run():
     from report.tensorboard import ScalarWriter
 
     global _CHIEF
-    _validate()
     # First: a multi-worker strategy must exist before TensorFlow runs anything else.
     strategy = distribution.make_strategy(
         FLAGS.distribute, FLAGS.cpu_replicas, FLAGS.join_timeout,
@@ -389,6 +388,10 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)  # hide checkpoint-saver INFO chatter
     if len(argv) > 1:
         exit_with_error("maml_tf.main", f"unexpected arguments: {' '.join(argv[1:])}")
+    try:
+        _validate()  # before TensorFlow is imported: a bad flag is one line at once
+    except ValueError as e:
+        exit_with_error("maml_tf.main", str(e))
     distribution.quiet_lost_worker_logs(FLAGS.distribute)
     from maml_tf.checkpoints import CheckpointDamagedError, CheckpointNotFoundError, CheckpointWriteError
     from report.run_lock import RunLockedError

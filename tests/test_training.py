@@ -97,6 +97,18 @@ def _main(args, cwd):
                           cwd=cwd, env=env, timeout=600)
 
 
+def test_cli_refuses_bad_flags_before_importing_tensorflow(repo_root):
+    """A bad flag is one line at once: main() validates the flags before anything imports
+    TensorFlow (whose import takes seconds). `-X importtime` lists every module imported."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    result = subprocess.run([sys.executable, "-X", "importtime", "-m", "maml_tf.main", "--meta_batch_size=0"],
+                            capture_output=True, text=True, cwd=repo_root, env=env, timeout=600)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == "maml_tf.main: error: --meta_batch_size must be >= 1, got 0"
+    imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")}
+    assert "absl.flags" in imported and "tensorflow" not in imported and "keras" not in imported
+
+
 def test_cli_test_without_checkpoint_fails_with_one_line(tmp_path, repo_root):
     result = _main(["--flagfile=flags/sinusoid_test5.flags", f"--logdir={tmp_path}"], repo_root)
     assert result.returncode != 0
