@@ -36,9 +36,9 @@ def batched_forward(model, conv="auto"):
 
     A dense kernel may be a `LowRankKernel` (an adapted kernel kept factored). With
     `taps` ({dense kernel index: tensor shaped that layer's output [tasks, n, out]}),
-    `forward(weights, x, taps)` adds each tap to its layer's output (before the bias; zeros
-    change nothing, and the gradient with respect to a tap is the loss's gradient with respect
-    to that layer's output) and returns (outputs, {kernel index: that layer's input}).
+    `forward(weights, x, taps)` adds each tap to its layer's output x W + b (zeros change
+    nothing, and the gradient with respect to a tap is the loss's gradient with respect to that
+    output) and returns the pair (outputs, {kernel index: that layer's input}).
 
     `conv` picks how a convolution with per-task kernels runs: "im2col" (one batched matmul
     for all tasks; best for many tasks with little work each, e.g. Omniglot), "per_task" (one
@@ -150,7 +150,7 @@ class LowRankKernel(NamedTuple):
     """A dense layer's per-task adapted kernels, kept factored rather than as a [tasks, in, out]
     tensor: base + sum_j left_j^T right_j, with `base` [in, out] shared by all tasks and each
     left_j [tasks, r, in], right_j [tasks, r, out]. An inner step of a dense layer y = x W + b
-    moves W by -lr x_s^T dL/dy_s, whose rank is the support size r (`maml.inner_loop`).
+    moves W by -lr x_s^T dL/dy_s, whose rank is the support size (`maml.inner_loop`).
     The layer then computes x base + sum_j (x left_j^T) right_j: the same function, never
     materialising a kernel per task."""
 
@@ -158,12 +158,15 @@ class LowRankKernel(NamedTuple):
     left: tuple = ()
     right: tuple = ()
 
-    def plus(self, left, right):
-        """This kernel + left^T right (per task)."""
-        return LowRankKernel(self.base, self.left + (left,), self.right + (right,))
-
-    def rank(self):
-        return sum(int(factor.shape[1]) for factor in self.left)
+    def plus(self, x, d):
+        """This kernel + x^T d per task (x [tasks, n, in], d [tasks, n, out]), stored as
+        (x - m)^T d + m^T (1^T d) with m the mean of x's rows: rank n + 1. Equal in exact
+        arithmetic; in float32 it keeps the products small. Rows of non-negative inputs share
+        a large common part, and with batch norm after the layer d's rows sum to about zero,
+        so x_query . x_j over the raw rows would cancel most of their digits."""
+        mean = tf.reduce_mean(x, axis=1, keepdims=True)
+        return LowRankKernel(self.base, self.left + (x - mean, mean),
+                             self.right + (d, tf.reduce_sum(d, axis=1, keepdims=True)))
 
 
 def _dense(kernel, bias):

@@ -43,8 +43,9 @@ def inner_loop(forward, loss, weights, support, lr, steps, first_order=False, ad
     `low_rank` lists dense kernels (among `adaptable`) given as `batched_forward.LowRankKernel`s,
     on the batched path. For a dense layer y = x W + b on the support inputs x_s,
     grad_W L = x_s^T dL/dy_s, so the step is kept as the factor pair (x_s, -lr dL/dy_s): the
-    same update, of rank the support size, without a [tasks, in, out] kernel per task. dL/dy_s
-    is the gradient with respect to a zero tap on the layer's output (`forward(.., taps)`).
+    same update, of rank the support size (+ 1, `LowRankKernel.plus`), without a
+    [tasks, in, out] kernel per task. dL/dy_s is the gradient with respect to a zero tap on the
+    layer's output (`forward(.., taps)`).
 
     Returns (the support outputs before the first step, [the weights after step 1, ..., steps]).
     """
@@ -52,12 +53,12 @@ def inner_loop(forward, loss, weights, support, lr, steps, first_order=False, ad
         raise ValueError(f"the inner loop needs at least one step, got steps={steps}")
     inputs, labels = support
     adaptable = range(len(weights)) if adaptable is None else adaptable
-    dense = [i for i in adaptable if i in low_rank]
+    factored = [i for i in adaptable if i in low_rank]
     plain = [i for i in adaptable if i not in low_rank]
     fast, trajectory, first_outputs = list(weights), [], None
     for _ in range(steps):
         moving = [fast[i] for i in plain]
-        taps = {i: tf.zeros([*inputs.shape[:2], fast[i].base.shape[-1]], fast[i].base.dtype) for i in dense}
+        taps = {i: tf.zeros([*inputs.shape[:2], fast[i].base.shape[-1]], fast[i].base.dtype) for i in factored}
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch(moving + list(taps.values()))
             if taps:
@@ -67,7 +68,7 @@ def inner_loop(forward, loss, weights, support, lr, steps, first_order=False, ad
             total = tf.reduce_sum(loss(outputs, labels))
         first_outputs = outputs if first_outputs is None else first_outputs
         gradients = tape.gradient(total, moving + list(taps.values()))
-        factors = [(layer_inputs[i], -lr * g) for i, g in zip(dense, gradients[len(plain):])]
+        factors = [(layer_inputs[i], -lr * g) for i, g in zip(factored, gradients[len(plain):])]
         gradients = gradients[:len(plain)]
         if first_order:
             gradients = [tf.stop_gradient(g) for g in gradients]
@@ -75,7 +76,7 @@ def inner_loop(forward, loss, weights, support, lr, steps, first_order=False, ad
         fast = list(fast)
         for i, w, g in zip(plain, moving, gradients):
             fast[i] = w - lr * g
-        for i, (x, d) in zip(dense, factors):
+        for i, (x, d) in zip(factored, factors):
             fast[i] = fast[i].plus(x, d)
         trajectory.append(fast)
     return first_outputs, trajectory

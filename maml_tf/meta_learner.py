@@ -1,7 +1,8 @@
 """The meta-learner: a Keras model, its two Adam optimisers and the compiled steps that train it.
 
 The algorithm itself is in `maml_tf.maml`; this module runs it on all tasks of a meta-batch at
-once: each adapted weight carries a leading task axis and the network runs through
+once: each adapted weight carries a leading task axis (or, for a large dense kernel, is kept as
+the shared kernel plus per-task low-rank factors, `LowRankKernel`) and the network runs through
 `batched_forward`, one op per layer for the whole batch. (tests/reference_maml.py holds the
 per-task loop over the Keras model that this is checked against.)
 """
@@ -18,9 +19,11 @@ from maml_tf.models import is_norm_variable, stateless_forward
 # tensor, or factored (`LowRankKernel`).
 DENSE_METHODS = ("auto", "materialised", "low_rank")
 # 'auto' factors a dense kernel when its factors are at most this fraction of its size. Measured
-# (benchmarks/dense_methods.py): the Omniglot non-conv step (factors 3-16 % of each hidden
-# kernel) runs 2.5-3x faster factored; the sinusoid's 40x40 layer (factors half its size) gains
-# nothing, its step being op overhead.
+# on one host (benchmarks/dense_methods.py, Intel AVX-512): the Omniglot non-conv step (factors
+# 3-19 % of each hidden kernel) ran 2.3-2.7x faster factored as graphs, 3.4-4.0x under XLA; the
+# sinusoid's 40 x 40 layer (factors over half its size) is left materialised: factoring every
+# sinusoid layer was 1.1-1.2x faster as graphs and no faster under XLA, in 2-4 ms steps of op
+# overhead, too little to set a rule by.
 LOW_RANK_MAX_FRACTION = 0.25
 
 
@@ -97,12 +100,12 @@ class MetaLearner:
         """The dense kernels whose adapted values stay factored (`LowRankKernel`) for this many
         support examples per task and inner steps: under dense='auto' those whose factors hold
         at most LOW_RANK_MAX_FRACTION of the kernel's elements, rank x (in + out) against
-        in x out with rank = support size x steps (Omniglot's non-conv hidden layers: 784x256
-        against rank 5); none under 'materialised', all under 'low_rank'. The same function
-        either way, to round-off."""
+        in x out with rank = (support size + 1) x steps (`LowRankKernel.plus`; Omniglot's
+        non-conv hidden layers: 784x256 against rank 6); none under 'materialised', all under
+        'low_rank'. The same function either way, to round-off."""
         if self.dense == "materialised":
             return ()
-        rank = support_size * steps
+        rank = (support_size + 1) * steps
         return tuple(i for i, v in enumerate(self.variables) if i in self._dense_kernels and (
             self.dense == "low_rank" or rank * sum(v.shape) <= LOW_RANK_MAX_FRACTION * v.shape[0] * v.shape[1]))
 

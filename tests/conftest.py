@@ -6,16 +6,17 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import pytest  # noqa: E402
 
 
-def _two_logical_cpus():
+def pytest_configure(config):
     """Two logical CPU devices for the MirroredStrategy tests (tests/test_distributed.py).
-    TensorFlow allows this only before it initialises its devices, hence at collection. Ops
-    without a device still run on /cpu:0, so every other test runs as before."""
+    TensorFlow allows this only before it initialises its devices, hence before collection. Ops
+    without a device still run on /cpu:0, so every other test runs as before. Not in the
+    pytest-xdist controller, which runs no test (and would import TensorFlow for nothing)."""
+    if config.pluginmanager.hasplugin("xdist") and config.getoption("numprocesses", None) \
+            and "PYTEST_XDIST_WORKER" not in os.environ:
+        return
     from report.distribution import split_cpu
 
     split_cpu(2)
-
-
-_two_logical_cpus()
 
 
 @pytest.fixture(scope="session")

@@ -41,7 +41,7 @@ def _relative(ours, theirs):
 
 @pytest.mark.parametrize("case,first_order,steps,dense", [
     ("sinusoid_mlp", False, 1, "auto"), ("sinusoid_mlp", True, 1, "auto"),
-    ("sinusoid_mlp", False, 2, "low_rank"),
+    ("sinusoid_mlp", False, 2, "low_rank"), ("sinusoid_mlp", True, 2, "low_rank"),
     ("conv_batch_norm", False, 2, "auto"), ("conv_batch_norm", True, 1, "auto"),
 ])
 def test_xla_meta_gradient_equals_the_graphs(case, first_order, steps, dense):
