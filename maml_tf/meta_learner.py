@@ -20,10 +20,10 @@ from maml_tf.models import is_norm_variable, stateless_forward
 DENSE_METHODS = ("auto", "materialised", "low_rank")
 # 'auto' factors a dense kernel when its factors are at most this fraction of its size. Measured
 # on one host (benchmarks/dense_methods.py, Intel AVX-512): the Omniglot non-conv step (factors
-# 3-19 % of each hidden kernel) ran 2.3-2.7x faster factored as graphs, 3.4-4.0x under XLA; the
+# 3-19 % of each hidden kernel) ran 2.1-2.4x faster factored as graphs, 3.3-4.1x under XLA; the
 # sinusoid's 40 x 40 layer (factors over half its size) is left materialised: factoring every
-# sinusoid layer was 1.1-1.2x faster as graphs and no faster under XLA, in 2-4 ms steps of op
-# overhead, too little to set a rule by.
+# sinusoid layer came out 0.93-1.23x as graphs across two runs and no faster under XLA, in
+# 2-4 ms steps of op overhead, too little to set a rule by.
 LOW_RANK_MAX_FRACTION = 0.25
 
 
