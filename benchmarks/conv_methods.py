@@ -14,7 +14,6 @@ Prints a markdown table; `auto / method` > 1 means the method beats the rule her
 are meta_step.py's (--configs, --orders, --rounds, --xla; the others are ignored here).
 """
 import os
-import statistics
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -73,22 +72,12 @@ def main(argv):
             batch = meta_step._batch(meta_step.CONFIGS[name], np.random.default_rng(0))
             learners, chosen = _learners(meta_step.CONFIGS[name], order == "first", FLAGS.xla)
             try:
-                for learner in learners.values():
-                    for _ in range(2):  # trace, then one more warm-up step
-                        meta_step._step_seconds(learner, batch)
+                times = meta_step.alternating_step_seconds(learners, batch, FLAGS.rounds)
             except ValueError as error:  # MetaLearner's one-line refusal (XLA, second order through max-pool)
                 print(f"{name} {order}: refused: {meta_step.failure_reason(error)}", flush=True)
                 continue
-            times = {method: [] for method in learners}
-            for _ in range(FLAGS.rounds):
-                for method, learner in learners.items():
-                    times[method].append(meta_step._step_seconds(learner, batch))
-            auto = statistics.median(times["auto"])
             print(f"{name} {order}: calibrate chose {chosen}", flush=True)
-            for method, seconds in times.items():
-                median = statistics.median(seconds)
-                rows.append(f"| {name} | {order} | {method} | {1e3 * median:.1f} / {1e3 * min(seconds):.1f} | "
-                            f"{auto / median:.2f}x |")
+            rows += meta_step.against_auto_rows(name, order, times)
     print("\n| configuration | order | method | median / min ms | auto / method |\n|---|---|---|---|---|")
     print("\n".join(rows))
 

@@ -11,7 +11,6 @@ times it. Prints a markdown table; `auto / method` > 1 means the method beats th
 The flags are meta_step.py's (--configs, --orders, --rounds, --xla; the others are ignored here).
 """
 import os
-import statistics
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -66,20 +65,10 @@ def main(argv):
         for order in FLAGS.orders:
             batch = meta_step._batch(config, np.random.default_rng(0))
             learners = _learners(config, order == "first", FLAGS.xla)
-            for learner in learners.values():
-                for _ in range(2):  # trace, then one more warm-up step
-                    meta_step._step_seconds(learner, batch)
-            times = {method: [] for method in learners}
-            for _ in range(FLAGS.rounds):
-                for method, learner in learners.items():
-                    times[method].append(meta_step._step_seconds(learner, batch))
-            auto = statistics.median(times["auto"])
+            times = meta_step.alternating_step_seconds(learners, batch, FLAGS.rounds)
             factored = learners["auto"].low_rank_kernels(config[1] * config[3], config[5])
             print(f"{name} {order}: auto factors kernels {list(factored)} of the trainable variables", flush=True)
-            for method, seconds in times.items():
-                median = statistics.median(seconds)
-                rows.append(f"| {name} | {order} | {method} | {1e3 * median:.1f} / {1e3 * min(seconds):.1f} | "
-                            f"{auto / median:.2f}x |")
+            rows += meta_step.against_auto_rows(name, order, times)
     print("\n| configuration | order | dense kernels | median / min ms | auto / method |\n|---|---|---|---|---|")
     print("\n".join(rows))
 

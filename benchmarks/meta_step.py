@@ -183,6 +183,29 @@ def _step_seconds(learner, batch, score_every_step=True):
     return time.perf_counter() - start
 
 
+def alternating_step_seconds(learners, batch, rounds):
+    """{name: [seconds of each timed step]} for {name: MetaLearner}: each learner's full step
+    (`_step_seconds`) twice to warm up (trace, then one more), then `rounds` rounds in which
+    every learner steps once in turn, so that all see the same load. A learner's refusal to
+    trace (a ValueError) propagates."""
+    for learner in learners.values():
+        for _ in range(2):
+            _step_seconds(learner, batch)
+    times = {name: [] for name in learners}
+    for _ in range(rounds):
+        for name, learner in learners.items():
+            times[name].append(_step_seconds(learner, batch))
+    return times
+
+
+def against_auto_rows(name, order, times):
+    """Markdown rows `| configuration | order | method | median / min ms | auto / method |` from
+    `alternating_step_seconds`' times, whose learners include one named 'auto'."""
+    auto = statistics.median(times["auto"])
+    return [f"| {name} | {order} | {method} | {1e3 * statistics.median(seconds):.1f} / {1e3 * min(seconds):.1f} | "
+            f"{auto / statistics.median(seconds):.2f}x |" for method, seconds in times.items()]
+
+
 def _torch_step_seconds(learner, batch):
     start = time.perf_counter()
     scores = learner.train_step(*batch)
