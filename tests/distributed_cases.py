@@ -14,6 +14,9 @@ CONFIGS = {
     # name: (datasource, model options, learner options, tasks per meta-batch)
     "omniglot_5way_1shot_conv": ("omniglot", {"num_classes": 5, "num_filters": 16},
                                  {"update_batch_size": 1, "update_lr": 0.4, "num_inner_steps": 1}, 4),
+    # Its hidden dense kernels adapt factored (MetaLearner dense='auto'), each replica on its own tasks.
+    "omniglot_5way_1shot_nonconv": ("omniglot", {"num_classes": 5, "conv": False},
+                                    {"update_batch_size": 1, "update_lr": 0.4, "num_inner_steps": 1}, 4),
     "sinusoid_first_order": ("sinusoid", {}, {"update_batch_size": 10, "update_lr": 0.01, "num_inner_steps": 2,
                                               "first_order": True}, 6),
     "sinusoid": ("sinusoid", {}, {"update_batch_size": 10, "update_lr": 0.01, "num_inner_steps": 2}, 6),
