@@ -45,6 +45,11 @@ flags.DEFINE_enum("conv_method", "auto", ["auto", "calibrate", "im2col", "per_ta
                   "'auto' picks per layer by a size rule, 'calibrate' times every method on each layer's real "
                   "shapes at start and keeps the fastest (a few seconds), or one method for all layers "
                   "('grouped' needs float32 and TF's default oneDNN kernels for its gradients).")
+flags.DEFINE_enum("dense_method", "auto", ["auto", "materialised", "low_rank"],
+                  "how dense layers' adapted kernels are kept (the same function; speed and float32 round-off "
+                  "differ): 'auto' keeps a kernel as the shared kernel plus per-task low-rank factors where they "
+                  "hold at most a quarter of its elements (the non-conv Omniglot net's hidden layers), else one "
+                  "[tasks, in, out] kernel per task; or one way for all dense layers (README: speed).")
 flags.DEFINE_bool("jit_compile", False,
                   "compile the meta-steps and the test's adaptation with XLA (tf.function(jit_compile=True)): the "
                   "same computation to float32 round-off, faster on most configurations (README: speed); a few "
@@ -285,7 +290,8 @@ def run():
         learner = experiment.build_learner(model, FLAGS.datasource, update_batch_size=FLAGS.update_batch_size,
                                            update_lr=FLAGS.update_lr, num_inner_steps=FLAGS.num_updates,
                                            first_order=FLAGS.stop_grad, meta_lr=FLAGS.meta_lr,
-                                           conv=_conv_method(model, strategy, say), jit_compile=FLAGS.jit_compile)
+                                           conv=_conv_method(model, strategy, say), dense=FLAGS.dense_method,
+                                           jit_compile=FLAGS.jit_compile)
     if FLAGS.jit_compile:
         say("Steps compiled by XLA (--jit_compile): the first step of each shape compiles first.")
     checkpointer = Checkpointer(run_dir, learner)
@@ -356,7 +362,7 @@ def run():
             # Every start with the settings that change its speed but not what it trains.
             starts = (recorded.get("starts", []) if start else []) + [
                 {"iteration": start, **{name: getattr(FLAGS, name) for name in ("jit_compile", "conv_method",
-                                                                                 "distribute")}}]
+                                                                                 "dense_method", "distribute")}}]
             evaluation.write_json(os.path.join(run_dir, RUN_INFO), {**run_info(), "training_flags": training_flags(),
                                                                    "starts": starts})
         writer = ScalarWriter(run_dir, resumed_at=start) if FLAGS.log and chief else None
