@@ -49,16 +49,8 @@ def _learners(config, first_order, jit_compile):
 def main(argv):
     del argv
     import numpy as np
-    import tensorflow as tf
 
-    import host
-
-    tf.get_logger().setLevel("ERROR")  # one trace per learner is the point here, not a retracing bug
-    unknown = sorted(set(FLAGS.configs) - set(DENSE_CONFIGS))
-    if unknown:
-        raise app.UsageError(f"--configs: {unknown} not among {DENSE_CONFIGS}")
-    print(f"Host: {host.describe()}, {os.cpu_count()} cores; {'XLA' if FLAGS.xla else 'graphs'}; "
-          f"{FLAGS.rounds} rounds", flush=True)
+    meta_step.begin_against_auto_run(FLAGS.configs, DENSE_CONFIGS, FLAGS.xla, FLAGS.rounds)
     rows = []
     for name in FLAGS.configs:
         config = meta_step.CONFIGS[name]

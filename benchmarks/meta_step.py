@@ -198,6 +198,22 @@ def alternating_step_seconds(learners, batch, rounds):
     return times
 
 
+def begin_against_auto_run(configs, allowed, xla, rounds):
+    """The start of a run comparing methods against 'auto' (conv_methods.py, dense_methods.py):
+    refuses `configs` outside `allowed` (app.UsageError), quiets retracing warnings (one trace
+    per learner is the point there) and prints the host line."""
+    import tensorflow as tf
+
+    import host
+
+    unknown = sorted(set(configs) - set(allowed))
+    if unknown:
+        raise app.UsageError(f"--configs: {unknown} not among {allowed}")
+    tf.get_logger().setLevel("ERROR")
+    print(f"Host: {host.describe()}, {os.cpu_count()} cores; {'XLA' if xla else 'graphs'}; {rounds} rounds",
+          flush=True)
+
+
 def against_auto_rows(name, order, times):
     """Markdown rows `| configuration | order | method | median / min ms | auto / method |` from
     `alternating_step_seconds`' times, whose learners include one named 'auto'."""
