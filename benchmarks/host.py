@@ -1,8 +1,45 @@
 """What the benchmark tables name about the machine: the CPU, its widest vector ISA, and the fp32
 matmul peak measured in the running process (hosts of one kind differ 2-4x, so every table says
-where it was measured)."""
+where it was measured); and `cap_isa`, which makes an AVX-512 host run the AVX2 code paths of
+TensorFlow's oneDNN, XLA's code generator and PyTorch (ATen, MKL, oneDNN), so that a rule can be
+compared on both ISAs in one place."""
+import os
 import platform
+import sys
 import time
+
+# What each library reads to stop at an instruction set (read once, when the library loads):
+# oneDNN (TensorFlow's and PyTorch's convolutions and matmuls), XLA's CPU code generator, PyTorch's
+# ATen kernels and MKL (PyTorch's fp32 matmul).
+ISA_CAPS = {
+    "AVX2": {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+             "XLA_FLAGS": "--xla_cpu_max_isa=AVX2"},
+}
+
+
+def isa_cap_env(isa, environ):
+    """`environ` with the variables that cap every library at `isa` (a key of ISA_CAPS; XLA_FLAGS is
+    appended to, not replaced). ValueError naming --max_isa for any other name."""
+    if isa not in ISA_CAPS:
+        raise ValueError(f"--max_isa: {isa!r} is not one of {sorted(ISA_CAPS)}")
+    env = dict(environ)
+    for name, value in ISA_CAPS[isa].items():
+        env[name] = f"{env[name]} {value}" if name == "XLA_FLAGS" and env.get(name) else value
+    return env
+
+
+def cap_isa(isa):
+    """Cap this process, and the processes it starts, at `isa` (see ISA_CAPS). It must run before
+    TensorFlow or torch is imported, which read the variables once: RuntimeError otherwise."""
+    loaded = sorted(m for m in ("tensorflow", "torch") if m in sys.modules)
+    if loaded:
+        raise RuntimeError(f"--max_isa: {', '.join(loaded)} already imported; cap the ISA before importing it")
+    os.environ.update(isa_cap_env(isa, os.environ))
+
+
+def capped_isa():
+    """The ISA this process is capped at by cap_isa (from oneDNN's variable), or None."""
+    return os.environ.get("ONEDNN_MAX_CPU_ISA") or None
 
 
 def cpu():
@@ -20,8 +57,10 @@ def cpu():
 
 
 def describe():
-    """'<model>, <ISA>' for a table header."""
-    return ", ".join(cpu())
+    """'<model>, <ISA>' for a table header, with ' capped at <ISA>' under cap_isa."""
+    model, isa = cpu()
+    capped = capped_isa()
+    return f"{model}, {isa}" + (f" capped at {capped} (oneDNN, XLA, ATen, MKL)" if capped else "")
 
 
 def matmul_peak_gflops(size=2048, repeats=5):

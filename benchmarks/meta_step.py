@@ -6,6 +6,7 @@ its torch.func vmap and per-task loop forms), second and first order, with a roo
     python benchmarks/meta_step.py --configs=omniglot_5way_1shot --orders=second --rounds=20
     python benchmarks/meta_step.py --nopeer --reference  # ours against our per-task reference only
     python benchmarks/meta_step.py --xla                # also ours compiled by XLA (--jit_compile)
+    python benchmarks/meta_step.py --max_isa=AVX2       # every library on its AVX2 code paths
 
 The peer needs torch (`pip install -e .[bench]`). Each (configuration, order) runs in two
 processes of its own. The first checks the peer from our model's starting weights on the timed
@@ -74,6 +75,9 @@ flags.DEFINE_bool("xla", False, "also time ours with the steps compiled by XLA (
                   "maml_tf.main --jit_compile)")
 flags.DEFINE_string("glibc_tunables", GLIBC_TUNABLES,
                     "GLIBC_TUNABLES of the worker processes ('' for glibc's defaults)")
+flags.DEFINE_enum("max_isa", None, list(host.ISA_CAPS),
+                  "run every library on this ISA's code paths (host.cap_isa: oneDNN, XLA, ATen, MKL), e.g. to "
+                  "measure an AVX2 host's choices on an AVX-512 one; the workers inherit it")
 flags.DEFINE_string("worker", None, "internal: time one 'config:order' and print JSON")
 flags.DEFINE_string("check", None, "internal: check the peer on one 'config:order' and print JSON")
 flags.DEFINE_list("time_peers", list(PEERS), "internal: the peer variants the worker times")
@@ -200,11 +204,11 @@ def alternating_step_seconds(learners, batch, rounds):
 
 def begin_against_auto_run(configs, allowed, xla, rounds):
     """The start of a run comparing methods against 'auto' (conv_methods.py, dense_methods.py):
-    refuses `configs` outside `allowed` (app.UsageError), quiets retracing warnings (one trace
-    per learner is the point there) and prints the host line."""
+    refuses `configs` outside `allowed` (app.UsageError), caps the ISA at --max_isa, quiets
+    retracing warnings (one trace per learner is the point there) and prints the host line."""
+    if FLAGS.max_isa:
+        host.cap_isa(FLAGS.max_isa)
     import tensorflow as tf
-
-    import host
 
     unknown = sorted(set(configs) - set(allowed))
     if unknown:
@@ -308,7 +312,6 @@ def run_worker(spec):
 def _machine(peer):
     import tensorflow as tf
 
-    cpu, isa = host.cpu()
     onednn = os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default (on)")
     versions = f"Python {platform.python_version()}, TF {tf.__version__}"
     if peer:
@@ -316,7 +319,7 @@ def _machine(peer):
 
         versions += f", torch {torch.__version__}"
     threads = _threads()
-    return (f"CPU: {cpu}, ISA {isa}, {threads} cores\n"
+    return (f"CPU: {host.describe()}, {threads} cores\n"
             f"{versions}, oneDNN {onednn}; {threads} threads each (TF default, torch.set_num_threads({threads}))\n"
             f"GLIBC_TUNABLES of the workers: {FLAGS.glibc_tunables or '(glibc defaults)'}\n"
             f"Load average at start: {' / '.join(f'{x:.1f}' for x in os.getloadavg())}")
@@ -371,6 +374,8 @@ def main(argv):
     unknown = set(FLAGS.configs) - set(CONFIGS)
     if unknown:
         sys.exit(f"unknown configurations {sorted(unknown)}; choose from {list(CONFIGS)}")
+    if FLAGS.max_isa:
+        host.cap_isa(FLAGS.max_isa)
     if FLAGS.peer:
         try:
             import torch_maml
