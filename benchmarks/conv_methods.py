@@ -11,7 +11,7 @@ what `--conv_method=calibrate` chose at start on this host (its choice is printe
 is `MetaLearner.train_step` scoring every inner step, on random inputs of the configuration's
 real sizes (`meta_step.CONFIGS`, `meta_step._batch`), as `benchmarks/meta_step.py` times it.
 Prints a markdown table; `auto / method` > 1 means the method beats the rule here. The flags
-are meta_step.py's (--configs, --orders, --rounds, --xla; the others are ignored here).
+are meta_step.py's (--configs, --orders, --rounds, --xla, --max_isa; the others are ignored here).
 """
 import os
 import sys
@@ -23,7 +23,7 @@ sys.path.insert(0, os.path.join(REPO, "benchmarks"))
 
 from absl import app, flags  # noqa: E402
 
-import meta_step  # noqa: E402  (its CONFIGS, inputs, and the flags reused here: --configs, --orders, --rounds, --xla)
+import meta_step  # noqa: E402  (its CONFIGS, inputs, and the flags reused here: --configs, --orders, --rounds, --xla, --max_isa)
 
 CONV_CONFIGS = ["omniglot_5way_1shot", "omniglot_5way_5shot", "omniglot_20way_1shot", "miniimagenet_5way_1shot",
                 "miniimagenet_5way_5shot"]

@@ -8,7 +8,7 @@ kernels materialised per task ([tasks, in, out]) and one with them kept factored
 The step is `MetaLearner.train_step` scoring every inner step, on random inputs of the
 configuration's real sizes (`meta_step.CONFIGS`, `meta_step._batch`), as `benchmarks/meta_step.py`
 times it. Prints a markdown table; `auto / method` > 1 means the method beats the rule here.
-The flags are meta_step.py's (--configs, --orders, --rounds, --xla; the others are ignored here).
+The flags are meta_step.py's (--configs, --orders, --rounds, --xla, --max_isa; the others are ignored here).
 """
 import os
 import sys
@@ -20,7 +20,7 @@ sys.path.insert(0, os.path.join(REPO, "benchmarks"))
 
 from absl import app, flags  # noqa: E402
 
-import meta_step  # noqa: E402  (its CONFIGS, inputs, and the flags reused here: --configs, --orders, --rounds, --xla)
+import meta_step  # noqa: E402  (its CONFIGS, inputs, and the flags reused here: --configs, --orders, --rounds, --xla, --max_isa)
 
 DENSE_CONFIGS = ["sinusoid", "omniglot_nonconv_5way_1shot"]
 FLAGS = flags.FLAGS

@@ -29,17 +29,28 @@ def isa_cap_env(isa, environ):
 
 
 def cap_isa(isa):
-    """Cap this process, and the processes it starts, at `isa` (see ISA_CAPS). It must run before
-    TensorFlow or torch is imported, which read the variables once: RuntimeError otherwise."""
+    """Cap this process, and the processes it starts, at `isa` (see ISA_CAPS); None: do nothing.
+    It must run before TensorFlow or torch is imported, which read the variables once, and on a
+    host that has the ISA: RuntimeError otherwise."""
+    if isa is None:
+        return
     loaded = sorted(m for m in ("tensorflow", "torch") if m in sys.modules)
     if loaded:
         raise RuntimeError(f"--max_isa: {', '.join(loaded)} already imported; cap the ISA before importing it")
+    host_isa = cpu()[1]
+    if host_isa not in ("AVX-512", "AVX2 (no AVX-512)"):
+        raise RuntimeError(f"--max_isa={isa}: this host reports {host_isa}; it cannot run those code paths")
     os.environ.update(isa_cap_env(isa, os.environ))
+    os.environ[CAP_MARKER] = isa
+
+
+# Set by cap_isa (and inherited by the processes it starts): what describe() reports.
+CAP_MARKER = "MAML_TF_MAX_ISA"
 
 
 def capped_isa():
-    """The ISA this process is capped at by cap_isa (from oneDNN's variable), or None."""
-    return os.environ.get("ONEDNN_MAX_CPU_ISA") or None
+    """The ISA cap_isa capped this process (or its parent) at, or None."""
+    return os.environ.get(CAP_MARKER) or None
 
 
 def cpu():

@@ -206,8 +206,7 @@ def begin_against_auto_run(configs, allowed, xla, rounds):
     """The start of a run comparing methods against 'auto' (conv_methods.py, dense_methods.py):
     refuses `configs` outside `allowed` (app.UsageError), caps the ISA at --max_isa, quiets
     retracing warnings (one trace per learner is the point there) and prints the host line."""
-    if FLAGS.max_isa:
-        host.cap_isa(FLAGS.max_isa)
+    host.cap_isa(FLAGS.max_isa)
     import tensorflow as tf
 
     unknown = sorted(set(configs) - set(allowed))
@@ -374,8 +373,7 @@ def main(argv):
     unknown = set(FLAGS.configs) - set(CONFIGS)
     if unknown:
         sys.exit(f"unknown configurations {sorted(unknown)}; choose from {list(CONFIGS)}")
-    if FLAGS.max_isa:
-        host.cap_isa(FLAGS.max_isa)
+    host.cap_isa(FLAGS.max_isa)
     if FLAGS.peer:
         try:
             import torch_maml
