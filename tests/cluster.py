@@ -5,12 +5,46 @@ import os
 import socket
 import subprocess
 import pathlib
+import random
 import sys
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def free_ports(count):
+    """`count` ports nothing on 127.0.0.1 listens on now, for the workers' servers to bind.
+
+    They come from below the kernel's ephemeral range (`ip_local_port_range`), which it never
+    hands to a socket by itself, in a block of its own per pytest-xdist worker (gw0, gw1, ...).
+    So no other test's clients or servers running at the same time can take one between this
+    check and the workers binding it (ports bound to 0 could be handed out again at once). Where
+    the ephemeral range starts too low for such blocks, the ports the kernel picks for binds to 0."""
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0")[2:] or 0)
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            ephemeral_low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral_low = 0
+    block_start = ephemeral_low - PORT_BLOCK * (worker + 1)
+    if block_start < 10000:
+        return _kernel_picked_ports(count)
+    ports = []
+    for port in random.Random().sample(range(block_start, block_start + PORT_BLOCK), PORT_BLOCK):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        ports.append(port)
+        if len(ports) == count:
+            return ports
+    raise RuntimeError(f"no {count} free ports in {block_start}-{block_start + PORT_BLOCK - 1}")
+
+
+PORT_BLOCK = 1000
+
+
+def _kernel_picked_ports(count):
     sockets = [socket.socket() for _ in range(count)]
     try:
         for s in sockets:
