@@ -7,7 +7,9 @@ alternating in one process on the same batch, against `auto`'s size rule.
 
 Each method of `batched_forward.CONV_METHODS` runs every per-task convolution of the network
 one way ('grouped' is left out under XLA, which recompiles it at every step); 'calibrate' is
-what `--conv_method=calibrate` chose at start on this host (its choice is printed). The step
+what `--conv_method=calibrate` chose at start on this host (its choice is printed); 'auto, first
+step per task' is `auto` with the kernels broadcast per task before the first inner step
+(`MetaLearner(shared_first_step=False)`, the code before `SharedKernel`). The step
 is `MetaLearner.train_step` scoring every inner step, on random inputs of the configuration's
 real sizes (`meta_step.CONFIGS`, `meta_step._batch`), as `benchmarks/meta_step.py` times it.
 Prints a markdown table; `auto / method` > 1 means the method beats the rule here. The flags
@@ -50,6 +52,12 @@ def _learners(config, first_order, jit_compile):
         learners[method] = experiment.build_learner(model, datasource, update_batch_size=k, update_lr=alpha,
                                                     num_inner_steps=steps, first_order=first_order, conv=conv,
                                                     jit_compile=jit_compile)
+    # auto as it was before the first step's support pass was shared (`SharedKernel`).
+    keras.utils.set_random_seed(0)
+    model = experiment.build_model(datasource, num_classes=n, **options)
+    learners["auto, first step per task"] = experiment.build_learner(
+        model, datasource, update_batch_size=k, update_lr=alpha, num_inner_steps=steps, first_order=first_order,
+        shared_first_step=False, jit_compile=jit_compile)
     return learners, chosen
 
 

@@ -7,7 +7,9 @@ leading task axis and each layer is one op over all tasks: dense layers are batc
 derivatives are pads and slices, plus a column of ones that carries the bias). Batch norm
 statistics stay per task (over each task's examples and positions); max-pool works per example. A convolution whose per-task input is
 large runs instead as one native convolution per task (`_use_per_task_conv`): the loop's op
-overhead is then small and im2col's copies would dominate.
+overhead is then small and im2col's copies would dominate. Before the first inner step every
+task has the same kernels: a `SharedKernel` then runs each convolution once over all tasks'
+examples, and only the kernel gradients are computed per task (`_shared_conv`).
 
 `batched_forward(model)` reads the layer chain of a `models.fc_net` or `models.conv_net` and
 returns `forward(weights, x)`, with `weights` ordered as `model.trainable_variables`: each one
@@ -34,7 +36,8 @@ CONV_METHODS = ("auto", "im2col", "per_task", "grouped")
 def batched_forward(model, conv="auto"):
     """forward(weights, x[tasks, n, ...]) -> [tasks, n, outputs] for the given Keras model.
 
-    A dense kernel may be a `LowRankKernel` (an adapted kernel kept factored). With
+    A dense kernel may be a `LowRankKernel` (an adapted kernel kept factored), a conv kernel a
+    `SharedKernel` (the shared kernel before the first inner step). With
     `taps` ({dense kernel index: tensor shaped that layer's output [tasks, n, out]}),
     `forward(weights, x, taps)` adds each tap to its layer's output x W + b (zeros change
     nothing, and the gradient with respect to a tap is the loss's gradient with respect to that
@@ -169,6 +172,22 @@ class LowRankKernel(NamedTuple):
                              self.right + (d, tf.reduce_sum(d, axis=1, keepdims=True)))
 
 
+class SharedKernel(NamedTuple):
+    """A convolution kernel all tasks still share, before the first inner step, with `delta`
+    [tasks, *kernel.shape], zeros, standing for each task's own copy: the per-task kernels are
+    kernel + delta. The layer runs one native convolution over every task's examples with the
+    shared kernel, and the gradient with respect to `delta` is each task's kernel gradient
+    (`_shared_conv`). So the first step's support pass convolves (and back-propagates to its
+    inputs) once for the whole meta-batch instead of once per task."""
+
+    kernel: tf.Tensor
+    delta: tf.Tensor
+
+    def per_task(self):
+        """The per-task kernels [tasks, *kernel.shape]."""
+        return self.kernel + self.delta
+
+
 def _dense(kernel, bias):
     def step(weights, x):
         w, b = weights[kernel], weights[bias]
@@ -201,6 +220,10 @@ def _conv2d(kernel, bias, kernel_size, strides, method):
     def step(weights, x):
         w, b = weights[kernel], weights[bias]
         tasks, n, height, width, channels = x.shape
+        if isinstance(w, SharedKernel):
+            y = _shared_conv(x, w.kernel, w.delta, (sh, sw),
+                             _use_per_task_conv(method, tasks, n, height, width, channels))
+            return y + _channels(b, y)
         if not _per_task(w, 4):  # one kernel for all tasks: the native convolution
             y = tf.nn.conv2d(tf.reshape(x, [tasks * n, height, width, channels]), w, [1, sh, sw, 1], "SAME")
             y = tf.reshape(y, [tasks, n, *y.shape[1:]])
@@ -316,6 +339,47 @@ def _value_and_gradients(step, weights, x):
     return [value, *tape.gradient(value, [x, *weights])]
 
 
+def _shared_conv(x, kernel, delta, strides, per_task_filters):
+    """conv(x[t], kernel + delta[t]) for every task t, for delta == 0 (a `SharedKernel`): one
+    native 'SAME' convolution of all tasks' examples with `kernel`, differentiated by hand:
+
+        dL/dx = conv_backprop_input(kernel, dL/dy)   (one op for all tasks, as the kernels are equal)
+        dL/ddelta[t] = sum over task t's examples and positions of patch^T dL/dy
+        dL/dkernel = sum_t dL/ddelta[t]
+
+    Each is the exact derivative at delta == 0, built from differentiable ops, so an outer
+    gradient (second order) differentiates through it. Task t's kernel gradient is computed as
+    one native filter gradient per task (`per_task_filters`) or one batched matmul of im2col
+    patches, by the same size rule as the per-task convolutions."""
+    tasks, n, height, width, channels = x.shape
+    kh, kw, _, out = kernel.shape
+    sh, sw = strides
+    flat_shape = [tasks * n, height, width, channels]
+
+    @tf.custom_gradient
+    def convolve(x, kernel, delta):
+        y = tf.nn.conv2d(tf.reshape(x, flat_shape), kernel, [1, sh, sw, 1], "SAME")
+        out_h, out_w = y.shape[1], y.shape[2]
+
+        def gradient(dy):
+            dx = tf.nn.conv2d_transpose(tf.reshape(dy, [tasks * n, out_h, out_w, out]), kernel, flat_shape,
+                                        [1, sh, sw, 1], "SAME")
+            if per_task_filters:
+                ddelta = tf.stack([tf.raw_ops.Conv2DBackpropFilter(
+                    input=xt, filter_sizes=kernel.shape, out_backprop=dyt, strides=[1, sh, sw, 1], padding="SAME")
+                    for xt, dyt in zip(tf.unstack(x), tf.unstack(dy))])
+            else:
+                patches = tf.reshape(_im2col(tf.reshape(x, flat_shape), kh, kw, sh, sw, bias_column=False),
+                                     [tasks, n * out_h * out_w, kh * kw * channels])
+                ddelta = tf.reshape(tf.linalg.matmul(patches, tf.reshape(dy, [tasks, n * out_h * out_w, out]),
+                                                     transpose_a=True), delta.shape)
+            return tf.reshape(dx, x.shape), tf.reduce_sum(ddelta, axis=0), ddelta
+
+        return tf.reshape(y, [tasks, n, out_h, out_w, out]), gradient
+
+    return convolve(x, kernel, delta)
+
+
 def _use_per_task_conv(method, tasks, n, height, width, channels):
     """'auto': a loop of native convolutions once each task's input is large (the loop's op
     overhead is then small next to im2col's copies and their gradients), else im2col."""
@@ -330,9 +394,9 @@ def _use_per_task_conv(method, tasks, n, height, width, channels):
 PER_TASK_CONV_MIN_INPUT = 30_000
 
 
-def _im2col(x, kh, kw, sh, sw):
+def _im2col(x, kh, kw, sh, sw, bias_column=True):
     """[B, H, W, C] -> [B, out_h, out_w, kh*kw*C + 1]: the 'SAME' conv's input patches, (dy, dx, c),
-    then a last column of ones, for a bias row in the kernel.
+    then a last column of ones, for a bias row in the kernel (without it: kh*kw*C).
 
     Strided slicing (and above all its gradient, StridedSliceGrad) is slow on CPU, so the
     padded input is viewed as [B, rows, sh, cols, sw, C] and tap (dy, dx) becomes a plain
@@ -350,7 +414,8 @@ def _im2col(x, kh, kw, sh, sw):
     taps = [tf.reshape(_window(blocks, [0, dy // sh, dy % sh, dx // sw, dx % sw, 0], [batch, out_h, 1, out_w, 1, channels]),
                        [batch, out_h, out_w, channels])
             for dy in range(kh) for dx in range(kw)]
-    taps.append(tf.ones([batch, out_h, out_w, 1], x.dtype))
+    if bias_column:
+        taps.append(tf.ones([batch, out_h, out_w, 1], x.dtype))
     return tf.concat(taps, axis=-1)
 
 

@@ -55,18 +55,20 @@ CLIP_VALUE = {"miniimagenet": 10.0}
 
 
 def build_learner(model, datasource, *, update_batch_size, update_lr, num_inner_steps, first_order=False,
-                  meta_lr=1e-3, learner_class=None, conv="auto", dense="auto", jit_compile=False):
+                  meta_lr=1e-3, learner_class=None, conv="auto", dense="auto", shared_first_step=True,
+                  jit_compile=False):
     """The meta-learner the original main() built for this data source: its loss, its clip.
     (`learner_class`: a MetaLearner subclass, e.g. the tests' per-task reference; `conv`: how
     per-task convolutions run, see `batched_forward`; `dense`: how adapted dense kernels are kept, see
-    `MetaLearner`; `jit_compile`: the steps compiled by XLA.)"""
+    `MetaLearner`; `shared_first_step`: the first inner step's support pass convolves all tasks at
+    once, see `MetaLearner`; `jit_compile`: the steps compiled by XLA.)"""
     from maml_tf.meta_learner import MetaLearner
 
     loss_fn, classification = build_loss(datasource, update_batch_size)
     return (learner_class or MetaLearner)(
         model, loss_fn, update_lr=update_lr, num_inner_steps=num_inner_steps, first_order=first_order,
         meta_lr=meta_lr, clip_value=CLIP_VALUE.get(datasource), classification=classification, conv=conv,
-        dense=dense, jit_compile=jit_compile)
+        dense=dense, shared_first_step=shared_first_step, jit_compile=jit_compile)
 
 
 # MiniImagenet trained on 15 query images per class whatever K; everything else on K.

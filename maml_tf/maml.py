@@ -47,6 +47,10 @@ def inner_loop(forward, loss, weights, support, lr, steps, first_order=False, ad
     [tasks, in, out] kernel per task. dL/dy_s is the gradient with respect to a zero tap on the
     layer's output (`forward(.., taps)`).
 
+    A convolution kernel may come as a `batched_forward.SharedKernel` (the shared kernel plus a
+    zero per-task delta, before the first step): the tape then watches the delta, whose gradient
+    is each task's own kernel gradient, and the step leaves a per-task kernel.
+
     Returns (the support outputs before the first step, [the weights after step 1, ..., steps]).
     """
     if steps < 1:
@@ -57,7 +61,7 @@ def inner_loop(forward, loss, weights, support, lr, steps, first_order=False, ad
     plain = [i for i in adaptable if i not in low_rank]
     fast, trajectory, first_outputs = list(weights), [], None
     for _ in range(steps):
-        moving = [fast[i] for i in plain]
+        moving = [_watched(fast[i]) for i in plain]
         taps = {i: tf.zeros([*inputs.shape[:2], fast[i].base.shape[-1]], fast[i].base.dtype) for i in factored}
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch(moving + list(taps.values()))
@@ -74,12 +78,22 @@ def inner_loop(forward, loss, weights, support, lr, steps, first_order=False, ad
             gradients = [tf.stop_gradient(g) for g in gradients]
             factors = [(tf.stop_gradient(x), tf.stop_gradient(d)) for x, d in factors]
         fast = list(fast)
-        for i, w, g in zip(plain, moving, gradients):
-            fast[i] = w - lr * g
+        for i, g in zip(plain, gradients):
+            fast[i] = _per_task(fast[i]) - lr * g
         for i, (x, d) in zip(factored, factors):
             fast[i] = fast[i].plus(x, d)
         trajectory.append(fast)
     return first_outputs, trajectory
+
+
+def _watched(weight):
+    """The tensor whose gradient is a weight's per-task gradient: a `SharedKernel`'s zero delta."""
+    return weight.delta if hasattr(weight, "per_task") else weight
+
+
+def _per_task(weight):
+    """A weight's per-task value: a `SharedKernel`'s kernel + delta, anything else itself."""
+    return weight.per_task() if hasattr(weight, "per_task") else weight
 
 
 def adapt_and_score(forward, loss, accuracy, weights, support, query, lr, steps, first_order=False, adaptable=None,

@@ -2,15 +2,16 @@
 
 The algorithm itself is in `maml_tf.maml`; this module runs it on all tasks of a meta-batch at
 once: each adapted weight carries a leading task axis (or, for a large dense kernel, is kept as
-the shared kernel plus per-task low-rank factors, `LowRankKernel`) and the network runs through
-`batched_forward`, one op per layer for the whole batch. (tests/reference_maml.py holds the
+the shared kernel plus per-task low-rank factors, `LowRankKernel`; a conv kernel enters the first
+inner step shared, `SharedKernel`) and the network runs through `batched_forward`, one op per
+layer for the whole batch. (tests/reference_maml.py holds the
 per-task loop over the Keras model that this is checked against.)
 """
 import keras
 import tensorflow as tf
 
 from maml_tf import maml
-from maml_tf.batched_forward import LowRankKernel, batched_forward
+from maml_tf.batched_forward import LowRankKernel, SharedKernel, batched_forward
 from maml_tf.losses import accuracy, zero_accuracy
 from maml_tf.models import is_norm_variable, stateless_forward
 
@@ -37,7 +38,8 @@ class MetaLearner:
     """
 
     def __init__(self, model, loss_fn, *, update_lr, num_inner_steps, first_order=False, meta_lr=1e-3,
-                 clip_value=None, classification=False, conv="auto", dense="auto", jit_compile=False):
+                 clip_value=None, classification=False, conv="auto", dense="auto", shared_first_step=True,
+                 jit_compile=False):
         if num_inner_steps < 1:
             raise ValueError(f"num_inner_steps must be at least 1 (MAML adapts before its meta-loss), "
                              f"got {num_inner_steps}")
@@ -58,6 +60,11 @@ class MetaLearner:
         self.adaptable = [i for i, v in enumerate(self.variables) if not is_norm_variable(model, v)]
         kernels = {id(layer.kernel) for layer in model.layers if isinstance(layer, keras.layers.Dense)}
         self._dense_kernels = {i for i, v in enumerate(self.variables) if id(v) in kernels}
+        conv_kernels = {id(layer.kernel) for layer in model.layers if type(layer) is keras.layers.Conv2D}
+        # shared_first_step: the first inner step's support pass convolves all tasks at once
+        # (`SharedKernel`); off, the kernels are broadcast to [tasks, ...] from the start.
+        self._shared_kernels = ({i for i, v in enumerate(self.variables) if id(v) in conv_kernels}
+                                if shared_first_step else set())
         # Built now so that an unsupported model fails at construction, not inside a trace.
         self._forward = self._build_forward(model)
         # Two optimisers, as the original built separate Adam ops for pretraining and meta-training.
@@ -81,7 +88,8 @@ class MetaLearner:
 
     def adapt_tasks(self, weights, support, query, steps, score_every_step=True):
         """Adapt every task of the batch at once: (per-task `maml.Scores`, [tasks] final query
-        losses). The adapted weights start as the shared weights broadcast to [tasks, ...]."""
+        losses). The adapted weights start as the shared weights broadcast to [tasks, ...]; conv
+        kernels (`shared_first_step`) as `SharedKernel`s, per task from the first step on."""
         support = tuple(tf.convert_to_tensor(t) for t in support)
         query = tuple(tf.convert_to_tensor(t) for t in query)
         tasks = support[0].shape[0]
@@ -90,6 +98,8 @@ class MetaLearner:
         for i in self.adaptable:
             if i in low_rank:
                 fast[i] = LowRankKernel(fast[i])
+            elif i in self._shared_kernels:
+                fast[i] = SharedKernel(fast[i], tf.zeros([tasks, *fast[i].shape], fast[i].dtype))
             else:
                 fast[i] = tf.broadcast_to(tf.expand_dims(fast[i], 0), [tasks, *fast[i].shape])
         return maml.adapt_and_score(self._forward, self.loss_fn, self.task_accuracy, fast, support,

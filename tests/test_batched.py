@@ -158,6 +158,36 @@ def test_auto_factors_the_nonconv_net_and_keeps_its_meta_gradient(first_order, m
 
 
 @pytest.mark.parametrize("first_order", [False, True], ids=["second_order", "first_order"])
+@pytest.mark.parametrize("steps", [1, 2])
+@pytest.mark.parametrize("filters", ["per_task", "im2col"])
+@pytest.mark.parametrize("case", ["omniglot_conv_batch_norm", "miniimagenet_conv_max_pool"])
+def test_shared_first_step_runs_and_keeps_the_meta_gradient(case, filters, steps, first_order, monkeypatch):
+    """The first inner step's support pass with the kernels shared (`SharedKernel`: one
+    convolution over all tasks, each task's kernel gradient by hand, `_shared_conv`) gives the
+    scores and meta-gradient of the kernels broadcast per task from the start, in float64: both
+    orders, 1 and 2 steps, task kernel gradients as per-task native filter gradients or as
+    im2col matmuls. A spy checks that every conv layer of the support pass went through it, in
+    the first step only."""
+    monkeypatch.setattr(batched_forward_module, "PER_TASK_CONV_MIN_INPUT", 0 if filters == "per_task" else 10**12)
+    _, _, batch_fn, _, _ = CASES[case]
+    batch = batch_fn()
+    per_task = _learner(case, True, num_inner_steps=steps, first_order=first_order, shared_first_step=False)
+    expected = per_task.meta_gradients(batch.support, batch.query)
+    calls = []
+    real = batched_forward_module._shared_conv
+    monkeypatch.setattr(batched_forward_module, "_shared_conv",
+                        lambda x, *args: calls.append((x.shape, args[-1])) or real(x, *args))
+    learner = _learner(case, True, num_inner_steps=steps, first_order=first_order)
+    scores, grads = learner.meta_gradients(batch.support, batch.query)
+    conv_layers = sum(type(layer) is keras.layers.Conv2D for layer in learner.model.layers)
+    assert len(calls) == conv_layers and all(per_task_filters == (filters == "per_task") for _, per_task_filters in calls)
+    assert calls[0][0] == batch.support[0].shape
+    for key, e, g in zip(expected[0]._fields, expected[0], scores):
+        np.testing.assert_allclose(g.numpy(), e.numpy(), rtol=1e-10, atol=1e-12, err_msg=key)
+    _assert_same_gradients(expected[1], grads)
+
+
+@pytest.mark.parametrize("first_order", [False, True], ids=["second_order", "first_order"])
 def test_factored_float32_meta_gradient_is_as_accurate_as_materialised(first_order):
     """float32 against float64 on the non-conv net with non-negative inputs and batch norm: the
     factored step is as accurate as the materialised one (7.5e-6 and 1.4e-5 relative here, second
