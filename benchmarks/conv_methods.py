@@ -9,7 +9,9 @@ Each method of `batched_forward.CONV_METHODS` runs every per-task convolution of
 one way ('grouped' is left out under XLA, which recompiles it at every step); 'calibrate' is
 what `--conv_method=calibrate` chose at start on this host (its choice is printed); 'auto, first
 step per task' is `auto` with the kernels broadcast per task before the first inner step
-(`MetaLearner(shared_first_step=False)`, the code before `SharedKernel`). The step
+(`MetaLearner(shared_first_step=False)`, the code before `SharedKernel`). In every other
+row the first step's support convolutions are shared, so the methods differ in the query pass
+and the later steps. The step
 is `MetaLearner.train_step` scoring every inner step, on random inputs of the configuration's
 real sizes (`meta_step.CONFIGS`, `meta_step._batch`), as `benchmarks/meta_step.py` times it.
 Prints a markdown table; `auto / method` > 1 means the method beats the rule here. The flags

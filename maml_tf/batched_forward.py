@@ -178,7 +178,8 @@ class SharedKernel(NamedTuple):
     kernel + delta. The layer runs one native convolution over every task's examples with the
     shared kernel, and the gradient with respect to `delta` is each task's kernel gradient
     (`_shared_conv`). So the first step's support pass convolves (and back-propagates to its
-    inputs) once for the whole meta-batch instead of once per task."""
+    inputs) once for the whole meta-batch instead of once per task. `delta` must be zeros: the
+    convolution ignores its value (only its gradient is used), where `per_task()` adds it."""
 
     kernel: tf.Tensor
     delta: tf.Tensor
@@ -268,7 +269,10 @@ def calibrate_convs(model, tasks, examples, repeats=3, clock=time.perf_counter, 
     wins, hence a measurement rather than a threshold tuned on one machine. It is a proxy: each
     layer alone and first order, whereas training differentiates the whole network twice.
     With `jit_compile` the methods are timed compiled by XLA, as the steps will run, and
-    'grouped' is left out (XLA recompiles it at every call)."""
+    'grouped' is left out (XLA recompiles it at every call). The choice applies to per-task
+    kernels, from the first inner step on; the first step's shared convolution (`SharedKernel`)
+    computes its per-task kernel gradients by native filter gradients where the choice is
+    'per_task' (or 'auto' picks them) and by im2col otherwise, 'grouped' included."""
     sizes = [examples] if isinstance(examples, int) else list(examples)
     candidates = [m for m in CONV_METHODS if m != "auto" and not (jit_compile and m == "grouped")]
     chosen = {}

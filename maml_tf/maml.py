@@ -61,7 +61,7 @@ def inner_loop(forward, loss, weights, support, lr, steps, first_order=False, ad
     plain = [i for i in adaptable if i not in low_rank]
     fast, trajectory, first_outputs = list(weights), [], None
     for _ in range(steps):
-        moving = [_watched(fast[i]) for i in plain]
+        moving = [_watched_tensor(fast[i]) for i in plain]
         taps = {i: tf.zeros([*inputs.shape[:2], fast[i].base.shape[-1]], fast[i].base.dtype) for i in factored}
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch(moving + list(taps.values()))
@@ -79,20 +79,22 @@ def inner_loop(forward, loss, weights, support, lr, steps, first_order=False, ad
             factors = [(tf.stop_gradient(x), tf.stop_gradient(d)) for x, d in factors]
         fast = list(fast)
         for i, g in zip(plain, gradients):
-            fast[i] = _per_task(fast[i]) - lr * g
+            fast[i] = _materialised(fast[i]) - lr * g
         for i, (x, d) in zip(factored, factors):
             fast[i] = fast[i].plus(x, d)
         trajectory.append(fast)
     return first_outputs, trajectory
 
 
-def _watched(weight):
-    """The tensor whose gradient is a weight's per-task gradient: a `SharedKernel`'s zero delta."""
+def _watched_tensor(weight):
+    """The tensor whose gradient is a weight's per-task gradient: a `SharedKernel`'s zero delta
+    (recognised by its `per_task` method: this module does not depend on the batched forward)."""
     return weight.delta if hasattr(weight, "per_task") else weight
 
 
-def _per_task(weight):
-    """A weight's per-task value: a `SharedKernel`'s kernel + delta, anything else itself."""
+def _materialised(weight):
+    """A weight as one tensor with its task axis: a `SharedKernel`'s kernel + delta, anything
+    else itself."""
     return weight.per_task() if hasattr(weight, "per_task") else weight
 
 

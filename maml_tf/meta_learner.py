@@ -35,6 +35,12 @@ class MetaLearner:
     take (inputs, labels) pairs shaped [tasks, examples, ...]; the first two are `tf.function`s
     traced once per batch shape. `loss_fn(outputs, labels)` scores each task of a batch at once:
     it reduces over the examples only, [tasks, examples, ...] -> [tasks] (`maml_tf.losses`).
+
+    `conv` and `dense` choose how per-task convolutions run and how adapted dense kernels are
+    kept (`batched_forward`, `low_rank_kernels`); `shared_first_step` (default) runs the first
+    inner step's support convolutions once over all tasks with the shared kernels
+    (`batched_forward.SharedKernel`), False broadcasts the kernels per task from the start. All
+    compute the same function, to round-off.
     """
 
     def __init__(self, model, loss_fn, *, update_lr, num_inner_steps, first_order=False, meta_lr=1e-3,
@@ -61,8 +67,6 @@ class MetaLearner:
         kernels = {id(layer.kernel) for layer in model.layers if isinstance(layer, keras.layers.Dense)}
         self._dense_kernels = {i for i, v in enumerate(self.variables) if id(v) in kernels}
         conv_kernels = {id(layer.kernel) for layer in model.layers if type(layer) is keras.layers.Conv2D}
-        # shared_first_step: the first inner step's support pass convolves all tasks at once
-        # (`SharedKernel`); off, the kernels are broadcast to [tasks, ...] from the start.
         self._shared_kernels = ({i for i, v in enumerate(self.variables) if id(v) in conv_kernels}
                                 if shared_first_step else set())
         # Built now so that an unsupported model fails at construction, not inside a trace.
