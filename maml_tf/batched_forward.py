@@ -349,12 +349,14 @@ def _shared_conv(x, kernel, delta, strides, per_task_filters):
 
         dL/dx = conv_backprop_input(kernel, dL/dy)   (one op for all tasks, as the kernels are equal)
         dL/ddelta[t] = sum over task t's examples and positions of patch^T dL/dy
-        dL/dkernel = sum_t dL/ddelta[t]
+        dL/dkernel = sum_t dL/ddelta[t] = conv_backprop_filter over all tasks' examples at once
 
     Each is the exact derivative at delta == 0, built from differentiable ops, so an outer
     gradient (second order) differentiates through it. Task t's kernel gradient is computed as
     one native filter gradient per task (`per_task_filters`) or one batched matmul of im2col
-    patches, by the same size rule as the per-task convolutions."""
+    patches, by the same size rule as the per-task convolutions. The inner step asks for
+    dL/ddelta only and the outer backward through this forward for dL/dkernel only; each is its
+    own op, so the graph keeps just the one asked for."""
     tasks, n, height, width, channels = x.shape
     kh, kw, _, out = kernel.shape
     sh, sw = strides
@@ -366,8 +368,10 @@ def _shared_conv(x, kernel, delta, strides, per_task_filters):
         out_h, out_w = y.shape[1], y.shape[2]
 
         def gradient(dy):
-            dx = tf.nn.conv2d_transpose(tf.reshape(dy, [tasks * n, out_h, out_w, out]), kernel, flat_shape,
-                                        [1, sh, sw, 1], "SAME")
+            flat_dy = tf.reshape(dy, [tasks * n, out_h, out_w, out])
+            dx = tf.nn.conv2d_transpose(flat_dy, kernel, flat_shape, [1, sh, sw, 1], "SAME")
+            dkernel = tf.raw_ops.Conv2DBackpropFilter(input=tf.reshape(x, flat_shape), filter_sizes=kernel.shape,
+                                                      out_backprop=flat_dy, strides=[1, sh, sw, 1], padding="SAME")
             if per_task_filters:
                 ddelta = tf.stack([tf.raw_ops.Conv2DBackpropFilter(
                     input=xt, filter_sizes=kernel.shape, out_backprop=dyt, strides=[1, sh, sw, 1], padding="SAME")
@@ -377,7 +381,7 @@ def _shared_conv(x, kernel, delta, strides, per_task_filters):
                                      [tasks, n * out_h * out_w, kh * kw * channels])
                 ddelta = tf.reshape(tf.linalg.matmul(patches, tf.reshape(dy, [tasks, n * out_h * out_w, out]),
                                                      transpose_a=True), delta.shape)
-            return tf.reshape(dx, x.shape), tf.reduce_sum(ddelta, axis=0), ddelta
+            return tf.reshape(dx, x.shape), dkernel, ddelta
 
         return tf.reshape(y, [tasks, n, out_h, out_w, out]), gradient
 
