@@ -12,8 +12,6 @@ BENCHMARKS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file
 sys.path.insert(0, BENCHMARKS)
 import host  # noqa: E402
 
-HAS_AVX2 = host.cpu()[1] in ("AVX-512", "AVX2 (no AVX-512)")
-
 
 def _clean_env(**extra):
     """This process's environment without any cap (nor its marker), plus `extra`."""
@@ -54,6 +52,19 @@ def test_capping_after_tensorflow_is_loaded_is_refused_and_changes_nothing(monke
     assert host.capped_isa() is None and "ONEDNN_MAX_CPU_ISA" not in os.environ
 
 
+def test_a_host_without_avx2_is_refused_and_changes_nothing():
+    """has_avx2 reads the ISA from cpu(); on a host without AVX2 the cap is refused in one line
+    (checked in a child process, which has loaded neither library)."""
+    code = ("import host, os\n"
+            "host.cpu = lambda: ('Some CPU (family 6, model 1)', 'no AVX2')\n"
+            "assert not host.has_avx2()\n"
+            "try:\n    host.cap_isa('AVX2')\nexcept RuntimeError as e:\n    print(e)\n"
+            "print(os.environ.get('ONEDNN_MAX_CPU_ISA'), host.capped_isa())")
+    out = _run(code, _clean_env())
+    assert out.splitlines() == ["--max_isa=AVX2: this host reports no AVX2; it cannot run those code paths",
+                                "None None"]
+
+
 def test_no_cap_leaves_the_host_line_alone_and_a_stray_onednn_variable_is_not_reported_as_a_cap():
     out = _run("import host; print(host.describe())", _clean_env(ONEDNN_MAX_CPU_ISA="AVX2"))
     assert "capped" not in out and out.strip() == host.describe()
@@ -67,7 +78,7 @@ def test_the_benchmark_modules_load_neither_tensorflow_nor_torch_before_the_cap(
     assert out.strip().splitlines()[-1] == "[]"
 
 
-@pytest.mark.skipif(not HAS_AVX2, reason="the cap needs an x86 host with AVX2 (CI's and the dev hosts have it)")
+@pytest.mark.skipif(not host.has_avx2(), reason="the cap needs an x86 host with AVX2 (CI's and the dev hosts have it)")
 def test_under_the_cap_tensorflow_s_onednn_dispatches_to_avx2_and_the_host_line_says_so():
     """A fresh process caps itself, then runs one TensorFlow matmul with ONEDNN_VERBOSE=1: oneDNN
     prints the ISA it chose, which must be AVX2 (on an AVX-512 host it would otherwise name
