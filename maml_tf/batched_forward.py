@@ -37,7 +37,8 @@ def batched_forward(model, conv="auto"):
     """forward(weights, x[tasks, n, ...]) -> [tasks, n, outputs] for the given Keras model.
 
     A dense kernel may be a `LowRankKernel` (an adapted kernel kept factored), a conv kernel a
-    `SharedKernel` (the shared kernel before the first inner step). With
+    `SharedKernel` (the shared kernel before the first inner step); `forward.dense_kernels` and
+    `forward.conv_kernels` are the indices of those kernels in `weights`. With
     `taps` ({dense kernel index: tensor shaped that layer's output [tasks, n, out]}),
     `forward(weights, x, taps)` adds each tap to its layer's output x W + b (zeros change
     nothing, and the gradient with respect to a tap is the loss's gradient with respect to that
@@ -74,6 +75,10 @@ def batched_forward(model, conv="auto"):
                 x = step(weights, x)
         return x if taps is None else (x, layer_inputs)
 
+    # The variable indices of the kernels it runs as dense layers and as convolutions: those a
+    # `LowRankKernel` or a `SharedKernel` may stand for.
+    forward.dense_kernels = frozenset(s.kernel for s in steps if hasattr(s, "kernel"))
+    forward.conv_kernels = frozenset(s.conv_kernel for s in steps if hasattr(s, "conv_kernel"))
     return forward
 
 
@@ -254,6 +259,7 @@ def _conv2d(kernel, bias, kernel_size, strides, method):
         y = tf.linalg.matmul(patches, kernel_rows)
         return tf.reshape(y, [tasks, n, out_h, out_w, w.shape[-1]])
 
+    step.conv_kernel = kernel
     return step
 
 

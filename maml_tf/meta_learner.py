@@ -64,13 +64,11 @@ class MetaLearner:
             _check_compilable(conv)
         self.variables = list(model.trainable_variables)
         self.adaptable = [i for i, v in enumerate(self.variables) if not is_norm_variable(model, v)]
-        kernels = {id(layer.kernel) for layer in model.layers if isinstance(layer, keras.layers.Dense)}
-        self._dense_kernels = {i for i, v in enumerate(self.variables) if id(v) in kernels}
-        conv_kernels = {id(layer.kernel) for layer in model.layers if type(layer) is keras.layers.Conv2D}
-        self._shared_kernels = ({i for i, v in enumerate(self.variables) if id(v) in conv_kernels}
-                                if shared_first_step else set())
         # Built now so that an unsupported model fails at construction, not inside a trace.
         self._forward = self._build_forward(model)
+        # The kernels the batched forward can keep factored or shared (none for a forward without them).
+        self._dense_kernels = getattr(self._forward, "dense_kernels", frozenset())
+        self._shared_kernels = getattr(self._forward, "conv_kernels", frozenset()) if shared_first_step else frozenset()
         # Two optimisers, as the original built separate Adam ops for pretraining and meta-training.
         self.meta_optimizer = keras.optimizers.Adam(meta_lr, beta_1=0.9, beta_2=0.999, epsilon=1e-8)
         self.pretrain_optimizer = keras.optimizers.Adam(meta_lr, beta_1=0.9, beta_2=0.999, epsilon=1e-8)
