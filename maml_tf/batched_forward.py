@@ -362,7 +362,7 @@ def _shared_conv(x, kernel, delta, strides, per_task_filters):
     one native filter gradient per task (`per_task_filters`) or one batched matmul of im2col
     patches, by the same size rule as the per-task convolutions. The inner step asks for
     dL/ddelta only and the outer backward through this forward for dL/dkernel only; each is its
-    own op, so the graph keeps just the one asked for."""
+    own op, so the graph keeps just the one asked for (run eagerly, both are computed)."""
     tasks, n, height, width, channels = x.shape
     kh, kw, _, out = kernel.shape
     sh, sw = strides
@@ -464,10 +464,12 @@ def _batch_norm(offset):
 
 
 # Per-task activation elements from which batch norm runs XLA-compiled. Measured on 2 CPU cores
-# (TF 2.21, AVX-512): on MiniImagenet's first layer ([4, 80, 84, 84, 32]) the compiled function
-# is 1.4x the graph ops forward and forward-backward; on Omniglot, whose per-task activations
-# are below this (5-way 1-shot: 250k, 20-way: 1M), compiling every layer gained 3-7 % a step,
-# less than it costs in compile time at every trace.
+# (TF 2.21, AVX-512): on an input of MiniImagenet's first-layer size ([4, 80, 84, 84, 32], scratch)
+# the compiled function is 1.4x the graph ops forward and forward-backward; on Omniglot, whose
+# per-task activations are far below this (14 x 14 x 64 per image after the first stride-2
+# conv: 5-way 1-shot 63k, 20-way 1-shot 251k, 5-shot 314k), compiling every layer gained 3-7 %
+# a step, less than it costs in compile time at every trace. Raise it to keep every batch norm
+# as graph ops (read when a step is traced; the two differ by float32 round-off only).
 BATCH_NORM_XLA_MIN_ELEMENTS = 2_000_000
 
 
@@ -493,8 +495,8 @@ def _batch_norm_by_matmuls(x, offset):
 def _blocked_batch_norm(x, offset):
     """The same function as `_batch_norm_by_matmuls`, as reductions for XLA to fuse. Each mean is
     taken over an example's positions first, then over the examples: with this blocking a float32
-    mean over MiniImagenet's 564k rows per task erred 5e-7 against float64, one flat reduction
-    2e-5 (the matmuls: 2.5e-6)."""
+    mean over 564k rows per task (a [4, 80, 84, 84, 32] scratch input of mean 2.5) erred 5e-7
+    against float64, one flat reduction 2e-5 (the matmuls: 2.5e-6)."""
     shape = x.shape
     blocks = tf.reshape(x, [shape[0], shape[1], -1, shape[-1]])
 
