@@ -37,11 +37,8 @@ FLAGS.set_default("rounds", 5)
 def _traced_learners(config, first_order, batch):
     """({method: MetaLearner}, {method: seconds of its first step}), from the same seeded weights,
     each traced under its own batch-norm threshold (read when a step is traced)."""
-    import keras
+    from maml_tf import batched_forward
 
-    from maml_tf import batched_forward, experiment
-
-    datasource, n, _, k, _, steps, alpha, options = config
     thresholds = {"auto": batched_forward.BATCH_NORM_XLA_MIN_ELEMENTS, "graph ops everywhere": float("inf"),
                   "XLA everywhere": 0}
     learners, first_step = {}, {}
@@ -50,10 +47,7 @@ def _traced_learners(config, first_order, batch):
         # tracing start-up) would otherwise fall on whichever method is traced first.
         for method, threshold in [("warm-up", 0), *thresholds.items()]:
             batched_forward.BATCH_NORM_XLA_MIN_ELEMENTS = threshold
-            keras.utils.set_random_seed(0)
-            model = experiment.build_model(datasource, num_classes=n, **options)
-            learner = experiment.build_learner(model, datasource, update_batch_size=k, update_lr=alpha,
-                                               num_inner_steps=steps, first_order=first_order)
+            learner = meta_step._learner(config, first_order)
             start = time.perf_counter()
             meta_step._step_seconds(learner, batch)
             if method != "warm-up":
