@@ -61,18 +61,21 @@ def batched_forward(model, conv="auto"):
     if methods is not None and set(methods) - {layer.name for layer in layers}:
         raise ValueError(f"conv names layers the model does not have: {sorted(set(methods) - {l.name for l in layers})}")
     steps = [_step(layer, index, conv if methods is None else methods.get(layer.name, "auto")) for layer in layers]
-    steps = [s for s in steps if s is not None]
+    steps = _pool_before_relu([s for s in steps if s is not None])
 
     def forward(weights, x, taps=None):
         x = tf.convert_to_tensor(x)
         layer_inputs = {}
         for step in steps:
+            if not getattr(step, "takes_task_list", False):
+                x = _stacked(x)
             kernel = getattr(step, "kernel", None)
             if taps is not None and kernel in taps:
                 layer_inputs[kernel] = x
                 x = step(weights, x) + taps[kernel]
             else:
                 x = step(weights, x)
+        x = _stacked(x)
         return x if taps is None else (x, layer_inputs)
 
     # The variable indices of the kernels it runs as dense layers and as convolutions: those a
@@ -124,7 +127,7 @@ def _step(layer, index, conv):
     if isinstance(layer, keras.layers.ReLU):
         _require(layer.max_value is None and float(layer.negative_slope) == 0.0 and float(layer.threshold) == 0.0,
                  name, "supports the plain ReLU only")
-        return lambda weights, x: tf.nn.relu(x)
+        return _relu()
     if isinstance(layer, keras.layers.MaxPooling2D):
         _require(layer.data_format == "channels_last", name, "supports channels_last only")
         return _max_pool(tuple(layer.pool_size), tuple(layer.strides), layer.padding.upper())
@@ -135,6 +138,62 @@ def _step(layer, index, conv):
         _require(layer.data_format == "channels_last", name, "supports channels_last only")
         return lambda weights, x: tf.reshape(x, [x.shape[0], x.shape[1], math.prod(x.shape[2:])])
     raise UnsupportedModelError(f"{name}: the batched forward does not implement this layer type")
+
+
+def _stacked(x):
+    """x [tasks, n, ...] from a per-task list (`_task_list`) or as it is."""
+    return tf.stack(x) if isinstance(x, list) else x
+
+
+def _task_list(x):
+    """The per-task tensors [n, ...] of x [tasks, n, ...] (or of a per-task list)."""
+    return x if isinstance(x, list) else tf.unstack(x)
+
+
+def _keeps_tasks_apart(task_output_shape):
+    """Whether a per-task convolution's outputs stay a Python list of per-task tensors for the
+    layers after it (batch norm, ReLU, max-pool work per task anyway) instead of being stacked
+    into one [tasks, ...] tensor: stacking copies the activation, and its gradient (through the
+    next per-task convolution's unstack) copies the activation's gradient. Kept apart from
+    `TASK_LIST_MIN_ELEMENTS` per task, where that copy outweighs a few more ops per layer."""
+    return math.prod(task_output_shape) >= TASK_LIST_MIN_ELEMENTS
+
+
+# Per-task output elements from which per-task convolutions' outputs stay unstacked: MiniImagenet's
+# first three layers on its 75-image query sets (16.9M, 4.2M, 1.1M elements per task) and its first
+# layer on a 5-way 1-shot support set (1.1M); Omniglot's, at most 314k, are stacked.
+TASK_LIST_MIN_ELEMENTS = 1_000_000
+
+
+def _task_step(step):
+    """Mark a step as taking a per-task list too (element-wise per task, or per task anyway)."""
+    step.takes_task_list = True
+    return step
+
+
+def _relu():
+    def step(weights, x):
+        if isinstance(x, list):
+            return [tf.nn.relu(xt) for xt in x]
+        return tf.nn.relu(x)
+
+    step.relu = True
+    return _task_step(step)
+
+
+def _pool_before_relu(steps):
+    """The steps with each ReLU that a max-pool follows moved after that pool.
+
+    relu(max(window)) == max(relu(window)) for every window (ReLU is monotone and max only
+    compares), so the function, and with it every derivative TensorFlow computes, is unchanged:
+    max-pool routes the gradient to the same element either way, and where a window's maximum is
+    not positive ReLU's gradient is zero in both orders. ReLU and its gradients then run on the
+    pooled activation, a quarter of the elements with MiniImagenet's 2 x 2 pools."""
+    steps = list(steps)
+    for i in range(len(steps) - 1):
+        if getattr(steps[i], "relu", False) and getattr(steps[i + 1], "max_pool", False):
+            steps[i], steps[i + 1] = steps[i + 1], steps[i]
+    return steps
 
 
 def _require(condition, name, message):
@@ -225,7 +284,11 @@ def _conv2d(kernel, bias, kernel_size, strides, method):
 
     def step(weights, x):
         w, b = weights[kernel], weights[bias]
-        tasks, n, height, width, channels = x.shape
+        tasks, n, height, width, channels = (len(x), *x[0].shape) if isinstance(x, list) else x.shape
+        loops_over_tasks = (not isinstance(w, SharedKernel) and _per_task(w, 4)
+                            and _use_per_task_conv(method, tasks, n, height, width, channels))
+        if not loops_over_tasks:
+            x = _stacked(x)
         if isinstance(w, SharedKernel):
             y = _shared_conv(x, w.kernel, w.delta, (sh, sw),
                              _use_per_task_conv(method, tasks, n, height, width, channels))
@@ -244,12 +307,13 @@ def _conv2d(kernel, bias, kernel_size, strides, method):
             y = tf.nn.conv2d(grouped, kernels, [1, sh, sw, 1], "SAME")
             y = tf.transpose(tf.reshape(y, [n, *y.shape[1:3], tasks, w.shape[-1]]), [3, 0, 1, 2, 4])
             return y + b[:, None, None, None, :]
-        if _use_per_task_conv(method, tasks, n, height, width, channels):
+        if loops_over_tasks:
             # unstack, not x[t]: the gradient of a strided slice writes a whole zero tensor per task.
             # The bias is added per task (its gradient a reduction over trailing-major rows, not
             # over the stacked tensor's leading axes).
-            return tf.stack([tf.nn.conv2d(xt, wt, [1, sh, sw, 1], "SAME") + bt
-                             for xt, wt, bt in zip(tf.unstack(x), tf.unstack(w), tf.unstack(b))])
+            outputs = [tf.nn.conv2d(xt, wt, [1, sh, sw, 1], "SAME") + bt
+                       for xt, wt, bt in zip(_task_list(x), tf.unstack(w), tf.unstack(b))]
+            return outputs if _keeps_tasks_apart(outputs[0].shape) else tf.stack(outputs)
         # The bias rides in the matmul as a last row of the kernel against a column of ones in
         # the patches, so that its gradient is part of the matmul's too.
         patches = _im2col(tf.reshape(x, [tasks * n, height, width, channels]), kh, kw, sh, sw)
@@ -260,7 +324,7 @@ def _conv2d(kernel, bias, kernel_size, strides, method):
         return tf.reshape(y, [tasks, n, out_h, out_w, w.shape[-1]])
 
     step.conv_kernel = kernel
-    return step
+    return _task_step(step)
 
 
 def calibrate_convs(model, tasks, examples, repeats=3, clock=time.perf_counter, jit_compile=False):
@@ -456,11 +520,16 @@ def _batch_norm(offset):
     # step) and run eagerly without one.
     compiled = tf.function(_blocked_batch_norm, jit_compile=True)
 
+    def normalize(x, offset_value):
+        return (compiled if _compiles_batch_norm(x.shape) else _batch_norm_by_matmuls)(x, offset_value)
+
     def step(weights, x):
-        normalize = compiled if _compiles_batch_norm(x.shape) else _batch_norm_by_matmuls
+        if isinstance(x, list):  # one task at a time, as [1, n, ...]
+            offsets = tf.unstack(weights[offset]) if _per_task(weights[offset], 1) else [weights[offset]] * len(x)
+            return [tf.reshape(normalize(tf.expand_dims(xt, 0), offset_t), xt.shape) for xt, offset_t in zip(x, offsets)]
         return normalize(x, weights[offset])
 
-    return step
+    return _task_step(step)
 
 
 # Per-task activation elements from which batch norm runs XLA-compiled. Measured on 2 CPU cores
@@ -517,8 +586,11 @@ def _layer_norm(scale, offset):
 
 def _max_pool(pool_size, strides, padding):
     def step(weights, x):
+        if isinstance(x, list):
+            return [tf.nn.max_pool2d(xt, pool_size, strides, padding) for xt in x]
         tasks, n = x.shape[:2]
         y = tf.nn.max_pool2d(tf.reshape(x, [tasks * n, *x.shape[2:]]), pool_size, strides, padding)
         return tf.reshape(y, [tasks, n, *y.shape[1:]])
 
-    return step
+    step.max_pool = True
+    return _task_step(step)

@@ -215,6 +215,65 @@ def test_compiled_batch_norm_keeps_the_meta_gradient(case, first_order, monkeypa
     _assert_same_gradients(expected[1], grads)
 
 
+@pytest.mark.parametrize("case,first_order,compiled", [("miniimagenet_conv_max_pool", False, False),
+                                                       ("miniimagenet_conv_max_pool", True, False),
+                                                       ("miniimagenet_conv_max_pool", False, True),
+                                                       ("omniglot_conv_batch_norm", False, False)])
+def test_per_task_lists_keep_the_meta_gradient(case, first_order, compiled, monkeypatch):
+    """Per-task convolutions whose outputs stay a list of per-task tensors through batch norm
+    (graph ops, or `compiled`), ReLU and max-pool (MiniImagenet's large layers take this; forced
+    here on every layer) give the per-task reference's scores and meta-gradient in float64, 2 inner
+    steps, in a tf.function. A spy checks that every per-task convolution kept its outputs apart."""
+    monkeypatch.setattr(batched_forward_module, "PER_TASK_CONV_MIN_INPUT", 0)
+    monkeypatch.setattr(batched_forward_module, "TASK_LIST_MIN_ELEMENTS", 0)
+    if compiled:
+        monkeypatch.setattr(batched_forward_module, "BATCH_NORM_XLA_MIN_ELEMENTS", 0)
+    kept_apart = []
+    real = batched_forward_module._keeps_tasks_apart
+    monkeypatch.setattr(batched_forward_module, "_keeps_tasks_apart", lambda shape: kept_apart.append(real(shape)) or True)
+    batch = CASES[case][2]()
+    expected = _learner(case, False, num_inner_steps=2, first_order=first_order).meta_gradients(batch.support, batch.query)
+    learner = _learner(case, True, num_inner_steps=2, first_order=first_order)
+    scores, grads = tf.function(learner.meta_gradients)(batch.support, batch.query)
+    assert kept_apart and all(kept_apart)
+    for key, e, g in zip(expected[0]._fields, expected[0], scores):
+        np.testing.assert_allclose(g.numpy(), e.numpy(), rtol=1e-10, atol=1e-12, err_msg=key)
+    _assert_same_gradients(expected[1], grads)
+
+
+def test_per_task_lists_kept_for_large_outputs_only():
+    """The rule (`TASK_LIST_MIN_ELEMENTS` per task) on the per-task convolutions' real output
+    shapes: MiniImagenet's first three layers on a 75-image query set and its first layer on a
+    5-way 1-shot support set stay lists; its fourth layer and every Omniglot layer are stacked."""
+    apart = batched_forward_module._keeps_tasks_apart
+    assert apart([75, 84, 84, 32]) and apart([75, 42, 42, 32]) and apart([75, 21, 21, 32]) and apart([5, 84, 84, 32])
+    assert not apart([75, 10, 10, 32]) and not apart([5, 42, 42, 32])
+    assert not apart([25, 14, 14, 64]) and not apart([20, 14, 14, 64]) and not apart([25, 7, 7, 64])
+
+
+def test_max_pool_runs_before_relu():
+    """`_pool_before_relu` moves each ReLU that a max-pool follows past the pool (relu(max) ==
+    max(relu): the same function, a quarter of the ReLU's work with 2 x 2 pools), and nothing
+    else; the meta-gradient tests above (reference, finite differences) run this order. A spy
+    sees ReLU get the pooled activation."""
+    keras.utils.set_random_seed(0)
+    model = models.conv_net((16, 16, 2), 3, 4, max_pool=True, norm="batch_norm", dtype="float64")
+    relu_inputs = []
+    real_relu = tf.nn.relu
+    forward = batched_forward(model)
+    try:
+        tf.nn.relu = lambda x: relu_inputs.append(tuple(x.shape)) or real_relu(x)
+        forward(model.trainable_variables, np.zeros((2, 3, 16, 16, 2)))
+    finally:
+        tf.nn.relu = real_relu
+    assert relu_inputs == [(2, 3, 8, 8, 4), (2, 3, 4, 4, 4), (2, 3, 2, 2, 4), (2, 3, 1, 1, 4)]
+    steps = [lambda: None for _ in range(5)]
+    steps[0].relu = steps[2].relu = True
+    steps[1].max_pool = True
+    reordered = batched_forward_module._pool_before_relu(steps)
+    assert reordered == [steps[1], steps[0], steps[2], steps[3], steps[4]]
+
+
 def test_batch_norm_compiles_the_large_activations_only():
     """The rule (`BATCH_NORM_XLA_MIN_ELEMENTS` per task), on the batch norms' real input shapes:
     MiniImagenet's first two layers on the query set (75 images) and its first layer on the 5-shot
