@@ -61,7 +61,9 @@ def batched_forward(model, conv="auto"):
     if methods is not None and set(methods) - {layer.name for layer in layers}:
         raise ValueError(f"conv names layers the model does not have: {sorted(set(methods) - {l.name for l in layers})}")
     steps = [_step(layer, index, conv if methods is None else methods.get(layer.name, "auto")) for layer in layers]
-    steps = _pool_before_relu([s for s in steps if s is not None])
+    steps = [s for s in steps if s is not None]
+    if MAX_POOL_BEFORE_RELU:
+        steps = _pool_before_relu(steps)
 
     def forward(weights, x, taps=None):
         x = tf.convert_to_tensor(x)
@@ -179,6 +181,11 @@ def _relu():
 
     step.relu = True
     return _task_step(step)
+
+
+# Whether each ReLU that a max-pool follows runs after the pool (`_pool_before_relu`); read when
+# a forward is built. False keeps the model's order (the same function; for measuring it).
+MAX_POOL_BEFORE_RELU = True
 
 
 def _pool_before_relu(steps):

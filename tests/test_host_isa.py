@@ -1,4 +1,4 @@
-"""benchmarks/host.py's ISA cap (`--max_isa` of meta_step.py, conv_methods.py, dense_methods.py, batch_norm.py):
+"""benchmarks/host.py's ISA cap (`--max_isa` of meta_step.py, conv_methods.py, dense_methods.py, large_activations.py):
 the variables it sets, its refusals, that the benchmark modules leave TensorFlow and torch
 unloaded until it has run, and that TensorFlow's oneDNN really runs its AVX2 kernels under it
 (oneDNN's own verbose line names the ISA it dispatched to)."""
@@ -71,9 +71,9 @@ def test_no_cap_leaves_the_host_line_alone_and_a_stray_onednn_variable_is_not_re
 
 
 def test_the_benchmark_modules_load_neither_tensorflow_nor_torch_before_the_cap():
-    """meta_step.py, conv_methods.py, dense_methods.py and batch_norm.py call host.cap_isa in main();
+    """meta_step.py, conv_methods.py, dense_methods.py and large_activations.py call host.cap_isa in main();
     importing them (what happens before main) must leave both libraries unloaded."""
-    out = _run("import meta_step, conv_methods, dense_methods, batch_norm; "
+    out = _run("import meta_step, conv_methods, dense_methods, large_activations; "
                "print(sorted(m for m in ('tensorflow', 'torch', 'keras') if m in sys.modules))", _clean_env())
     assert out.strip().splitlines()[-1] == "[]"
 
