@@ -38,28 +38,17 @@ FLAGS.set_default("rounds", 8)
 
 def _learners(config, first_order, jit_compile):
     """{method: MetaLearner} from the same seeded weights; 'calibrate' holds calibrate_convs' choice."""
-    import keras
+    from maml_tf import batched_forward
 
-    from maml_tf import batched_forward, experiment
-
-    datasource, n, tasks, k, q, steps, alpha, options = config
-    methods = [m for m in batched_forward.CONV_METHODS if not (jit_compile and m == "grouped")] + ["calibrate"]
-    learners, chosen = {}, None
-    for method in methods:
-        keras.utils.set_random_seed(0)
-        model = experiment.build_model(datasource, num_classes=n, **options)
-        conv = method
-        if method == "calibrate":
-            conv = chosen = batched_forward.calibrate_convs(model, tasks, (n * k, n * q), jit_compile=jit_compile)
-        learners[method] = experiment.build_learner(model, datasource, update_batch_size=k, update_lr=alpha,
-                                                    num_inner_steps=steps, first_order=first_order, conv=conv,
-                                                    jit_compile=jit_compile)
+    _, n, tasks, k, q, _, _, _ = config
+    methods = [m for m in batched_forward.CONV_METHODS if not (jit_compile and m == "grouped")]
+    learners = {method: meta_step._learner(config, first_order, jit_compile=jit_compile, conv=method)
+                for method in methods}
+    chosen = batched_forward.calibrate_convs(learners["auto"].model, tasks, (n * k, n * q), jit_compile=jit_compile)
+    learners["calibrate"] = meta_step._learner(config, first_order, jit_compile=jit_compile, conv=chosen)
     # auto as it was before the first step's support pass was shared (`SharedKernel`).
-    keras.utils.set_random_seed(0)
-    model = experiment.build_model(datasource, num_classes=n, **options)
-    learners["auto, first step per task"] = experiment.build_learner(
-        model, datasource, update_batch_size=k, update_lr=alpha, num_inner_steps=steps, first_order=first_order,
-        shared_first_step=False, jit_compile=jit_compile)
+    learners["auto, first step per task"] = meta_step._learner(config, first_order, jit_compile=jit_compile,
+                                                               shared_first_step=False)
     return learners, chosen
 
 

@@ -30,20 +30,10 @@ FLAGS.set_default("rounds", 15)
 
 def _learners(config, first_order, jit_compile):
     """{method: MetaLearner} from the same seeded weights, one per `meta_learner.DENSE_METHODS`."""
-    import keras
-
-    from maml_tf import experiment
     from maml_tf.meta_learner import DENSE_METHODS
 
-    datasource, n, _, k, _, steps, alpha, options = config
-    learners = {}
-    for method in DENSE_METHODS:
-        keras.utils.set_random_seed(0)
-        model = experiment.build_model(datasource, num_classes=n, **options)
-        learners[method] = experiment.build_learner(model, datasource, update_batch_size=k, update_lr=alpha,
-                                                    num_inner_steps=steps, first_order=first_order, dense=method,
-                                                    jit_compile=jit_compile)
-    return learners
+    return {method: meta_step._learner(config, first_order, jit_compile=jit_compile, dense=method)
+            for method in DENSE_METHODS}
 
 
 def main(argv):

@@ -123,10 +123,11 @@ def _batch(config, rng):
             np.broadcast_to(labels[np.tile(np.arange(n), q)], (tasks, n * q, n)).copy())
 
 
-def _learner(config, first_order, batched=True, dtype="float32", weights=None, jit_compile=False):
+def _learner(config, first_order, batched=True, dtype="float32", weights=None, jit_compile=False, **learner_options):
     """Our MetaLearner (or, `batched` False, the per-task reference) for a configuration, on the
     model's seeded starting weights, or on `weights` ({variable path: array}) cast to `dtype`;
-    `jit_compile`: its steps compiled by XLA."""
+    `jit_compile`: its steps compiled by XLA; `learner_options` (e.g. conv=, dense=) go to
+    `experiment.build_learner`."""
     import keras
 
     from maml_tf import experiment
@@ -140,7 +141,7 @@ def _learner(config, first_order, batched=True, dtype="float32", weights=None, j
             variable.assign(weights[variable.path].astype(dtype))
     return experiment.build_learner(model, datasource, update_batch_size=k, update_lr=alpha, num_inner_steps=steps,
                                     first_order=first_order, learner_class=None if batched else ReferenceLearner,
-                                    **({"jit_compile": True} if jit_compile else {}))
+                                    **({"jit_compile": True} if jit_compile else {}), **learner_options)
 
 
 def _weights_checksum(learner):
