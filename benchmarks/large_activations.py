@@ -7,9 +7,11 @@ each choice turned the other way, alternating in one process on the same batch:
 - per-task convolution outputs stacked into one tensor everywhere / kept as per-task lists
   everywhere (`auto` keeps them apart from `batched_forward.TASK_LIST_MIN_ELEMENTS` per task:
   MiniImagenet's large layers; every Omniglot output is stacked);
-- ReLU before max-pool, as the Keras model (`auto` pools first: `MAX_POOL_BEFORE_RELU`).
+- ReLU before max-pool, as the Keras model (`auto` pools first: `MAX_POOL_BEFORE_RELU`);
+- max-pool after batch norm, as the Keras model (`auto` pools first and normalises the pooled
+  activation with the whole one's statistics: `MAX_POOL_BEFORE_BATCH_NORM`).
 
-    python benchmarks/large_activations.py                              # MiniImagenet, ~20 minutes
+    python benchmarks/large_activations.py                              # MiniImagenet, ~25 minutes
     python benchmarks/large_activations.py --configs=omniglot_5way_1shot --rounds=8
 
 The step is `MetaLearner.train_step` scoring every inner step, on random inputs of the
@@ -42,6 +44,7 @@ VARIANTS = {
     "per-task outputs stacked everywhere": {"TASK_LIST_MIN_ELEMENTS": float("inf")},
     "per-task outputs as lists everywhere": {"TASK_LIST_MIN_ELEMENTS": 0},
     "ReLU before max-pool": {"MAX_POOL_BEFORE_RELU": False},
+    "max-pool after batch norm": {"MAX_POOL_BEFORE_BATCH_NORM": False},
 }
 FLAGS = flags.FLAGS
 FLAGS.set_default("configs", CONFIGS[3:])

@@ -64,6 +64,8 @@ def batched_forward(model, conv="auto"):
     steps = [s for s in steps if s is not None]
     if MAX_POOL_BEFORE_RELU:
         steps = _pool_before_relu(steps)
+    if MAX_POOL_BEFORE_BATCH_NORM:
+        steps = _pool_before_batch_norm(steps)
 
     def forward(weights, x, taps=None):
         x = tf.convert_to_tensor(x)
@@ -186,6 +188,9 @@ def _relu():
 # Whether each ReLU that a max-pool follows runs after the pool (`_pool_before_relu`); read when
 # a forward is built. False keeps the model's order (the same function; for measuring it).
 MAX_POOL_BEFORE_RELU = True
+# Whether max-pool runs before the batch norm it follows (`_pool_before_batch_norm`), after the
+# ReLU swap; read when a forward is built.
+MAX_POOL_BEFORE_BATCH_NORM = True
 
 
 def _pool_before_relu(steps):
@@ -526,15 +531,51 @@ def _batch_norm(offset):
     # passes over memory. Small ones stay graph ops, which need no compile (seconds per traced
     # step) and run eagerly without one.
     compiled = tf.function(_blocked_batch_norm, jit_compile=True)
+    compiled_moments = tf.function(_blocked_moments, jit_compile=True)
 
-    def normalize(x, offset_value):
-        return (compiled if _compiles_batch_norm(x.shape) else _batch_norm_by_matmuls)(x, offset_value)
+    def normalize(x, offset_value, pool):
+        large = _compiles_batch_norm(x.shape)
+        if pool is None:
+            return (compiled if large else _batch_norm_by_matmuls)(x, offset_value)
+        mean, inv_std = (compiled_moments if large else _moments_by_matmuls)(x)
+        return (pool(x) - mean) * inv_std + _channels(offset_value, x)
 
-    def step(weights, x):
+    def step(weights, x, pool=None):
+        """Batch norm of x; with `pool` (`_pool_before_batch_norm`), of pool(x) with x's statistics."""
         if isinstance(x, list):  # one task at a time, as [1, n, ...]
             offsets = tf.unstack(weights[offset]) if _per_task(weights[offset], 1) else [weights[offset]] * len(x)
-            return [tf.reshape(normalize(tf.expand_dims(xt, 0), offset_t), xt.shape) for xt, offset_t in zip(x, offsets)]
-        return normalize(x, weights[offset])
+            normalized = [normalize(tf.expand_dims(xt, 0), offset_t, pool) for xt, offset_t in zip(x, offsets)]
+            return [tf.reshape(y, y.shape[1:]) for y in normalized]
+        return normalize(x, weights[offset], pool)
+
+    step.batch_norm = True
+    return _task_step(step)
+
+
+def _pool_before_batch_norm(steps):
+    """The steps with each batch norm that a max-pool follows replaced by one step that pools
+    first and normalises the pooled activation with the statistics of the whole one.
+
+    Batch norm here has no scale: per task and channel it maps v to (v - mean) * rsqrt(var + eps)
+    + offset, which is non-decreasing in v (also in floating point, each operation rounding
+    monotonically), so max-pool commutes with it and the values are unchanged. The normalisation
+    then runs on a quarter of the elements (2 x 2 pools). The derivatives are the same wherever
+    the window's maximum is unique after normalising; where float32 rounding makes two entries
+    of a window equal after normalising but not before, the Keras order routes the gradient to the
+    first of them and this order to the larger raw value (a round-off-level tie, as between any
+    two float32 implementations of the network)."""
+    fused = []
+    for step in steps:
+        if fused and getattr(step, "max_pool", False) and getattr(fused[-1], "batch_norm", False):
+            fused[-1] = _normalized_pool(fused[-1], step)
+        else:
+            fused.append(step)
+    return fused
+
+
+def _normalized_pool(batch_norm, max_pool):
+    def step(weights, x):
+        return batch_norm(weights, x, pool=lambda t: max_pool(weights, t))
 
     return _task_step(step)
 
@@ -554,34 +595,59 @@ def _compiles_batch_norm(shape):
     return math.prod(shape[1:]) >= BATCH_NORM_XLA_MIN_ELEMENTS
 
 
+def _moments_by_matmuls(x):
+    """Each task's mean and 1 / sqrt(variance + 1e-3) per channel of x [T, n, ...positions, C],
+    over its examples and positions, shaped [T, 1, ..., 1, C]; the means as batched matmuls
+    (`_batch_norm_by_matmuls`)."""
+    _, mean, inv_std = _statistics_by_matmuls(x)
+    return [tf.reshape(m, [x.shape[0]] + [1] * (len(x.shape) - 2) + [x.shape[-1]]) for m in (mean, inv_std)]
+
+
+def _statistics_by_matmuls(x):
+    """x viewed as rows [T, M, C]: (rows - mean, mean [T, 1, C], 1 / sqrt(variance + 1e-3) [T, 1, C])."""
+    rows = tf.reshape(x, [x.shape[0], -1, x.shape[-1]])
+    average = tf.fill([x.shape[0], 1, rows.shape[1]], tf.constant(1 / rows.shape[1], x.dtype))
+    mean = tf.linalg.matmul(average, rows)
+    centered = rows - mean
+    return centered, mean, tf.math.rsqrt(tf.linalg.matmul(average, tf.square(centered)) + 1e-3)
+
+
 def _batch_norm_by_matmuls(x, offset):
     """Batch norm of x [T, n, ...positions, C] with each task's own statistics (over its examples
     and positions, never across tasks), eps 1e-3, plus the offset ([C] or [T, C]); x is viewed as
     [T, M, C]. The means are batched matmuls with a row of 1/M, which on CPU run faster than TF's
     reductions over a leading axis; their derivatives are matmuls too."""
-    shape = x.shape
-    rows = tf.reshape(x, [shape[0], -1, shape[-1]])
-    average = tf.fill([shape[0], 1, rows.shape[1]], tf.constant(1 / rows.shape[1], x.dtype))
-    centered = rows - tf.linalg.matmul(average, rows)
-    variance = tf.linalg.matmul(average, tf.square(centered))
-    normalized = centered * tf.math.rsqrt(variance + 1e-3)
-    return tf.reshape(normalized, shape) + _channels(offset, x)
+    centered, _, inv_std = _statistics_by_matmuls(x)
+    return tf.reshape(centered * inv_std, x.shape) + _channels(offset, x)
 
 
-def _blocked_batch_norm(x, offset):
-    """The same function as `_batch_norm_by_matmuls`, as reductions for XLA to fuse. Each mean is
-    taken over an example's positions first, then over the examples: with this blocking a float32
-    mean over 564k rows per task (a [4, 80, 84, 84, 32] scratch input of mean 2.5) erred 5e-7
-    against float64, one flat reduction 2e-5 (the matmuls: 2.5e-6)."""
-    shape = x.shape
-    blocks = tf.reshape(x, [shape[0], shape[1], -1, shape[-1]])
+def _blocked_statistics(x):
+    """x viewed as blocks [T, n, P, C]: (blocks - mean, mean, 1 / sqrt(variance + 1e-3)), the
+    statistics [T, 1, 1, C]. Each mean is taken over an example's positions first, then over the
+    examples: with this blocking a float32 mean over 564k rows per task (a [4, 80, 84, 84, 32]
+    scratch input of mean 2.5) erred 5e-7 against float64, one flat reduction 2e-5 (the
+    matmuls: 2.5e-6)."""
+    blocks = tf.reshape(x, [x.shape[0], x.shape[1], -1, x.shape[-1]])
 
     def mean(t):
         return tf.reduce_mean(tf.reduce_mean(t, axis=2, keepdims=True), axis=1, keepdims=True)
 
-    centered = blocks - mean(blocks)
-    normalized = centered * tf.math.rsqrt(mean(tf.square(centered)) + 1e-3)
-    return tf.reshape(normalized, shape) + _channels(offset, x)
+    average = mean(blocks)
+    centered = blocks - average
+    return centered, average, tf.math.rsqrt(mean(tf.square(centered)) + 1e-3)
+
+
+def _blocked_batch_norm(x, offset):
+    """The same function as `_batch_norm_by_matmuls`, as reductions for XLA to fuse
+    (`_blocked_statistics`)."""
+    centered, _, inv_std = _blocked_statistics(x)
+    return tf.reshape(centered * inv_std, x.shape) + _channels(offset, x)
+
+
+def _blocked_moments(x):
+    """`_moments_by_matmuls` as reductions for XLA to fuse (`_blocked_statistics`)."""
+    _, mean, inv_std = _blocked_statistics(x)
+    return [tf.reshape(m, [x.shape[0]] + [1] * (len(x.shape) - 2) + [x.shape[-1]]) for m in (mean, inv_std)]
 
 
 def _layer_norm(scale, offset):

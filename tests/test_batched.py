@@ -196,14 +196,16 @@ def test_compiled_batch_norm_keeps_the_meta_gradient(case, first_order, monkeypa
     (once per layer and shape) and that no batch norm took the graph ops."""
     monkeypatch.setattr(batched_forward_module, "BATCH_NORM_XLA_MIN_ELEMENTS", 0)
     traced = []
-    real = batched_forward_module._blocked_batch_norm
-    monkeypatch.setattr(batched_forward_module, "_blocked_batch_norm",
-                        lambda x, offset: traced.append(x.shape) or real(x, offset))
+    for name in ("_blocked_batch_norm", "_blocked_moments"):  # the latter before a max-pool
+        real = getattr(batched_forward_module, name)
+        monkeypatch.setattr(batched_forward_module, name,
+                            lambda x, *offset, real=real: traced.append(x.shape) or real(x, *offset))
 
-    def uncompiled(x, offset):
+    def uncompiled(x, *offset):
         raise AssertionError(f"a batch norm of {x.shape} took the graph ops")
 
     monkeypatch.setattr(batched_forward_module, "_batch_norm_by_matmuls", uncompiled)
+    monkeypatch.setattr(batched_forward_module, "_moments_by_matmuls", uncompiled)
     batch = CASES[case][2]()
     expected = _learner(case, False, num_inner_steps=2, first_order=first_order).meta_gradients(batch.support, batch.query)
     learner = _learner(case, True, num_inner_steps=2, first_order=first_order)
@@ -249,6 +251,32 @@ def test_per_task_lists_kept_for_large_outputs_only():
     assert apart([75, 84, 84, 32]) and apart([75, 42, 42, 32]) and apart([75, 21, 21, 32]) and apart([5, 84, 84, 32])
     assert not apart([75, 10, 10, 32]) and not apart([5, 42, 42, 32])
     assert not apart([25, 14, 14, 64]) and not apart([20, 14, 14, 64]) and not apart([25, 7, 7, 64])
+
+
+@pytest.mark.parametrize("first_order", [False, True], ids=["second_order", "first_order"])
+def test_max_pool_before_batch_norm_keeps_the_meta_gradient(first_order, monkeypatch):
+    """Max-pool before batch norm, the pooled activation normalised with the whole one's
+    statistics (`_pool_before_batch_norm`; max commutes with x -> (x - mean) * rsqrt(var + eps) +
+    offset): the per-task reference's scores and meta-gradient (Keras order: batch norm, ReLU,
+    max-pool) in float64, 2 inner steps. Spies check that every batch norm of the max-pool net
+    took this path (its moments) and never normalised a whole activation."""
+    moments = []
+    real = batched_forward_module._moments_by_matmuls
+    monkeypatch.setattr(batched_forward_module, "_moments_by_matmuls", lambda x: moments.append(x.shape) or real(x))
+
+    def whole(x, offset):
+        raise AssertionError(f"a batch norm of {x.shape} normalised the whole activation")
+
+    monkeypatch.setattr(batched_forward_module, "_batch_norm_by_matmuls", whole)
+    case = "miniimagenet_conv_max_pool"
+    batch = CASES[case][2]()
+    expected = _learner(case, False, num_inner_steps=2, first_order=first_order).meta_gradients(batch.support, batch.query)
+    scores, grads = _learner(case, True, num_inner_steps=2, first_order=first_order).meta_gradients(batch.support,
+                                                                                                    batch.query)
+    assert len(moments) >= 4
+    for key, e, g in zip(expected[0]._fields, expected[0], scores):
+        np.testing.assert_allclose(g.numpy(), e.numpy(), rtol=1e-10, atol=1e-12, err_msg=key)
+    _assert_same_gradients(expected[1], grads)
 
 
 def test_max_pool_runs_before_relu():
