@@ -7,7 +7,8 @@ each choice turned the other way, alternating in one process on the same batch:
 - per-task convolution outputs stacked into one tensor everywhere / kept as per-task lists
   everywhere (`auto` keeps them apart from `batched_forward.TASK_LIST_MIN_ELEMENTS` per task:
   MiniImagenet's large layers; every Omniglot output is stacked);
-- ReLU before max-pool, as the Keras model (`auto` pools first: `MAX_POOL_BEFORE_RELU`);
+- ReLU before max-pool, as the Keras model (`auto` pools first: `MAX_POOL_BEFORE_RELU`; this
+  also keeps batch norm before max-pool, which then no longer follows it directly);
 - max-pool after batch norm, as the Keras model (`auto` pools first and normalises the pooled
   activation with the whole one's statistics: `MAX_POOL_BEFORE_BATCH_NORM`).
 

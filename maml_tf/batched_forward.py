@@ -164,8 +164,9 @@ def _keeps_tasks_apart(task_output_shape):
 
 
 # Per-task output elements from which per-task convolutions' outputs stay unstacked: MiniImagenet's
-# first three layers on its 75-image query sets (16.9M, 4.2M, 1.1M elements per task) and its first
-# layer on a 5-way 1-shot support set (1.1M); Omniglot's, at most 314k, are stacked.
+# first three layers on its 75-image query sets (16.9M, 4.2M, 1.1M elements per task), its first
+# layer on the support sets (1-shot 1.1M, 5-shot 5.6M) and 5-shot's second (1.4M); Omniglot's, at
+# most 314k, are stacked.
 TASK_LIST_MIN_ELEMENTS = 1_000_000
 
 
