@@ -164,9 +164,10 @@ def _keeps_tasks_apart(task_output_shape):
 
 
 # Per-task output elements from which per-task convolutions' outputs stay unstacked: MiniImagenet's
-# first three layers on its 75-image query sets (16.9M, 4.2M, 1.1M elements per task), its first
-# layer on the support sets (1-shot 1.1M, 5-shot 5.6M) and 5-shot's second (1.4M); Omniglot's, at
-# most 314k, are stacked.
+# first three layers on its 75-image query sets (16.9M, 4.2M, 1.1M elements per task), and from the
+# second inner step on (the first step's shared convolutions are stacked) its first layer on the
+# support sets (1-shot 1.1M, 5-shot 5.6M) and 5-shot's second (1.4M); Omniglot's, at most 314k,
+# are stacked.
 TASK_LIST_MIN_ELEMENTS = 1_000_000
 
 
@@ -421,7 +422,7 @@ def grouped_convolution_trains(dtype="float32"):
 def _value_and_gradients(step, weights, x):
     with tf.GradientTape() as tape:
         tape.watch([x, *weights])
-        y = step(weights, x)
+        y = _stacked(step(weights, x))  # a per-task convolution may return a per-task list
         value = tf.reduce_sum(y * y)
     return [value, *tape.gradient(value, [x, *weights])]
 

@@ -233,11 +233,22 @@ def test_per_task_lists_keep_the_meta_gradient(case, first_order, compiled, monk
     kept_apart = []
     real = batched_forward_module._keeps_tasks_apart
     monkeypatch.setattr(batched_forward_module, "_keeps_tasks_apart", lambda shape: kept_apart.append(real(shape)) or True)
+    # Batch norm and ReLU must take the lists one task at a time ([1, n, ...] into the statistics,
+    # [n, ...] into ReLU), not have them stacked in front of them.
+    normalised, relu_ranks = [], []
+    for name in ("_batch_norm_by_matmuls", "_moments_by_matmuls", "_blocked_batch_norm", "_blocked_moments"):
+        real_norm = getattr(batched_forward_module, name)
+        monkeypatch.setattr(batched_forward_module, name,
+                            lambda x, *offset, real_norm=real_norm: normalised.append(x.shape[0]) or real_norm(x, *offset))
+    real_relu = tf.nn.relu
+    monkeypatch.setattr(tf.nn, "relu", lambda x: relu_ranks.append(len(x.shape)) or real_relu(x))
     batch = CASES[case][2]()
     expected = _learner(case, False, num_inner_steps=2, first_order=first_order).meta_gradients(batch.support, batch.query)
+    relu_ranks.clear()
     learner = _learner(case, True, num_inner_steps=2, first_order=first_order)
     scores, grads = tf.function(learner.meta_gradients)(batch.support, batch.query)
     assert kept_apart and all(kept_apart)
+    assert 1 in normalised and 4 in relu_ranks
     for key, e, g in zip(expected[0]._fields, expected[0], scores):
         np.testing.assert_allclose(g.numpy(), e.numpy(), rtol=1e-10, atol=1e-12, err_msg=key)
     _assert_same_gradients(expected[1], grads)
@@ -432,6 +443,17 @@ def test_calibration_keeps_the_fastest_method_per_layer():
         chosen = batched_forward_module.calibrate_convs(model, tasks=2, examples=(3, 3), repeats=3,
                                                         clock=lambda: next(ticks))
         assert chosen == {f"conv{i}": fastest for i in range(1, 5)}
+
+
+def test_calibration_times_convolutions_that_keep_tasks_apart(monkeypatch):
+    """calibrate_convs times a per-task convolution whose outputs stay a per-task list (as
+    MiniImagenet's first layer does at its real size; forced here) and still picks a method."""
+    monkeypatch.setattr(batched_forward_module, "TASK_LIST_MIN_ELEMENTS", 0)
+    keras.utils.set_random_seed(0)
+    model = models.conv_net((16, 16, 2), 3, 4, max_pool=True, norm="batch_norm")
+    chosen = batched_forward_module.calibrate_convs(model, tasks=2, examples=3, repeats=1)
+    assert sorted(chosen) == [f"conv{i}" for i in range(1, 5)]
+    assert set(chosen.values()) <= set(batched_forward_module.CONV_METHODS) - {"auto"}
 
 
 def test_calibration_leaves_out_what_cannot_run():
