@@ -601,8 +601,12 @@ def _moments_by_matmuls(x):
     """Each task's mean and 1 / sqrt(variance + 1e-3) per channel of x [T, n, ...positions, C],
     over its examples and positions, shaped [T, 1, ..., 1, C]; the means as batched matmuls
     (`_batch_norm_by_matmuls`)."""
-    _, mean, inv_std = _statistics_by_matmuls(x)
-    return [tf.reshape(m, [x.shape[0]] + [1] * (len(x.shape) - 2) + [x.shape[-1]]) for m in (mean, inv_std)]
+    return _per_channel(_statistics_by_matmuls(x)[1:], x)
+
+
+def _per_channel(statistics, x):
+    """Each task's per-channel statistics ([T, 1, ..., C]) shaped to broadcast against x (`_channels`)."""
+    return [_channels(tf.reshape(s, [x.shape[0], x.shape[-1]]), x) for s in statistics]
 
 
 def _statistics_by_matmuls(x):
@@ -648,8 +652,7 @@ def _blocked_batch_norm(x, offset):
 
 def _blocked_moments(x):
     """`_moments_by_matmuls` as reductions for XLA to fuse (`_blocked_statistics`)."""
-    _, mean, inv_std = _blocked_statistics(x)
-    return [tf.reshape(m, [x.shape[0]] + [1] * (len(x.shape) - 2) + [x.shape[-1]]) for m in (mean, inv_std)]
+    return _per_channel(_blocked_statistics(x)[1:], x)
 
 
 def _layer_norm(scale, offset):
