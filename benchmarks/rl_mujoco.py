@@ -12,6 +12,9 @@ Per env, all rates in env steps per second, E = meta_batch_size x fast_batch_siz
     trajectories at once, horizon 200, batches counted in steps, one batched call of the
     MAML policy's learner act_fn per time step), timed after a warm-up pass; its wall
     time split into physics (inside the vec env) and policy;
+  - run out: the same passes stepping every started path to its end
+    (`stop_dropped=False`, what the sampler did before it stopped paths the collector
+    provably drops; same batches), alternating pass by pass with the default;
   - old loop: the same sampling pass with the per-MjData Python loop the batch replaced
     (`rl.envs.locomotion_loop`), on `loop_tasks` of the tasks.
 `--workers=2` adds rows for the worker-process vec env (rl/envs/parallel.py). The machine
@@ -87,16 +90,33 @@ def physics_rates(name, num_envs, steps, nthread):
     return rates
 
 
-def sampling(vec, tasks, fb, act, rng, repeats):
+def sampling(vec, tasks, fb, act, rng, repeats, stop_dropped=True):
     """(kept steps/s, stepped steps/s, wall s, physics s, policy s, CPU s) of `repeats`
     sampling passes. Kept steps are the batch's; the env steps more when paths end early
-    (the ant), as paths that rllab's collector would not keep are sampled and dropped."""
+    (the ant), as paths that rllab's collector would not keep are sampled until they are
+    provably dropped (or, `stop_dropped=False`, to their ends)."""
     from rl.sampler import rollout
     env, policy = _TimedEnv(vec), _Timed(act)
     wall, cpu = time.perf_counter(), time.process_time()
-    steps = sum(rollout(env, tasks, fb, 200, policy, rng, fb * 200).num_steps for _ in range(repeats))
+    steps = sum(rollout(env, tasks, fb, 200, policy, rng, fb * 200, stop_dropped=stop_dropped).num_steps
+                for _ in range(repeats))
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     return steps / wall, env.stepped / wall, wall, env.seconds, policy.seconds, cpu
+
+
+def alternating(vec, tasks, fb, act, repeats):
+    """`sampling` with and without stopping dropped paths, pass by pass on the same seeds
+    (the same batches): (stopping, running out), each summed over the passes."""
+    runs = {True: [], False: []}
+    for r in range(repeats):
+        for stop in (True, False):
+            runs[stop].append(sampling(vec, tasks, fb, act, np.random.default_rng(1 + r), 1, stop))
+    out = []
+    for stop in (True, False):
+        wall = sum(x[2] for x in runs[stop])
+        kept, stepped = (sum(x[i] * x[2] for x in runs[stop]) / wall for i in (0, 1))
+        out.append((kept, stepped, wall) + tuple(sum(x[i] for x in runs[stop]) for i in (3, 4, 5)))
+    return out
 
 
 def main(argv):
@@ -121,15 +141,16 @@ def main(argv):
         act = Policy(vec.obs_dim, vec.act_dim, seed=0).act_fn()
         tasks = vec.sample_tasks(mb, np.random.default_rng(0))
         rollout(vec, tasks, fb, 200, act, np.random.default_rng(0), fb * 200)  # warm-up (tracing)
-        new = sampling(vec, tasks, fb, act, np.random.default_rng(1), FLAGS.repeats)
-        print(f"{name}: physics {phys:,.0f}, sampling {new[0]:,.0f} kept / {new[1]:,.0f} stepped steps/s", flush=True)
+        new, run_out = alternating(vec, tasks, fb, act, FLAGS.repeats)
+        print(f"{name}: physics {phys:,.0f}, sampling {new[0]:,.0f} kept / {new[1]:,.0f} stepped steps/s, "
+              f"running dropped paths out {run_out[0]:,.0f} / {run_out[1]:,.0f}", flush=True)
         old = None
         if lt:
             loop = LocomotionVecEnv(name, lt * fb, seed=0, sim_class=LoopLocomotionSim)
             rollout(loop, tasks[:lt], fb, 5, act, np.random.default_rng(0))  # the act_fn's trace for lt * fb rows
             old = sampling(loop, tasks[:lt], fb, act, np.random.default_rng(1), 1)
             print(f"{name}: old loop sampling {old[0]:,.0f} kept / {old[1]:,.0f} stepped steps/s", flush=True)
-        rows.append((name, phys1, phys, env_rate, new, old, load))
+        rows.append((name, phys1, phys, env_rate, new, run_out, old, load))
         for workers in (int(w) for w in FLAGS.workers):
             sharded = make_vec_env(name, mb * fb, workers=workers)
             try:
@@ -143,12 +164,15 @@ def main(argv):
           f"budget; CPU: {host.describe()}; {threads} physics threads; MuJoCo {mujoco.__version__}, "
           f"TF {tf.__version__}. Env steps per second; sampling: kept (in the batch) / stepped.\n")
     print("| env | physics, 1 thread | physics | env, no policy | sampling with policy "
-          "| wall s (physics / policy) | CPU s | old loop sampling | speed-up | load (1 min) |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for name, phys1, phys, env_rate, new, old, load in rows:
+          "| wall s (physics / policy) | CPU s | dropped paths run out | kept-rate gain | old loop sampling "
+          "| speed-up | load (1 min) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for name, phys1, phys, env_rate, new, run_out, old, load in rows:
         old_rate, ratio = ("-", "-") if old is None else (f"{old[0]:,.0f} / {old[1]:,.0f}", f"{new[1] / old[1]:.1f}x")
         print(f"| {name} | {phys1:,.0f} | {phys:,.0f} | {env_rate:,.0f} | {new[0]:,.0f} / {new[1]:,.0f} "
-              f"| {new[2]:.1f} ({new[3]:.1f} / {new[4]:.1f}) | {new[5]:.1f} | {old_rate} | {ratio} | {load:.1f} |")
+              f"| {new[2]:.1f} ({new[3]:.1f} / {new[4]:.1f}) | {new[5]:.1f} "
+              f"| {run_out[0]:,.0f} / {run_out[1]:,.0f} | {new[0] / run_out[0]:.2f}x | {old_rate} | {ratio} "
+              f"| {load:.1f} |")
     if 0 < lt < mb:
         print(f"\nOld loop: {lt} of the {mb} tasks ({lt * fb} envs); speed-up of the stepped rates.")
     if extra:

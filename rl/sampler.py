@@ -25,6 +25,14 @@ Two budgets:
                        is distributed exactly as with the emulated collector
                        (running many slots and keeping everything they finish
                        would over-represent short paths).
+                       A running path is stopped as soon as it is provably not
+                       kept (the same bound, on the paths' lengths so far), and no
+                       later path of its task starts. Stopped paths still count for
+                       the noise: the loop draws as often as it would have had they
+                       run to their ends (`_run_out`), so the next rollout on the
+                       same `rng` draws what it would have drawn, and kept paths
+                       and the random streams equal those of stepping every started
+                       path to its end (`stop_dropped=False`).
 """
 import dataclasses
 import heapq
@@ -32,6 +40,7 @@ import time
 
 import numpy as np
 
+_STOP_CHECK_EVERY = 4  # loop steps between looks for paths to stop (a look costs more than a step)
 _KEYS = ("observations", "actions", "rewards", "mask", "means", "log_stds")  # Batch's fields
 
 
@@ -90,7 +99,7 @@ class Batch:
 
 
 def rollout(vec_env, tasks, num_trajs, horizon, act_fn, rng, steps_per_task=None, new_task=None,
-            collector_workers=1, noise=None):
+            collector_workers=1, noise=None, stop_dropped=True):
     """Sample paths for each of `tasks` (len T) with `vec_env.num_envs == T * num_trajs`.
 
     Actions are mean + std * N(0, 1) drawn from `rng`, unclipped (the env
@@ -100,6 +109,8 @@ def rollout(vec_env, tasks, num_trajs, horizon, act_fn, rng, steps_per_task=None
     `tasks` then only sets the number of groups.
     `noise`: a `SharedNoise` when these tasks are a slice of a larger batch sampled
     elsewhere too (rl.distributed): the slice's rows of the whole batch's draws.
+    `stop_dropped=False` steps every started path to its end (same batch, same
+    random streams afterwards; more env steps when paths end early).
     """
     if collector_workers < 1:
         raise ValueError(f"collector_workers must be >= 1, got {collector_workers}")
@@ -109,6 +120,7 @@ def rollout(vec_env, tasks, num_trajs, horizon, act_fn, rng, steps_per_task=None
     n_envs = n_tasks * num_trajs
     if vec_env.num_envs != n_envs:
         raise ValueError(f"vec env has {vec_env.num_envs} envs, need {n_tasks} tasks x {num_trajs} trajectories")
+    draw = rng.standard_normal if noise is None else noise.draw
     # Paths of envs that never terminate last the whole horizon: a tighter bound in _may_start.
     min_length = 0 if getattr(vec_env, "terminates", True) else horizon
     task_of = np.repeat(np.arange(n_tasks), num_trajs)
@@ -128,10 +140,12 @@ def rollout(vec_env, tasks, num_trajs, horizon, act_fn, rng, steps_per_task=None
     t = np.zeros(n_envs, int)
     active = np.ones(n_envs, bool)
     rows = np.arange(n_envs)
+    stops = _Stops(n_envs, n_tasks, horizon, act_dim)
     loop_steps = 0
     while active.any():
         mean, log_std = act_fn(obs)
-        standard = rng.standard_normal(mean.shape) if noise is None else noise.draw(mean.shape)
+        standard = draw(mean.shape)
+        stops.keep_noise(standard, loop_steps)
         actions = mean + np.exp(log_std) * standard
         loop_steps += 1
         next_obs, rewards, done = vec_env.step(actions, active)
@@ -147,8 +161,9 @@ def rollout(vec_env, tasks, num_trajs, horizon, act_fn, rng, steps_per_task=None
         if steps_per_task is not None:
             for e in np.flatnonzero(ended):
                 nxt = path_index[e] + num_trajs
-                if _may_start(paths, task_of, path_index, t, active & ~ended, e, nxt, collector_workers,
-                              steps_per_task, min_length):
+                if nxt < stops.first_dropped[task_of[e]] and _may_start(
+                        paths, task_of, path_index, t, active & ~ended, e, nxt, collector_workers,
+                        steps_per_task, min_length):
                     restart[e] = True
                     path_index[e] = nxt
         active = (active & ~ended) | restart
@@ -160,12 +175,87 @@ def rollout(vec_env, tasks, num_trajs, horizon, act_fn, rng, steps_per_task=None
                 vec_env.set_tasks(slot_tasks)
             next_obs = vec_env.reset(restart)
         obs = next_obs
+        if steps_per_task is not None and stop_dropped and loop_steps % _STOP_CHECK_EVERY == 0:
+            top = np.where(active, path_index, -1).reshape(n_tasks, num_trajs).max(1)
+            for task in np.flatnonzero(top >= collector_workers):  # paths below can't be dropped
+                stops.stop_dropped(task, paths, task_of, path_index, t, active, loop_steps, collector_workers,
+                                   steps_per_task, min_length)
+    drawn, loop_steps = stops.run_out(vec_env, act_fn, draw, obs, loop_steps)
+    for _ in range(loop_steps - drawn):
+        draw((n_envs, act_dim))
     if noise is not None:
         noise.finish(loop_steps)
     kept = [_collected(task_paths, steps_per_task, collector_workers) for task_paths in paths]
     batch = _pad(kept, horizon)
     batch.seconds = time.perf_counter() - began
     return batch
+
+
+class _Stops:
+    """Running paths stopped because the collector provably does not keep them.
+
+    A stopped path's env is left as it was (not stepped, not reset), and the rollout
+    keeps the noise rows the path would have used. Once every other path has ended,
+    `run_out` steps the stopped paths that could still be running in a loop that
+    stepped them all to their ends, to learn how long that loop would have run: its
+    draws are what the rollout leaves consumed. (Envs step each env on its own, so a
+    stopped path run later takes the same steps; the policy sees the same rows.)"""
+
+    def __init__(self, n_envs, n_tasks, horizon, act_dim):
+        self.first_dropped = np.full(n_tasks, np.iinfo(np.int64).max)  # no path from here on is kept
+        self.stopped = np.zeros(n_envs, bool)
+        self.length = np.zeros(n_envs, int)    # steps the stopped path took
+        self.at = np.zeros(n_envs, int)        # draws made when it stopped (it would use draw `at` next)
+        self.horizon, self.act_dim = horizon, act_dim
+        self.noise = None                      # [E, horizon, act_dim]: their rows by path step
+
+    def stop_dropped(self, task, paths, task_of, path_index, t, active, draws, workers, budget, min_length):
+        """Stop the running paths of `task` that the collector provably never starts: from
+        the highest path index down, while `_may_start` is False (it is monotone in the
+        index, and no path after a dropped one is kept)."""
+        running = np.flatnonzero(active & (task_of == task))
+        for e in running[np.argsort(-path_index[running])]:
+            if _may_start(paths, task_of, path_index, t, active, e, path_index[e], workers, budget, min_length):
+                return
+            active[e] = False
+            self.stopped[e], self.length[e], self.at[e] = True, t[e], draws
+            self.first_dropped[task] = min(self.first_dropped[task], path_index[e])
+
+    def keep_noise(self, standard, draw_index):
+        """Keep draw `draw_index`'s rows of the stopped paths that would still use it."""
+        if not self.stopped.any():
+            return
+        if self.noise is None:
+            self.noise = np.zeros((len(self.stopped), self.horizon, self.act_dim))
+        step = self.length + draw_index - self.at
+        use = self.stopped & (step < self.horizon)
+        self.noise[use, step[use]] = standard[use]
+
+    def run_out(self, vec_env, act_fn, draw, obs, draws):
+        """(draws made, draws the loop would have made): steps the stopped paths that could
+        still end after the last draw, all at once, each at its own step, until none can."""
+        extra = []
+        end = draws
+        live = self.stopped.copy()
+        i = 0
+        while True:
+            live &= self.at + self.horizon - self.length > end
+            if not live.any():
+                return draws + len(extra), end
+            index = self.at + i
+            while draws + len(extra) <= index[live].max():
+                extra.append(draw((len(live), self.act_dim)))
+            standard = np.zeros((len(live), self.act_dim))
+            for e in np.flatnonzero(live):
+                standard[e] = (self.noise[e, self.length[e] + i] if index[e] < draws
+                               else extra[index[e] - draws][e])
+            mean, log_std = act_fn(obs)
+            obs, _, done = vec_env.step(mean + np.exp(log_std) * standard, live)
+            ended = live & (np.asarray(done, bool) | (self.length + i + 1 >= self.horizon))
+            if ended.any():
+                end = max(end, int((index[ended] + 1).max()))
+            live &= ~ended
+            i += 1
 
 
 def _may_start(paths, task_of, path_index, t, running, e, k, workers, budget, min_length=0):

@@ -336,3 +336,75 @@ def test_rollout_can_draw_a_new_task_for_every_path():
     assert n_paths == 4 and len(drawn) >= n_paths  # 10-step paths: 4 fill 40 steps
     goals = batch.observations[0, :n_paths, 0, 2:]  # oracle obs = [state, goal]
     assert len({tuple(g) for g in goals}) == n_paths
+
+
+class WalkEnv:
+    """Random walks that end when they leave [-1, 1]: each env's path depends only on its
+    own actions, and resets draw start noise from one shared generator (as the MuJoCo
+    envs do), so stepping some envs less would show in every later path. Counts the env
+    steps it takes."""
+    act_dim = 1
+
+    def __init__(self, n, seed=0):
+        self.num_envs, self.rng = n, np.random.default_rng(seed)
+        self.state = np.zeros((n, 1))
+        self.stepped = 0
+
+    def set_tasks(self, tasks):
+        pass
+
+    def reset(self, mask=None):
+        rows = np.ones(self.num_envs, bool) if mask is None else np.asarray(mask, bool)
+        self.state[rows] = 0.1 * self.rng.standard_normal((int(rows.sum()), 1))
+        return self.state.copy()
+
+    def step(self, actions, active):
+        active = np.asarray(active, bool)
+        self.state[active] += 0.3 * np.asarray(actions)[active]
+        self.stepped += int(active.sum())
+        return self.state.copy(), -np.abs(self.state[:, 0]), np.abs(self.state[:, 0]) > 1
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_stopping_dropped_paths_changes_no_path_and_no_later_draw(workers):
+    """Paths the collector provably drops are stopped (fewer env steps), yet three rollouts in
+    a row on one generator keep the same paths as stepping every started path to its end, and
+    leave the action and start-noise generators where that would: the stopped paths are run
+    out after the loop as far as needed to learn how many draws the full loop makes."""
+    act = lambda obs: (np.zeros_like(obs), np.zeros_like(obs))
+    runs = {}
+    for stop in (False, True):
+        env, rng = WalkEnv(6 * 8, seed=1), np.random.default_rng(2)
+        batches = [rollout(env, np.zeros(6), 8, 30, act, rng, steps_per_task=120, collector_workers=workers,
+                           stop_dropped=stop) for _ in range(3)]
+        runs[stop] = batches, env.stepped, rng.standard_normal(4), env.rng.standard_normal(4)
+    (full, full_steps, full_next, full_start), (stopped, stopped_steps, next_draws, start) = runs[False], runs[True]
+    assert stopped_steps < 0.95 * full_steps, (stopped_steps, full_steps)
+    for a, b in zip(full, stopped):
+        assert a.num_steps >= 6 * 120
+        for key in ("observations", "actions", "rewards", "mask", "means", "log_stds"):
+            np.testing.assert_array_equal(getattr(a, key), getattr(b, key), err_msg=key)
+    np.testing.assert_array_equal(full_next, next_draws)
+    np.testing.assert_array_equal(full_start, start)
+
+
+def test_stopping_dropped_ant_paths_changes_nothing():
+    """The same on the MuJoCo ant (falls end paths early): two rollouts with a random policy
+    keep the same paths, and the generators end in the same state, with and without stopping."""
+    from rl.envs import make_vec_env
+    runs = {}
+    for stop in (False, True):
+        env = make_vec_env("ant_vel", 2 * 10)
+        stepped, step = [0], env.step
+        env.step = lambda actions, active: stepped.append(stepped.pop() + int(np.sum(active))) or step(actions, active)
+        rng = np.random.default_rng(3)
+        act = lambda obs: (np.zeros((len(obs), env.act_dim)), np.zeros((len(obs), env.act_dim)))
+        batches = [rollout(env, np.array([0.5, 2.5]), 10, 60, act, rng, steps_per_task=600, stop_dropped=stop)
+                   for _ in range(2)]
+        runs[stop] = batches, rng.standard_normal(3), env.rng_state(), stepped[0]
+    assert runs[True][3] < 0.9 * runs[False][3], (runs[True][3], runs[False][3])
+    for a, b in zip(runs[False][0], runs[True][0]):
+        for key in ("observations", "actions", "rewards", "mask"):
+            np.testing.assert_array_equal(getattr(a, key), getattr(b, key), err_msg=key)
+    np.testing.assert_array_equal(runs[False][1], runs[True][1])
+    assert runs[False][2] == runs[True][2]
