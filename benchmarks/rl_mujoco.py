@@ -105,11 +105,14 @@ def sampling(vec, tasks, fb, act, rng, repeats, stop_dropped=True):
 
 
 def alternating(vec, tasks, fb, act, repeats):
-    """`sampling` with and without stopping dropped paths, pass by pass on the same seeds
-    (the same batches): (stopping, running out), each summed over the passes."""
+    """`sampling` with and without stopping dropped paths, pass by pass from the same action
+    and start-noise states (the same batches): (stopping, running out), each summed over the
+    passes."""
     runs = {True: [], False: []}
     for r in range(repeats):
+        start_noise = vec.rng_state()
         for stop in (True, False):
+            vec.set_rng_state(start_noise)
             runs[stop].append(sampling(vec, tasks, fb, act, np.random.default_rng(1 + r), 1, stop))
     out = []
     for stop in (True, False):

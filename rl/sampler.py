@@ -110,7 +110,9 @@ def rollout(vec_env, tasks, num_trajs, horizon, act_fn, rng, steps_per_task=None
     `noise`: a `SharedNoise` when these tasks are a slice of a larger batch sampled
     elsewhere too (rl.distributed): the slice's rows of the whole batch's draws.
     `stop_dropped=False` steps every started path to its end (same batch, same
-    random streams afterwards; more env steps when paths end early).
+    random streams afterwards; more env steps when paths end early). Stopping relies on
+    `vec_env.step(actions, active)` leaving the envs not in `active` as they are, and on
+    `act_fn` computing each row from that row alone (true of the envs and policies here).
     """
     if collector_workers < 1:
         raise ValueError(f"collector_workers must be >= 1, got {collector_workers}")
@@ -180,9 +182,7 @@ def rollout(vec_env, tasks, num_trajs, horizon, act_fn, rng, steps_per_task=None
             for task in np.flatnonzero(top >= collector_workers):  # paths below can't be dropped
                 stops.stop_dropped(task, paths, task_of, path_index, t, active, loop_steps, collector_workers,
                                    steps_per_task, min_length)
-    drawn, loop_steps = stops.run_out(vec_env, act_fn, draw, obs, loop_steps)
-    for _ in range(loop_steps - drawn):
-        draw((n_envs, act_dim))
+    loop_steps = stops.run_out(vec_env, act_fn, draw, obs, loop_steps)
     if noise is not None:
         noise.finish(loop_steps)
     kept = [_collected(task_paths, steps_per_task, collector_workers) for task_paths in paths]
@@ -232,8 +232,10 @@ class _Stops:
         self.noise[use, step[use]] = standard[use]
 
     def run_out(self, vec_env, act_fn, draw, obs, draws):
-        """(draws made, draws the loop would have made): steps the stopped paths that could
-        still end after the last draw, all at once, each at its own step, until none can."""
+        """The draws a loop stepping every path to its end would have made, after `draws`
+        made: steps the stopped paths that could still end after the last draw, all at once,
+        each at its own step, until none can, drawing on as they need (the path that ends
+        last has drawn up to that count)."""
         extra = []
         end = draws
         live = self.stopped.copy()
@@ -241,7 +243,7 @@ class _Stops:
         while True:
             live &= self.at + self.horizon - self.length > end
             if not live.any():
-                return draws + len(extra), end
+                return end
             index = self.at + i
             while draws + len(extra) <= index[live].max():
                 extra.append(draw((len(live), self.act_dim)))

@@ -342,13 +342,14 @@ class WalkEnv:
     """Random walks that end when they leave [-1, 1]: each env's path depends only on its
     own actions, and resets draw start noise from one shared generator (as the MuJoCo
     envs do), so stepping some envs less would show in every later path. Counts the env
-    steps it takes."""
+    steps it takes and keeps each env's applied actions in order (`applied`)."""
     act_dim = 1
 
     def __init__(self, n, seed=0):
         self.num_envs, self.rng = n, np.random.default_rng(seed)
         self.state = np.zeros((n, 1))
         self.stepped = 0
+        self.applied = [[] for _ in range(n)]
 
     def set_tasks(self, tasks):
         pass
@@ -362,30 +363,44 @@ class WalkEnv:
         active = np.asarray(active, bool)
         self.state[active] += 0.3 * np.asarray(actions)[active]
         self.stepped += int(active.sum())
+        for e in np.flatnonzero(active):
+            self.applied[e].append(float(actions[e, 0]))
         return self.state.copy(), -np.abs(self.state[:, 0]), np.abs(self.state[:, 0]) > 1
 
 
-@pytest.mark.parametrize("workers", [1, 3])
-def test_stopping_dropped_paths_changes_no_path_and_no_later_draw(workers):
+@pytest.mark.parametrize("workers, horizon, budget, num_trajs, log_std", [(1, 30, 120, 8, 0.0), (2, 20, 60, 6, 0.5)])
+def test_stopping_dropped_paths_changes_no_path_and_no_later_draw(workers, horizon, budget, num_trajs, log_std):
     """Paths the collector provably drops are stopped (fewer env steps), yet three rollouts in
     a row on one generator keep the same paths as stepping every started path to its end, and
-    leave the action and start-noise generators where that would: the stopped paths are run
-    out after the loop as far as needed to learn how many draws the full loop makes."""
-    act = lambda obs: (np.zeros_like(obs), np.zeros_like(obs))
+    leave the action and start-noise generators where that would. After the loop the stopped
+    paths that could still be running are stepped on to learn how many draws the full loop
+    makes (more policy calls here): every action any env takes is the one it takes when
+    every path runs to its end (each env's actions are a prefix of those), with a policy
+    that reads the observation."""
+    n_tasks = 6
+    act = lambda obs: (-0.5 * obs, log_std + 0.1 * obs)
     runs = {}
     for stop in (False, True):
-        env, rng = WalkEnv(6 * 8, seed=1), np.random.default_rng(2)
-        batches = [rollout(env, np.zeros(6), 8, 30, act, rng, steps_per_task=120, collector_workers=workers,
-                           stop_dropped=stop) for _ in range(3)]
-        runs[stop] = batches, env.stepped, rng.standard_normal(4), env.rng.standard_normal(4)
-    (full, full_steps, full_next, full_start), (stopped, stopped_steps, next_draws, start) = runs[False], runs[True]
-    assert stopped_steps < 0.95 * full_steps, (stopped_steps, full_steps)
-    for a, b in zip(full, stopped):
-        assert a.num_steps >= 6 * 120
+        env, rng, calls = WalkEnv(n_tasks * num_trajs, seed=1), np.random.default_rng(2), [0]
+        counted = lambda obs: calls.append(calls.pop() + 1) or act(obs)
+        batches, applied = [], []
+        for _ in range(3):
+            env.applied = [[] for _ in range(env.num_envs)]
+            batches.append(rollout(env, np.zeros(n_tasks), num_trajs, horizon, counted, rng, steps_per_task=budget,
+                                   collector_workers=workers, stop_dropped=stop))
+            applied.append(env.applied)
+        runs[stop] = batches, applied, env.stepped, calls[0], rng.standard_normal(4), env.rng.standard_normal(4)
+    full, stopped = runs[False], runs[True]
+    assert stopped[2] < full[2] and stopped[3] > full[3], (stopped[2:4], full[2:4])
+    for a, b in zip(full[0], stopped[0]):
+        assert a.num_steps >= n_tasks * budget
         for key in ("observations", "actions", "rewards", "mask", "means", "log_stds"):
             np.testing.assert_array_equal(getattr(a, key), getattr(b, key), err_msg=key)
-    np.testing.assert_array_equal(full_next, next_draws)
-    np.testing.assert_array_equal(full_start, start)
+    for full_actions, stopped_actions in zip(full[1], stopped[1]):
+        for f, s in zip(full_actions, stopped_actions):
+            assert s == f[:len(s)]
+    np.testing.assert_array_equal(full[4], stopped[4])
+    np.testing.assert_array_equal(full[5], stopped[5])
 
 
 def test_stopping_dropped_ant_paths_changes_nothing():
@@ -404,7 +419,7 @@ def test_stopping_dropped_ant_paths_changes_nothing():
         runs[stop] = batches, rng.standard_normal(3), env.rng_state(), stepped[0]
     assert runs[True][3] < 0.9 * runs[False][3], (runs[True][3], runs[False][3])
     for a, b in zip(runs[False][0], runs[True][0]):
-        for key in ("observations", "actions", "rewards", "mask"):
+        for key in ("observations", "actions", "rewards", "mask", "means", "log_stds"):
             np.testing.assert_array_equal(getattr(a, key), getattr(b, key), err_msg=key)
     np.testing.assert_array_equal(runs[False][1], runs[True][1])
     assert runs[False][2] == runs[True][2]

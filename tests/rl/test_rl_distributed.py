@@ -72,41 +72,50 @@ def test_shares_add_up_to_the_surrogate_and_its_kl(synthetic_data):
     assert abs(np.mean(own_means) - whole[1]) > 0.05 * abs(whole[1])
 
 
-def _homing_act_fn(calls):
-    """Point-oracle policy that walks to the goal with little noise, so paths end early (and at
-    different steps per task); counts its calls (the rollout's loop steps) in `calls`."""
+def _homing_act_fn(calls, std=0.05):
+    """Point-oracle policy that walks to the goal with noise `std`, so paths end early (and at
+    different steps per task); counts its calls in `calls`."""
     def act(obs):
         calls.append(1)
         position, goal = obs[:, :2], obs[:, 2:]
-        return np.clip((goal - position) / 0.1, -1, 1), np.full((len(obs), 2), np.log(0.05))
+        return np.clip((goal - position) / 0.1, -1, 1), np.full((len(obs), 2), np.log(std))
     return act
 
 
-def test_a_slice_of_the_tasks_samples_the_single_device_paths():
-    """The point task, 4 tasks x 3 slots with a step budget (paths restarted until 60 steps): the
-    two slices of 2 tasks, each drawing its rows of the whole batch's noise (`SharedNoise`),
-    sample exactly the paths the whole batch gives those tasks, and leave the RNG where the whole
-    rollout leaves it, though the near slice's loop ends first (it catches up the draws)."""
+@pytest.mark.parametrize("trajs, budget, std, near_ends_sooner", [(3, 60, 0.05, True), (6, 100, 0.5, False)])
+def test_a_slice_of_the_tasks_samples_the_single_device_paths(trajs, budget, std, near_ends_sooner):
+    """The point task, 4 tasks x `trajs` slots with a step budget (paths restarted until `budget`
+    steps): the two slices of 2 tasks, each drawing its rows of the whole batch's noise
+    (`SharedNoise`), sample exactly the paths the whole batch gives those tasks, and leave the
+    RNG where the whole rollout leaves it, also where the near slice's loop ends first (it catches
+    up the draws). The whole batch steps every started path to its end (`stop_dropped=False`), the
+    slices stop the ones the collector drops (the second case stops some, and runs them out past
+    the slice's loop): each slice still reports the loop count of stepping them all, which for
+    the far slice is the whole batch's."""
     tasks = np.array([[0.02, 0.01], [-0.03, 0.02], [0.4, -0.4], [-0.35, 0.45]])
-    horizon, trajs, budget = 40, 3, 60
+    horizon = 40
     calls = []
     rng = np.random.default_rng(5)
-    whole = rollout(PointVecEnv(4 * trajs, oracle=True), tasks, trajs, horizon, _homing_act_fn(calls), rng,
-                    steps_per_task=budget)
+    whole = rollout(PointVecEnv(4 * trajs, oracle=True), tasks, trajs, horizon, _homing_act_fn(calls, std), rng,
+                    steps_per_task=budget, stop_dropped=False)
     loop_steps, after = len(calls), rng.bit_generator.state
+    reported = []
+
+    def agree_steps(steps):
+        reported.append(steps)
+        return max(steps, loop_steps)
+
     for first in (0, 2):
-        calls = []
         rng = np.random.default_rng(5)
-        noise = SharedNoise(rng, 4 * trajs, first * trajs, 2, agree_steps=lambda steps: max(steps, loop_steps))
+        noise = SharedNoise(rng, 4 * trajs, first * trajs, 2, agree_steps)
         part = rollout(PointVecEnv(2 * trajs, oracle=True), tasks[first:first + 2], trajs, horizon,
-                       _homing_act_fn(calls), rng, steps_per_task=budget, noise=noise)
-        if first == 0:
-            assert len(calls) < loop_steps  # the near goals' paths end sooner
+                       _homing_act_fn([], std), rng, steps_per_task=budget, noise=noise)
         assert rng.bit_generator.state == after
         paths = part.mask.shape[1]
         for key in ("observations", "actions", "rewards", "mask", "means", "log_stds"):
             np.testing.assert_array_equal(getattr(part, key), getattr(whole, key)[first:first + 2, :paths])
             assert not getattr(whole, key)[first:first + 2, paths:].any()
+    assert reported[1] == loop_steps and (reported[0] < loop_steps) == near_ends_sooner
     assert len(np.unique(whole.mask.sum(-1)[whole.path_mask])) > 3  # paths of many lengths
 
 
