@@ -143,6 +143,10 @@ def rollout(vec_env, tasks, num_trajs, horizon, act_fn, rng, steps_per_task=None
     active = np.ones(n_envs, bool)
     rows = np.arange(n_envs)
     stops = _Stops(n_envs, n_tasks, horizon, act_dim)
+    if steps_per_task is not None:
+        # Path k can be dropped only if k - workers + 1 paths of at most `horizon` steps can
+        # fill the budget (_may_start): below that index, no look.
+        droppable = -(-steps_per_task // horizon) + collector_workers - 1
     loop_steps = 0
     while active.any():
         mean, log_std = act_fn(obs)
@@ -179,7 +183,7 @@ def rollout(vec_env, tasks, num_trajs, horizon, act_fn, rng, steps_per_task=None
         obs = next_obs
         if steps_per_task is not None and stop_dropped and loop_steps % _STOP_CHECK_EVERY == 0:
             top = np.where(active, path_index, -1).reshape(n_tasks, num_trajs).max(1)
-            for task in np.flatnonzero(top >= collector_workers):  # paths below can't be dropped
+            for task in np.flatnonzero(top >= droppable):
                 stops.stop_dropped(task, paths, task_of, path_index, t, active, loop_steps, collector_workers,
                                    steps_per_task, min_length)
     loop_steps = stops.run_out(vec_env, act_fn, draw, obs, loop_steps)
