@@ -29,7 +29,7 @@ Two budgets:
                        kept (the same bound, on the paths' lengths so far), and no
                        later path of its task starts. Stopped paths still count for
                        the noise: the loop draws as often as it would have had they
-                       run to their ends (`_run_out`), so the next rollout on the
+                       run to their ends (`_Stops.run_out`), so the next rollout on the
                        same `rng` draws what it would have drawn, and kept paths
                        and the random streams equal those of stepping every started
                        path to its end (`stop_dropped=False`).
