@@ -29,8 +29,7 @@ from absl import app, flags  # noqa: E402
 
 import meta_step  # noqa: E402  (its CONFIGS, inputs, and the flags reused here: --configs, --orders, --rounds, --xla, --max_isa)
 
-CONV_CONFIGS = ["omniglot_5way_1shot", "omniglot_5way_5shot", "omniglot_20way_1shot", "miniimagenet_5way_1shot",
-                "miniimagenet_5way_5shot"]
+CONV_CONFIGS = meta_step.CONV_CONFIGS
 FLAGS = flags.FLAGS
 FLAGS.set_default("configs", CONV_CONFIGS[:3])
 FLAGS.set_default("rounds", 8)

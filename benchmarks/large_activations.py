@@ -35,8 +35,7 @@ from absl import app, flags  # noqa: E402
 
 import meta_step  # noqa: E402  (its CONFIGS, inputs, and the flags reused here: --configs, --orders, --rounds, --max_isa)
 
-CONFIGS = ["omniglot_5way_1shot", "omniglot_5way_5shot", "omniglot_20way_1shot", "miniimagenet_5way_1shot",
-           "miniimagenet_5way_5shot"]
+CONFIGS = meta_step.CONV_CONFIGS
 # variant: the batched_forward settings it changes from the defaults
 VARIANTS = {
     "auto": {},

@@ -61,6 +61,8 @@ CONFIGS = {
     "miniimagenet_5way_1shot": ("miniimagenet", 5, 4, 1, 15, 5, 0.01, {"num_filters": 32, "max_pool": True}),
     "miniimagenet_5way_5shot": ("miniimagenet", 5, 2, 5, 15, 5, 0.01, {"num_filters": 32, "max_pool": True}),
 }
+# The convolutional configurations (the per-task convolution and large-activation benchmarks).
+CONV_CONFIGS = [name for name, config in CONFIGS.items() if config[0] != "sinusoid" and config[7].get("conv", True)]
 PEERS = ("vmap", "loop")
 # glibc keeps freed memory: no mmap'd blocks (each would be unmapped on free), no trimming.
 GLIBC_TUNABLES = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736"
