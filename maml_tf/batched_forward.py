@@ -299,13 +299,12 @@ def _conv2d(kernel, bias, kernel_size, strides, method):
     def step(weights, x):
         w, b = weights[kernel], weights[bias]
         tasks, n, height, width, channels = (len(x), *x[0].shape) if isinstance(x, list) else x.shape
-        loops_over_tasks = (not isinstance(w, SharedKernel) and _per_task(w, 4)
-                            and _use_per_task_conv(method, tasks, n, height, width, channels))
+        per_task_conv = _use_per_task_conv(method, tasks, n, height, width, channels)
+        loops_over_tasks = not isinstance(w, SharedKernel) and _per_task(w, 4) and per_task_conv
         if not loops_over_tasks:
             x = _stacked(x)
         if isinstance(w, SharedKernel):
-            y = _shared_conv(x, w.kernel, w.delta, (sh, sw),
-                             _use_per_task_conv(method, tasks, n, height, width, channels))
+            y = _shared_conv(x, w.kernel, w.delta, (sh, sw), per_task_conv)
             return y + _channels(b, y)
         if not _per_task(w, 4):  # one kernel for all tasks: the native convolution
             y = tf.nn.conv2d(tf.reshape(x, [tasks * n, height, width, channels]), w, [1, sh, sw, 1], "SAME")
