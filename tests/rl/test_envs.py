@@ -243,7 +243,7 @@ class PresetLengthEnv:
         return np.zeros((self.num_envs, 1))
 
     def step(self, actions, active=None):
-        self.t += 1
+        self.t[slice(None) if active is None else np.asarray(active, bool)] += 1  # others stay as they are
         ends = np.array([self.lengths[e // self.num_trajs][self.path[e]] for e in range(self.num_envs)])
         return np.zeros((self.num_envs, 1)), np.ones(self.num_envs), self.t >= ends
 
