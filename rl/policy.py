@@ -85,7 +85,8 @@ class Policy:
         concrete function for these parameters directly: the sampler calls it at every time
         step, and the tf.function's dispatch (matching the arguments to a trace) cost about
         as much as the point task's forward pass itself."""
-        params = self.params if params is None else params
+        params = self.params if params is None else [
+            p if isinstance(p, tf.Variable) else tf.convert_to_tensor(p, self.dtype) for p in params]
         n_tasks = int(params[-1].shape[0]) if params[-1].shape.rank == 2 else None
         obs_shape = [None, self.params[0].shape[0]] if n_tasks is None else [n_tasks, None, self.params[0].shape[0]]
         forward = self._compiled_forward.get_concrete_function(params, tf.TensorSpec(obs_shape, self.dtype))

@@ -55,26 +55,28 @@ def test_task_batched_forward_equals_per_task_forward():
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_act_fn_returns_the_compiled_forward_pass_bit_for_bit(dtype):
-    """The sampler's callback (which calls the forward pass's concrete function directly) gives
-    the tf.function's own results bit for bit, as numpy arrays of the policy's dtype, with the
-    variables (any number of rows, after they change) and with task-batched parameters
-    (env e = task * E/T + j runs task t's parameters)."""
+    """The sampler's callback (which calls one trace of the forward pass, for any number of rows,
+    directly) gives bit for bit what the forward pass compiled for the exact input shape gives
+    (a separate tf.function, one trace per shape: what the callback called before), as numpy
+    arrays of the policy's dtype: with the variables (any number of rows, and after they
+    change) and with task-batched parameters (env e = task * E/T + j runs task t's)."""
     policy = pol.Policy(5, 3, seed=2, dtype=dtype)
+    exact = tf.function(policy.forward)  # its own traces, at the exact shapes
     obs = np.random.default_rng(0).standard_normal((12, 5)) * 4
     act = policy.act_fn()
     for rows in (12, 7):
-        for got, want in zip(act(obs[:rows]), policy._compiled_forward(policy.params, tf.constant(obs[:rows], dtype))):
+        for got, want in zip(act(obs[:rows]), exact(policy.params, tf.constant(obs[:rows], dtype))):
             assert got.dtype == np.dtype(dtype)
             np.testing.assert_array_equal(got, want.numpy())
     policy.params[0].assign_add(tf.ones_like(policy.params[0]))
-    np.testing.assert_array_equal(act(obs)[0], policy._compiled_forward(policy.params, tf.constant(obs, dtype))[0])
+    np.testing.assert_array_equal(act(obs)[0], exact(policy.params, tf.constant(obs, dtype))[0].numpy())
     batched = [tf.stack([v + 0.1 * i for i in range(3)]) for v in policy.params]
     mean, log_std = policy.act_fn(batched)(obs)
-    want = policy._compiled_forward(batched, tf.constant(obs.reshape(3, 4, 5), dtype))
+    want = exact(batched, tf.constant(obs.reshape(3, 4, 5), dtype))
     np.testing.assert_array_equal(mean, want[0].numpy().reshape(12, 3))
     np.testing.assert_array_equal(log_std, want[1].numpy().reshape(12, 3))
-    np.testing.assert_allclose(mean[4:8], policy._compiled_forward([v[1] for v in batched],
-                                                                   tf.constant(obs[4:8], dtype))[0].numpy(), rtol=1e-6)
+    np.testing.assert_allclose(mean[4:8], exact([v[1] for v in batched], tf.constant(obs[4:8], dtype))[0].numpy(),
+                               rtol=1e-6)
 
 
 def test_inner_step_is_sgd_on_each_tasks_own_loss(synthetic_data):
