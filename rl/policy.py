@@ -88,7 +88,8 @@ class Policy:
         params = self.params if params is None else [
             p if isinstance(p, tf.Variable) else tf.convert_to_tensor(p, self.dtype) for p in params]
         n_tasks = int(params[-1].shape[0]) if params[-1].shape.rank == 2 else None
-        obs_shape = [None, self.params[0].shape[0]] if n_tasks is None else [n_tasks, None, self.params[0].shape[0]]
+        obs_dim = self.params[0].shape[0]
+        obs_shape = [None, obs_dim] if n_tasks is None else [n_tasks, None, obs_dim]
         forward = self._compiled_forward.get_concrete_function(params, tf.TensorSpec(obs_shape, self.dtype))
 
         def act(obs):
