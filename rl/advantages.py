@@ -35,8 +35,7 @@ def process_task(observations, rewards, mask, discount=0.99, gae_lambda=1.0, reg
     """Advantages [N, H] for one task's paths: fit the linear baseline on these
     paths, predict them, GAE, standardise."""
     returns = discount_cumsum(rewards * mask, discount) * mask
-    baseline = LinearFeatureBaseline(reg_coeff).fit(observations, returns, mask)
-    values = baseline.predict(observations, mask)
+    values = LinearFeatureBaseline(reg_coeff).fit_predict(observations, returns, mask)
     adv = gae(rewards * mask, values, mask, discount, gae_lambda)
     return standardize(adv, mask)
 

@@ -14,6 +14,12 @@ def features(observations, time_steps):
     return np.concatenate([o, o ** 2, al, al ** 2, al ** 3, np.ones_like(al)], axis=-1)
 
 
+def path_features(observations, mask):
+    """`features` of paths: observations [N, H, d], mask [N, H] (the step index is the position
+    on the H axis)."""
+    return features(observations, np.broadcast_to(np.arange(mask.shape[-1]), mask.shape))
+
+
 class LinearFeatureBaseline:
     """Ridge regression (ridge `reg_coeff`, raised tenfold while the fit has NaNs, 5 tries) of the
     discounted returns on `features`; `coeffs` after `fit` (all NaN if the paths hold non-finite values)."""
@@ -24,10 +30,23 @@ class LinearFeatureBaseline:
 
     def fit(self, observations, returns, mask):
         """observations [N, H, d], returns and mask [N, H]; padded steps are ignored."""
-        h = mask.shape[-1]
-        t = np.broadcast_to(np.arange(h), mask.shape)
+        return self._fit(path_features(observations, mask), returns, mask)
+
+    def predict(self, observations, mask):
+        """[N, H] predictions, zero on padded steps (and everywhere before `fit`)."""
+        if self.coeffs is None:
+            return np.zeros(mask.shape)
+        return self._predict(path_features(observations, mask), mask)
+
+    def fit_predict(self, observations, returns, mask):
+        """`fit` then `predict` on the same paths (what `process_samples` does), their features
+        computed once: the same numbers as the two calls."""
+        feats = path_features(observations, mask)
+        return self._fit(feats, returns, mask)._predict(feats, mask)
+
+    def _fit(self, feats, returns, mask):
         valid = mask.astype(bool)
-        featmat = features(observations, t)[valid]
+        featmat = feats[valid]
         targets = returns[valid]
         reg = self.reg_coeff
         gram = featmat.T @ featmat
@@ -44,9 +63,5 @@ class LinearFeatureBaseline:
             reg *= 10
         return self
 
-    def predict(self, observations, mask):
-        """[N, H] predictions, zero on padded steps (and everywhere before `fit`)."""
-        if self.coeffs is None:
-            return np.zeros(mask.shape)
-        t = np.broadcast_to(np.arange(mask.shape[-1]), mask.shape)
-        return (features(observations, t) @ self.coeffs) * mask
+    def _predict(self, feats, mask):
+        return (feats @ self.coeffs) * mask

@@ -16,7 +16,8 @@ def loss_inputs(batch, discount, gae_lambda, dtype, pool_tasks=False, pad_steps_
     per task, or over all tasks' paths pooled) and its packed steps, as `dtype` tensors (the step
     axis padded, masked, to a multiple of `pad_steps_to`)."""
     advantages = adv_lib.process_batch(batch, discount, gae_lambda, pool_tasks=pool_tasks)
-    return {k: tf.constant(v, dtype=dtype) for k, v in batch.compact(advantages, pad_steps_to).items()}
+    packed = batch.compact(advantages, pad_steps_to, tf.as_dtype(dtype).as_numpy_dtype)
+    return {k: tf.constant(v) for k, v in packed.items()}
 
 
 def _masked_mean(x, mask, axis=None):

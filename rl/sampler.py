@@ -78,10 +78,11 @@ class Batch:
         t, n, h = self.mask.shape
         return {k: getattr(self, k).reshape((t, n * h) + getattr(self, k).shape[3:]) for k in _KEYS}
 
-    def compact(self, advantages, multiple=1):
+    def compact(self, advantages, multiple=1, dtype=np.float64):
         """Loss inputs (`rl.objectives`): the `flat` arrays and `advantages` [T, N, H], every
         task's valid steps packed to the front, [T, M, ...], M = the largest step count of a
-        task rounded up to a multiple of `multiple`; 'mask' marks the valid entries."""
+        task rounded up to a multiple of `multiple`; 'mask' marks the valid entries. Rounded
+        to `dtype` as they are packed."""
         data = self.flat()
         t = self.mask.shape[0]
         data["advantages"] = advantages.reshape(t, -1)
@@ -90,11 +91,11 @@ class Batch:
         steps = -(-int(counts.max()) // multiple) * multiple
         out = {}
         for key, value in data.items():
-            packed = np.zeros((t, steps) + value.shape[2:])
+            packed = np.zeros((t, steps) + value.shape[2:], dtype)
             for i in range(t):
                 packed[i, :counts[i]] = value[i][valid[i]]
             out[key] = packed
-        out["mask"] = (np.arange(steps)[None] < counts[:, None]).astype(np.float64)
+        out["mask"] = (np.arange(steps)[None] < counts[:, None]).astype(dtype)
         return out
 
 

@@ -38,6 +38,19 @@ def test_baseline_fit_equals_ridge_least_squares_reference():
     assert np.all(pred[mask == 0] == 0)
 
 
+def test_fit_predict_is_fit_then_predict_bit_for_bit():
+    """`fit_predict` (process_task's one pass of features) gives exactly the coefficients and
+    predictions of `fit` then `predict` (the original's `process_samples` order), padding included."""
+    obs, rew, mask = _paths(np.random.default_rng(3), n=6, h=30, d=5)
+    returns = discount_cumsum(rew, 0.99) * mask
+    two_calls = LinearFeatureBaseline().fit(obs, returns, mask)
+    one_pass = LinearFeatureBaseline()
+    values = one_pass.fit_predict(obs, returns, mask)
+    assert np.array_equal(one_pass.coeffs, two_calls.coeffs)
+    assert np.array_equal(values, two_calls.predict(obs, mask))
+    assert np.all(values[mask == 0] == 0) and np.any(values != 0)
+
+
 def test_baseline_features_clip_observations():
     f = features(np.array([[20.0, -1.0]]), np.array([50]))
     np.testing.assert_allclose(f, [[10.0, -1.0, 100.0, 1.0, 0.5, 0.25, 0.125, 1.0]])

@@ -173,3 +173,27 @@ def test_gaussian_log_prob_and_kl_match_their_closed_forms():
     expected_kl = np.sum(l1 - l0 + (s0 ** 2 + (m0 - m1) ** 2) / (2 * s1 ** 2) - 0.5, axis=-1)
     np.testing.assert_allclose(pol.kl(*(tf.constant(x) for x in (m0, l0, m1, l1))).numpy(), expected_kl,
                                rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("dtype", [tf.float32, tf.float64])
+def test_loss_inputs_round_once_to_the_loss_dtype(dtype):
+    """`loss_inputs` packs the batch in the loss dtype directly: the same tensors, bit for bit, as
+    packing in float64 and converting with `tf.constant(..., dtype)` (IEEE round-to-nearest both
+    ways), on values float32 cannot hold exactly."""
+    from rl.advantages import process_batch
+    from rl.sampler import Batch
+
+    rng = np.random.default_rng(5)
+    t, n, h = 3, 4, 7
+    mask = (np.arange(h)[None, None] < rng.integers(1, h + 1, size=(t, n, 1))).astype(np.float64)
+    draw = lambda *shape: rng.normal(size=(t, n, h) + shape) * mask.reshape(mask.shape + (1,) * len(shape))  # noqa: E731
+    batch = Batch(observations=draw(5) / 3, actions=draw(2) / 7, rewards=draw() / 11, mask=mask,
+                  means=draw(2) / 13, log_stds=draw(2) / 17)
+    data = obj.loss_inputs(batch, 0.99, 1.0, dtype, pad_steps_to=8)
+    reference = batch.compact(process_batch(batch, 0.99, 1.0), 8)
+    assert set(data) == set(reference)
+    for key, value in reference.items():
+        assert data[key].dtype == dtype and data[key].shape == value.shape
+        assert np.array_equal(data[key].numpy(), tf.constant(value, dtype=dtype).numpy()), key
+    if dtype == tf.float32:  # rounded indeed
+        assert not np.array_equal(data["observations"].numpy().astype(np.float64), reference["observations"])
