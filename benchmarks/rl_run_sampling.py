@@ -12,7 +12,8 @@ initial policy; a trained one falls less or more, which sets how many paths are 
 also gives the seconds spent in MuJoCo's batch stepping itself (`LocomotionSim.batch.step`, the C
 physics on all threads) and what they imply: the physics rate at the states this policy visits, and
 the kept rate the sampler would reach if nothing but that physics took time (physics rate x the
-share of stepped steps kept). Pause the run's training while this runs (the machine may be shared).
+share of stepped steps kept; the forward passes of resets are not counted, so it is an upper bound;
+"-" for the point task, which has no MuJoCo physics). Pause the run's training while this runs (the machine may be shared).
 """
 import dataclasses
 import functools
@@ -32,7 +33,7 @@ flags.DEFINE_integer("rounds", 2, "Iterations' sampling per mode, alternating.")
 
 def _learner(logdir):
     """The run's MAMLTRPO at its latest checkpoint, its vec env with a counter of env steps, and a
-    timer of the vec env's MuJoCo batch stepping ([seconds])."""
+    timer of the vec env's MuJoCo batch stepping ([seconds]; 0 for the point env)."""
     from rl import maml, run_io
     from rl.config import TrainConfig
     from rl.envs import make_vec_env
@@ -51,13 +52,15 @@ def _learner(logdir):
         stepped[0] += int(np.sum(active))
         return step(actions, active)
     vec.step = counted
-    physics, batch_step = [0.0], vec.sim.batch.step
+    physics = [0.0]
+    if hasattr(vec, "sim"):  # the MuJoCo tasks (the point env is numpy)
+        batch_step = vec.sim.batch.step
 
-    def timed(*args, **kwargs):
-        start = time.perf_counter()
-        batch_step(*args, **kwargs)
-        physics[0] += time.perf_counter() - start
-    vec.sim.batch.step = timed
+        def timed(*args, **kwargs):
+            start = time.perf_counter()
+            batch_step(*args, **kwargs)
+            physics[0] += time.perf_counter() - start
+        vec.sim.batch.step = timed
     return maml.MAMLTRPO(policy, vec, config), vec, stepped, physics, config
 
 
@@ -67,9 +70,11 @@ def main(argv):
     learner, vec, stepped, physics, config = _learner(logdir)
     rows = {True: [], False: []}
     for r in range(FLAGS.rounds):
-        start_noise, batches = vec.rng_state(), {}
+        # The MuJoCo envs' start noise (the point env starts every path in the same state).
+        start_noise, batches = (vec.rng_state() if hasattr(vec, "rng_state") else None), {}
         for stop in (True, False):
-            vec.set_rng_state(start_noise)
+            if start_noise is not None:
+                vec.set_rng_state(start_noise)
             maml.rollout = functools.partial(sampler.rollout, stop_dropped=stop)
             rng = np.random.default_rng(100 + r)
             stepped[0], physics[0] = 0, 0.0
@@ -94,8 +99,9 @@ def main(argv):
     total = {stop: sum(r[0] + r[1] for r in rows[stop]) for stop in rows}
     for stop, name in ((True, "stop dropped paths (default)"), (False, "step every path to its end")):
         s, q, st, kept, phys = (sum(r[i] for r in rows[stop]) for i in range(5))
+        physics_columns = f"{phys:.1f} | {st / phys:,.0f} | {kept / phys:,.0f}" if phys else "- | - | -"
         print(f"| {name} | {s:.1f} | {q:.1f} | {total[stop]:.1f} | {st:,} / {kept:,} | {kept / total[stop]:,.0f} "
-              f"| {total[False] / total[stop]:.2f}x | {phys:.1f} | {st / phys:,.0f} | {kept / phys:,.0f} |")
+              f"| {total[False] / total[stop]:.2f}x | {physics_columns} |")
 
 
 if __name__ == "__main__":

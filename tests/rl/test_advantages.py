@@ -40,14 +40,21 @@ def test_baseline_fit_equals_ridge_least_squares_reference():
 
 def test_fit_predict_is_fit_then_predict_bit_for_bit():
     """`fit_predict` (process_task's one pass of features) gives exactly the coefficients and
-    predictions of `fit` then `predict` (the original's `process_samples` order), padding included."""
+    predictions of `fit` then `predict` (the original's `process_samples` order), padding included,
+    and both equal, bit for bit, rllab's computation written out here: the features of the valid
+    steps, lstsq(F^T F + 1e-5 I, F^T R), then the features of every step times the coefficients."""
     obs, rew, mask = _paths(np.random.default_rng(3), n=6, h=30, d=5)
     returns = discount_cumsum(rew, 0.99) * mask
+    t = np.broadcast_to(np.arange(mask.shape[-1]), mask.shape)
+    featmat = features(obs, t)[mask > 0]
+    coeffs = np.linalg.lstsq(featmat.T @ featmat + 1e-5 * np.identity(featmat.shape[1]),
+                             featmat.T @ returns[mask > 0], rcond=None)[0]
+    reference = (features(obs, t) @ coeffs) * mask
     two_calls = LinearFeatureBaseline().fit(obs, returns, mask)
     one_pass = LinearFeatureBaseline()
     values = one_pass.fit_predict(obs, returns, mask)
-    assert np.array_equal(one_pass.coeffs, two_calls.coeffs)
-    assert np.array_equal(values, two_calls.predict(obs, mask))
+    assert np.array_equal(two_calls.coeffs, coeffs) and np.array_equal(one_pass.coeffs, coeffs)
+    assert np.array_equal(two_calls.predict(obs, mask), reference) and np.array_equal(values, reference)
     assert np.all(values[mask == 0] == 0) and np.any(values != 0)
 
 
