@@ -423,3 +423,47 @@ def test_stopping_dropped_ant_paths_changes_nothing():
             np.testing.assert_array_equal(getattr(a, key), getattr(b, key), err_msg=key)
     np.testing.assert_array_equal(runs[False][1], runs[True][1])
     assert runs[False][2] == runs[True][2]
+
+
+class LabelledEnv(PresetLengthEnv):
+    """PresetLengthEnv whose observations are [task, path index, step] and whose rewards are
+    1000 task + 10 path + steps taken, so every recorded value names where it belongs."""
+
+    def _obs(self):
+        task = np.arange(self.num_envs) // self.num_trajs
+        return np.stack([task, self.path, self.t], axis=1).astype(np.float64)
+
+    def reset(self, mask=None):
+        super().reset(mask)
+        return self._obs()
+
+    def step(self, actions, active=None):
+        _, _, done = super().step(actions, active)
+        task = np.arange(self.num_envs) // self.num_trajs
+        return self._obs(), 1000.0 * task + 10.0 * self.path + self.t, done
+
+
+def test_rollout_files_every_step_under_its_own_path_and_pads_with_zeros():
+    """Each kept path's steps land at [task, path index, step] of the batch, whatever slot ran
+    it and however many paths the slots ran (several per slot here, a slot's buffer reused by
+    each): observations, rewards and the policy's means are each the path's own, the mask is 1
+    on its length, and everything past a path's end, and every path a task did not keep, is 0."""
+    n_tasks, num_trajs, budget = 3, 2, 40
+    length = lambda i, k: 5 if i == 2 else 1 + (k + i) % 3  # noqa: E731  (task 2 keeps fewer paths)
+    env = LabelledEnv([[length(i, k) for k in range(200)] for i in range(n_tasks)], num_trajs)
+    act = lambda obs: (obs[:, 1:2] * 100 + obs[:, 2:3], np.zeros((len(obs), 1)))  # noqa: E731
+    batch = rollout(env, np.zeros(n_tasks), num_trajs, 5, act, np.random.default_rng(0), steps_per_task=budget)
+    kept = [next(n for n in range(1, 200) if sum(length(i, k) for k in range(n)) >= budget)  # sequential rule
+            for i in range(n_tasks)]
+    assert env.resets > 3 * n_tasks * num_trajs and kept[2] < min(kept[:2])
+    np.testing.assert_array_equal(batch.path_mask.sum(1), kept)
+    for i in range(n_tasks):
+        for k in range(batch.mask.shape[1]):
+            n = length(i, k) if k < kept[i] else 0
+            steps = np.arange(n)
+            np.testing.assert_array_equal(batch.mask[i, k], np.arange(5) < n)
+            np.testing.assert_array_equal(batch.observations[i, k, :n], np.stack([0 * steps + i, 0 * steps + k, steps], 1))
+            np.testing.assert_array_equal(batch.rewards[i, k, :n], 1000 * i + 10 * k + steps + 1)
+            np.testing.assert_array_equal(batch.means[i, k, :n, 0], 100 * k + steps)
+            for field in (batch.observations, batch.actions, batch.rewards, batch.means, batch.log_stds):
+                assert not np.any(field[i, k, n:]), (i, k)
