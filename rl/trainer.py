@@ -28,6 +28,7 @@ Reliability (each one-line error is a `rl.run_io.RunError`; rl.train prints it):
 import contextlib
 import math
 import os
+import statistics
 import time
 import types
 
@@ -213,7 +214,7 @@ def _train(config, logdir, strategy, job):
     progress = run_io.ProgressCsv(logdir, start) if chief else None
     variables = list(policy.model.variables) + list(optimizer.variables)
     writer = ScalarWriter(os.path.join(logdir, "tb"), resumed_at=start) if chief and start < n_itr else None
-    session_start, total_time = time.time(), 0.0
+    session_start, iteration_seconds = time.time(), []
     try:
         for itr in range(start, n_itr):
             try:
@@ -232,10 +233,9 @@ def _train(config, logdir, strategy, job):
                                + (f", the last checkpoint, {os.path.basename(last)}, holds the "
                                   "policy before it" if last else "")) from None
             check_finite(stats, variables, itr, config, last)
-            total_time += stats["ItrTime"]
+            iteration_seconds.append(stats["ItrTime"])
             steps_per_s = stats["EnvSteps"] / stats["ItrTime"]
-            # ETA from the iterations this session ran (a resumed session has no time for earlier ones).
-            eta = total_time / (itr - start + 1) * (n_itr - itr - 1)
+            eta = time_left(iteration_seconds, n_itr - itr - 1)
             row = {"Iteration": itr, **stats, "EnvStepsPerSec": steps_per_s, "Time": time.time() - session_start}
             logging.info(
                 "itr %d/%d | pre %.2f | post %s | KL %s | loss %.5f -> %.5f | %.0f steps/s | %.1f s/itr "
@@ -267,6 +267,13 @@ def _stopped_message(signum, itr, start, state, strategy):
         strategy.num_replicas_in_sync else "the same command on every worker"
     return (f"stopped by {signal_name(signum)} after iteration {itr} ({itr - start} run by this start): {saved}; "
             f"run {command} to resume at iteration {itr}")
+
+
+def time_left(iteration_seconds, iterations_left):
+    """Seconds for `iterations_left` more iterations at the median of the iterations this start
+    ran (a resumed run has no times for earlier ones): an iteration that a pause (SIGSTOP) or a
+    busy machine stretched does not inflate it, as a mean would."""
+    return statistics.median(iteration_seconds) * iterations_left if iteration_seconds else 0.0
 
 
 def signal_name(signum):

@@ -208,3 +208,15 @@ def test_bad_flags_give_one_line_error(tmp_path, args, message):
 def test_missing_logdir_is_reported():
     result = _train_cli()
     assert result.returncode != 0 and "--logdir is required" in result.stderr.splitlines()[-1]
+
+
+def test_eta_is_the_median_iteration_time_times_the_iterations_left():
+    """The log line's ETA: the median of this start's iteration times x iterations left, so a
+    paused iteration (here 1000 s among 95-100 s ones) does not inflate it as a mean would
+    (1000 s pause: mean 280 s, median 97.5 s)."""
+    from rl.trainer import time_left
+
+    assert time_left([95.0, 100.0, 1000.0, 97.0, 98.0], 10) == 980.0
+    assert time_left([95.0, 100.0, 1000.0, 97.5], 2) == 197.5
+    assert time_left([], 5) == 0.0
+    assert time_left([90.0], 0) == 0.0
