@@ -13,7 +13,8 @@ also gives the seconds spent in MuJoCo's batch stepping itself (`LocomotionSim.b
 physics on all threads) and what they imply: the physics rate at the states this policy visits, and
 the kept rate the sampler would reach if nothing but that physics took time (physics rate x the
 share of stepped steps kept; the forward passes of resets are not counted, so it is an upper bound;
-"-" for the point task, which has no MuJoCo physics). Pause the run's training while this runs (the machine may be shared).
+"-" for the point task, which has no MuJoCo physics). Pause the run's training while this runs
+(the machine may be shared).
 """
 import dataclasses
 import functools

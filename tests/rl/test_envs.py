@@ -462,7 +462,8 @@ def test_rollout_files_every_step_under_its_own_path_and_pads_with_zeros():
             n = length(i, k) if k < kept[i] else 0
             steps = np.arange(n)
             np.testing.assert_array_equal(batch.mask[i, k], np.arange(5) < n)
-            np.testing.assert_array_equal(batch.observations[i, k, :n], np.stack([0 * steps + i, 0 * steps + k, steps], 1))
+            labels = np.stack([np.full(n, i), np.full(n, k), steps], 1)
+            np.testing.assert_array_equal(batch.observations[i, k, :n], labels)
             np.testing.assert_array_equal(batch.rewards[i, k, :n], 1000 * i + 10 * k + steps + 1)
             np.testing.assert_array_equal(batch.means[i, k, :n, 0], 100 * k + steps)
             for field in (batch.observations, batch.actions, batch.rewards, batch.means, batch.log_stds):
