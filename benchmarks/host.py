@@ -71,6 +71,15 @@ def has_avx2():
     return cpu()[1] in ("AVX-512", "AVX2 (no AVX-512)")
 
 
+def tf_onednn():
+    """'on' or 'off': whether the TensorFlow loaded in this process runs its oneDNN kernels. Its
+    own default is on only for CPUs with AVX-512 (VNNI, BF16 or AMX); importing maml_tf first asks
+    for them everywhere (TF_ENABLE_ONEDNN_OPTS=1), so a table names the kernels it measured."""
+    from tensorflow.python.util import _pywrap_util_port  # the flag TensorFlow's own tests read
+
+    return "on" if _pywrap_util_port.IsMklEnabled() else "off"
+
+
 def describe():
     """'<model>, <ISA>' for a table header, with ' capped at <ISA>' under cap_isa."""
     model, isa = cpu()

@@ -47,6 +47,7 @@ sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.join(REPO, "tests"))  # reference_maml
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # torch_maml
 
+import maml_tf  # noqa: E402,F401  (before TensorFlow loads: its oneDNN default, as the entry points run)
 from absl import app, flags  # noqa: E402
 
 import host  # noqa: E402  (benchmarks/host.py)
@@ -314,7 +315,7 @@ def run_worker(spec):
 def _machine(peer):
     import tensorflow as tf
 
-    onednn = os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default (on)")
+    onednn = host.tf_onednn()
     versions = f"Python {platform.python_version()}, TF {tf.__version__}"
     if peer:
         import torch

@@ -16,6 +16,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+import maml_tf  # noqa: E402,F401  (before TensorFlow loads: its oneDNN default, as the entry points run)
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 

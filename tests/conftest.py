@@ -3,6 +3,8 @@ import pathlib
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import maml_tf  # noqa: E402,F401  (its oneDNN default, before anything here loads TensorFlow)
+
 import pytest  # noqa: E402
 
 
