@@ -315,7 +315,7 @@ def run_worker(spec):
 def _machine(peer):
     import tensorflow as tf
 
-    onednn = host.tf_onednn()
+    onednn = f"{host.tf_onednn()} (the timing workers: as maml_tf.choose_onednn, off for the sinusoid)"
     versions = f"Python {platform.python_version()}, TF {tf.__version__}"
     if peer:
         import torch
@@ -368,7 +368,8 @@ def _measure(name, order):
 
 def main(argv):
     del argv
-    if FLAGS.worker:
+    if FLAGS.worker:  # TensorFlow not loaded yet: the kernels maml_tf.main would run this datasource on
+        maml_tf.choose_onednn(CONFIGS[FLAGS.worker.split(":")[0]][0])
         print("RESULT " + json.dumps(run_worker(FLAGS.worker)), flush=True)
         return
     if FLAGS.check:

@@ -18,6 +18,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import flags, logging  # noqa: E402
 
+import maml_tf  # noqa: E402
+
 from report import cli, distribution  # noqa: E402
 from report.resume import changed_settings  # noqa: E402
 from report.console import exit_with_error  # noqa: E402
@@ -398,6 +400,7 @@ def main(argv):
         _validate()  # before TensorFlow is imported: a bad flag is one line at once
     except ValueError as e:
         exit_with_error("maml_tf.main", str(e))
+    maml_tf.choose_onednn(FLAGS.datasource)  # before TensorFlow loads, which reads it once
     distribution.quiet_lost_worker_logs(FLAGS.distribute)
     from maml_tf.checkpoints import CheckpointDamagedError, CheckpointNotFoundError, CheckpointWriteError
     from report.run_lock import RunLockedError

@@ -3,7 +3,8 @@ TensorFlow's oneDNN kernels on, on every host, where TensorFlow itself turns the
 CPUs with AVX-512 VNNI, BF16 or AMX (on an AVX2-only AMD EPYC it leaves them off, and Eigen's
 kernels then run MiniImagenet 1.6-2.2x slower and cannot differentiate grouped convolutions). A
 user's explicit TF_ENABLE_ONEDNN_OPTS wins, and `--conv_method=grouped` is then refused in one
-line. Each case is a fresh process, since TensorFlow reads the variable once, when it loads."""
+line. The entry point's `choose_onednn` then takes Eigen's kernels for the sinusoid. Each case is a
+fresh process, since TensorFlow reads the variable once, when it loads."""
 import os
 import subprocess
 import sys
@@ -48,3 +49,59 @@ def test_grouped_convolutions_without_onednn_are_refused_naming_the_flag_and_the
     last = done.stderr.strip().splitlines()[-1]
     assert "--conv_method=grouped" in last and "TF_ENABLE_ONEDNN_OPTS" in last, done.stderr[-2000:]
     assert "Traceback" not in done.stderr, done.stderr[-2000:]
+
+
+CHOOSE = ("import sys, maml_tf\n"
+          "setting = maml_tf.choose_onednn(sys.argv[1])\n"
+          "from tensorflow.python.util import _pywrap_util_port\n"
+          "print(setting, _pywrap_util_port.IsMklEnabled())")
+
+
+@pytest.mark.parametrize("datasource, onednn, expected", [
+    ("sinusoid", None, "0 False"), ("omniglot", None, "1 True"), ("miniimagenet", None, "1 True"),
+    ("sinusoid", "1", "1 True"), ("omniglot", "0", "0 False")])
+def test_choose_onednn_takes_eigen_for_the_sinusoid_and_onednn_for_images_unless_the_user_chose(
+        datasource, onednn, expected):
+    """maml_tf.choose_onednn(datasource), called before TensorFlow loads (as maml_tf.main does
+    after parsing its flags): Eigen's kernels for the sinusoid's tiny products (1.35x faster on an
+    AVX2 AMD EPYC, README), oneDNN for the image datasets; an explicit TF_ENABLE_ONEDNN_OPTS wins."""
+    done = _run(["-c", CHOOSE, datasource], onednn)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split("\n")[-2] == expected
+
+
+def test_choose_onednn_after_tensorflow_loaded_changes_nothing():
+    """TensorFlow reads the variable once: a late choice leaves the kernels and the variable as
+    they are and says so by returning the setting in force."""
+    code = ("import maml_tf, tensorflow, os\n"
+            "from tensorflow.python.util import _pywrap_util_port\n"
+            "print(maml_tf.choose_onednn('sinusoid'), os.environ['TF_ENABLE_ONEDNN_OPTS'], "
+            "_pywrap_util_port.IsMklEnabled())")
+    done = _run(["-c", code], None)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split("\n")[-2] == "1 1 True"
+
+
+def test_the_sinusoid_entry_point_runs_on_eigen_s_kernels():
+    """maml_tf.main calls choose_onednn before TensorFlow loads: with nothing set, a sinusoid run
+    has no oneDNN, so `--conv_method=grouped` (which needs it) is refused in one line, where the
+    image datasets would accept it."""
+    done = _run(["-m", "maml_tf.main", "--datasource=sinusoid", "--conv_method=grouped", "--train=True",
+                 "--metatrain_iterations=1", "--logdir=/nonexistent/never_written"], None)
+    assert done.returncode != 0
+    last = done.stderr.strip().splitlines()[-1]
+    assert "--conv_method=grouped" in last and "TF_ENABLE_ONEDNN_OPTS" in last, done.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_the_onednn_benchmark_times_both_settings_in_their_own_processes():
+    """benchmarks/onednn.py runs each setting in fresh processes and checks that TensorFlow took
+    it (a worker whose oneDNN state differs from its TF_ENABLE_ONEDNN_OPTS stops the run): one
+    sinusoid row with both medians and their ratio."""
+    done = _run([os.path.join(REPO, "benchmarks", "onednn.py"), "--configs=sinusoid", "--orders=first",
+                 "--rounds=2", "--repeats=1"], None)
+    assert done.returncode == 0, done.stderr[-2000:]
+    row = [line for line in done.stdout.splitlines() if line.startswith("| sinusoid | first |")][-1]
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    off, on = (float(c.split(" / ")[0]) for c in cells[2:4])
+    assert off > 0 and on > 0 and float(cells[4].rstrip("x")) == pytest.approx(off / on, rel=0.05)  # cells rounded
