@@ -332,12 +332,14 @@ def _machine(peer):
 # The parent: one check and one timing process per (configuration, order), then the table
 # ----------------------------------------------------------------------------------------------
 
-def _run_json(args):
-    """Run this script with `args` in a fresh process; its RESULT line as a dict, or None."""
+def _run_json(args, script=__file__, **env_vars):
+    """Run `script` (this one by default) with `args` in a fresh process, with `env_vars` added to
+    the environment; its RESULT line as a dict, or None."""
     env = dict(os.environ)
     if FLAGS.glibc_tunables:
         env["GLIBC_TUNABLES"] = FLAGS.glibc_tunables
-    cmd = [sys.executable, os.path.abspath(__file__), *args]
+    env.update(env_vars)
+    cmd = [sys.executable, os.path.abspath(script), *args]
     done = subprocess.run(cmd, capture_output=True, text=True, env=env)
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     if done.returncode != 0 or not lines:

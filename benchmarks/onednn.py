@@ -16,7 +16,6 @@ The flags --configs, --orders and --rounds are meta_step.py's; the others are ig
 import json
 import os
 import statistics
-import subprocess
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -48,13 +47,10 @@ def _time_one(spec):
 
 
 def _run(spec, setting):
-    env = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": setting, "GLIBC_TUNABLES": meta_step.GLIBC_TUNABLES}
-    done = subprocess.run([sys.executable, os.path.abspath(__file__), f"--time_one={spec}", f"--rounds={FLAGS.rounds}"],
-                          capture_output=True, text=True, env=env)
-    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
-    if done.returncode != 0 or not lines:
-        raise RuntimeError(f"{spec} with TF_ENABLE_ONEDNN_OPTS={setting} failed:\n{done.stderr[-2000:]}")
-    result = json.loads(lines[-1][len("RESULT "):])
+    result = meta_step._run_json([f"--time_one={spec}", f"--rounds={FLAGS.rounds}"], __file__,
+                                 TF_ENABLE_ONEDNN_OPTS=setting)
+    if result is None:
+        raise RuntimeError(f"{spec} with TF_ENABLE_ONEDNN_OPTS={setting} failed (its error is printed above)")
     if result["onednn"] != ("on" if setting == "1" else "off"):
         raise RuntimeError(f"TF_ENABLE_ONEDNN_OPTS={setting} left oneDNN {result['onednn']}")
     return result["seconds"]

@@ -40,11 +40,15 @@ def test_importing_maml_tf_first_turns_onednn_on_unless_the_user_said_otherwise(
     assert done.stdout.split("\n")[-2] == expected
 
 
-def test_grouped_convolutions_without_onednn_are_refused_naming_the_flag_and_the_variable():
-    """With TF_ENABLE_ONEDNN_OPTS=0, `--conv_method=grouped` stops before training with one line
-    naming the flag and the variable, not a TensorFlow error from inside the first gradient."""
+@pytest.mark.parametrize("onednn", ["0", None])
+def test_grouped_convolutions_without_onednn_are_refused_naming_the_flag_and_the_variable(onednn):
+    """Without oneDNN, `--conv_method=grouped` stops before training with one line naming the flag
+    and the variable, not a TensorFlow error from inside the first gradient: with
+    TF_ENABLE_ONEDNN_OPTS=0, and with nothing set for the sinusoid, as maml_tf.main calls
+    choose_onednn before TensorFlow loads and so runs the sinusoid without oneDNN (the image
+    datasets would accept the flag)."""
     done = _run(["-m", "maml_tf.main", "--datasource=sinusoid", "--conv_method=grouped", "--train=True",
-                 "--metatrain_iterations=1", "--logdir=/nonexistent/never_written"], "0")
+                 "--metatrain_iterations=1", "--logdir=/nonexistent/never_written"], onednn)
     assert done.returncode != 0
     last = done.stderr.strip().splitlines()[-1]
     assert "--conv_method=grouped" in last and "TF_ENABLE_ONEDNN_OPTS" in last, done.stderr[-2000:]
@@ -80,17 +84,6 @@ def test_choose_onednn_after_tensorflow_loaded_changes_nothing():
     done = _run(["-c", code], None)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split("\n")[-2] == "1 1 True"
-
-
-def test_the_sinusoid_entry_point_runs_on_eigen_s_kernels():
-    """maml_tf.main calls choose_onednn before TensorFlow loads: with nothing set, a sinusoid run
-    has no oneDNN, so `--conv_method=grouped` (which needs it) is refused in one line, where the
-    image datasets would accept it."""
-    done = _run(["-m", "maml_tf.main", "--datasource=sinusoid", "--conv_method=grouped", "--train=True",
-                 "--metatrain_iterations=1", "--logdir=/nonexistent/never_written"], None)
-    assert done.returncode != 0
-    last = done.stderr.strip().splitlines()[-1]
-    assert "--conv_method=grouped" in last and "TF_ENABLE_ONEDNN_OPTS" in last, done.stderr[-2000:]
 
 
 @pytest.mark.slow
