@@ -127,9 +127,9 @@ def allreduce_worker():
             gradients = [tf.ones_like(v) for v in build(name)[0].variables]
         ways = {  # one collective per tensor, or the batched all-reduce DistributedLearner uses
             "per_tensor": tf.function(lambda: [strategy.reduce(mean, strategy.run(tf.identity, args=(g,)), axis=None)
-                                               for g in gradients]),
+                                               for g in gradients], autograph=False),
             "batched": tf.function(lambda: strategy.run(
-                lambda: tf.distribute.get_replica_context().all_reduce(mean, gradients))),
+                lambda: tf.distribute.get_replica_context().all_reduce(mean, gradients)), autograph=False),
         }
         result[name] = {"parameters": int(sum(math.prod(g.shape) for g in gradients)),
                         "tensors": len(gradients)}

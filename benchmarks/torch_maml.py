@@ -379,7 +379,7 @@ def our_meta_gradients(learner, batch):
     """{variable path: numpy} from our MetaLearner.meta_gradients (compiled, every step scored)."""
     import tensorflow as tf
 
-    _, gradients = tf.function(learner.meta_gradients)(batch[:2], batch[2:])
+    _, gradients = tf.function(learner.meta_gradients, autograph=False)(batch[:2], batch[2:])
     return {v.path: g.numpy() for v, g in zip(learner.variables, gradients)}
 
 

@@ -385,7 +385,8 @@ def _fastest_method(layer, tasks, sizes, candidates, repeats, clock, jit_compile
     failure = None
     for method in candidates:
         step = _conv2d(0, 1, (kh, kw), tuple(layer.strides), method)
-        timed[method] = tf.function(lambda x, step=step: _value_and_gradients(step, weights, x), jit_compile=jit_compile)
+        timed[method] = tf.function(lambda x, step=step: _value_and_gradients(step, weights, x),
+                                    jit_compile=jit_compile, autograph=False)
         try:
             for x in inputs:
                 timed[method](x)
@@ -531,8 +532,8 @@ def _batch_norm(offset):
     # the graph: XLA fuses the statistics, the normalisation and their derivatives into a few
     # passes over memory. Small ones stay graph ops, which need no compile (seconds per traced
     # step) and run eagerly without one.
-    compiled = tf.function(_blocked_batch_norm, jit_compile=True)
-    compiled_moments = tf.function(_blocked_moments, jit_compile=True)
+    compiled = tf.function(_blocked_batch_norm, jit_compile=True, autograph=False)
+    compiled_moments = tf.function(_blocked_moments, jit_compile=True, autograph=False)
 
     def normalize(x, offset_value, pool):
         large = _compiles_batch_norm(x.shape)

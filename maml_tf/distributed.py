@@ -36,10 +36,10 @@ class DistributedLearner:
         if getattr(learner, "jit_compile", False):
             raise ValueError("DistributedLearner compiles its own graph steps: build the learner without jit_compile")
         self.learner, self.strategy = learner, strategy
-        self._train = tf.function(self._train_step)
-        self._gradients = tf.function(self._reduced_gradients)
-        self._pretrain = tf.function(self._pretrain_step)
-        self._adapt = tf.function(self._adapt_step)
+        self._train = tf.function(self._train_step, autograph=False)
+        self._gradients = tf.function(self._reduced_gradients, autograph=False)
+        self._pretrain = tf.function(self._pretrain_step, autograph=False)
+        self._adapt = tf.function(self._adapt_step, autograph=False)
 
     def __getattr__(self, name):
         return getattr(self.learner, name)

@@ -76,9 +76,9 @@ class MetaLearner:
         self.pretrain_optimizer.build(self.variables)
         # jit_compile: the steps compiled by XLA (same results to float32 round-off; README's speed table).
         self.jit_compile = jit_compile
-        self.train_step = tf.function(self._train_step, jit_compile=jit_compile)
-        self.pretrain_step = tf.function(self._pretrain_step, jit_compile=jit_compile)
-        self._compiled_adapt_tasks = tf.function(self.adapt_tasks, jit_compile=jit_compile)
+        self.train_step = tf.function(self._train_step, jit_compile=jit_compile, autograph=False)
+        self.pretrain_step = tf.function(self._pretrain_step, jit_compile=jit_compile, autograph=False)
+        self._compiled_adapt_tasks = tf.function(self.adapt_tasks, jit_compile=jit_compile, autograph=False)
 
     def _build_forward(self, model):
         """forward(weights, x[tasks, ...]) for weights shared or with a task axis."""

@@ -199,7 +199,7 @@ def any_worker(strategy, flag):
 
     if not hasattr(strategy, "_maml_tf_vote"):  # compiled once: eager collectives are slow
         strategy._maml_tf_vote = tf.function(lambda value: strategy.reduce(
-            tf.distribute.ReduceOp.SUM, strategy.run(tf.identity, args=(value,)), axis=None))
+            tf.distribute.ReduceOp.SUM, strategy.run(tf.identity, args=(value,)), axis=None), autograph=False)
     return bool(strategy._maml_tf_vote(tf.constant(1.0 if flag else 0.0)).numpy() > 0)
 
 
@@ -219,7 +219,8 @@ def broadcast_from_chief(strategy, variables, iteration):
         values = [context.all_reduce(sum_op, tf.convert_to_tensor(v) * tf.cast(mask, v.dtype)) for v in variables]
         return values, context.all_reduce(sum_op, tf.constant(float(iteration) * mask, tf.float64))
 
-    values, chief_iteration = tf.function(lambda: strategy.run(chief_values))()  # eager collectives are slow
+    # compiled: eager collectives are slow
+    values, chief_iteration = tf.function(lambda: strategy.run(chief_values), autograph=False)()
     for variable, value in zip(variables, values):
         variable.assign(strategy.experimental_local_results(value)[0])
     return int(round(float(strategy.experimental_local_results(chief_iteration)[0].numpy())))
@@ -265,7 +266,7 @@ def agree_to_start(strategy, failed, settings):
         ballot = [1 if failed else 0, digest if chief else 0, digest, 1]
         return context.all_reduce(sum_op, tf.constant(ballot, tf.int64))
 
-    votes = strategy.experimental_local_results(tf.function(lambda: strategy.run(vote))())[0].numpy()
+    votes = strategy.experimental_local_results(tf.function(lambda: strategy.run(vote), autograph=False)())[0].numpy()
     local = max(len(strategy.extended.worker_devices), 1)
     failures, chief_digest, digest_sum, processes = (int(v) // local for v in votes)
     if failed:

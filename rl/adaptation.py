@@ -30,7 +30,7 @@ def compile_inner_step(policy):
     argument, compiled: pass it to `adapt_and_evaluate` (`inner_step=`) to reuse its traces over
     many calls of the same shapes."""
     return tf.function(lambda params, support, lr: obj.inner_step(policy.forward, params, support, lr),
-                       reduce_retracing=True)
+                       reduce_retracing=True, autograph=False)
 
 
 def adapt_and_evaluate(policy, tasks, vec_env, *, num_trajs, horizon, fast_lr, num_steps, rng, discount=0.99,

@@ -68,7 +68,8 @@ class TaskSplit:
         self.first, self.count = ids[0] * self.tasks_per_replica, len(ids) * self.tasks_per_replica
         self.processes = strategy.num_replicas_in_sync // len(ids)
         self.process_index = ids[0] // len(ids)
-        self._gather = tf.function(lambda values: strategy.gather(values, axis=0), reduce_retracing=True)
+        self._gather = tf.function(lambda values: strategy.gather(values, axis=0), reduce_retracing=True,
+                                   autograph=False)
 
     @property
     def one_process(self):
@@ -145,13 +146,13 @@ class DistributedMAMLTRPO(MAMLTRPO):
         self.strategy = strategy
         self.split = TaskSplit(strategy, config.meta_batch_size) if split is None else split
         super().__init__(policy, vec_env, config)
-        self.compiled_adapt = tf.function(self._adapt_replicas, reduce_retracing=True)
+        self.compiled_adapt = tf.function(self._adapt_replicas, reduce_retracing=True, autograph=False)
         self.surrogate_gradient = tf.function(lambda *data: self._all_reduced(self._gradient_of(0), *data),
-                                              reduce_retracing=True)
+                                              reduce_retracing=True, autograph=False)
         self.kl_gradient = tf.function(lambda *data: self._all_reduced(self._gradient_of(1), *data),
-                                       reduce_retracing=True)
+                                       reduce_retracing=True, autograph=False)
         self.compiled_surrogate_and_kl = tf.function(lambda *data: self._all_reduced(self._shares, *data),
-                                                     reduce_retracing=True)
+                                                     reduce_retracing=True, autograph=False)
 
     def envs_needed(self, config):
         return self.split.count * config.fast_batch_size
@@ -235,7 +236,7 @@ def split_inner_step(split, policy):
     def replica_step(params, support, lr):
         return obj.inner_step(policy.forward, params, support, lr)
 
-    @tf.function(reduce_retracing=True)
+    @tf.function(reduce_retracing=True, autograph=False)
     def on_replicas(params, support, lr):
         return split.concat_local(split.strategy.run(replica_step, args=(params, support, lr)))
 

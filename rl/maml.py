@@ -83,9 +83,9 @@ class TRPOTrainer(Trainer):
         self.trpo = ConjugateGradientOptimizer(config.max_kl, config.cg_iters, config.cg_damping,
                                                hvp_base_eps=config.hvp_base_eps)
         compile = dict(reduce_retracing=True, jit_compile=jit_compile or None)
-        self.compiled_surrogate_and_kl = tf.function(self.surrogate_and_kl, **compile)
-        self.surrogate_gradient = tf.function(lambda *data: self._flat_gradient(0, data), **compile)
-        self.kl_gradient = tf.function(lambda *data: self._flat_gradient(1, data), **compile)
+        self.compiled_surrogate_and_kl = tf.function(self.surrogate_and_kl, **compile, autograph=False)
+        self.surrogate_gradient = tf.function(lambda *data: self._flat_gradient(0, data), **compile, autograph=False)
+        self.kl_gradient = tf.function(lambda *data: self._flat_gradient(1, data), **compile, autograph=False)
 
     def surrogate_and_kl(self, *data):
         """(surrogate loss, mean KL) at the policy's parameters, differentiable w.r.t. them."""
@@ -124,7 +124,7 @@ class MAMLTRPO(TRPOTrainer):
 
     def __init__(self, policy, vec_env, config, jit_compile=None):
         super().__init__(policy, vec_env, config, jit_compile)
-        self.compiled_adapt = tf.function(self.adapt, reduce_retracing=True)
+        self.compiled_adapt = tf.function(self.adapt, reduce_retracing=True, autograph=False)
 
     def adapt(self, support):
         """theta'_i = theta - alpha grad_theta L_{T_i}(f_theta) for every task i of the support
@@ -184,8 +184,8 @@ class Pretrainer(Trainer):
     def __init__(self, policy, vec_env, config):
         super().__init__(policy, vec_env, config)
         self.optimizer = adam(config.pretrain_lr)
-        self.loss = tf.function(self._loss, reduce_retracing=True)
-        self.adam_step = tf.function(self._adam_step, reduce_retracing=True)
+        self.loss = tf.function(self._loss, reduce_retracing=True, autograph=False)
+        self.adam_step = tf.function(self._adam_step, reduce_retracing=True, autograph=False)
 
     def _loss(self, data):
         return tf.reduce_mean(obj.reinforce_losses(self.policy.forward, self.policy.params, data))

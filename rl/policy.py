@@ -54,7 +54,7 @@ class Policy:
         self.params = [v.value for v in self.model.trainable_variables]  # the tf.Variables, `forward` order
         self.shapes = [tuple(p.shape) for p in self.params]
         self.dtype = self.params[0].dtype.as_numpy_dtype
-        self._compiled_forward = tf.function(self.forward, reduce_retracing=True)
+        self._compiled_forward = tf.function(self.forward, reduce_retracing=True, autograph=False)
 
     def forward(self, params, obs):
         """Mean and floored log-std of the policy with parameters `params`.

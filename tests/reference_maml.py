@@ -25,7 +25,7 @@ class ReferenceLearner(MetaLearner):
         results = [maml.adapt_and_score(self._forward, self.loss_fn, self.task_accuracy, weights,
                                         (support[0][t], support[1][t]), (query[0][t], query[1][t]), self.update_lr,
                                         steps, self.first_order, self.adaptable, score_every_step)
-                   for t in range(len(support[0]))]
+                   for t in range(support[0].shape[0])]
         scores = maml.Scores(*(tf.stack(values) for values in zip(*(r[0] for r in results))))
         return scores, tf.stack([r[1] for r in results])
 

@@ -31,7 +31,8 @@ def test_two_replicas_make_the_single_device_meta_update(name, strategy):
     `distributed_cases.in_theory_zero`), the logged means, and the same values on every replica (mirrored)."""
     plain, distributed = learners(name, strategy)
     tasks = CONFIGS[name][3]
-    single_device_gradients = tf.function(lambda s, q: plain.meta_gradients(s, q, score_every_step=False))
+    single_device_gradients = tf.function(lambda s, q: plain.meta_gradients(s, q, score_every_step=False),
+                                          autograph=False)
     slots = distributed.meta_optimizer.variables[2:]  # m, v per variable, after `iteration`, `learning_rate`
     for step in range(2):
         batch = random_batch(CONFIGS[name][0], tasks, seed=step)
@@ -69,7 +70,7 @@ def test_two_replicas_make_the_single_device_meta_gradient_with_factored_dense_k
     plain, distributed = learners("omniglot_5way_1shot_nonconv", strategy)
     assert plain.low_rank_kernels(5, 1)
     batch = random_batch("omniglot", CONFIGS["omniglot_5way_1shot_nonconv"][3])
-    scores, gradients = tf.function(lambda s, q: plain.meta_gradients(s, q, score_every_step=False))(
+    scores, gradients = tf.function(lambda s, q: plain.meta_gradients(s, q, score_every_step=False), autograph=False)(
         batch.support, batch.query)
     means = distributed.train_step(batch.support, batch.query)
     for a, b in zip(scores.mean(), means):

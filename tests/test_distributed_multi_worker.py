@@ -37,7 +37,8 @@ def test_two_workers_compute_the_single_process_meta_gradient(two_worker_results
         assert int(saved[f"{name}/replicas"]) == 2
         learner = build_learner(name)
         b = random_batch(datasource, tasks)
-        scores, gradients = tf.function(lambda s, q: learner.meta_gradients(s, q, score_every_step=False))(
+        scores, gradients = tf.function(lambda s, q: learner.meta_gradients(s, q, score_every_step=False),
+                                        autograph=False)(
             b.support, b.query)
         reduced = [saved[f"{name}/gradient/{i}"] for i in range(len(gradients))]
         assert global_relative_difference([g.numpy() for g in gradients], reduced) < RTOL, name
@@ -52,7 +53,7 @@ def test_two_workers_make_the_single_process_adam_updates(two_worker_results):
     into full steps, see distributed_cases.in_theory_zero)."""
     saved = two_worker_results
     learner = build_learner("sinusoid")
-    step = tf.function(lambda s, q: learner.meta_gradients(s, q, score_every_step=False))
+    step = tf.function(lambda s, q: learner.meta_gradients(s, q, score_every_step=False), autograph=False)
     for seed in range(2):
         b = random_batch("sinusoid", CONFIGS["sinusoid"][3], seed=seed)
         _, gradients = step(b.support, b.query)

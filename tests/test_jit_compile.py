@@ -50,7 +50,7 @@ def test_xla_meta_gradient_equals_the_graphs(case, first_order, steps, dense):
     XLA gradient of Slice has no gradient itself); dense='low_rank': the factored dense
     kernels and their zero taps compile too."""
     graph, xla, batch = _learners(case, first_order, steps, dense=dense)
-    compiled = tf.function(xla.meta_gradients, jit_compile=True)
+    compiled = tf.function(xla.meta_gradients, jit_compile=True, autograph=False)
     scores_g, grads_g = graph.meta_gradients(batch.support, batch.query)
     scores_x, grads_x = compiled(batch.support, batch.query)
     assert _relative(grads_x, grads_g) < TOLERANCE

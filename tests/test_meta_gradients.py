@@ -54,7 +54,7 @@ def _check_against_finite_differences(learner, batch, directions=5, eps=1e-5, rt
 
     A wrong Hessian term shows up as an O(1) relative error; truncation error here is ~1e-5.
     """
-    meta_gradients = tf.function(learner.meta_gradients)
+    meta_gradients = tf.function(learner.meta_gradients, autograph=False)
     _, grads = meta_gradients(batch.support, batch.query)
     rng = np.random.default_rng(42)
     originals = [v.numpy().copy() for v in learner.variables]

@@ -177,8 +177,9 @@ def _gradient_functions(learner):
     """Compiled (meta-gradient, pretrain-gradient) of the learner: what each update applies."""
     import tensorflow as tf
 
-    return (tf.function(lambda support, query: learner.meta_gradients(support, query, score_every_step=False)[1]),
-            tf.function(lambda support: learner.pretrain_gradients(support)[1]))
+    return (tf.function(lambda support, query: learner.meta_gradients(support, query, score_every_step=False)[1],
+                        autograph=False),
+            tf.function(lambda support: learner.pretrain_gradients(support)[1], autograph=False))
 
 
 def run_ours(learner, s, batch_list, keys, record=True):

@@ -61,7 +61,7 @@ def test_act_fn_returns_the_compiled_forward_pass_bit_for_bit(dtype):
     arrays of the policy's dtype: with the variables (any number of rows, and after they
     change) and with task-batched parameters (env e = task * E/T + j runs task t's)."""
     policy = pol.Policy(5, 3, seed=2, dtype=dtype)
-    exact = tf.function(policy.forward)  # its own traces, at the exact shapes
+    exact = tf.function(policy.forward, autograph=False)  # its own traces, at the exact shapes
     obs = np.random.default_rng(0).standard_normal((12, 5)) * 4
     act = policy.act_fn()
     for rows in (12, 7):
