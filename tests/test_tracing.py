@@ -11,28 +11,35 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGES = ("maml_tf", "rl", "report")
 
 
-def _tf_function_calls(path):
-    """(line, keyword names) of every `tf.function(...)` call or decorator in a source file."""
+def _is_tf_function(node):
+    return (isinstance(node, ast.Attribute) and node.attr == "function" and isinstance(node.value, ast.Name)
+            and node.value.id == "tf")
+
+
+def _tf_function_uses(path):
+    """(line, {keyword: value node}) of every use of `tf.function` in a source file: its keywords
+    where it is called (`tf.function(f, ...)`, `@tf.function(...)`), None where it is not (a bare
+    `@tf.function`, or passed on), which can then not say autograph=False."""
     with open(path) as f:
         tree = ast.parse(f.read(), path)
-    return [(node.lineno, {k.arg: k.value for k in node.keywords}) for node in ast.walk(tree)
-            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "function"
-            and isinstance(node.func.value, ast.Name) and node.func.value.id == "tf"]
+    calls = {id(node.func): node for node in ast.walk(tree) if isinstance(node, ast.Call)}
+    return [(node.lineno, {k.arg: k.value for k in calls[id(node)].keywords} if id(node) in calls else None)
+            for node in ast.walk(tree) if _is_tf_function(node)]
 
 
 def test_every_library_tf_function_is_built_without_autograph():
-    """Each `tf.function(...)` in maml_tf, rl and report passes autograph=False (a literal False),
-    so that a new step does not bring back the conversion (first train_step 1.1-4.6x slower to
-    trace with it on the AVX2 EPYC)."""
+    """Each use of `tf.function` in maml_tf, rl and report is a call passing autograph=False (a
+    literal False; a bare `@tf.function` fails), so that a new step does not bring back the
+    conversion (the first train_step 1.1-4.6x slower to trace with it on the AVX2 EPYC)."""
     calls, missing = 0, []
     for package in PACKAGES:
         for root, _, files in os.walk(os.path.join(REPO, package)):
             for name in files:
                 if name.endswith(".py"):
                     path = os.path.join(root, name)
-                    for line, keywords in _tf_function_calls(path):
+                    for line, keywords in _tf_function_uses(path):
                         calls += 1
-                        value = keywords.get("autograph")
+                        value = (keywords or {}).get("autograph")
                         if not (isinstance(value, ast.Constant) and value.value is False):
                             missing.append(f"{os.path.relpath(path, REPO)}:{line}")
     assert calls >= 20, calls  # the scan found the library's functions
