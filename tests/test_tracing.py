@@ -30,7 +30,7 @@ def _tf_function_uses(path):
 def test_every_library_tf_function_is_built_without_autograph():
     """Each use of `tf.function` in maml_tf, rl and report is a call passing autograph=False (a
     literal False; a bare `@tf.function` fails), so that a new step does not bring back the
-    conversion (the first train_step 1.1-4.6x slower to trace with it on the AVX2 EPYC)."""
+    conversion (the first train_step 1.35-5.7x slower to be ready with it on the AVX2 EPYC)."""
     calls, missing = 0, []
     for package in PACKAGES:
         for root, _, files in os.walk(os.path.join(REPO, package)):
@@ -53,9 +53,10 @@ def test_meta_learner_steps_are_traced_without_autograph():
 
     from maml_tf import experiment
 
-    for jit in (False, True):
-        learner = experiment.build_learner(experiment.build_model("sinusoid", norm="None"), "sinusoid",
-                                           update_batch_size=5, update_lr=0.01, num_inner_steps=1, jit_compile=jit)
+    learners = [experiment.build_learner(experiment.build_model("sinusoid", norm="None"), "sinusoid",
+                                         update_batch_size=5, update_lr=0.01, num_inner_steps=1, jit_compile=jit)
+                for jit in (True, False)]
+    for learner in learners:
         for function in (learner.train_step, learner.pretrain_step, learner._compiled_adapt_tasks):
             assert function._autograph is False
     x = np.linspace(-1, 1, 20, dtype=np.float32).reshape(2, 10, 1)
@@ -65,8 +66,9 @@ def test_meta_learner_steps_are_traced_without_autograph():
 
 @pytest.mark.slow
 def test_the_trace_time_benchmark_prints_both_settings():
-    """benchmarks/trace_time.py times AutoGraph off and on in fresh processes: one sinusoid row
-    whose ratios are the on / off quotients of its own cells."""
+    """benchmarks/trace_time.py times AutoGraph off and on in fresh processes (a worker whose
+    traced function's AutoGraph setting differs from the one asked for stops the run): one
+    sinusoid row whose ratios are the on / off quotients of its own cells."""
     done = subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", "trace_time.py"), "--configs=sinusoid",
                            "--orders=first", "--repeats=1"], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
