@@ -332,6 +332,11 @@ def _machine(peer):
 # The parent: one check and one timing process per (configuration, order), then the table
 # ----------------------------------------------------------------------------------------------
 
+def print_result(value):
+    """A worker's answer to `_run_json`: `value` as JSON on a RESULT line."""
+    print("RESULT " + json.dumps(value), flush=True)
+
+
 def _run_json(args, script=__file__, **env_vars):
     """Run `script` (this one by default) with `args` in a fresh process, with `env_vars` added to
     the environment; its RESULT line as a dict, or None."""
@@ -372,10 +377,10 @@ def main(argv):
     del argv
     if FLAGS.worker:  # TensorFlow not loaded yet: the kernels maml_tf.main would run this datasource on
         maml_tf.choose_onednn(CONFIGS[FLAGS.worker.split(":")[0]][0])
-        print("RESULT " + json.dumps(run_worker(FLAGS.worker)), flush=True)
+        print_result(run_worker(FLAGS.worker))
         return
     if FLAGS.check:
-        print("RESULT " + json.dumps(run_check(FLAGS.check)), flush=True)
+        print_result(run_check(FLAGS.check))
         return
     unknown = set(FLAGS.configs) - set(CONFIGS)
     if unknown:

@@ -13,7 +13,6 @@ warm-up steps, on `meta_step._batch`'s random inputs of the real sizes). The tab
 setting's median over all its timed steps, the minimum, and off / on (> 1: oneDNN is faster).
 The flags --configs, --orders and --rounds are meta_step.py's; the others are ignored here.
 """
-import json
 import os
 import statistics
 import sys
@@ -59,7 +58,7 @@ def _run(spec, setting):
 def main(argv):
     del argv
     if FLAGS.time_one:
-        print("RESULT " + json.dumps(_time_one(FLAGS.time_one)), flush=True)
+        meta_step.print_result(_time_one(FLAGS.time_one))
         return
     print(f"CPU: {host.describe()}; {FLAGS.repeats} pairs of processes x {FLAGS.rounds} steps per setting", flush=True)
     rows = []

@@ -17,7 +17,6 @@ these two functions as TensorFlow builds them by default; the XLA-compiled batch
 (MiniImagenet) stays off. Medians; on / off > 1: off starts sooner. The flags --configs and
 --orders are meta_step.py's.
 """
-import json
 import os
 import statistics
 import sys
@@ -74,7 +73,7 @@ def _time_one(spec):
 def main(argv):
     del argv
     if FLAGS.time_one:
-        print("RESULT " + json.dumps(_time_one(FLAGS.time_one)), flush=True)
+        meta_step.print_result(_time_one(FLAGS.time_one))
         return
     print(f"CPU: {host.describe()}; {FLAGS.repeats} pairs of fresh processes per part and row", flush=True)
     if set(FLAGS.configs) - set(meta_step.CONFIGS) or set(FLAGS.orders) - {"first", "second"}:
