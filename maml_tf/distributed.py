@@ -108,7 +108,7 @@ class DistributedLearner:
     def _adapt_step(self, support, query, steps):
         def replica_scores(support, query):
             weights = [tf.convert_to_tensor(v) for v in self.learner.variables]
-            return self.learner.adapt_tasks(weights, support, query, steps)[0]
+            return self.learner.evaluate_tasks(weights, support, query, steps)
 
         scores = self.strategy.run(replica_scores, args=(support, query))
         return maml.Scores(*(self.strategy.gather(value, axis=0) for value in scores))

@@ -120,6 +120,45 @@ def adapt_and_score(forward, loss, accuracy, weights, support, query, lr, steps,
     return scores, query_losses[-1]
 
 
+def score_adaptation(forward, loss, accuracy, weights, support, query, lr, steps, first_order=False, adaptable=None):
+    """Scores as `adapt_and_score` gives them with every step scored, for evaluation, where no
+    gradient flows back: step 1 as in `inner_loop` (its kernels may enter shared), steps 2..n
+    as the body of one `tf.while_loop`, each followed by its query pass. The graph then holds
+    two inner steps however many are taken: the test's 10-step graph is about a fifth the size
+    and is built several times sooner (benchmarks/trace_time.py). Each iteration runs the ops
+    of an unrolled step, to round-off (graph optimisation sees the loop body on its own).
+
+    Every adapted weight must be a tensor after the first step (a `LowRankKernel`'s rank grows
+    with each step: use `adapt_and_score` for those).
+    """
+    inputs, labels = query
+    adaptable = list(range(len(weights)) if adaptable is None else adaptable)
+    support_outputs, (fast,) = inner_loop(forward, loss, weights, support, lr, 1, first_order, adaptable)
+
+    def scored(adapted):
+        outputs = forward(adapted, inputs)
+        return loss(outputs, labels), accuracy(outputs, labels)
+
+    def step(i, losses, accuracies, *moving):
+        adapted = list(fast)
+        for index, value in zip(adaptable, moving):
+            adapted[index] = value
+        _, (adapted,) = inner_loop(forward, loss, adapted, support, lr, 1, first_order, adaptable)
+        step_loss, step_accuracy = scored(adapted)
+        return (i + 1, losses.write(i, step_loss), accuracies.write(i, step_accuracy),
+                *(adapted[index] for index in adaptable))
+
+    first_loss, first_accuracy = scored(fast)
+    losses = tf.TensorArray(first_loss.dtype, size=steps, element_shape=first_loss.shape).write(0, first_loss)
+    accuracies = tf.TensorArray(first_accuracy.dtype, size=steps, element_shape=first_accuracy.shape)
+    accuracies = accuracies.write(0, first_accuracy)
+    _, losses, accuracies, *_ = tf.while_loop(lambda i, *_: i < steps, step,
+                                              (tf.constant(1), losses, accuracies, *(fast[i] for i in adaptable)))
+    last_axis_steps = [*range(1, len(first_loss.shape) + 1), 0]  # [steps, ...] -> [..., steps]
+    return Scores(loss(support_outputs, support[1]), accuracy(support_outputs, support[1]),
+                  tf.transpose(losses.stack(), last_axis_steps), tf.transpose(accuracies.stack(), last_axis_steps))
+
+
 def outer_loss(final_query_losses):
     """The meta-objective (paper Section 2.2): sum over tasks T of L_T(f_theta'_T) on each task's
     query set, here its mean over the meta-batch, as the original's `total_losses2`. L_T is the

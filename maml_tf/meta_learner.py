@@ -78,7 +78,7 @@ class MetaLearner:
         self.jit_compile = jit_compile
         self.train_step = tf.function(self._train_step, jit_compile=jit_compile, autograph=False)
         self.pretrain_step = tf.function(self._pretrain_step, jit_compile=jit_compile, autograph=False)
-        self._compiled_adapt_tasks = tf.function(self.adapt_tasks, jit_compile=jit_compile, autograph=False)
+        self._compiled_evaluate_tasks = tf.function(self.evaluate_tasks, jit_compile=jit_compile, autograph=False)
 
     def _build_forward(self, model):
         """forward(weights, x[tasks, ...]) for weights shared or with a task axis."""
@@ -94,8 +94,29 @@ class MetaLearner:
         kernels (`shared_first_step`) as `SharedKernel`s, per task from the first step on."""
         support = tuple(tf.convert_to_tensor(t) for t in support)
         query = tuple(tf.convert_to_tensor(t) for t in query)
-        tasks = support[0].shape[0]
         low_rank = self.low_rank_kernels(support[0].shape[1], steps)
+        fast = self._starting_weights(weights, support[0].shape[0], low_rank)
+        return maml.adapt_and_score(self._forward, self.loss_fn, self.task_accuracy, fast, support,
+                                    query, self.update_lr, steps, self.first_order, self.adaptable,
+                                    score_every_step, low_rank)
+
+    def evaluate_tasks(self, weights, support, query, steps):
+        """Per-task `maml.Scores` after 1..`steps` inner steps, for evaluation (no gradient
+        through it): `maml.score_adaptation`, whose graph holds two inner steps however many
+        are taken; as `adapt_tasks` where a dense kernel stays factored (its rank grows each
+        step) or for a single step."""
+        support = tuple(tf.convert_to_tensor(t) for t in support)
+        query = tuple(tf.convert_to_tensor(t) for t in query)
+        if steps < 2 or self.low_rank_kernels(support[0].shape[1], steps):
+            return self.adapt_tasks(weights, support, query, steps)[0]
+        fast = self._starting_weights(weights, support[0].shape[0], ())
+        return maml.score_adaptation(self._forward, self.loss_fn, self.task_accuracy, fast, support, query,
+                                     self.update_lr, steps, self.first_order, self.adaptable)
+
+    def _starting_weights(self, weights, tasks, low_rank):
+        """The weights the inner loop starts from: each adapted one as the shared weight
+        broadcast to [tasks, ...], a `LowRankKernel` (`low_rank`) or a `SharedKernel`
+        (`shared_first_step`); the others as they are."""
         fast = list(weights)
         for i in self.adaptable:
             if i in low_rank:
@@ -104,9 +125,7 @@ class MetaLearner:
                 fast[i] = SharedKernel(fast[i], tf.zeros([tasks, *fast[i].shape], fast[i].dtype))
             else:
                 fast[i] = tf.broadcast_to(tf.expand_dims(fast[i], 0), [tasks, *fast[i].shape])
-        return maml.adapt_and_score(self._forward, self.loss_fn, self.task_accuracy, fast, support,
-                                    query, self.update_lr, steps, self.first_order, self.adaptable,
-                                    score_every_step, low_rank)
+        return fast
 
     def low_rank_kernels(self, support_size, steps):
         """The dense kernels whose adapted values stay factored (`LowRankKernel`) for this many
@@ -170,9 +189,9 @@ class MetaLearner:
 
     def evaluate(self, support, query, steps):
         """Per-task Scores (numpy) after 1..`steps` inner steps, weights untouched; the whole
-        batch in one call (the graph's size does not grow with the tasks)."""
+        batch in one call (the graph's size grows neither with the tasks nor with the steps)."""
         weights = [tf.convert_to_tensor(v) for v in self.variables]
-        scores, _ = self._compiled_adapt_tasks(weights, support, query, steps)
+        scores = self._compiled_evaluate_tasks(weights, support, query, steps)
         return maml.Scores(*(value.numpy() for value in scores))
 
 

@@ -29,6 +29,10 @@ class ReferenceLearner(MetaLearner):
         scores = maml.Scores(*(tf.stack(values) for values in zip(*(r[0] for r in results))))
         return scores, tf.stack([r[1] for r in results])
 
+    def evaluate_tasks(self, weights, support, query, steps):
+        """The plain per-task loop of `adapt_tasks`, every step unrolled."""
+        return self.adapt_tasks(weights, support, query, steps)[0]
+
     def evaluate(self, support, query, steps):
         """One task per call of a single-task graph, so that tracing stays small however many
         tasks are scored."""

@@ -500,6 +500,40 @@ def test_evaluate_matches_reference():
         np.testing.assert_allclose(got, reference, rtol=1e-10, atol=1e-12, err_msg=key)
 
 
+@pytest.mark.parametrize("case", ["omniglot_conv_batch_norm", "miniimagenet_conv_max_pool", "fc_layer_norm",
+                                  "sinusoid_mlp"])
+def test_looped_evaluation_equals_the_unrolled_steps(case):
+    """Evaluation's steps 2..n in a tf.while_loop (`maml.score_adaptation`) give each task the
+    scores of the unrolled inner loop (`maml.adapt_and_score`: Algorithm 2, line 7, repeated),
+    after every one of 5 steps: the first step with shared kernels, the loop's on per-task ones."""
+    batch = CASES[case][2]()
+    learner = _learner(case, True, num_inner_steps=1)
+    weights = [tf.convert_to_tensor(v) for v in learner.variables]
+    looped = learner.evaluate_tasks(weights, batch.support, batch.query, 5)
+    unrolled = learner.adapt_tasks(weights, batch.support, batch.query, 5)[0]
+    assert looped.query_losses.shape == unrolled.query_losses.shape == (len(batch.support[0]), 5)
+    for key, expected, got in zip(unrolled._fields, unrolled, looped):
+        np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-12, atol=1e-13, err_msg=key)
+    assert not np.allclose(unrolled.query_losses[:, 0], unrolled.query_losses[:, -1])  # the steps moved
+
+
+def test_evaluation_graph_does_not_grow_with_the_steps():
+    """The traced evaluation holds the first inner step and one loop body: 3 and 10 steps trace
+    graphs of the same size, smaller than 3 unrolled steps."""
+    learner = _learner("omniglot_conv_batch_norm", True, num_inner_steps=1)
+    batch = CASES["omniglot_conv_batch_norm"][2]()
+    weights = [tf.convert_to_tensor(v) for v in learner.variables]
+
+    def ops(function, steps):
+        graph = function.get_concrete_function(weights, batch.support, batch.query, steps).graph
+        return len(graph.get_operations()) + sum(len(f.definition.node_def) for f in graph._functions.values())
+
+    looped = [ops(learner._compiled_evaluate_tasks, steps) for steps in (3, 10)]
+    unrolled_function = tf.function(lambda *args: learner.adapt_tasks(*args)[0], autograph=False)
+    unrolled = ops(unrolled_function, 3)
+    assert looped[0] == looped[1] < unrolled, (looped, unrolled)
+
+
 def test_batched_train_step_traces_once_and_matches_reference():
     """Three Adam meta-updates: the same mean scores and the same weights after each."""
     reference, fast = (_learner("omniglot_conv_batch_norm", batched, num_inner_steps=2) for batched in (False, True))

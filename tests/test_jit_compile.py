@@ -106,7 +106,7 @@ def test_build_learner_compiles_the_steps_it_is_asked_to():
         learner = experiment.build_learner(experiment.build_model("sinusoid", norm="None"), "sinusoid",
                                            update_batch_size=5, update_lr=0.01, num_inner_steps=1, jit_compile=jit)
         assert learner.train_step._jit_compile is jit and learner.pretrain_step._jit_compile is jit
-        assert learner._compiled_adapt_tasks._jit_compile is jit
+        assert learner._compiled_evaluate_tasks._jit_compile is jit
 
 
 def test_distributed_learner_refuses_an_xla_learner():

@@ -57,7 +57,7 @@ def test_meta_learner_steps_are_traced_without_autograph():
                                          update_batch_size=5, update_lr=0.01, num_inner_steps=1, jit_compile=jit)
                 for jit in (True, False)]
     for learner in learners:
-        for function in (learner.train_step, learner.pretrain_step, learner._compiled_adapt_tasks):
+        for function in (learner.train_step, learner.pretrain_step, learner._compiled_evaluate_tasks):
             assert function._autograph is False
     x = np.linspace(-1, 1, 20, dtype=np.float32).reshape(2, 10, 1)
     scores = learner.train_step((x[:, :5], np.sin(x[:, :5])), (x[:, 5:], np.sin(x[:, 5:])))
@@ -65,15 +65,19 @@ def test_meta_learner_steps_are_traced_without_autograph():
 
 
 @pytest.mark.slow
-def test_the_trace_time_benchmark_prints_both_settings():
-    """benchmarks/trace_time.py times AutoGraph off and on in fresh processes (a worker whose
-    traced function's AutoGraph setting differs from the one asked for stops the run): one
-    sinusoid row whose ratios are the on / off quotients of its own cells."""
+@pytest.mark.parametrize("compare", ["autograph", "loop"])
+def test_the_trace_time_benchmark_prints_both_settings(compare):
+    """benchmarks/trace_time.py times AutoGraph off and on, or the evaluation's while loop and its
+    steps unrolled, in fresh processes (a worker whose traced function's setting differs from
+    the one asked for stops the run): one sinusoid row whose ratios are the quotients of its
+    own cells."""
     done = subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", "trace_time.py"), "--configs=sinusoid",
-                           "--orders=first", "--repeats=1"], capture_output=True, text=True, timeout=600)
+                           "--orders=first", "--repeats=1", f"--compare={compare}"],
+                          capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     row = [line for line in done.stdout.splitlines() if line.startswith("| sinusoid | first |")][-1]
     cells = [c.strip() for c in row.strip("|").split("|")][2:]
+    assert len(cells) == 6
     for off, on, ratio in (cells[0:3], cells[3:6]):
         assert float(off) > 0 and float(on) > 0
         assert float(ratio.rstrip("x")) == pytest.approx(float(on) / float(off), rel=0.2, abs=0.1)  # cells rounded
