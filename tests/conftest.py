@@ -1,5 +1,7 @@
+import fcntl
 import os
 import pathlib
+import shutil
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -58,12 +60,25 @@ def omniglot_source(shared_data):
 
 @pytest.fixture(scope="session")
 def omniglot_prepared(omniglot_source, tmp_path_factory):
-    """DATA folder holding omniglot_resized built from the real archives (about 6 s)."""
+    """DATA folder holding omniglot_resized built from the real archives (about 25 s on 2 cores),
+    once per test session: the pytest-xdist workers share one folder (built by whichever asks
+    first, under a lock, and marked complete only once built). Tests only read it; a test that
+    damages a file works on a hard-linked copy (`data_test_utils.linked_copy`)."""
     from data_prep.omniglot import prepare_omniglot
 
-    data = tmp_path_factory.mktemp("omniglot_data")
-    prepare_omniglot(omniglot_source, data)
+    base = tmp_path_factory.getbasetemp()
+    if "PYTEST_XDIST_WORKER" in os.environ:
+        base = base.parent  # the session's folder, above each worker's own
+    data, done = base / "omniglot_data", base / "omniglot_data.complete"
+    with open(base / "omniglot_data.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            shutil.rmtree(data, ignore_errors=True)  # a build that did not finish
+            data.mkdir()
+            prepare_omniglot(omniglot_source, data)
+            done.touch()
     return data
+
 
 
 @pytest.fixture(scope="session")

@@ -23,7 +23,7 @@ from PIL import Image
 
 from data_prep import _common, miniimagenet, omniglot
 from data_prep._common import MANIFEST, PrepError
-from data_test_utils import REPO_ROOT, one_line_error, run_module, write_mini_subset
+from data_test_utils import REPO_ROOT, linked_copy, one_line_error, run_module, write_mini_subset
 
 MINI = {"train": (2, 3), "val": (1, 3), "test": (1, 3)}
 
@@ -115,20 +115,19 @@ def test_folder_without_manifest_is_decoded_once_then_given_one(tiny_omniglot, m
     assert not (root / MANIFEST).exists()
 
 
-def test_zero_byte_file_in_the_real_prepared_folder_fails_the_second_run(omniglot_prepared, omniglot_source):
-    """End to end on the real output: before, this run said "already prepared and verified"."""
-    victim = sorted((omniglot_prepared / "omniglot_resized" / "Korean" / "character07").glob("*.png"))[4]
-    good = victim.read_bytes()
-    try:
-        victim.write_bytes(b"")
-        result = run_module("data_prep.omniglot", f"--source_dir={omniglot_source}",
-                            f"--output_dir={omniglot_prepared}")
-    finally:
-        victim.write_bytes(good)
+def test_zero_byte_file_in_the_real_prepared_folder_fails_the_second_run(omniglot_prepared, omniglot_source, tmp_path):
+    """End to end on the real output (a hard-linked copy of it, the session's folder being
+    shared): before, this run said "already prepared and verified"."""
+    prepared = linked_copy(omniglot_prepared, tmp_path / "data")
+    victim = sorted((prepared / "omniglot_resized" / "Korean" / "character07").glob("*.png"))[4]
+    victim.unlink()  # a new, empty file; writing into the link would empty the shared one too
+    victim.write_bytes(b"")
+    result = run_module("data_prep.omniglot", f"--source_dir={omniglot_source}", f"--output_dir={prepared}")
     assert result.returncode == 1
     assert one_line_error(result.stderr, "data_prep.omniglot"), result.stderr
     assert f"{victim} is empty (0 bytes); delete {victim.parents[2]} and rerun" in result.stderr
-    assert len((omniglot_prepared / "omniglot_resized" / MANIFEST).read_text().splitlines()) == 32460
+    assert len((prepared / "omniglot_resized" / MANIFEST).read_text().splitlines()) == 32460
+    assert (omniglot_prepared / "omniglot_resized" / victim.relative_to(prepared / "omniglot_resized")).stat().st_size
 
 
 def test_damaged_jpeg_in_prepared_miniimagenet_is_named(tmp_path):

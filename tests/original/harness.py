@@ -164,7 +164,9 @@ def run_theirs(s, weights, batch_list, trajectory=None, float64=False):
 
     With `trajectory` ({key: [iterations, ...]}), each iteration starts from the given weights
     and the child returns the gradients instead of applying them (run_maml.py)."""
-    job = {"flags": json.dumps(original_flags(s)), "float64": float64}
+    # test_num_updates = num_updates: the original graph without the extra inner steps main()
+    # adds for its summaries (10 for Omniglot); the update and its fetches are the same.
+    job = {"flags": json.dumps(original_flags(s)), "float64": float64, "test_num_updates": s["num_updates"]}
     job.update({f"weights/{k}": v for k, v in weights.items()})
     job.update({f"trajectory/{k}": v for k, v in (trajectory or {}).items()})
     for field, ours in (("inputa", "support_inputs"), ("labela", "support_labels"), ("inputb", "query_inputs"),

@@ -11,6 +11,9 @@ it runs what the original `train()` ran: `pretrain_op` while `itr < pretrain_ite
 `sess.run` (so they are the values before that update). RESULT holds those per iteration and
 the weights after the last one. Graph, losses, optimiser and clipping are the original's.
 
+Optional `test_num_updates` in JOB overrides main()'s value (10 for Omniglot): the training
+graph then computes fewer of the extra inner steps whose losses only its summaries fetched.
+
 With `trajectory/<key>` arrays [iterations, ...] in JOB, every iteration instead starts from
 the given weights and nothing is applied: RESULT then holds, per iteration, the gradient the
 update would apply (`metatrain_op`'s own `compute_gradients`, before the MiniImagenet clip; for
@@ -37,7 +40,11 @@ def main(job_path, result_path):
     if FLAGS.baseline == "oracle":  # as the original main() did
         FLAGS.pretrain_iterations += FLAGS.metatrain_iterations
         FLAGS.metatrain_iterations = 0
-    test_num_updates = {"sinusoid": 5, "miniimagenet": 1}.get(FLAGS.datasource, 10)  # main(), training
+    # main() builds max(test_num_updates, num_updates) inner steps into the training graph; the
+    # steps past num_updates feed only its summaries, never metatrain_op. A job may ask for
+    # fewer (`test_num_updates`): the same update from a smaller graph.
+    test_num_updates = int(job["test_num_updates"]) if "test_num_updates" in job else \
+        {"sinusoid": 5, "miniimagenet": 1}.get(FLAGS.datasource, 10)  # main(), training
     inputa = job["inputa"]
     dim_input = inputa.shape[-1]
     dim_output = job["labela"].shape[-1]
