@@ -5,14 +5,19 @@ same tasks, and the largest difference of any task's numbers from the one-at-a-t
     python benchmarks/evaluation.py                        # all configurations, ~5 minutes
     python benchmarks/evaluation.py --configs=miniimagenet_5way_1shot --tasks=20 --per_call=1,4,10
     python benchmarks/evaluation.py --xla --configs=omniglot_5way_1shot   # also compiled by XLA
+    python benchmarks/evaluation.py --unrolled_rounds=5 --tasks=20 --per_call=1,20   # loop vs unrolled
 
 Random weights and images of the real sizes, 10 inner steps as the test runs them. Prints a
 markdown table; the speed-up is against 1 task per call (graph) in the same run. Roofline:
 conv and dense FLOPs per task counted analytically from the model (`task_flops`) over the
-time, against the fp32 matmul peak measured at the start (benchmarks/host.py).
+time, against the fp32 matmul peak measured at the start (benchmarks/host.py). With
+`--unrolled_rounds`, each graph row is the median of that many passes alternating with the same
+learner's steps unrolled (the "graph, unrolled" row: `MetaLearner.adapt_tasks` in a tf.function,
+as `evaluate` ran before its steps 2..n went into a while loop), each traced before timing.
 """
 import math
 import os
+import statistics
 import sys
 import time
 
@@ -35,6 +40,8 @@ flags.DEFINE_list("configs", list(CONFIGS), "configurations")
 flags.DEFINE_integer("tasks", 40, "tasks evaluated by each variant")
 flags.DEFINE_list("per_call", ["1", "8", "40"], "tasks per call to compare")
 flags.DEFINE_bool("xla", False, "also time each tasks-per-call with the adaptation compiled by XLA (--jit_compile)")
+flags.DEFINE_integer("unrolled_rounds", 0, "if > 0: time the graph's steps in their while loop (the default) and "
+                     "unrolled (MetaLearner.adapt_tasks), alternating this many passes over the tasks; medians")
 FLAGS = flags.FLAGS
 
 
@@ -100,16 +107,37 @@ def main(argv):
             learner = experiment.build_learner(model, datasource, update_batch_size=k, update_lr=alpha,
                                                num_inner_steps=1, jit_compile=jit_compile)
             gflop = task_flops(model, n_support, n_query, 10) / 1e9
+            variants = {"XLA" if jit_compile else "graph": learner}
+            if FLAGS.unrolled_rounds and not jit_compile:
+                variants["graph, unrolled"] = _unrolled(learner)
             for per_call in (int(p) for p in FLAGS.per_call):
-                evaluation.evaluate_tasks(learner, tasks[:per_call], 10, tasks_per_call=per_call)  # trace
-                start = time.perf_counter()
-                rows = evaluation.evaluate_tasks(learner, tasks, 10, tasks_per_call=per_call)
-                rate = len(tasks) / (time.perf_counter() - start)
-                reference = rows if reference is None else reference
-                base = rate if base is None else base
-                print(f"| {name} | {'XLA' if jit_compile else 'graph'} | {per_call} | {rate:.1f} | {rate / base:.1f}x | "
-                      f"{gflop:.3g} | {gflop * rate:.1f} ({100 * gflop * rate / peak:.0f}%) | "
-                      f"{np.max(np.abs(rows - reference)):.2g} |", flush=True)
+                seconds, rows = {variant: [] for variant in variants}, {}
+                for runner in variants.values():
+                    evaluation.evaluate_tasks(runner, tasks[:per_call], 10, tasks_per_call=per_call)  # trace
+                for _ in range(max(1, FLAGS.unrolled_rounds)):
+                    for variant, runner in variants.items():
+                        start = time.perf_counter()
+                        rows[variant] = evaluation.evaluate_tasks(runner, tasks, 10, tasks_per_call=per_call)
+                        seconds[variant].append(time.perf_counter() - start)
+                        reference = rows[variant] if reference is None else reference
+                for variant, times in seconds.items():
+                    rate = len(tasks) / statistics.median(times)
+                    base = rate if base is None else base
+                    print(f"| {name} | {variant} | {per_call} | {rate:.1f} | {rate / base:.1f}x | "
+                          f"{gflop:.3g} | {gflop * rate:.1f} ({100 * gflop * rate / peak:.0f}%) | "
+                          f"{np.max(np.abs(rows[variant] - reference)):.2g} |", flush=True)
+
+
+def _unrolled(learner):
+    """The learner with `evaluate` running every inner step unrolled (`adapt_tasks`), as before
+    the while loop: a shallow copy whose compiled evaluation is replaced."""
+    import copy
+
+    import tensorflow as tf
+
+    unrolled = copy.copy(learner)
+    unrolled._compiled_evaluate_tasks = tf.function(lambda *args: learner.adapt_tasks(*args)[0], autograph=False)
+    return unrolled
 
 
 if __name__ == "__main__":

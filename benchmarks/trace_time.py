@@ -14,12 +14,13 @@ AutoGraph's source conversion of every function they call changes no graph, only
 takes to build. Each (configuration, order, part, setting) runs in a fresh process (AutoGraph caches
 its conversions per process, so a part traced after another would find them made), `--repeats`
 times alternating the two settings, with the oneDNN choice `maml_tf.main` makes for the
-datasource. The parts: the first lean `MetaLearner.train_step` (as training calls it; `autograph`
-only) and the first `evaluate` of the test's `--eval_steps` inner steps, each minus its own
-second call, on `meta_step._batch`'s random inputs of the real sizes. So a cell is tracing, graph
-optimisation and the first execution's one-time costs (oneDNN primitives, allocator growth), not
-the step; the second call's own time (the step) is printed for `loop`, whose graph runs
-differently too. AutoGraph "on" rebuilds the functions as TensorFlow builds them by default; the
+datasource. The parts: the first lean `MetaLearner.train_step` (as training calls it;
+`autograph` only) and the first `evaluate` of the test's `--eval_steps` inner steps (on
+`--eval_tasks` tasks), each minus the median of `--calls` further calls, on `meta_step._batch`'s
+random inputs of the real sizes. So a cell is tracing, graph optimisation and the first
+execution's one-time costs (oneDNN primitives, allocator growth), not the step; that median (the
+step's own time) is printed for `loop`, whose graph runs differently too. AutoGraph "on"
+rebuilds the functions as TensorFlow builds them by default; the
 XLA-compiled batch norm inside (MiniImagenet) stays off. A worker reports the setting its
 function was traced with (AutoGraph's flag, a While op in the graph) and the run stops if it is
 not the one asked for. Medians; second / first setting > 1: the first (ours) starts sooner. The
@@ -45,6 +46,9 @@ flags.DEFINE_enum("compare", "autograph", ["autograph", "loop"],
                   "autograph: AutoGraph off against on; loop: the evaluation's while loop against its steps unrolled")
 flags.DEFINE_integer("repeats", 2, "pairs of fresh processes (one per setting) per configuration and order")
 flags.DEFINE_integer("eval_steps", 10, "inner steps of the timed evaluation (the original's test: 10)")
+flags.DEFINE_integer("eval_tasks", 0, "tasks per timed evaluation call (0: the configuration's meta-batch; the "
+                     "test's default, --test_tasks_per_call, is 1)")
+flags.DEFINE_integer("calls", 3, "calls after the first; their median is the step's own time")
 flags.DEFINE_string("time_one", None, "internal: 'config:order:part:setting'; time it here, print JSON")
 FLAGS = flags.FLAGS
 SETTINGS = {"autograph": ("off", "on"), "loop": ("loop", "unrolled")}
@@ -58,8 +62,8 @@ def _seconds(call):
 
 
 def _time_one(spec):
-    """Seconds of the first call of one part beyond its second, the second's own seconds, and
-    the setting the function was traced with."""
+    """Seconds of the first call of one part beyond the median of the next `--calls`, that
+    median, and the setting the function was traced with."""
     import maml_tf
 
     name, order, part, setting = spec.split(":")
@@ -69,6 +73,8 @@ def _time_one(spec):
     import tensorflow as tf
 
     batch = meta_step._batch(config, np.random.default_rng(0))
+    if part == "evaluate" and FLAGS.eval_tasks:
+        batch = tuple(array[:FLAGS.eval_tasks] for array in batch)
     learner = meta_step._learner(config, order == "first")
     if setting == "on":  # TensorFlow's default, as the steps were built before
         learner.train_step = tf.function(learner._train_step, jit_compile=learner.jit_compile)
@@ -78,16 +84,17 @@ def _time_one(spec):
                                                        jit_compile=learner.jit_compile, autograph=False)
     if part == "train":
         function, times = learner.train_step, [_seconds(lambda: meta_step._step_seconds(learner, batch, False))
-                                                for _ in range(2)]
+                                                for _ in range(1 + FLAGS.calls)]
     else:
         function, times = learner._compiled_evaluate_tasks, [
-            _seconds(lambda: learner.evaluate(batch[:2], batch[2:], FLAGS.eval_steps)) for _ in range(2)]
+            _seconds(lambda: learner.evaluate(batch[:2], batch[2:], FLAGS.eval_steps)) for _ in range(1 + FLAGS.calls)]
+    step = statistics.median(times[1:])
     looped = None
     if part == "evaluate":  # the function the calls above traced (same arguments: no new trace)
         weights = [tf.convert_to_tensor(v) for v in learner.variables]
         graph = function.get_concrete_function(weights, batch[:2], batch[2:], FLAGS.eval_steps).graph
         looped = any(op.type in ("While", "StatelessWhile") for op in graph.get_operations())
-    return {"seconds": times[0] - times[1], "step_seconds": times[1], "autograph": function._autograph,
+    return {"seconds": times[0] - step, "step_seconds": step, "autograph": function._autograph,
             "looped": looped}
 
 
@@ -116,7 +123,9 @@ def main(argv):
                 for part in parts:
                     for setting in settings:
                         result = meta_step._run_json([f"--time_one={name}:{order}:{part}:{setting}",
-                                                      f"--eval_steps={FLAGS.eval_steps}"], __file__)
+                                                      f"--eval_steps={FLAGS.eval_steps}",
+                                                      f"--eval_tasks={FLAGS.eval_tasks}", f"--calls={FLAGS.calls}"],
+                                                     __file__)
                         if result is None or not _traced_as_asked(result, setting):
                             raise RuntimeError(f"{name} {order} {part} {FLAGS.compare} {setting}: "
                                                f"{'failed (its error is above)' if result is None else 'not taken'}")
