@@ -81,3 +81,18 @@ def test_the_trace_time_benchmark_prints_both_settings(compare):
     for off, on, ratio in (cells[0:3], cells[3:6]):
         assert float(off) > 0 and float(on) > 0
         assert float(ratio.rstrip("x")) == pytest.approx(float(on) / float(off), rel=0.2, abs=0.1)  # cells rounded
+
+
+@pytest.mark.slow
+def test_the_evaluation_benchmark_times_the_loop_against_the_unrolled_steps():
+    """benchmarks/evaluation.py --unrolled_rounds prints a graph row and a "graph, unrolled" row per
+    tasks-per-call, both with rows equal to one task at a time (sinusoid losses: the same ops)."""
+    done = subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", "evaluation.py"), "--configs=sinusoid",
+                           "--tasks=2", "--per_call=1,2", "--unrolled_rounds=1"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in done.stdout.splitlines()
+            if line.startswith("| sinusoid |")]
+    assert [(r[1], r[2]) for r in rows] == [("graph", "1"), ("graph, unrolled", "1"), ("graph", "2"),
+                                            ("graph, unrolled", "2")]
+    assert all(float(r[3]) > 0 and float(r[-1]) < 1e-5 for r in rows), rows
