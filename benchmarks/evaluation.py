@@ -136,7 +136,7 @@ def _unrolled(learner):
     import tensorflow as tf
 
     unrolled = copy.copy(learner)
-    unrolled._compiled_evaluate_tasks = tf.function(lambda *args: learner.adapt_tasks(*args)[0], autograph=False)
+    unrolled._compiled_evaluate_tasks = tf.function(learner.unrolled_evaluate_tasks, autograph=False)
     return unrolled
 
 

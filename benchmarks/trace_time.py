@@ -80,8 +80,8 @@ def _time_one(spec):
         learner.train_step = tf.function(learner._train_step, jit_compile=learner.jit_compile)
         learner._compiled_evaluate_tasks = tf.function(learner.evaluate_tasks, jit_compile=learner.jit_compile)
     if setting == "unrolled":
-        learner._compiled_evaluate_tasks = tf.function(lambda *args: learner.adapt_tasks(*args)[0],
-                                                       jit_compile=learner.jit_compile, autograph=False)
+        learner._compiled_evaluate_tasks = tf.function(learner.unrolled_evaluate_tasks, jit_compile=learner.jit_compile,
+                                                       autograph=False)
     if part == "train":
         function, times = learner.train_step, [_seconds(lambda: meta_step._step_seconds(learner, batch, False))
                                                 for _ in range(1 + FLAGS.calls)]
@@ -137,7 +137,7 @@ def main(argv):
                 cells.append(f"{ours:.1f} | {other:.1f} | {other / ours:.2f}x")
             if FLAGS.compare == "loop":
                 ours, other = (1000 * statistics.median(steps[s]) for s in settings)
-                cells.append(f"{ours:.0f} | {other:.0f} | {other / ours:.2f}x")
+                cells.append(f"{ours:.1f} | {other:.1f} | {other / ours:.2f}x")
             row = f"| {name} | {order} | " + " | ".join(cells) + " |"
             print(row, flush=True)
             rows.append(row)

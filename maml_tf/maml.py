@@ -154,9 +154,13 @@ def score_adaptation(forward, loss, accuracy, weights, support, query, lr, steps
     accuracies = accuracies.write(0, first_accuracy)
     _, losses, accuracies, *_ = tf.while_loop(lambda i, *_: i < steps, step,
                                               (tf.constant(1), losses, accuracies, *(fast[i] for i in adaptable)))
-    last_axis_steps = [*range(1, len(first_loss.shape) + 1), 0]  # [steps, ...] -> [..., steps]
     return Scores(loss(support_outputs, support[1]), accuracy(support_outputs, support[1]),
-                  tf.transpose(losses.stack(), last_axis_steps), tf.transpose(accuracies.stack(), last_axis_steps))
+                  _steps_last(losses.stack()), _steps_last(accuracies.stack()))
+
+
+def _steps_last(stacked):
+    """[steps, ...] -> [..., steps], as `adapt_and_score` stacks its per-step scores."""
+    return tf.transpose(stacked, [*range(1, len(stacked.shape)), 0])
 
 
 def outer_loss(final_query_losses):

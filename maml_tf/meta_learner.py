@@ -108,10 +108,14 @@ class MetaLearner:
         support = tuple(tf.convert_to_tensor(t) for t in support)
         query = tuple(tf.convert_to_tensor(t) for t in query)
         if steps < 2 or self.low_rank_kernels(support[0].shape[1], steps):
-            return self.adapt_tasks(weights, support, query, steps)[0]
+            return self.unrolled_evaluate_tasks(weights, support, query, steps)
         fast = self._starting_weights(weights, support[0].shape[0], ())
         return maml.score_adaptation(self._forward, self.loss_fn, self.task_accuracy, fast, support, query,
                                      self.update_lr, steps, self.first_order, self.adaptable)
+
+    def unrolled_evaluate_tasks(self, weights, support, query, steps):
+        """`evaluate_tasks`' per-task Scores with every inner step unrolled (`adapt_tasks`)."""
+        return self.adapt_tasks(weights, support, query, steps)[0]
 
     def _starting_weights(self, weights, tasks, low_rank):
         """The weights the inner loop starts from: each adapted one as the shared weight
@@ -189,7 +193,8 @@ class MetaLearner:
 
     def evaluate(self, support, query, steps):
         """Per-task Scores (numpy) after 1..`steps` inner steps, weights untouched; the whole
-        batch in one call (the graph's size grows neither with the tasks nor with the steps)."""
+        batch in one call (the graph's size does not grow with the tasks, nor with the steps
+        where `evaluate_tasks` runs them in its loop)."""
         weights = [tf.convert_to_tensor(v) for v in self.variables]
         scores = self._compiled_evaluate_tasks(weights, support, query, steps)
         return maml.Scores(*(value.numpy() for value in scores))

@@ -67,8 +67,8 @@ def omniglot_prepared(omniglot_source, tmp_path_factory):
     from data_prep.omniglot import prepare_omniglot
 
     base = tmp_path_factory.getbasetemp()
-    if "PYTEST_XDIST_WORKER" in os.environ:
-        base = base.parent  # the session's folder, above each worker's own
+    if "PYTEST_XDIST_WORKER" in os.environ and base.name.startswith("popen-"):
+        base = base.parent  # the session's folder, above each worker's own (xdist's popen-gwN)
     data, done = base / "omniglot_data", base / "omniglot_data.complete"
     with open(base / "omniglot_data.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -78,7 +78,6 @@ def omniglot_prepared(omniglot_source, tmp_path_factory):
             prepare_omniglot(omniglot_source, data)
             done.touch()
     return data
-
 
 
 @pytest.fixture(scope="session")

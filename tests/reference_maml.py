@@ -31,7 +31,7 @@ class ReferenceLearner(MetaLearner):
 
     def evaluate_tasks(self, weights, support, query, steps):
         """The plain per-task loop of `adapt_tasks`, every step unrolled."""
-        return self.adapt_tasks(weights, support, query, steps)[0]
+        return self.unrolled_evaluate_tasks(weights, support, query, steps)
 
     def evaluate(self, support, query, steps):
         """One task per call of a single-task graph, so that tracing stays small however many

@@ -492,9 +492,10 @@ def test_grouped_convolution_probe():
 
 
 def test_evaluate_matches_reference():
-    """Scoring more steps than training uses (the test protocol's 10 after training with 1)."""
+    """Scoring more steps than training uses (the test protocol's 10 after training with 1): the
+    compiled evaluation (its steps 2..4 in a while loop) against the per-task loop."""
     batch = _image_batch((7, 7, 1), tasks=3)
-    results = [_learner("omniglot_conv_batch_norm", batched, num_inner_steps=1).evaluate(batch.support, batch.query, 2)
+    results = [_learner("omniglot_conv_batch_norm", batched, num_inner_steps=1).evaluate(batch.support, batch.query, 4)
                for batched in (False, True)]
     for key, reference, got in zip(results[0]._fields, *results):
         np.testing.assert_allclose(got, reference, rtol=1e-10, atol=1e-12, err_msg=key)
@@ -505,12 +506,13 @@ def test_evaluate_matches_reference():
 def test_looped_evaluation_equals_the_unrolled_steps(case):
     """Evaluation's steps 2..n in a tf.while_loop (`maml.score_adaptation`) give each task the
     scores of the unrolled inner loop (`maml.adapt_and_score`: Algorithm 2, line 7, repeated),
-    after every one of 5 steps: the first step with shared kernels, the loop's on per-task ones."""
+    after every one of 5 steps: the first step with shared kernels, the loop's on per-task ones.
+    Both traced (eagerly, tf.while_loop would be a Python loop)."""
     batch = CASES[case][2]()
     learner = _learner(case, True, num_inner_steps=1)
     weights = [tf.convert_to_tensor(v) for v in learner.variables]
-    looped = learner.evaluate_tasks(weights, batch.support, batch.query, 5)
-    unrolled = learner.adapt_tasks(weights, batch.support, batch.query, 5)[0]
+    looped = learner._compiled_evaluate_tasks(weights, batch.support, batch.query, 5)
+    unrolled = tf.function(learner.unrolled_evaluate_tasks, autograph=False)(weights, batch.support, batch.query, 5)
     assert looped.query_losses.shape == unrolled.query_losses.shape == (len(batch.support[0]), 5)
     for key, expected, got in zip(unrolled._fields, unrolled, looped):
         np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-12, atol=1e-13, err_msg=key)
@@ -526,10 +528,10 @@ def test_evaluation_graph_does_not_grow_with_the_steps():
 
     def ops(function, steps):
         graph = function.get_concrete_function(weights, batch.support, batch.query, steps).graph
-        return len(graph.get_operations()) + sum(len(f.definition.node_def) for f in graph._functions.values())
+        return len(graph.get_operations()) + sum(len(f.node_def) for f in graph.as_graph_def().library.function)
 
     looped = [ops(learner._compiled_evaluate_tasks, steps) for steps in (3, 10)]
-    unrolled_function = tf.function(lambda *args: learner.adapt_tasks(*args)[0], autograph=False)
+    unrolled_function = tf.function(learner.unrolled_evaluate_tasks, autograph=False)
     unrolled = ops(unrolled_function, 3)
     assert looped[0] == looped[1] < unrolled, (looped, unrolled)
 
