@@ -12,7 +12,7 @@ markdown table; the speed-up is against 1 task per call (graph) in the same run.
 conv and dense FLOPs per task counted analytically from the model (`task_flops`) over the
 time, against the fp32 matmul peak measured at the start (benchmarks/host.py). With
 `--unrolled_rounds`, each graph row is the median of that many passes alternating with the same
-learner's steps unrolled (the "graph, unrolled" row: `MetaLearner.adapt_tasks` in a tf.function,
+learner's steps unrolled (the "graph, unrolled" row: `MetaLearner.unrolled_evaluate_tasks` in a tf.function,
 as `evaluate` ran before its steps 2..n went into a while loop), each traced before timing.
 """
 import math
@@ -41,7 +41,7 @@ flags.DEFINE_integer("tasks", 40, "tasks evaluated by each variant")
 flags.DEFINE_list("per_call", ["1", "8", "40"], "tasks per call to compare")
 flags.DEFINE_bool("xla", False, "also time each tasks-per-call with the adaptation compiled by XLA (--jit_compile)")
 flags.DEFINE_integer("unrolled_rounds", 0, "if > 0: time the graph's steps in their while loop (the default) and "
-                     "unrolled (MetaLearner.adapt_tasks), alternating this many passes over the tasks; medians")
+                     "unrolled (MetaLearner.unrolled_evaluate_tasks), alternating this many passes over the tasks; medians")
 FLAGS = flags.FLAGS
 
 

@@ -112,12 +112,19 @@ def adapt_and_score(forward, loss, accuracy, weights, support, query, lr, steps,
     back through every earlier query pass (and their second-order terms) at full cost.
     """
     support_outputs, trajectory = inner_loop(forward, loss, weights, support, lr, steps, first_order, adaptable, low_rank)
-    query_inputs, query_labels = query
-    outputs = [forward(w, query_inputs) for w in (trajectory if score_every_step else trajectory[-1:])]
-    query_losses = [loss(o, query_labels) for o in outputs]
+    scored = [_query_scores(forward, loss, accuracy, w, query)
+              for w in (trajectory if score_every_step else trajectory[-1:])]
+    query_losses = [query_loss for query_loss, _ in scored]
     scores = Scores(loss(support_outputs, support[1]), accuracy(support_outputs, support[1]),
-                    tf.stack(query_losses, axis=-1), tf.stack([accuracy(o, query_labels) for o in outputs], axis=-1))
+                    tf.stack(query_losses, axis=-1), tf.stack([a for _, a in scored], axis=-1))
     return scores, query_losses[-1]
+
+
+def _query_scores(forward, loss, accuracy, weights, query):
+    """(loss, accuracy) of the query set under adapted weights."""
+    inputs, labels = query
+    outputs = forward(weights, inputs)
+    return loss(outputs, labels), accuracy(outputs, labels)
 
 
 def score_adaptation(forward, loss, accuracy, weights, support, query, lr, steps, first_order=False, adaptable=None):
@@ -131,13 +138,11 @@ def score_adaptation(forward, loss, accuracy, weights, support, query, lr, steps
     Every adapted weight must be a tensor after the first step (a `LowRankKernel`'s rank grows
     with each step: use `adapt_and_score` for those).
     """
-    inputs, labels = query
     adaptable = list(range(len(weights)) if adaptable is None else adaptable)
     support_outputs, (fast,) = inner_loop(forward, loss, weights, support, lr, 1, first_order, adaptable)
 
     def scored(adapted):
-        outputs = forward(adapted, inputs)
-        return loss(outputs, labels), accuracy(outputs, labels)
+        return _query_scores(forward, loss, accuracy, adapted, query)
 
     def step(i, losses, accuracies, *moving):
         adapted = list(fast)
