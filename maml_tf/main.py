@@ -52,11 +52,14 @@ flags.DEFINE_enum("dense_method", "auto", ["auto", "materialised", "low_rank"],
                   "differ): 'auto' keeps a kernel as the shared kernel plus per-task low-rank factors where they "
                   "hold at most a quarter of its elements (the non-conv Omniglot net's hidden layers), else one "
                   "[tasks, in, out] kernel per task; or one way for all dense layers (README: speed).")
-flags.DEFINE_bool("jit_compile", False,
+flags.DEFINE_bool("jit_compile", None,
                   "compile the meta-steps and the test's adaptation with XLA (tf.function(jit_compile=True)): the "
-                  "same computation to float32 round-off, faster on most configurations (README: speed); a few "
-                  "seconds to a minute of compiling at start. Not with --distribute or --conv_method=grouped, nor "
-                  "for second-order meta-training with --max_pool.")
+                  "same computation to float32 round-off, faster or slower depending on the host and the network "
+                  "(README: speed). Unset (default): a training run of at least 1000 iterations on one device "
+                  "times its step both ways on its first batch (seconds; a minute or two for MiniImagenet) and "
+                  "keeps the faster; shorter runs and tests run graphs. --jit_compile / --nojit_compile decide. "
+                  "XLA is not with --distribute or --conv_method=grouped, nor for second-order meta-training "
+                  "with --max_pool.")
 flags.DEFINE_bool("max_pool", False, "Whether or not to use max pooling rather than strided convolutions")
 flags.DEFINE_bool("stop_grad", False, "if True, do not use second derivatives in meta-optimization (for speed)")
 ## Logging, saving, and testing options
@@ -131,12 +134,79 @@ def _validate():
         raise ValueError("--jit_compile compiles the single-device steps only: not with --distribute")
     if FLAGS.jit_compile and FLAGS.conv_method == "grouped":
         raise ValueError("--jit_compile: XLA recompiles grouped convolutions at every step; use another --conv_method")
-    if (FLAGS.jit_compile and FLAGS.train and FLAGS.metatrain_iterations > 0 and FLAGS.datasource != "sinusoid"
-            and FLAGS.conv and FLAGS.max_pool and not FLAGS.stop_grad):
+    if FLAGS.jit_compile and _xla_refuses_meta_training():
         raise ValueError("--jit_compile: meta-training with --max_pool needs --stop_grad: XLA's second derivative "
                          "of max-pool is accurate to bfloat16 only (and XLA was slower on MiniImagenet anyway)")
     if FLAGS.test_tasks_file is not None and FLAGS["num_test_tasks"].present:
         raise ValueError("--num_test_tasks cannot be combined with --test_tasks_file (the file gives the tasks)")
+
+
+def _xla_refuses_meta_training():
+    """XLA's second derivative of max-pool is accurate to bfloat16 only (MetaLearner refuses it)."""
+    return (FLAGS.train and FLAGS.metatrain_iterations > 0 and FLAGS.datasource != "sinusoid" and FLAGS.conv
+            and FLAGS.max_pool and not FLAGS.stop_grad)
+
+
+# Training runs shorter than this leave --jit_compile's default at graphs without timing XLA: the
+# timing (a trace and an XLA compile more, then a few steps each way) would not pay for itself.
+AUTO_XLA_MIN_ITERATIONS = 1000
+
+
+def xla_left_off(*, iterations, distribute, conv_method, refused):
+    """Why a training run with --jit_compile unset runs graphs without timing XLA (None: time
+    both ways); `iterations`: those left to run, `refused`: XLA would refuse the meta-step."""
+    if distribute != "none":
+        return "--distribute"
+    if conv_method == "grouped":
+        return "--conv_method=grouped"
+    if refused:
+        return "second-order meta-training through max-pool"
+    if iterations < AUTO_XLA_MIN_ITERATIONS:
+        return f"fewer than {AUTO_XLA_MIN_ITERATIONS} iterations"
+    return None
+
+
+def _time_xla(model, build_learner, sampler, metatrain, say):
+    """`xla_choice.time_graph_and_xla` on copies of the model, with the run's first batch (drawn
+    as training will draw it; the sampler keeps no state)."""
+    import gc
+
+    import keras
+
+    from maml_tf import training, xla_choice
+
+    batch = sampler.sample(training.batch_rng(FLAGS.seed, 0), FLAGS.meta_batch_size)
+    step = "meta-step" if metatrain else "pretraining step"
+    say(f"Timing the {step} as a graph and compiled by XLA on the first batch (--jit_compile unset; "
+        f"--jit_compile or --nojit_compile skip this)...")
+
+    def build_copy(jit_compile):
+        copy = keras.models.clone_model(model)
+        copy.set_weights(model.get_weights())
+        return build_learner(copy, jit_compile)
+
+    def run_step(learner):
+        return learner.train_step(batch.support, batch.query) if metatrain else learner.pretrain_step(batch.support)
+
+    timing = xla_choice.time_graph_and_xla(build_copy, run_step)
+    gc.collect()  # the copies' graphs and compiled programs
+    graph_ms, xla_ms = _milliseconds(timing)
+    if timing.xla_seconds is None:
+        say(f"XLA failed ({timing.error}); the steps run as graphs ({graph_ms} ms per {step})")
+    else:
+        say(f"{step}: {graph_ms} ms as a graph, {xla_ms} ms compiled by XLA: "
+            + ("the steps are compiled by XLA" if timing.use_xla else "the steps run as graphs"))
+    return timing
+
+
+def _say_if_xla(say):
+    if FLAGS.jit_compile:
+        say("Steps compiled by XLA (--jit_compile): the first step of each shape compiles first.")
+
+
+def _milliseconds(timing):
+    """[graph, XLA] ms per step, rounded (XLA None where it failed)."""
+    return [None if t is None else round(1000 * t, 1) for t in (timing.graph_seconds, timing.xla_seconds)]
 
 
 def settings_from_flags(f=FLAGS):
@@ -206,7 +276,7 @@ def _conv_method(model, strategy, say):
     if FLAGS.train:
         query = experiment.TRAIN_QUERY_PER_CLASS.get(FLAGS.datasource, FLAGS.update_batch_size)
     examples = (FLAGS.num_classes * FLAGS.update_batch_size, FLAGS.num_classes * query)
-    chosen = batched_forward.calibrate_convs(model, tasks, examples, jit_compile=FLAGS.jit_compile)
+    chosen = batched_forward.calibrate_convs(model, tasks, examples, jit_compile=bool(FLAGS.jit_compile))
     say("Convolution methods (--conv_method=calibrate, " + f"{tasks} tasks x {examples} examples"
         + (", XLA" if FLAGS.jit_compile else "") + "): "
         + ", ".join(f"{name} {method}" for name, method in chosen.items()))
@@ -289,13 +359,18 @@ def run():
         model = experiment.build_model(FLAGS.datasource, num_classes=FLAGS.num_classes,
                                        oracle=FLAGS.baseline == "oracle", conv=FLAGS.conv,
                                        num_filters=FLAGS.num_filters, max_pool=FLAGS.max_pool, norm=FLAGS.norm)
-        learner = experiment.build_learner(model, FLAGS.datasource, update_batch_size=FLAGS.update_batch_size,
-                                           update_lr=FLAGS.update_lr, num_inner_steps=FLAGS.num_updates,
-                                           first_order=FLAGS.stop_grad, meta_lr=FLAGS.meta_lr,
-                                           conv=_conv_method(model, strategy, say), dense=FLAGS.dense_method,
-                                           jit_compile=FLAGS.jit_compile)
-    if FLAGS.jit_compile:
-        say("Steps compiled by XLA (--jit_compile): the first step of each shape compiles first.")
+        conv = _conv_method(model, strategy, say)
+
+        def build_learner(model, jit_compile):
+            return experiment.build_learner(model, FLAGS.datasource, update_batch_size=FLAGS.update_batch_size,
+                                            update_lr=FLAGS.update_lr, num_inner_steps=FLAGS.num_updates,
+                                            first_order=FLAGS.stop_grad, meta_lr=FLAGS.meta_lr, conv=conv,
+                                            dense=FLAGS.dense_method, jit_compile=jit_compile)
+
+        learner = build_learner(model, bool(FLAGS.jit_compile))
+    if FLAGS.jit_compile is not None or not FLAGS.train:
+        FLAGS.jit_compile = bool(FLAGS.jit_compile)  # unset when testing: graphs
+        _say_if_xla(say)
     checkpointer = Checkpointer(run_dir, learner)
     if strategy is not None:
         from maml_tf.distributed import DistributedLearner
@@ -358,13 +433,23 @@ def run():
         start = distribution.broadcast_from_chief(strategy, checkpointer.state, start)
         if start:
             say(f"Resuming {run_dir} from iteration {start}")
+        xla_timing = None
+        if FLAGS.jit_compile is None:  # unset: timed now that the run is ours, or graphs (xla_left_off)
+            remaining = s["pretrain_iterations"] + s["metatrain_iterations"] - start
+            if xla_left_off(iterations=remaining, distribute=FLAGS.distribute, conv_method=FLAGS.conv_method,
+                            refused=_xla_refuses_meta_training()) is None:
+                xla_timing = _time_xla(model, build_learner, train_sampler, s["metatrain_iterations"] > 0, say)
+                learner.compile_steps(xla_timing.use_xla)
+            FLAGS.jit_compile = xla_timing is not None and xla_timing.use_xla  # what runs (run_info.json)
+            _say_if_xla(say)
         if chief:
             checkpointer.remove_leftovers()
             remove_temporary_files(run_dir)
             # Every start with the settings that change its speed but not what it trains.
             starts = (recorded.get("starts", []) if start else []) + [
                 {"iteration": start, **{name: getattr(FLAGS, name) for name in ("jit_compile", "conv_method",
-                                                                                 "dense_method", "distribute")}}]
+                                                                                 "dense_method", "distribute")},
+                 **({} if xla_timing is None else {"step_ms_graph_xla": _milliseconds(xla_timing)})}]
             evaluation.write_json(os.path.join(run_dir, RUN_INFO), {**run_info(), "training_flags": training_flags(),
                                                                    "starts": starts})
         writer = ScalarWriter(run_dir, resumed_at=start) if FLAGS.log and chief else None

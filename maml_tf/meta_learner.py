@@ -60,8 +60,6 @@ class MetaLearner:
         if dense not in DENSE_METHODS:
             raise ValueError(f"dense must be one of {DENSE_METHODS}, got {dense!r}")
         self.dense = dense  # how adapted dense kernels are kept (`low_rank_kernels`)
-        if jit_compile:
-            _check_compilable(conv)
         self.variables = list(model.trainable_variables)
         self.adaptable = [i for i, v in enumerate(self.variables) if not is_norm_variable(model, v)]
         # Built now so that an unsupported model fails at construction, not inside a trace.
@@ -74,7 +72,14 @@ class MetaLearner:
         self.pretrain_optimizer = keras.optimizers.Adam(meta_lr, beta_1=0.9, beta_2=0.999, epsilon=1e-8)
         self.meta_optimizer.build(self.variables)
         self.pretrain_optimizer.build(self.variables)
-        # jit_compile: the steps compiled by XLA (same results to float32 round-off; README's speed table).
+        self.compile_steps(jit_compile)
+
+    def compile_steps(self, jit_compile):
+        """(Re)make the compiled steps, by XLA with `jit_compile` (same results to float32
+        round-off; README's speed table). The model and the optimisers' state are kept; the
+        steps trace again at their next call."""
+        if jit_compile:
+            _check_compilable(self.conv)
         self.jit_compile = jit_compile
         self.train_step = tf.function(self._train_step, jit_compile=jit_compile, autograph=False)
         self.pretrain_step = tf.function(self._pretrain_step, jit_compile=jit_compile, autograph=False)

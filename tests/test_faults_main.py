@@ -242,7 +242,8 @@ def test_cli_one_writer_per_run_graceful_stop_and_kill_9(tmp_path, repo_root):
     with status 143 after saving; a run killed with SIGKILL leaves no lock that blocks; run_info.json
     keeps every start with its speed settings (the last one resumed under XLA with factored dense
     kernels)."""
-    args = ["--flagfile=flags/sinusoid.flags", f"--logdir={tmp_path}", "--metatrain_iterations=1000000"]
+    args = ["--flagfile=flags/sinusoid.flags", f"--logdir={tmp_path}", "--nojit_compile",
+            "--metatrain_iterations=1000000"]
     first = _start_training(args, repo_root)
     second = run_main(args, repo_root)
     assert second.returncode == 1

@@ -1,0 +1,74 @@
+"""Whether XLA (`jit_compile`) runs a training step faster on this machine: timed, not assumed.
+
+Which is faster depends on the host and the network (README, "Meta-iteration speed"): XLA fused
+the dispatch-bound dense steps (sinusoid, non-conv Omniglot) 1.1-2.4x faster on every host
+measured, and the Omniglot 5-way 1-shot and 20-way conv steps 1.03-1.3x; but its own
+convolutions made Omniglot 5-shot 0.6-0.7x on an AVX2-only host (1.1x faster on AVX-512 ones)
+and MiniImagenet 0.6-0.7x everywhere. So `maml_tf.main`'s default times both on the run's own
+first batch before training.
+"""
+import time
+from typing import NamedTuple, Optional
+
+import tensorflow as tf
+
+
+class XlaTiming(NamedTuple):
+    """The median seconds of one training step as a graph and compiled by XLA (None: XLA failed,
+    `error` says why); `use_xla`: XLA was faster."""
+    use_xla: bool
+    graph_seconds: float
+    xla_seconds: Optional[float]
+    error: Optional[str] = None
+
+
+def time_graph_and_xla(build_learner, run_step, rounds=3, min_seconds=1.0, max_rounds=50, clock=time.perf_counter):
+    """Time one training step as a graph and compiled by XLA, alternating, and say which is faster.
+
+    `build_learner(jit_compile)` returns a learner over a throwaway copy of the model (the steps
+    update its weights and optimiser); `run_step(learner)` runs the step the run will spend its
+    iterations on and returns its outputs. Each is run once first (tracing, and XLA's compiling,
+    are not timed), then alternately at least `rounds` times each and until the timed steps
+    took `min_seconds` (at most `max_rounds`: millisecond steps are noisy, so they get more);
+    the medians decide. XLA failing to build or run (a refused configuration, an op it cannot
+    compile) leaves the graph, with the error's first line in `error`.
+    """
+    graph = build_learner(False)
+    _finish(run_step(graph))
+    try:
+        xla = build_learner(True)
+        _finish(run_step(xla))
+    except (ValueError, tf.errors.OpError) as e:
+        message = e.message if isinstance(e, tf.errors.OpError) else str(e)
+        return XlaTiming(False, _median_seconds(lambda: run_step(graph), rounds, clock), None,
+                         message.strip().splitlines()[0] if message.strip() else type(e).__name__)
+    times = {False: [], True: []}
+    while len(times[True]) < max_rounds and (len(times[True]) < rounds
+                                              or sum(times[False]) + sum(times[True]) < min_seconds):
+        for jit, learner in ((False, graph), (True, xla)):
+            start = clock()
+            _finish(run_step(learner))
+            times[jit].append(clock() - start)
+    graph_seconds, xla_seconds = _median(times[False]), _median(times[True])
+    return XlaTiming(xla_seconds < graph_seconds, graph_seconds, xla_seconds)
+
+
+def _median_seconds(call, rounds, clock):
+    times = []
+    for _ in range(rounds):
+        start = clock()
+        _finish(call())
+        times.append(clock() - start)
+    return _median(times)
+
+
+def _median(values):
+    ordered = sorted(values)
+    return ordered[len(ordered) // 2]
+
+
+def _finish(outputs):
+    """Wait for a step's results (tensors, or a structure of them) to exist on the host."""
+    for t in tf.nest.flatten(outputs):
+        if hasattr(t, "numpy"):
+            t.numpy()
