@@ -57,7 +57,7 @@ flags.DEFINE_bool("jit_compile", None,
                   "same computation to float32 round-off, faster or slower depending on the host and the network "
                   "(README: speed). Unset (default): a training run of at least 1000 iterations on one device "
                   "times its step both ways on its first batch (seconds; a minute or two for MiniImagenet) and "
-                  "keeps the faster; shorter runs and tests run graphs. --jit_compile / --nojit_compile decide. "
+                  "keeps XLA if it is more than 5 % faster; shorter runs and tests run graphs. --jit_compile / --nojit_compile decide. "
                   "XLA is not with --distribute or --conv_method=grouped, nor for second-order meta-training "
                   "with --max_pool.")
 flags.DEFINE_bool("max_pool", False, "Whether or not to use max pooling rather than strided convolutions")
