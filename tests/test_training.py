@@ -1,4 +1,5 @@
 """Training behaviour: learning happens, resume is exact, the CLI fails clearly."""
+import json
 import os
 import re
 import subprocess
@@ -133,9 +134,12 @@ def test_cli_rejects_bad_flags(tmp_path, repo_root, args, message):
 
 
 def test_cli_trains_then_tests_and_writes_the_original_outputs(tmp_path, repo_root):
+    """Train 30 iterations, test: the original's csv and pkl. --jit_compile unset, a run this
+    short runs graphs without timing XLA (maml_tf.main.xla_left_off) and records so."""
     args = ["--flagfile=flags/sinusoid.flags", f"--logdir={tmp_path}", "--metatrain_iterations=30"]
     train = _main(args, repo_root)
     assert train.returncode == 0, train.stderr
+    assert "XLA" not in train.stdout + train.stderr
     test = _main(args + ["--train=False", "--update_batch_size=5", "--train_update_batch_size=10"], repo_root)
     assert test.returncode == 0, test.stderr
     run_dir = tmp_path / "cls_5.mbs_25.ubs_10.numstep1.updatelr0.01nonorm"
@@ -144,6 +148,9 @@ def test_cli_trains_then_tests_and_writes_the_original_outputs(tmp_path, repo_ro
     np.testing.assert_allclose(ci95, 1.96 * stds / np.sqrt(600), rtol=1e-6)
     assert (run_dir / "test_ubs5_stepsize0.01.pkl").exists() and (run_dir / "run_info.json").exists()
     assert sorted(p.name for p in run_dir.glob("model-*.index")) == ["model-30.index"]
+    starts = json.loads((run_dir / "run_info.json").read_text())["starts"]
+    assert starts == [{"iteration": 0, "jit_compile": False, "conv_method": "auto", "dense_method": "auto",
+                       "distribute": "none"}]
 
 
 def test_cli_rejects_tasks_larger_than_the_data(tmp_path, repo_root):
