@@ -1,5 +1,5 @@
 """`--jit_compile` unset: a long training run times its step as a graph and under XLA on this
-machine and keeps the faster (`maml_tf.xla_choice`, `maml_tf.main`); shorter runs, tests and
+machine and keeps XLA if it is more than 5 % faster (`maml_tf.xla_choice`, `maml_tf.main`); shorter runs, tests and
 what XLA refuses run graphs without timing."""
 import json
 import os
