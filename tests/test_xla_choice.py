@@ -1,6 +1,6 @@
 """`--jit_compile` unset: a long training run times its step as a graph and under XLA on this
-machine and keeps XLA if it is more than 5 % faster (`maml_tf.xla_choice`, `maml_tf.main`); shorter runs, tests and
-what XLA refuses run graphs without timing."""
+machine and keeps XLA if it is more than 5 % faster (`maml_tf.xla_choice`, `maml_tf.main`);
+shorter runs, tests and what XLA refuses run graphs without timing."""
 import json
 import os
 import signal
