@@ -55,7 +55,8 @@ flags.DEFINE_enum("dense_method", "auto", ["auto", "materialised", "low_rank"],
 flags.DEFINE_bool("jit_compile", None,
                   "compile the meta-steps and the test's adaptation with XLA (tf.function(jit_compile=True)): the "
                   "same computation to float32 round-off, faster or slower depending on the host and the network "
-                  "(README: speed). Unset (default): a training run of at least 1000 iterations on one device "
+                  "(README: speed). Unset (default): a training run with at least 1000 iterations left, on one "
+                  "device, "
                   "times its step both ways on its first batch (seconds; a minute or two for MiniImagenet) and "
                   "keeps XLA if it is more than 5 % faster; shorter runs and tests run graphs. --jit_compile / --nojit_compile decide. "
                   "XLA is not with --distribute or --conv_method=grouped, nor for second-order meta-training "
@@ -167,8 +168,9 @@ def xla_left_off(*, iterations, distribute, conv_method, refused):
 
 
 def _time_xla(model, build_learner, sampler, metatrain, say):
-    """`xla_choice.time_graph_and_xla` on copies of the model, with the run's first batch (drawn
-    as training will draw it; the sampler keeps no state)."""
+    """`xla_choice.time_graph_and_xla` on copies of the model, with the batch of the run's
+    iteration 0 (drawn from its own generator, as training draws each iteration's; the sampler
+    keeps no state, so training's tasks are unchanged)."""
     import gc
 
     import keras
@@ -199,9 +201,10 @@ def _time_xla(model, build_learner, sampler, metatrain, say):
     return timing
 
 
-def _say_if_xla(say):
+def _say_if_xla(say, timed=False):
     if FLAGS.jit_compile:
-        say("Steps compiled by XLA (--jit_compile): the first step of each shape compiles first.")
+        say(f"Steps compiled by XLA ({'chosen by timing' if timed else '--jit_compile'}): the first step of "
+            f"each shape compiles first.")
 
 
 def _milliseconds(timing):
@@ -436,12 +439,14 @@ def run():
         xla_timing = None
         if FLAGS.jit_compile is None:  # unset: timed now that the run is ours, or graphs (xla_left_off)
             remaining = s["pretrain_iterations"] + s["metatrain_iterations"] - start
-            if xla_left_off(iterations=remaining, distribute=FLAGS.distribute, conv_method=FLAGS.conv_method,
+            grouped = "grouped" in (conv.values() if isinstance(conv, dict) else [conv])  # (calibrate may pick it)
+            if xla_left_off(iterations=remaining, distribute=FLAGS.distribute,
+                            conv_method="grouped" if grouped else FLAGS.conv_method,
                             refused=_xla_refuses_meta_training()) is None:
                 xla_timing = _time_xla(model, build_learner, train_sampler, s["metatrain_iterations"] > 0, say)
                 learner.compile_steps(xla_timing.use_xla)
             FLAGS.jit_compile = xla_timing is not None and xla_timing.use_xla  # what runs (run_info.json)
-            _say_if_xla(say)
+            _say_if_xla(say, timed=True)
         if chief:
             checkpointer.remove_leftovers()
             remove_temporary_files(run_dir)

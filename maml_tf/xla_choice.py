@@ -28,7 +28,8 @@ class XlaTiming(NamedTuple):
 XLA_MARGIN = 0.05
 
 
-def time_graph_and_xla(build_learner, run_step, rounds=3, min_seconds=1.0, max_rounds=50, clock=time.perf_counter):
+def time_graph_and_xla(build_learner, run_step, rounds=3, min_seconds=1.0, max_rounds=50,
+                       clock=time.perf_counter):
     """Time one training step as a graph and compiled by XLA, alternating, and say which is faster.
 
     `build_learner(jit_compile)` returns a learner over a throwaway copy of the model (the steps

@@ -158,4 +158,4 @@ def test_cli_times_a_long_run_and_records_the_choice(tmp_path, repo_root):
     assert chosen is (xla_ms < 0.95 * graph_ms) or abs(xla_ms - 0.95 * graph_ms) < 0.1  # (ms rounded to 0.1)
     assert line == (f"meta-step: {graph_ms} ms as a graph, {xla_ms} ms compiled by XLA: "
                     + ("the steps are compiled by XLA" if chosen else "the steps run as graphs"))
-    assert ("Steps compiled by XLA (--jit_compile): the first step of each shape compiles first." in lines) is chosen
+    assert ("Steps compiled by XLA (chosen by timing): the first step of each shape compiles first." in lines) is chosen
