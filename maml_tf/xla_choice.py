@@ -7,6 +7,7 @@ convolutions made Omniglot 5-shot 0.6-0.7x on an AVX2-only host (1.1x faster on 
 and MiniImagenet 0.6-0.7x everywhere. So `maml_tf.main`'s default times both on the run's own
 first batch before training.
 """
+import statistics
 import time
 from typing import NamedTuple, Optional
 
@@ -37,8 +38,9 @@ def time_graph_and_xla(build_learner, run_step, rounds=3, min_seconds=1.0, max_r
     iterations on and returns its outputs. Each is run once first (tracing, and XLA's compiling,
     are not timed), then alternately at least `rounds` times each and until the timed steps
     took `min_seconds` (at most `max_rounds`: millisecond steps are noisy, so they get more);
-    XLA is chosen if its median is XLA_MARGIN shorter than the graph's. XLA failing to build or run (a refused configuration, an op it cannot
-    compile) leaves the graph, with the error's first line in `error`.
+    XLA is chosen if its median is XLA_MARGIN shorter than the graph's. XLA failing to build or
+    run (a refused configuration, an op it cannot compile) leaves the graph, with the error's
+    first line in `error`.
     """
     graph = build_learner(False)
     _finish(run_step(graph))
@@ -47,31 +49,22 @@ def time_graph_and_xla(build_learner, run_step, rounds=3, min_seconds=1.0, max_r
         _finish(run_step(xla))
     except (ValueError, tf.errors.OpError) as e:
         message = e.message if isinstance(e, tf.errors.OpError) else str(e)
-        return XlaTiming(False, _median_seconds(lambda: run_step(graph), rounds, clock), None,
+        graph_seconds = statistics.median_high([_seconds(run_step, graph, clock) for _ in range(rounds)])
+        return XlaTiming(False, graph_seconds, None,
                          message.strip().splitlines()[0] if message.strip() else type(e).__name__)
     times = {False: [], True: []}
     while len(times[True]) < max_rounds and (len(times[True]) < rounds
                                               or sum(times[False]) + sum(times[True]) < min_seconds):
         for jit, learner in ((False, graph), (True, xla)):
-            start = clock()
-            _finish(run_step(learner))
-            times[jit].append(clock() - start)
-    graph_seconds, xla_seconds = _median(times[False]), _median(times[True])
+            times[jit].append(_seconds(run_step, learner, clock))
+    graph_seconds, xla_seconds = statistics.median_high(times[False]), statistics.median_high(times[True])
     return XlaTiming(xla_seconds < (1 - XLA_MARGIN) * graph_seconds, graph_seconds, xla_seconds)
 
 
-def _median_seconds(call, rounds, clock):
-    times = []
-    for _ in range(rounds):
-        start = clock()
-        _finish(call())
-        times.append(clock() - start)
-    return _median(times)
-
-
-def _median(values):
-    ordered = sorted(values)
-    return ordered[len(ordered) // 2]
+def _seconds(run_step, learner, clock):
+    start = clock()
+    _finish(run_step(learner))
+    return clock() - start
 
 
 def _finish(outputs):
