@@ -153,28 +153,25 @@ def _xla_refuses_meta_training():
 AUTO_XLA_MIN_ITERATIONS = 1000
 
 
-def xla_left_off(*, iterations, distribute, conv_method, refused):
+def xla_left_off(*, total_iterations, start, distribute, grouped, refused):
     """Why a training run with --jit_compile unset runs graphs without timing XLA (None: time
-    both ways); `iterations`: those left to run, `refused`: XLA would refuse the meta-step."""
+    both ways): a run of `total_iterations` resumed at `start`; `grouped`: a grouped convolution
+    runs (--conv_method, or what calibration chose); `refused`: XLA would refuse the meta-step."""
     if distribute != "none":
         return "--distribute"
-    if conv_method == "grouped":
+    if grouped:
         return "--conv_method=grouped"
     if refused:
         return "second-order meta-training through max-pool"
-    if iterations < AUTO_XLA_MIN_ITERATIONS:
-        return f"fewer than {AUTO_XLA_MIN_ITERATIONS} iterations"
+    if total_iterations - start < AUTO_XLA_MIN_ITERATIONS:
+        return f"fewer than {AUTO_XLA_MIN_ITERATIONS} iterations left"
     return None
 
 
-def _time_xla(model, build_learner, sampler, metatrain, say):
-    """`xla_choice.time_graph_and_xla` on copies of the model, with the batch of the run's
-    iteration 0 (drawn from its own generator, as training draws each iteration's; the sampler
-    keeps no state, so training's tasks are unchanged)."""
-    import gc
-
-    import keras
-
+def _time_xla(model, learner, build_learner, sampler, metatrain, say, check_stop):
+    """`xla_choice.choose_on_copies` with the batch of the run's iteration 0 (drawn from its own
+    generator, as training draws each iteration's; the sampler keeps no state, so training's
+    tasks are unchanged); says what it measured and chose."""
     from maml_tf import training, xla_choice
 
     batch = sampler.sample(training.batch_rng(FLAGS.seed, 0), FLAGS.meta_batch_size)
@@ -182,16 +179,10 @@ def _time_xla(model, build_learner, sampler, metatrain, say):
     say(f"Timing the {step} as a graph and compiled by XLA on the first batch (--jit_compile unset; "
         f"--jit_compile or --nojit_compile skip this)...")
 
-    def build_copy(jit_compile):
-        copy = keras.models.clone_model(model)
-        copy.set_weights(model.get_weights())
-        return build_learner(copy, jit_compile)
+    def run_step(copy):
+        return copy.train_step(batch.support, batch.query) if metatrain else copy.pretrain_step(batch.support)
 
-    def run_step(learner):
-        return learner.train_step(batch.support, batch.query) if metatrain else learner.pretrain_step(batch.support)
-
-    timing = xla_choice.time_graph_and_xla(build_copy, run_step)
-    gc.collect()  # the copies' graphs and compiled programs
+    timing = xla_choice.choose_on_copies(model, learner, build_learner, run_step, check_stop=check_stop)
     graph_ms, xla_ms = _milliseconds(timing)
     if timing.xla_seconds is None:
         say(f"XLA failed ({timing.error}); the steps run as graphs ({graph_ms} ms per {step})")
@@ -327,7 +318,7 @@ def run():
     from maml_tf.checkpoints import Checkpointer
     from report.files import check_writable, remove_temporary_files
     from report.run_lock import RunLock
-    from report.stop import GracefulStop
+    from report.stop import GracefulStop, StopRequested
     from report.tensorboard import ScalarWriter
 
     global _CHIEF
@@ -438,13 +429,15 @@ def run():
             say(f"Resuming {run_dir} from iteration {start}")
         xla_timing = None
         if FLAGS.jit_compile is None:  # unset: timed now that the run is ours, or graphs (xla_left_off)
-            remaining = s["pretrain_iterations"] + s["metatrain_iterations"] - start
             grouped = "grouped" in (conv.values() if isinstance(conv, dict) else [conv])  # (calibrate may pick it)
-            if xla_left_off(iterations=remaining, distribute=FLAGS.distribute,
-                            conv_method="grouped" if grouped else FLAGS.conv_method,
-                            refused=_xla_refuses_meta_training()) is None:
-                xla_timing = _time_xla(model, build_learner, train_sampler, s["metatrain_iterations"] > 0, say)
-                learner.compile_steps(xla_timing.use_xla)
+            if xla_left_off(total_iterations=s["pretrain_iterations"] + s["metatrain_iterations"], start=start,
+                            distribute=FLAGS.distribute, grouped=grouped, refused=_xla_refuses_meta_training()) is None:
+                try:
+                    xla_timing = _time_xla(model, learner, build_learner, train_sampler,
+                                           s["metatrain_iterations"] > 0, say, stop.check)
+                except StopRequested as stopped:  # before any iteration: nothing new to save
+                    stopped.iteration = start
+                    raise
             FLAGS.jit_compile = xla_timing is not None and xla_timing.use_xla  # what runs (run_info.json)
             _say_if_xla(say, timed=True)
         if chief:
@@ -454,7 +447,8 @@ def run():
             starts = (recorded.get("starts", []) if start else []) + [
                 {"iteration": start, **{name: getattr(FLAGS, name) for name in ("jit_compile", "conv_method",
                                                                                  "dense_method", "distribute")},
-                 **({} if xla_timing is None else {"step_ms_graph_xla": _milliseconds(xla_timing)})}]
+                 **({} if xla_timing is None else {"step_ms_graph_xla": _milliseconds(xla_timing)}),
+                 **({} if xla_timing is None or xla_timing.error is None else {"xla_error": xla_timing.error})}]
             evaluation.write_json(os.path.join(run_dir, RUN_INFO), {**run_info(), "training_flags": training_flags(),
                                                                    "starts": starts})
         writer = ScalarWriter(run_dir, resumed_at=start) if FLAGS.log and chief else None
@@ -482,6 +476,16 @@ def run():
     say(f"Finished at iteration {s['pretrain_iterations'] + s['metatrain_iterations']}; checkpoints in {run_dir}")
 
 
+def stopped_message(signal_name, iteration, chief):
+    """The line a run stopped by a signal ends with: where it resumes (model-`iteration`), or,
+    stopped before its first iteration (0), that there is nothing to resume from."""
+    if iteration == 0:
+        return (f"maml_tf.main: stopped by {signal_name} before the first iteration (nothing saved); "
+                f"run the same command to start again")
+    saved = f"saved model-{iteration}" if chief else f"the chief saved model-{iteration}"
+    return f"maml_tf.main: stopped by {signal_name} after iteration {iteration} ({saved}); run the same command to resume"
+
+
 def main(argv):
     logging.set_verbosity(logging.WARNING)  # hide checkpoint-saver INFO chatter
     if len(argv) > 1:
@@ -499,9 +503,7 @@ def main(argv):
     try:
         run()
     except StopRequested as e:
-        saved = f"saved model-{e.iteration}" if _CHIEF else f"the chief saved model-{e.iteration}"
-        print(f"maml_tf.main: stopped by {e} after iteration {e.iteration} ({saved}); "
-              f"run the same command to resume", file=sys.stderr)
+        print(stopped_message(e, e.iteration, _CHIEF), file=sys.stderr)
         sys.exit(e.exit_status)
     except KeyboardInterrupt:
         print("maml_tf.main: interrupted; nothing was written since the last message", file=sys.stderr)

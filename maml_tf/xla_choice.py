@@ -7,10 +7,12 @@ convolutions made Omniglot 5-shot 0.6-0.7x on an AVX2-only host (1.1x faster on 
 and MiniImagenet 0.6-0.7x everywhere. So `maml_tf.main`'s default times both on the run's own
 first batch before training.
 """
+import gc
 import statistics
 import time
 from typing import NamedTuple, Optional
 
+import keras
 import tensorflow as tf
 
 
@@ -30,7 +32,7 @@ XLA_MARGIN = 0.05
 
 
 def time_graph_and_xla(build_learner, run_step, rounds=3, min_seconds=1.0, max_rounds=50,
-                       clock=time.perf_counter):
+                       clock=time.perf_counter, check_stop=lambda: None):
     """Time one training step as a graph and compiled by XLA, alternating, and say which is faster.
 
     `build_learner(jit_compile)` returns a learner over a throwaway copy of the model (the steps
@@ -40,25 +42,49 @@ def time_graph_and_xla(build_learner, run_step, rounds=3, min_seconds=1.0, max_r
     took `min_seconds` (at most `max_rounds`: millisecond steps are noisy, so they get more);
     XLA is chosen if its median is XLA_MARGIN shorter than the graph's. XLA failing to build or
     run (a refused configuration, an op it cannot compile) leaves the graph, with the error's
-    first line in `error`.
+    first line in `error`. `check_stop()` is called after each compile and each round (a stop
+    signal need not wait for the whole timing: it raises there).
     """
     graph = build_learner(False)
     _finish(run_step(graph))
+    check_stop()
     try:
         xla = build_learner(True)
         _finish(run_step(xla))
     except (ValueError, tf.errors.OpError) as e:
         message = e.message if isinstance(e, tf.errors.OpError) else str(e)
+        check_stop()
         graph_seconds = statistics.median_high([_seconds(run_step, graph, clock) for _ in range(rounds)])
         return XlaTiming(False, graph_seconds, None,
                          message.strip().splitlines()[0] if message.strip() else type(e).__name__)
+    check_stop()
     times = {False: [], True: []}
     while len(times[True]) < max_rounds and (len(times[True]) < rounds
                                               or sum(times[False]) + sum(times[True]) < min_seconds):
         for jit, learner in ((False, graph), (True, xla)):
             times[jit].append(_seconds(run_step, learner, clock))
+        check_stop()
     graph_seconds, xla_seconds = statistics.median_high(times[False]), statistics.median_high(times[True])
     return XlaTiming(xla_seconds < (1 - XLA_MARGIN) * graph_seconds, graph_seconds, xla_seconds)
+
+
+def choose_on_copies(model, learner, build_learner, run_step, check_stop=lambda: None, timer=time_graph_and_xla):
+    """Time `run_step` with `timer` (time_graph_and_xla) on learners over clones of `model`, then
+    compile `learner`'s steps the faster way (`learner.compile_steps`) and return the timing.
+
+    `build_learner(model, jit_compile)` builds a learner over a model; the clones get the model's
+    weights, and their steps update only the clones and their own optimisers: the run's model,
+    `learner`'s optimiser state (its iteration count included) are as before.
+    """
+    def build_copy(jit_compile):
+        copy = keras.models.clone_model(model)
+        copy.set_weights(model.get_weights())
+        return build_learner(copy, jit_compile)
+
+    timing = timer(build_copy, run_step, check_stop=check_stop)
+    gc.collect()  # the copies' graphs and compiled programs
+    learner.compile_steps(timing.use_xla)
+    return timing
 
 
 def _seconds(run_step, learner, clock):

@@ -5,7 +5,8 @@ them like a usage error); shells and CI scripts read that as a failure. `run(mai
 with the help flags ending in status 0; everything else (errors in flags: status 1 with absl's
 message) is unchanged. The shell expands `~` only at the start of a word, so `--logdir=~/runs`
 reaches the program as a literal `~/runs`; `run(main, path_flags=[...])` expands it in the named
-flags (string or list flags) right after parsing, before `main` sees them.
+flags (string or list flags) right after parsing, before `main` sees them. Progress printed to
+a pipe or file goes out line by line.
 """
 import functools
 import os
@@ -56,5 +57,8 @@ def parse_flags_expanding(argv, path_flags=()):
 
 
 def run(main, argv=None, path_flags=()):
-    """`app.run(main)` with `--help` exiting 0 and `~` expanded in the flags named in `path_flags`."""
+    """`app.run(main)` with `--help` exiting 0 and `~` expanded in the flags named in `path_flags`.
+    Standard output is line-buffered, so that progress reaches a log file or pipe (`nohup ... >
+    log`) as it is printed, not in blocks of kilobytes."""
+    sys.stdout.reconfigure(line_buffering=True)
     app.run(main, argv=argv, flags_parser=functools.partial(parse_flags_expanding, path_flags=tuple(path_flags)))

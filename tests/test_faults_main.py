@@ -241,14 +241,14 @@ def test_cli_one_writer_per_run_graceful_stop_and_kill_9(tmp_path, repo_root):
     """A second training on a live run is refused naming the first; SIGTERM stops the first
     with status 143 after saving; a run killed with SIGKILL leaves no lock that blocks; run_info.json
     keeps every start with its speed settings (the last one resumed under XLA with factored dense
-    kernels)."""
-    args = ["--flagfile=flags/sinusoid.flags", f"--logdir={tmp_path}", "--nojit_compile",
-            "--metatrain_iterations=1000000"]
+    kernels). With --jit_compile unset, the refused second run is refused before any XLA timing."""
+    args = ["--flagfile=flags/sinusoid.flags", f"--logdir={tmp_path}", "--metatrain_iterations=1000000"]
     first = _start_training(args, repo_root)
     second = run_main(args, repo_root)
-    assert second.returncode == 1
+    assert second.returncode == 1 and "Timing" not in second.stdout
     assert _last_line(second).startswith(f"maml_tf.main: error: {tmp_path / SINE_RUN} is being written by "
                                          f"process {first.pid} on ")
+    args.append("--nojit_compile")
     time.sleep(1)
     first.send_signal(signal.SIGTERM)
     _, err = first.communicate(timeout=120)
@@ -261,13 +261,14 @@ def test_cli_one_writer_per_run_graceful_stop_and_kill_9(tmp_path, repo_root):
     third = _start_training(args, repo_root)
     third.kill()
     third.wait()
-    fourth = run_main(args[:-1] + [f"--metatrain_iterations={saved + 2}", "--jit_compile", "--dense_method=low_rank"],
+    fourth = run_main(args[:2] + [f"--metatrain_iterations={saved + 2}", "--jit_compile", "--dense_method=low_rank"],
                       repo_root)
     assert fourth.returncode == 0, fourth.stderr
     assert f"Resuming {tmp_path / SINE_RUN} from iteration {saved}" in fourth.stdout
     starts = json.loads((tmp_path / SINE_RUN / "run_info.json").read_text())["starts"]
     assert [(s["iteration"], s["jit_compile"], s["dense_method"]) for s in starts] == [
-        (0, False, "auto"), (saved, False, "auto"), (saved, True, "low_rank")]
+        (0, starts[0]["jit_compile"], "auto"), (saved, False, "auto"), (saved, True, "low_rank")]
+    assert isinstance(starts[0]["jit_compile"], bool) and "step_ms_graph_xla" in starts[0]
 
 
 def test_import_original_names_a_damaged_checkpoint(tmp_path, shared_data):

@@ -91,66 +91,164 @@ def test_xla_failing_leaves_the_graph_with_the_reason(failure):
     assert timing.error == ("jit_compile: refused here" if failure == "build" else "XLA cannot compile op Foo")
 
 
-def test_real_learners_are_timed_on_copies_that_leave_the_model_alone():
-    """Timing the real sinusoid meta-step both ways (as maml_tf.main does, on clones) gives two
-    positive medians and chooses the smaller; the model's weights are untouched."""
+def test_a_stop_signal_ends_the_timing_between_rounds():
+    """`check_stop` runs after each compile and each round: a stop raised there (SIGINT /
+    SIGTERM recorded by report.stop) ends the timing at once, not after all its rounds."""
+    from report.stop import StopRequested
+
+    from maml_tf import xla_choice
+
+    clock = _FakeClock()
+    learners = {False: _FakeLearner(clock, 1.0), True: _FakeLearner(clock, 1.0)}
+    checks = []
+
+    def check_stop():
+        checks.append(clock.now)
+        if len(checks) == 3:  # after the graph's trace, XLA's compile, then one round
+            raise StopRequested(signal.SIGTERM)
+
+    with pytest.raises(StopRequested):
+        xla_choice.time_graph_and_xla(learners.__getitem__, lambda learner: learner.step(), clock=clock,
+                                      check_stop=check_stop, rounds=10)
+    assert learners[False].calls == learners[True].calls == 2
+
+
+def _sinusoid_run():
+    """A sinusoid model, its learner (graphs, as maml_tf.main builds it before the choice), the
+    learner builder and one meta-step's runner."""
     import keras
 
-    from maml_tf import experiment, xla_choice
+    from maml_tf import experiment
 
     keras.utils.set_random_seed(0)
     model = experiment.build_model("sinusoid", num_classes=1, norm="None")
-    before = [w.copy() for w in model.get_weights()]
     rng = np.random.default_rng(0)
     x = rng.uniform(-5, 5, (4, 20, 1)).astype(np.float32)
     y = np.sin(x)
 
-    def build(jit_compile):
-        copy = keras.models.clone_model(model)
-        copy.set_weights(model.get_weights())
-        return experiment.build_learner(copy, "sinusoid", update_batch_size=10, update_lr=0.01, num_inner_steps=1,
+    def build(model, jit_compile):
+        return experiment.build_learner(model, "sinusoid", update_batch_size=10, update_lr=0.01, num_inner_steps=1,
                                         jit_compile=jit_compile)
 
-    timing = xla_choice.time_graph_and_xla(build, lambda learner: learner.train_step(
-        (x[:, :10], y[:, :10]), (x[:, 10:], y[:, 10:])), rounds=2, min_seconds=0.0)
+    def run_step(learner):
+        return learner.train_step((x[:, :10], y[:, :10]), (x[:, 10:], y[:, 10:]))
+
+    return model, build(model, False), build, run_step
+
+
+def _assert_untouched(model, learner, weights):
+    for before, after in zip(weights, model.get_weights()):
+        np.testing.assert_array_equal(before, after)
+    assert int(learner.meta_optimizer.iterations) == 0
+
+
+def test_real_learners_are_timed_on_copies_then_the_run_is_compiled_the_faster_way():
+    """`choose_on_copies` (what maml_tf.main runs) times the real sinusoid meta-step both ways on
+    clones: two positive medians, the smaller chosen, the run's learner compiled that way
+    (`learner.jit_compile`), and the run's weights and Adam state (its step count) untouched."""
+    import functools
+
+    from maml_tf import xla_choice
+
+    model, learner, build, run_step = _sinusoid_run()
+    weights = [w.copy() for w in model.get_weights()]
+    timing = xla_choice.choose_on_copies(model, learner, build, run_step, timer=functools.partial(
+        xla_choice.time_graph_and_xla, rounds=2, min_seconds=0.0))
     assert timing.graph_seconds > 0 and timing.xla_seconds > 0 and timing.error is None
     assert timing.use_xla is (timing.xla_seconds < (1 - xla_choice.XLA_MARGIN) * timing.graph_seconds)
-    for b, a in zip(before, model.get_weights()):
-        np.testing.assert_array_equal(b, a)
+    assert learner.jit_compile is timing.use_xla
+    _assert_untouched(model, learner, weights)
+
+
+@pytest.mark.parametrize("use_xla", [True, False])
+def test_the_choice_is_applied_to_the_run_learner(use_xla):
+    """Whatever the timing chooses is what the run's learner then runs: its steps are remade
+    with that `jit_compile` and step the run's model (a timer that runs each copy once and
+    decides `use_xla`)."""
+    from maml_tf import xla_choice
+
+    model, learner, build, run_step = _sinusoid_run()
+    weights = [w.copy() for w in model.get_weights()]
+
+    def timer(build_copy, run_copy, check_stop):
+        for jit in (False, True):
+            copy = build_copy(jit)
+            assert copy.jit_compile is jit and copy.model is not model
+            run_copy(copy)
+        return xla_choice.XlaTiming(use_xla, 0.2, 0.1 if use_xla else 0.3)
+
+    xla_choice.choose_on_copies(model, learner, build, run_step, timer=timer)
+    _assert_untouched(model, learner, weights)
+    assert learner.jit_compile is use_xla
+    run_step(learner)
+    assert int(learner.meta_optimizer.iterations) == 1
+    assert any(not np.array_equal(before, after) for before, after in zip(weights, model.get_weights()))
 
 
 @pytest.mark.parametrize("settings,reason", [
-    (dict(iterations=1000, distribute="none", conv_method="auto", refused=False), None),
-    (dict(iterations=999, distribute="none", conv_method="auto", refused=False), "fewer than 1000 iterations"),
-    (dict(iterations=60000, distribute="mirrored", conv_method="auto", refused=False), "--distribute"),
-    (dict(iterations=60000, distribute="none", conv_method="grouped", refused=False), "--conv_method=grouped"),
-    (dict(iterations=60000, distribute="none", conv_method="auto", refused=True),
+    (dict(total_iterations=1000, start=0, distribute="none", grouped=False, refused=False), None),
+    (dict(total_iterations=999, start=0, distribute="none", grouped=False, refused=False),
+     "fewer than 1000 iterations left"),
+    (dict(total_iterations=1020, start=20, distribute="none", grouped=False, refused=False), None),
+    (dict(total_iterations=1020, start=21, distribute="none", grouped=False, refused=False),
+     "fewer than 1000 iterations left"),
+    (dict(total_iterations=60000, start=0, distribute="mirrored", grouped=False, refused=False), "--distribute"),
+    (dict(total_iterations=60000, start=0, distribute="none", grouped=True, refused=False), "--conv_method=grouped"),
+    (dict(total_iterations=60000, start=0, distribute="none", grouped=False, refused=True),
      "second-order meta-training through max-pool"),
 ])
 def test_what_runs_graphs_without_timing(settings, reason):
-    """Timing pays only on long runs, and only where XLA may run the step at all."""
+    """Timing pays only on long runs (counting the iterations a resumed run has left), and only
+    where XLA may run the step at all."""
     from maml_tf.main import xla_left_off
 
     assert xla_left_off(**settings) == reason
 
 
-def test_cli_times_a_long_run_and_records_the_choice(tmp_path, repo_root):
-    """Unset --jit_compile on the paper's sinusoid command: a 1000-iteration run prints both
-    step times and its choice before training starts, and run_info.json's start records both
-    (the run is stopped by SIGTERM once training starts). A shorter run times nothing:
-    tests/test_training.py's CLI test."""
+def test_the_stop_line_says_whether_there_is_anything_to_resume():
+    """Stopped before the first iteration (during the XLA timing, or at iteration 0) nothing was
+    saved, and the line says so; later it names the checkpoint to resume from."""
+    from maml_tf.main import stopped_message
+
+    assert stopped_message("SIGTERM", 0, True) == ("maml_tf.main: stopped by SIGTERM before the first iteration "
+                                                   "(nothing saved); run the same command to start again")
+    assert stopped_message("SIGINT", 20, True) == ("maml_tf.main: stopped by SIGINT after iteration 20 "
+                                                   "(saved model-20); run the same command to resume")
+    assert "(the chief saved model-20)" in stopped_message("SIGTERM", 20, False)
+
+
+def _main_until(args, cwd, line_start):
+    """Run maml_tf.main, SIGTERM it at the first stdout line starting with `line_start`
+    (progress is line-buffered, report.cli); (its stdout lines, stderr, exit status)."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    process = subprocess.Popen([sys.executable, "-m", "maml_tf.main", "--flagfile=flags/sinusoid.flags",
-                                f"--logdir={tmp_path}", "--metatrain_iterations=1000"], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, cwd=repo_root, env=env)
+    process = subprocess.Popen([sys.executable, "-m", "maml_tf.main", *args], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, cwd=cwd, env=env)
     lines = []
     for line in process.stdout:
         lines.append(line.rstrip("\n"))
-        if line.startswith("Done initializing"):
+        if line.startswith(line_start):
             process.send_signal(signal.SIGTERM)
             break
-    _, err = process.communicate(timeout=120)
-    assert lines[-1:] == ["Done initializing, starting training."], err[-2000:]
+    out, err = process.communicate(timeout=120)
+    return lines + out.splitlines(), err, process.returncode
+
+
+def test_cli_times_a_long_run_and_records_the_choice(tmp_path, repo_root):
+    """Unset --jit_compile on the paper's sinusoid command with 1000 iterations: SIGTERM during
+    the timing stops the run before its first iteration, saying nothing was saved (status 143);
+    run again, it prints both step times and its choice before training starts, and
+    run_info.json's start records both (stopped by SIGTERM once training starts). A shorter
+    run times nothing: tests/test_training.py's CLI test."""
+    args = ["--flagfile=flags/sinusoid.flags", f"--logdir={tmp_path}", "--metatrain_iterations=1000"]
+    lines, err, status = _main_until(args, repo_root, "Timing the meta-step")
+    assert status == 143, err[-2000:]
+    assert err.strip().splitlines()[-1] == ("maml_tf.main: stopped by SIGTERM before the first iteration "
+                                            "(nothing saved); run the same command to start again")
+    assert not any(line.startswith(("meta-step: ", "Done initializing")) for line in lines)
+    assert not list((tmp_path / SINE_RUN).glob("model-*"))
+
+    lines, err, status = _main_until(args, repo_root, "Done initializing")
+    assert lines[-1:] == ["Done initializing, starting training."] and status == 143, err[-2000:]
     line = next(line for line in lines if line.startswith("meta-step: "))
     (start,) = json.loads((tmp_path / SINE_RUN / "run_info.json").read_text())["starts"]
     graph_ms, xla_ms = start["step_ms_graph_xla"]
