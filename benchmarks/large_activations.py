@@ -10,10 +10,7 @@ each choice turned the other way, alternating in one process on the same batch:
 - ReLU before max-pool, as the Keras model (`auto` pools first: `MAX_POOL_BEFORE_RELU`; this
   also keeps batch norm before max-pool, which then no longer follows it directly);
 - max-pool after batch norm, as the Keras model (`auto` pools first and normalises the pooled
-  activation with the whole one's statistics: `MAX_POOL_BEFORE_BATCH_NORM`);
-- first order, the query pass's per-task convolutions' kernel gradients one per task and summed
-  (`auto` takes one filter gradient over all tasks' examples: `FIRST_ORDER_ONE_FILTER_GRADIENT`;
-  first-order rows only).
+  activation with the whole one's statistics: `MAX_POOL_BEFORE_BATCH_NORM`).
 
     python benchmarks/large_activations.py                              # MiniImagenet, ~25 minutes
     python benchmarks/large_activations.py --configs=omniglot_5way_1shot --rounds=8
@@ -48,9 +45,7 @@ VARIANTS = {
     "per-task outputs as lists everywhere": {"TASK_LIST_MIN_ELEMENTS": 0},
     "ReLU before max-pool": {"MAX_POOL_BEFORE_RELU": False},
     "max-pool after batch norm": {"MAX_POOL_BEFORE_BATCH_NORM": False},
-    "first order: a filter gradient per task": {"FIRST_ORDER_ONE_FILTER_GRADIENT": False},
 }
-FIRST_ORDER_ONLY = {"first order: a filter gradient per task"}
 FLAGS = flags.FLAGS
 FLAGS.set_default("configs", CONFIGS[3:])
 FLAGS.set_default("rounds", 3)
@@ -66,8 +61,7 @@ def _traced_learners(config, first_order, batch):
     try:
         # First an untimed one (batch norm compiled everywhere): the process's one-time costs (XLA,
         # oneDNN and tracing start-up) would otherwise fall on whichever variant is traced first.
-        variants = [(v, settings) for v, settings in VARIANTS.items() if first_order or v not in FIRST_ORDER_ONLY]
-        for variant, settings in [("warm-up", {"BATCH_NORM_XLA_MIN_ELEMENTS": 0}), *variants]:
+        for variant, settings in [("warm-up", {"BATCH_NORM_XLA_MIN_ELEMENTS": 0}), *VARIANTS.items()]:
             for name, value in {**defaults, **settings}.items():
                 setattr(batched_forward, name, value)
             learner = meta_step._learner(config, first_order)

@@ -266,27 +266,6 @@ class SharedKernel(NamedTuple):
         """The per-task kernels [tasks, *kernel.shape]."""
         return self.kernel + self.delta
 
-    def first_order(self, adapted):
-        """The adapted per-task kernels [tasks, ...] this kernel led to by first-order steps, as a
-        `FirstOrderKernel` (their gradient reaches `kernel` only, summed over tasks)."""
-        return FirstOrderKernel(self.kernel, tf.stop_gradient(adapted))
-
-
-class FirstOrderKernel(NamedTuple):
-    """A convolution kernel's per-task adapted values in a first-order meta-step (--stop_grad):
-    `values` [tasks, *kernel.shape], constant, where each task's kernel is the shared `kernel`
-    plus steps whose gradients were stopped, so d values[t] / d kernel is the identity and
-
-        dL/dkernel = sum_t dL/dvalues[t] = sum over every task's examples and positions of patch^T dL/dy.
-
-    A per-task convolution computes that sum as one native filter gradient over the whole
-    meta-batch's examples (`_first_order_conv`) instead of one per task and their sum; the
-    forward is each task's convolution with its own `values[t]`, the same ops as before. Made by
-    `SharedKernel.first_order` for the query pass (`maml.adapt_and_score`)."""
-
-    kernel: tf.Tensor
-    values: tf.Tensor
-
 
 def _dense(kernel, bias):
     def step(weights, x):
@@ -321,14 +300,6 @@ def _conv2d(kernel, bias, kernel_size, strides, method):
         w, b = weights[kernel], weights[bias]
         tasks, n, height, width, channels = (len(x), *x[0].shape) if isinstance(x, list) else x.shape
         per_task_conv = _use_per_task_conv(method, tasks, n, height, width, channels)
-        if isinstance(w, FirstOrderKernel):
-            if per_task_conv and FIRST_ORDER_ONE_FILTER_GRADIENT:
-                if not _per_task(b, 1):
-                    b = tf.broadcast_to(b, [tasks, b.shape[0]])
-                outputs = [y + bt for y, bt in zip(_first_order_conv(_task_list(x), w.kernel, w.values, (sh, sw)),
-                                                     tf.unstack(b))]
-                return outputs if _keeps_tasks_apart(outputs[0].shape) else tf.stack(outputs)
-            w = _tied_to(w.kernel, w.values)
         loops_over_tasks = not isinstance(w, SharedKernel) and _per_task(w, 4) and per_task_conv
         if not loops_over_tasks:
             x = _stacked(x)
@@ -499,48 +470,6 @@ def _shared_conv(x, kernel, delta, strides, per_task_filters):
         return tf.reshape(y, [tasks, n, out_h, out_w, out]), gradient
 
     return convolve(x, kernel, delta)
-
-
-# Whether a first-order query pass's per-task convolutions compute their kernel gradient as one
-# filter gradient over all tasks (`_first_order_conv`); read when a step is traced. False: one
-# per task, summed (the same gradient to round-off; for measuring it).
-FIRST_ORDER_ONE_FILTER_GRADIENT = True
-
-
-def _first_order_conv(xs, kernel, values, strides):
-    """[conv(xs[t], values[t])] for every task t, `values` a `FirstOrderKernel`'s: the gradient
-    with respect to each xs[t] is task t's input gradient, and that with respect to `kernel` one
-    Conv2DBackpropFilter over all tasks' examples and output gradients at once (the sum of the
-    per-task kernel gradients; first order only: nothing differentiates this gradient again)."""
-    sh, sw = strides
-    kernels = tf.unstack(values)
-
-    @tf.custom_gradient
-    def convolve(kernel, *xs):
-        ys = [tf.nn.conv2d(xt, kt, [1, sh, sw, 1], "SAME") for xt, kt in zip(xs, kernels)]
-
-        def gradient(*dys):
-            dys = [tf.zeros_like(y) if dy is None else dy for y, dy in zip(ys, dys)]
-            dxs = [tf.nn.conv2d_transpose(dy, kt, xt.shape, [1, sh, sw, 1], "SAME")
-                   for xt, dy, kt in zip(xs, dys, kernels)]
-            dkernel = tf.raw_ops.Conv2DBackpropFilter(input=tf.concat(xs, 0), filter_sizes=kernel.shape,
-                                                      out_backprop=tf.concat(dys, 0), strides=[1, sh, sw, 1],
-                                                      padding="SAME")
-            return (dkernel, *dxs)
-
-        return ys, gradient
-
-    return convolve(kernel, *xs)
-
-
-def _tied_to(kernel, values):
-    """`values` [tasks, ...] (a `FirstOrderKernel`'s), with the gradient of each task's slice
-    passed on to `kernel` summed over tasks: the broadcast sum the first-order step made them by."""
-    @tf.custom_gradient
-    def tie(kernel):
-        return tf.identity(values), lambda dvalues: tf.reduce_sum(dvalues, axis=0)
-
-    return tie(kernel)
 
 
 def _use_per_task_conv(method, tasks, n, height, width, channels):

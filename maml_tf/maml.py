@@ -112,21 +112,12 @@ def adapt_and_score(forward, loss, accuracy, weights, support, query, lr, steps,
     back through every earlier query pass (and their second-order terms) at full cost.
     """
     support_outputs, trajectory = inner_loop(forward, loss, weights, support, lr, steps, first_order, adaptable, low_rank)
-    scored = [_query_scores(forward, loss, accuracy, _first_order_view(weights, w) if first_order else w, query)
+    scored = [_query_scores(forward, loss, accuracy, w, query)
               for w in (trajectory if score_every_step else trajectory[-1:])]
     query_losses = [query_loss for query_loss, _ in scored]
     scores = Scores(loss(support_outputs, support[1]), accuracy(support_outputs, support[1]),
                     tf.stack(query_losses, axis=-1), tf.stack([a for _, a in scored], axis=-1))
     return scores, query_losses[-1]
-
-
-def _first_order_view(start, adapted):
-    """First order, the adapted weights for the query pass: each that started as a
-    `batched_forward.SharedKernel` (it has `first_order`) as its `FirstOrderKernel`, whose
-    gradient with respect to the shared kernel the convolution computes over all tasks at once;
-    the others as they are. theta'_t = theta - lr * stop_gradient(...), so d theta'_t / d theta
-    is the identity either way."""
-    return [s.first_order(a) if hasattr(s, "first_order") else a for s, a in zip(start, adapted)]
 
 
 def _query_scores(forward, loss, accuracy, weights, query):

@@ -187,34 +187,6 @@ def test_shared_first_step_runs_and_keeps_the_meta_gradient(case, filters, steps
     _assert_same_gradients(expected[1], grads)
 
 
-@pytest.mark.parametrize("steps", [1, 2])
-@pytest.mark.parametrize("case", ["omniglot_conv_batch_norm", "miniimagenet_conv_max_pool"])
-def test_first_order_kernel_gradient_is_one_filter_gradient_over_all_tasks(case, steps, monkeypatch):
-    """First order, theta'_t = theta - lr * stop_gradient(...), so dL/dtheta = sum_t dL/dtheta'_t:
-    the query pass's per-task convolutions give their kernel gradient as one filter gradient
-    over every task's examples (`_first_order_conv`, once per conv layer and query pass). The
-    scores are the per-task convolutions' exactly (the same forward ops) and the meta-gradient
-    theirs summed per task (FIRST_ORDER_ONE_FILTER_GRADIENT off) to float64 round-off; 1 and 2
-    inner steps, with batch norm and with max-pool."""
-    monkeypatch.setattr(batched_forward_module, "PER_TASK_CONV_MIN_INPUT", 0)
-    _, _, batch_fn, _, _ = CASES[case]
-    batch = batch_fn()
-    monkeypatch.setattr(batched_forward_module, "FIRST_ORDER_ONE_FILTER_GRADIENT", False)
-    expected = _learner(case, True, num_inner_steps=steps, first_order=True).meta_gradients(batch.support, batch.query)
-    monkeypatch.setattr(batched_forward_module, "FIRST_ORDER_ONE_FILTER_GRADIENT", True)
-    calls = []
-    real = batched_forward_module._first_order_conv
-    monkeypatch.setattr(batched_forward_module, "_first_order_conv",
-                        lambda xs, *args: calls.append(len(xs)) or real(xs, *args))
-    learner = _learner(case, True, num_inner_steps=steps, first_order=True)
-    scores, grads = learner.meta_gradients(batch.support, batch.query)
-    conv_layers = sum(type(layer) is keras.layers.Conv2D for layer in learner.model.layers)
-    assert calls == [batch.support[0].shape[0]] * (conv_layers * steps)  # every query pass, every conv layer
-    for key, e, g in zip(expected[0]._fields, expected[0], scores):
-        np.testing.assert_array_equal(g.numpy(), e.numpy(), err_msg=key)
-    _assert_same_gradients(expected[1], grads)
-
-
 @pytest.mark.parametrize("case,first_order", [("omniglot_conv_batch_norm", False), ("omniglot_conv_batch_norm", True),
                                               ("miniimagenet_conv_max_pool", False), ("fc_batch_norm", False)])
 def test_compiled_batch_norm_keeps_the_meta_gradient(case, first_order, monkeypatch):
