@@ -198,6 +198,18 @@ def _say_if_xla(say, timed=False):
             f"each shape compiles first.")
 
 
+def start_record(iteration, speed_settings, xla_timing):
+    """run_info.json's entry for one start: its iteration, the settings that change its speed
+    but not what it trains and, when --jit_compile was unset and timed, the two step times
+    (`step_ms_graph_xla`, [graph, XLA] ms) and XLA's error if it failed (`xla_error`)."""
+    record = {"iteration": iteration, **speed_settings}
+    if xla_timing is not None:
+        record["step_ms_graph_xla"] = _milliseconds(xla_timing)
+        if xla_timing.error is not None:
+            record["xla_error"] = xla_timing.error
+    return record
+
+
 def _milliseconds(timing):
     """[graph, XLA] ms per step, rounded (XLA None where it failed)."""
     return [None if t is None else round(1000 * t, 1) for t in (timing.graph_seconds, timing.xla_seconds)]
@@ -432,7 +444,7 @@ def run():
             grouped = "grouped" in (conv.values() if isinstance(conv, dict) else [conv])  # (calibrate may pick it)
             if xla_left_off(total_iterations=s["pretrain_iterations"] + s["metatrain_iterations"], start=start,
                             distribute=FLAGS.distribute, grouped=grouped, refused=_xla_refuses_meta_training()) is None:
-                try:
+                try:  # (the plain stop: no timing under --distribute, whose stop is agreed)
                     xla_timing = _time_xla(model, learner, build_learner, train_sampler,
                                            s["metatrain_iterations"] > 0, say, stop.check)
                 except StopRequested as stopped:  # before any iteration: nothing new to save
@@ -444,11 +456,9 @@ def run():
             checkpointer.remove_leftovers()
             remove_temporary_files(run_dir)
             # Every start with the settings that change its speed but not what it trains.
-            starts = (recorded.get("starts", []) if start else []) + [
-                {"iteration": start, **{name: getattr(FLAGS, name) for name in ("jit_compile", "conv_method",
-                                                                                 "dense_method", "distribute")},
-                 **({} if xla_timing is None else {"step_ms_graph_xla": _milliseconds(xla_timing)}),
-                 **({} if xla_timing is None or xla_timing.error is None else {"xla_error": xla_timing.error})}]
+            starts = (recorded.get("starts", []) if start else []) + [start_record(
+                start, {name: getattr(FLAGS, name) for name in ("jit_compile", "conv_method", "dense_method",
+                                                                "distribute")}, xla_timing)]
             evaluation.write_json(os.path.join(run_dir, RUN_INFO), {**run_info(), "training_flags": training_flags(),
                                                                    "starts": starts})
         writer = ScalarWriter(run_dir, resumed_at=start) if FLAGS.log and chief else None
@@ -503,7 +513,7 @@ def main(argv):
     try:
         run()
     except StopRequested as e:
-        print(stopped_message(e, e.iteration, _CHIEF), file=sys.stderr)
+        print(stopped_message(str(e), e.iteration, _CHIEF), file=sys.stderr)
         sys.exit(e.exit_status)
     except KeyboardInterrupt:
         print("maml_tf.main: interrupted; nothing was written since the last message", file=sys.stderr)

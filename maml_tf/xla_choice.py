@@ -54,7 +54,11 @@ def time_graph_and_xla(build_learner, run_step, rounds=3, min_seconds=1.0, max_r
     except (ValueError, tf.errors.OpError) as e:
         message = e.message if isinstance(e, tf.errors.OpError) else str(e)
         check_stop()
-        graph_seconds = statistics.median_high([_seconds(run_step, graph, clock) for _ in range(rounds)])
+        times = []
+        for _ in range(rounds):
+            times.append(_seconds(run_step, graph, clock))
+            check_stop()
+        graph_seconds = statistics.median_high(times)
         return XlaTiming(False, graph_seconds, None,
                          message.strip().splitlines()[0] if message.strip() else type(e).__name__)
     check_stop()

@@ -60,5 +60,6 @@ def run(main, argv=None, path_flags=()):
     """`app.run(main)` with `--help` exiting 0 and `~` expanded in the flags named in `path_flags`.
     Standard output is line-buffered, so that progress reaches a log file or pipe (`nohup ... >
     log`) as it is printed, not in blocks of kilobytes."""
-    sys.stdout.reconfigure(line_buffering=True)
+    if hasattr(sys.stdout, "reconfigure"):  # (not a redirected StringIO, nor None)
+        sys.stdout.reconfigure(line_buffering=True)
     app.run(main, argv=argv, flags_parser=functools.partial(parse_flags_expanding, path_flags=tuple(path_flags)))

@@ -91,26 +91,34 @@ def test_xla_failing_leaves_the_graph_with_the_reason(failure):
     assert timing.error == ("jit_compile: refused here" if failure == "build" else "XLA cannot compile op Foo")
 
 
-def test_a_stop_signal_ends_the_timing_between_rounds():
+@pytest.mark.parametrize("xla_fails", [False, True])
+def test_a_stop_signal_ends_the_timing_between_rounds(xla_fails):
     """`check_stop` runs after each compile and each round: a stop raised there (SIGINT /
-    SIGTERM recorded by report.stop) ends the timing at once, not after all its rounds."""
+    SIGTERM recorded by report.stop) ends the timing at once, not after all its rounds; also
+    where XLA failed and the graph alone is timed."""
     from report.stop import StopRequested
 
     from maml_tf import xla_choice
 
     clock = _FakeClock()
     learners = {False: _FakeLearner(clock, 1.0), True: _FakeLearner(clock, 1.0)}
-    checks = []
+    checks = 0
+
+    def build(jit_compile):
+        if jit_compile and xla_fails:
+            raise ValueError("jit_compile: refused")
+        return learners[jit_compile]
 
     def check_stop():
-        checks.append(clock.now)
-        if len(checks) == 3:  # after the graph's trace, XLA's compile, then one round
+        nonlocal checks
+        checks += 1
+        if checks == 3:  # after the graph's trace, XLA's compile (or failure), then one round
             raise StopRequested(signal.SIGTERM)
 
     with pytest.raises(StopRequested):
-        xla_choice.time_graph_and_xla(learners.__getitem__, lambda learner: learner.step(), clock=clock,
-                                      check_stop=check_stop, rounds=10)
-    assert learners[False].calls == learners[True].calls == 2
+        xla_choice.time_graph_and_xla(build, lambda learner: learner.step(), clock=clock, check_stop=check_stop,
+                                      rounds=10)
+    assert (learners[False].calls, learners[True].calls) == ((2, 0) if xla_fails else (2, 2))
 
 
 def _sinusoid_run():
@@ -136,6 +144,14 @@ def _sinusoid_run():
     return model, build(model, False), build, run_step
 
 
+def _assert_compiled(learner, jit_compile):
+    """The learner's compiled functions were remade with `jit_compile` (tf.function keeps it as
+    `_jit_compile`; tests/test_jit_compile.py)."""
+    assert learner.jit_compile is jit_compile
+    for function in (learner.train_step, learner.pretrain_step, learner._compiled_evaluate_tasks):
+        assert function._jit_compile is jit_compile
+
+
 def _assert_untouched(model, learner, weights):
     for before, after in zip(weights, model.get_weights()):
         np.testing.assert_array_equal(before, after)
@@ -156,7 +172,7 @@ def test_real_learners_are_timed_on_copies_then_the_run_is_compiled_the_faster_w
         xla_choice.time_graph_and_xla, rounds=2, min_seconds=0.0))
     assert timing.graph_seconds > 0 and timing.xla_seconds > 0 and timing.error is None
     assert timing.use_xla is (timing.xla_seconds < (1 - xla_choice.XLA_MARGIN) * timing.graph_seconds)
-    assert learner.jit_compile is timing.use_xla
+    _assert_compiled(learner, timing.use_xla)
     _assert_untouched(model, learner, weights)
 
 
@@ -179,7 +195,7 @@ def test_the_choice_is_applied_to_the_run_learner(use_xla):
 
     xla_choice.choose_on_copies(model, learner, build, run_step, timer=timer)
     _assert_untouched(model, learner, weights)
-    assert learner.jit_compile is use_xla
+    _assert_compiled(learner, use_xla)
     run_step(learner)
     assert int(learner.meta_optimizer.iterations) == 1
     assert any(not np.array_equal(before, after) for before, after in zip(weights, model.get_weights()))
@@ -205,6 +221,20 @@ def test_what_runs_graphs_without_timing(settings, reason):
     assert xla_left_off(**settings) == reason
 
 
+def test_each_start_records_its_timing_and_xla_error():
+    """run_info.json's `starts` entry: the speed settings, and with --jit_compile unset the two
+    step times, plus XLA's error where it failed (None where it did not run)."""
+    from maml_tf import xla_choice
+    from maml_tf.main import start_record
+
+    settings = {"jit_compile": False, "conv_method": "auto"}
+    assert start_record(0, settings, None) == {"iteration": 0, **settings}
+    assert start_record(20, settings, xla_choice.XlaTiming(False, 0.25, 0.3)) == {
+        "iteration": 20, **settings, "step_ms_graph_xla": [250.0, 300.0]}
+    assert start_record(0, settings, xla_choice.XlaTiming(False, 0.25, None, "XLA cannot compile op Foo")) == {
+        "iteration": 0, **settings, "step_ms_graph_xla": [250.0, None], "xla_error": "XLA cannot compile op Foo"}
+
+
 def test_the_stop_line_says_whether_there_is_anything_to_resume():
     """Stopped before the first iteration (during the XLA timing, or at iteration 0) nothing was
     saved, and the line says so; later it names the checkpoint to resume from."""
@@ -219,8 +249,10 @@ def test_the_stop_line_says_whether_there_is_anything_to_resume():
 
 def _main_until(args, cwd, line_start):
     """Run maml_tf.main, SIGTERM it at the first stdout line starting with `line_start`
-    (progress is line-buffered, report.cli); (its stdout lines, stderr, exit status)."""
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    (progress is line-buffered, report.cli, which this proves: PYTHONUNBUFFERED is left out);
+    (its stdout lines, stderr, exit status)."""
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONUNBUFFERED"}
+    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
     process = subprocess.Popen([sys.executable, "-m", "maml_tf.main", *args], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True, cwd=cwd, env=env)
     lines = []
