@@ -248,9 +248,9 @@ def test_the_stop_line_says_whether_there_is_anything_to_resume():
 
 
 def _main_until(args, cwd, line_start):
-    """Run maml_tf.main, SIGTERM it at the first stdout line starting with `line_start`
-    (progress is line-buffered, report.cli, which this proves: PYTHONUNBUFFERED is left out);
-    (its stdout lines, stderr, exit status)."""
+    """Run maml_tf.main and SIGTERM it at the first stdout line starting with `line_start` (None:
+    let it finish); (its stdout lines, stderr, exit status). Progress is line-buffered
+    (report.cli), which this relies on and so proves: PYTHONUNBUFFERED is left out."""
     env = {key: value for key, value in os.environ.items() if key != "PYTHONUNBUFFERED"}
     env["TF_CPP_MIN_LOG_LEVEL"] = "3"
     process = subprocess.Popen([sys.executable, "-m", "maml_tf.main", *args], stdout=subprocess.PIPE,
@@ -258,7 +258,7 @@ def _main_until(args, cwd, line_start):
     lines = []
     for line in process.stdout:
         lines.append(line.rstrip("\n"))
-        if line.startswith(line_start):
+        if line_start is not None and line.startswith(line_start):
             process.send_signal(signal.SIGTERM)
             break
     out, err = process.communicate(timeout=120)
@@ -266,23 +266,35 @@ def _main_until(args, cwd, line_start):
 
 
 def test_cli_times_a_long_run_and_records_the_choice(tmp_path, repo_root):
-    """Unset --jit_compile on the paper's sinusoid command with 1000 iterations: SIGTERM during
-    the timing stops the run before its first iteration, saying nothing was saved (status 143);
-    run again, it prints both step times and its choice before training starts, and
-    run_info.json's start records both (stopped by SIGTERM once training starts). A shorter
-    run times nothing: tests/test_training.py's CLI test."""
-    args = ["--flagfile=flags/sinusoid.flags", f"--logdir={tmp_path}", "--metatrain_iterations=1000"]
-    lines, err, status = _main_until(args, repo_root, "Timing the meta-step")
+    """Unset --jit_compile on the paper's sinusoid command: a new 1000-iteration run stopped by
+    SIGTERM during the timing stops before its first iteration, saying nothing was saved
+    (status 143); a 20-iteration run times nothing; resumed to 1020 (1000 left) it times,
+    and stopped during the timing names model-20; resumed again it prints both step times and
+    its choice before training starts, and run_info.json's start records both (stopped by
+    SIGTERM once training starts)."""
+    args = ["--flagfile=flags/sinusoid.flags", f"--logdir={tmp_path}"]
+    lines, err, status = _main_until([*args, "--metatrain_iterations=1000"], repo_root, "Timing the meta-step")
     assert status == 143, err[-2000:]
     assert err.strip().splitlines()[-1] == ("maml_tf.main: stopped by SIGTERM before the first iteration "
                                             "(nothing saved); run the same command to start again")
     assert not any(line.startswith(("meta-step: ", "Done initializing")) for line in lines)
     assert not list((tmp_path / SINE_RUN).glob("model-*"))
 
-    lines, err, status = _main_until(args, repo_root, "Done initializing")
+    lines, err, status = _main_until([*args, "--metatrain_iterations=20"], repo_root, None)
+    assert status == 0 and (tmp_path / SINE_RUN / "model-20.index").exists(), err[-2000:]
+    assert not any("Timing" in line or "XLA" in line for line in lines)
+
+    resumed = [*args, "--metatrain_iterations=1020"]
+    lines, err, status = _main_until(resumed, repo_root, "Timing the meta-step")
+    assert status == 143 and err.strip().splitlines()[-1] == (
+        "maml_tf.main: stopped by SIGTERM after iteration 20 (saved model-20); run the same command to resume"), err
+
+    lines, err, status = _main_until(resumed, repo_root, "Done initializing")
     assert lines[-1:] == ["Done initializing, starting training."] and status == 143, err[-2000:]
     line = next(line for line in lines if line.startswith("meta-step: "))
-    (start,) = json.loads((tmp_path / SINE_RUN / "run_info.json").read_text())["starts"]
+    first, start = json.loads((tmp_path / SINE_RUN / "run_info.json").read_text())["starts"]
+    assert first == {"iteration": 0, "jit_compile": False, "conv_method": "auto", "dense_method": "auto",
+                     "distribute": "none"} and start["iteration"] == 20
     graph_ms, xla_ms = start["step_ms_graph_xla"]
     chosen = start["jit_compile"]
     assert chosen is (xla_ms < 0.95 * graph_ms) or abs(xla_ms - 0.95 * graph_ms) < 0.1  # (ms rounded to 0.1)
