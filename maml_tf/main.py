@@ -431,6 +431,10 @@ def run():
                 if FLAGS.resume:
                     recorded = check_resume_flags(run_dir, training_flags())
                     start = checkpointer.restore_for_resume(warn=lambda message: print(message, file=sys.stderr))
+                elif checkpointer.available():
+                    raise ValueError(f"--noresume: {run_dir} already holds checkpoints (newest model-"
+                                     f"{checkpointer.available()[-1]}) that a new run would write over and "
+                                     f"mix with its own; move them away or use another --logdir")
             except Exception as e:  # reported below, once every process knows
                 failure = e
         distribution.agree_to_start(strategy, failure is not None, training_flags())

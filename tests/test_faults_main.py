@@ -174,6 +174,24 @@ def test_resuming_with_other_training_flags_names_each(tmp_path):
     main.check_resume_flags(str(tmp_path / "new"), {"seed": 1})  # a new run: nothing to compare
 
 
+def test_cli_noresume_refuses_to_write_over_a_run(tmp_path, repo_root):
+    """--noresume on a run directory holding checkpoints: the original trained from scratch into
+    it, writing over its checkpoints and mixing two runs (a later resume then continues the old
+    weights under the new flags); here a one-line refusal that leaves every file as it was."""
+    run_dir = tmp_path / SINE_RUN
+    run_dir.mkdir()
+    files = {"model-8.index": b"index", "model-8.data-00000-of-00001": b"data", "run_info.json": b"{}"}
+    for name, content in files.items():
+        (run_dir / name).write_bytes(content)
+    result = run_main(["--flagfile=flags/sinusoid.flags", f"--logdir={tmp_path}", "--metatrain_iterations=3",
+                       "--noresume"], repo_root)
+    assert result.returncode == 1
+    assert _last_line(result) == (f"maml_tf.main: error: --noresume: {run_dir} already holds checkpoints (newest "
+                                  f"model-8) that a new run would write over and mix with its own; move them "
+                                  f"away or use another --logdir")
+    assert {p.name: p.read_bytes() for p in run_dir.iterdir() if p.name != ".lock"} == files
+
+
 # ---- storage ----------------------------------------------------------------------------------
 
 def test_a_failed_save_keeps_the_previous_checkpoint_and_leaves_no_files(two_checkpoints, monkeypatch):
