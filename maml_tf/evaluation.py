@@ -1,13 +1,14 @@
 """The original test protocol: adapt to each of 600 fixed tasks, one at a time, and report
 mean, population std and ci95 = 1.96 std / sqrt(tasks) per column."""
 import csv
+import io
 import json
 import os
 import pickle
 
 import numpy as np
 
-from report.files import atomic_open
+from report.files import atomic_open, atomic_write_all
 
 
 def evaluate_tasks(learner, batches, num_inner_steps, tasks_per_call=1, progress=None):
@@ -78,20 +79,22 @@ def write_json(path, data):
 
 def write_results(run_dir, update_batch_size, update_lr, rows, info=None):
     """The original's csv (header update0.., means, stds, ci95) and pkl {'mses': rows}, plus a
-    `.json` describing the run for `report.compare`. Each is written whole or not at all
-    (`atomic_open`), so an interrupted test leaves no half-written result."""
+    `.json` describing the run for `report.compare`. All are written before any is renamed into
+    place (`atomic_write_all`, the json last), so the files on disk are always from one test: an
+    interrupted or failed test (a full disk) leaves the previous result whole."""
     csv_path, pkl_path = result_paths(run_dir, update_batch_size, update_lr)
-    if info is not None:
-        write_json(csv_path[:-4] + ".json", {**info, "update_batch_size": update_batch_size,
-                                               "update_lr": update_lr, "num_tasks": int(rows.shape[0])})
     means, stds, ci95 = summarize(rows)
-    # Both written before either is renamed, so the pair on disk is always from one test.
-    with atomic_open(pkl_path, "wb") as pkl, atomic_open(csv_path, "w", newline="") as f:
-        pickle.dump({"mses": rows}, pkl)
-        writer = csv.writer(f)
-        writer.writerow([f"update{i}" for i in range(rows.shape[1])])
-        for values in (means, stds, ci95):
-            writer.writerow([repr(float(v)) for v in values])
+    table = io.StringIO(newline="")
+    writer = csv.writer(table)
+    writer.writerow([f"update{i}" for i in range(rows.shape[1])])
+    for values in (means, stds, ci95):
+        writer.writerow([repr(float(v)) for v in values])
+    contents = {pkl_path: pickle.dumps({"mses": rows}), csv_path: table.getvalue().encode()}
+    if info is not None:
+        description = {**info, "update_batch_size": update_batch_size, "update_lr": update_lr,
+                       "num_tasks": int(rows.shape[0])}
+        contents[csv_path[:-4] + ".json"] = json.dumps(description, indent=1, sort_keys=True).encode()
+    atomic_write_all(contents)
     return csv_path, pkl_path
 
 

@@ -21,6 +21,28 @@ def atomic_open(path, mode="w", **kwargs):
             os.remove(tmp)
 
 
+def atomic_write_all(contents):
+    """Write {path: bytes} as one result: every file goes to a temporary name beside its path and
+    only once all are written whole are they renamed onto their paths, in order (put the file
+    that describes the others last). An error while writing (a full disk) leaves every old file
+    as it was and no temporary one, and is an OSError naming the file."""
+    temporary = {}
+    try:
+        for path, data in contents.items():
+            temporary[path] = f"{path}.tmp{os.getpid()}"
+            try:
+                with open(temporary[path], "wb") as f:
+                    f.write(data)
+            except OSError as e:
+                raise OSError(f"{path} could not be written: {e.strerror or e}") from None
+        for path, tmp in temporary.items():
+            os.replace(tmp, path)
+    finally:
+        for tmp in temporary.values():
+            if os.path.exists(tmp):
+                os.remove(tmp)
+
+
 def atomic_write_text(path, text):
     """Write `text` (utf-8) to `path` atomically."""
     with atomic_open(path, "w", encoding="utf-8") as f:

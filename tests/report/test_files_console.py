@@ -4,7 +4,7 @@ import os
 import pytest
 
 from report.console import exit_with_error, format_duration
-from report.files import atomic_open, atomic_write_text
+from report.files import atomic_open, atomic_write_all, atomic_write_text
 
 
 def test_atomic_open_replaces_the_file_only_when_the_block_completes(tmp_path):
@@ -21,6 +21,31 @@ def test_atomic_open_replaces_the_file_only_when_the_block_completes(tmp_path):
         f.write(b"new")
     assert path.read_bytes() == b"new"
     assert os.listdir(tmp_path) == ["out.txt"]
+
+
+def test_atomic_write_all_renames_nothing_until_every_file_is_written(tmp_path, monkeypatch):
+    """A test's csv, pkl and json are one result: a write failing on the last one (a full disk)
+    leaves all three old files, no temporary file, and an OSError naming the file; a complete
+    write replaces all three."""
+    import builtins
+
+    paths = [tmp_path / name for name in ("r.pkl", "r.csv", "r.json")]
+    atomic_write_all({path: b"old" for path in paths})
+    real_open = builtins.open
+
+    def full_disk_on_json(file, *args, **kwargs):
+        if str(file).startswith(str(paths[2]) + ".tmp"):
+            raise OSError(28, "No space left on device")
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", full_disk_on_json)
+    with pytest.raises(OSError, match=f"^{paths[2]} could not be written: No space left on device$"):
+        atomic_write_all({path: b"new" for path in paths})
+    monkeypatch.setattr(builtins, "open", real_open)
+    assert [p.read_bytes() for p in paths] == [b"old"] * 3
+    assert sorted(os.listdir(tmp_path)) == ["r.csv", "r.json", "r.pkl"]
+    atomic_write_all({path: b"new" for path in paths})
+    assert [p.read_bytes() for p in paths] == [b"new"] * 3
 
 
 def test_atomic_open_refuses_a_reading_mode(tmp_path):
