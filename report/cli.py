@@ -56,10 +56,34 @@ def parse_flags_expanding(argv, path_flags=()):
     return args
 
 
+def program_name():
+    """The running program as its users call it: `maml_tf.main` for `python -m maml_tf.main`."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    return spec.name if spec is not None else os.path.basename(sys.argv[0])
+
+
+def _interrupt_is_one_line(main):
+    """`main` with a KeyboardInterrupt it does not handle itself (Ctrl-C while it starts up,
+    importing TensorFlow or building its model) ending in one line and status 130, not a
+    traceback. Outputs are written whole or not at all (`report.files`), so nothing is half
+    written."""
+    @functools.wraps(main)
+    def guarded(argv):
+        try:
+            return main(argv)
+        except KeyboardInterrupt:
+            print(f"{program_name()}: interrupted (SIGINT)", file=sys.stderr)
+            sys.exit(130)
+
+    return guarded
+
+
 def run(main, argv=None, path_flags=()):
     """`app.run(main)` with `--help` exiting 0 and `~` expanded in the flags named in `path_flags`.
     Standard output is line-buffered, so that progress reaches a log file or pipe (`nohup ... >
-    log`) as it is printed, not in blocks of kilobytes."""
+    log`) as it is printed, not in blocks of kilobytes; Ctrl-C that `main` does not handle is one
+    line (`_interrupt_is_one_line`)."""
     if hasattr(sys.stdout, "reconfigure"):  # (not a redirected StringIO, nor None)
         sys.stdout.reconfigure(line_buffering=True)
+    main = _interrupt_is_one_line(main)
     app.run(main, argv=argv, flags_parser=functools.partial(parse_flags_expanding, path_flags=tuple(path_flags)))

@@ -96,3 +96,15 @@ def test_run_expands_path_flags_before_main(tmp_path):
     env = dict(os.environ, PYTHONPATH=REPO_ROOT, HOME=str(tmp_path))
     result = subprocess.run([sys.executable, str(script), "--logdir=~/runs"], env=env, capture_output=True, text=True)
     assert result.returncode == 0 and result.stdout.strip() == f"{tmp_path}/runs", result.stderr
+
+
+def test_run_ends_an_unhandled_interrupt_in_one_line(tmp_path):
+    """Ctrl-C while an entry point starts up (importing TensorFlow, building its model), which
+    its main does not handle: one line naming the program and status 130, no traceback."""
+    script = tmp_path / "prog.py"
+    script.write_text("from report import cli\n"
+                      "def main(argv):\n    raise KeyboardInterrupt\n"
+                      "cli.run(main)\n")
+    env = dict(os.environ, PYTHONPATH=REPO_ROOT)
+    result = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True)
+    assert result.returncode == 130 and result.stderr == "prog.py: interrupted (SIGINT)\n", result.stderr
