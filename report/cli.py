@@ -30,9 +30,15 @@ def help_requested(argv):
 
 
 def parse_flags(argv):
-    """absl's parser (`app.parse_flags_with_usage`), except that help exits with status 0."""
+    """absl's parser, except that help exits with status 0 and a bad flag (unknown, a value
+    it refuses, a missing --flagfile) is one line `program: error: ...` with status 1 (absl's
+    `parse_flags_with_usage` prints two, without the program's name)."""
     try:
-        return app.parse_flags_with_usage(argv)
+        return flags.FLAGS(argv)
+    except flags.Error as e:
+        message = "; ".join(line.strip().removeprefix("ERROR:: ") for line in str(e).splitlines() if line.strip())
+        print(f"{program_name()}: error: {message} (--helpshort lists the flags)", file=sys.stderr)
+        sys.exit(1)
     except SystemExit as e:
         if e.code == 1 and help_requested(argv):
             sys.stdout.flush()

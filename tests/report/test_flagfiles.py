@@ -108,3 +108,23 @@ def test_run_ends_an_unhandled_interrupt_in_one_line(tmp_path):
     env = dict(os.environ, PYTHONPATH=REPO_ROOT)
     result = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True)
     assert result.returncode == 130 and result.stderr == "prog.py: interrupted (SIGINT)\n", result.stderr
+
+
+@pytest.mark.parametrize("arg,message", [
+    ("--mode=fast", "flag --mode=fast: value should be one of <maml|oracle>"),
+    ("--bogus=1", "Unknown command line flag 'bogus'"),
+    ("--flagfile=/nonexistent.flags", "Unable to open flagfile: [Errno 2] No such file or directory: "
+                                      "'/nonexistent.flags'"),
+])
+def test_run_reports_a_bad_flag_in_one_line(tmp_path, arg, message):
+    """A flag absl refuses while parsing is one line `program: error: ...` and status 1 (absl's
+    own parser prints `FATAL Flags parsing error` and a second line, without the program)."""
+    script = tmp_path / "prog.py"
+    script.write_text("from absl import flags\nfrom report import cli\n"
+                      "flags.DEFINE_enum('mode', 'maml', ['maml', 'oracle'], '')\n"
+                      "def main(argv):\n    print('ran')\n"
+                      "cli.run(main)\n")
+    env = dict(os.environ, PYTHONPATH=REPO_ROOT)
+    result = subprocess.run([sys.executable, str(script), arg], env=env, capture_output=True, text=True)
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr == f"prog.py: error: {message} (--helpshort lists the flags)\n"
