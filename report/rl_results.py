@@ -28,12 +28,25 @@ def is_rl_csv(path):
 
 
 def read_rl(path):
+    """The RLResults of an rl.evaluate csv, one per (method, task). A row cut short or holding
+    a value that is not a number, or a method whose steps are not 0..n once each (a truncated
+    file, or two files' rows mixed), is a ValueError naming the file."""
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
     groups = {}
-    for row in rows:
+    for line, row in enumerate(rows, start=2):
+        if any(row.get(column) in (None, "") for column in SUMMARY_COLUMNS[:5]):
+            raise ValueError(f"{path}:{line}: the row is cut short (expected the columns {', '.join(SUMMARY_COLUMNS)})")
         groups.setdefault((row["method"], row["task"]), []).append(row)
-    return [RLResult(path, method, task, rs) for (method, task), rs in groups.items()]
+    try:
+        results = [RLResult(path, method, task, rs) for (method, task), rs in groups.items()]
+    except ValueError as e:
+        raise ValueError(f"{path}: a step, mean or stderr is not a number ({e})") from None
+    for r in results:
+        if r.steps != list(range(len(r.steps))):
+            raise ValueError(f"{path}: {r.method} on {r.task} has the steps {r.steps}, expected 0..n once each "
+                             f"(a truncated file, or rows of two runs under one label)")
+    return results
 
 
 def rl_table(results):

@@ -142,3 +142,21 @@ def test_damaged_per_task_rows_are_a_clear_error(tmp_path):
         f.truncate(10)
     with pytest.raises(ValueError, match="pkl is unreadable .*delete it"):
         compare.Result(path)
+
+
+@pytest.mark.parametrize("tail,message", [
+    ("maml,p\n", r"eval\.csv:7: the row is cut short"),
+    ("maml,point,4,abc,0.3,40,40,0.5\n", r"eval\.csv: a step, mean or stderr is not a number"),
+    ("maml,point,3,-3.0,0.3,40,40,0.5\n", r"eval\.csv: maml on point has the steps \[0, 1, 2, 3, 3\], expected 0\.\.n"),
+    ("oracle,point,2,-2.0,0.1,40,40,0.0\n", r"eval\.csv: oracle on point has the steps \[0, 2\], expected 0\.\.n"),
+])
+def test_a_damaged_or_mixed_rl_csv_is_refused_naming_it(tmp_path, tail, message):
+    """rl.evaluate's rows cut short, a value that is no number, a step twice (two runs' rows
+    under one label) or a step missing: a ValueError naming the file (line), never a table of
+    interleaved numbers; the CLI says it in one line."""
+    path = tmp_path / "eval.csv"
+    path.write_text(RL_CSV + tail)
+    with pytest.raises(ValueError, match=message):
+        compare.load([str(path)])
+    result = _compare_cli(["eval.csv"], tmp_path)
+    assert result.returncode == 1 and _one_line(result.stderr), result.stderr
