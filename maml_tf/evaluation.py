@@ -104,4 +104,9 @@ def read_results(csv_path):
         rows = list(csv.reader(f))
     if len(rows) != 4 or not rows[0] or not rows[0][0].startswith("update"):
         raise ValueError(f"{csv_path} is not a maml test csv (expected a header update0.. and 3 rows)")
-    return rows[0], *(np.array([float(v) for v in r]) for r in rows[1:])
+    if any(len(r) != len(rows[0]) for r in rows[1:]):
+        raise ValueError(f"{csv_path} is damaged: its rows are not as long as its header")
+    try:
+        return rows[0], *(np.array([float(v) for v in r]) for r in rows[1:])
+    except ValueError as e:
+        raise ValueError(f"{csv_path} is damaged: {e}") from None

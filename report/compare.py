@@ -36,8 +36,7 @@ class Result:
         if not os.path.exists(info_path):
             raise ValueError(f"{info_path} is missing: re-run the test with `python -m maml_tf.main ... --train=False` "
                              f"so it describes the run")
-        with open(info_path) as f:
-            self.info = json.load(f)
+        self.info = _read_description(info_path)
         self.path = csv_path
         _, self.means, self.stds, self.ci95 = evaluation.read_results(csv_path)
         self.paper = paper.supervised_result(self.info)
@@ -55,6 +54,25 @@ class Result:
         """logdir/run/csv: runs of different logdirs often share the run name."""
         run_dir = os.path.dirname(os.path.abspath(self.path))
         return "/".join([os.path.basename(os.path.dirname(run_dir)), os.path.basename(run_dir), os.path.basename(self.path)])
+
+
+# What report.compare reads of a test's description (maml_tf.evaluation.write_results writes it).
+DESCRIPTION_KEYS = ("datasource", "method", "num_classes", "update_batch_size")
+
+
+def _read_description(info_path):
+    """A test's .json, checked for what `paper.supervised_result` and the tables read: a
+    damaged file or one without those keys is a ValueError naming it."""
+    try:
+        with open(info_path, encoding="utf-8") as f:
+            info = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{info_path} is damaged ({e}); re-run the test to write it again") from None
+    missing = [key for key in DESCRIPTION_KEYS if not isinstance(info, dict) or key not in info]
+    if missing:
+        raise ValueError(f"{info_path} does not describe a test (missing: {', '.join(missing)}); re-run the test "
+                         f"to write it again")
+    return info
 
 
 def load(paths):

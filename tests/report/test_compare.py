@@ -160,3 +160,25 @@ def test_a_damaged_or_mixed_rl_csv_is_refused_naming_it(tmp_path, tail, message)
         compare.load([str(path)])
     result = _compare_cli(["eval.csv"], tmp_path)
     assert result.returncode == 1 and _one_line(result.stderr), result.stderr
+
+
+@pytest.mark.parametrize("damage,message", [
+    (("json", "{"), r"\.json is damaged \("),
+    (("json", "[1, 2]"), r"\.json does not describe a test \(missing: datasource, method, num_classes, "
+                         r"update_batch_size\)"),
+    (("json", '{"datasource": "sinusoid"}'), r"\.json does not describe a test \(missing: method, num_classes, "),
+    (("csv", "update0,update1\n1.0,abc\n0.1,0.1\n0.1,0.1\n"), r"\.csv is damaged: could not convert string"),
+    (("csv", "update0,update1\n1.0\n0.1,0.1\n0.1,0.1\n"), r"\.csv is damaged: its rows are not as long"),
+])
+def test_a_damaged_test_result_is_refused_naming_the_file(tmp_path, damage, message):
+    """A test's description (.json) damaged or without the keys the table reads, or its csv
+    holding a value that is no number or a short row: a ValueError naming the file, and one
+    line from the CLI (not a KeyError or TypeError traceback)."""
+    path = _fake_run(tmp_path, SINE_MAML, np.ones((600, 11)), 5, 0.01)
+    suffix, content = damage
+    with open(path[:-4] + "." + suffix, "w") as f:
+        f.write(content)
+    with pytest.raises(ValueError, match=message):
+        compare.load([path])
+    result = _compare_cli([path], tmp_path)
+    assert result.returncode == 1 and _one_line(result.stderr), result.stderr
