@@ -312,6 +312,8 @@ def check_resume_flags(run_dir, flags_now):
         with open(path) as f:
             info = json.load(f)
         recorded = info.get("training_flags", {})
+        if not isinstance(recorded, dict) or not isinstance(info.get("starts", []), list):
+            raise ValueError("its training_flags or starts are not what maml_tf.main writes")
     except (ValueError, AttributeError) as e:
         raise ValueError(f"{path} is damaged ({e}); move it away to resume without the settings check") from None
     message = changed_settings(run_dir, recorded, flags_now, [k for k in flags_now if k in recorded])
@@ -487,7 +489,9 @@ def run():
         finally:
             if writer is not None:
                 writer.close()
-    say(f"Finished at iteration {s['pretrain_iterations'] + s['metatrain_iterations']}; checkpoints in {run_dir}")
+    # (a run resumed past the iterations asked for did nothing: it is still where it was)
+    say(f"Finished at iteration {max(start, s['pretrain_iterations'] + s['metatrain_iterations'])}; "
+        f"checkpoints in {run_dir}")
 
 
 def stopped_message(signal_name, iteration, chief):

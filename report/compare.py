@@ -190,8 +190,11 @@ def plot(results, path, rl_results=()):
     if rl_results:
         _plot_rl(axes[0][-1], rl_results)
     fig.tight_layout()
-    with atomic_open(path, "wb") as f:
-        fig.savefig(f, dpi=120, format="png")
+    try:
+        with atomic_open(path, "wb") as f:
+            fig.savefig(f, dpi=120, format="png")
+    except OSError as e:
+        raise OSError(f"--plot={path} cannot be written: {e.strerror or e}") from None
 
 
 def _plot_rl(ax, results):

@@ -55,9 +55,12 @@ def check_writable(directory, what):
     try:
         os.makedirs(directory, exist_ok=True)
         probe = os.path.join(directory, f".write_test{os.getpid()}")
-        with open(probe, "w") as f:
-            f.write("ok")
-        os.remove(probe)
+        try:
+            with open(probe, "w") as f:
+                f.write("ok")
+        finally:
+            if os.path.exists(probe):
+                os.remove(probe)
     except OSError as e:
         raise OSError(f"{what} {directory} is not writable: {e.strerror or e}") from None
 

@@ -172,6 +172,10 @@ def test_resuming_with_other_training_flags_names_each(tmp_path):
     with pytest.raises(ValueError, match=r"--seed: 0 -> 1, --meta_lr: 0.001 -> 0.01\); resume it with its own"):
         main.check_resume_flags(str(tmp_path), {"seed": 1, "meta_lr": 0.01, "num_updates": 1})
     main.check_resume_flags(str(tmp_path / "new"), {"seed": 1})  # a new run: nothing to compare
+    for damaged in ({"training_flags": [["seed", 0]]}, {"training_flags": {"seed": 0}, "starts": 5}):
+        (tmp_path / "run_info.json").write_text(json.dumps(damaged))  # edited by hand: never skipped, never a crash
+        with pytest.raises(ValueError, match=r"run_info.json is damaged \(its training_flags or starts"):
+            main.check_resume_flags(str(tmp_path), {"seed": 0})
 
 
 def test_cli_noresume_refuses_to_write_over_a_run(tmp_path, repo_root):
