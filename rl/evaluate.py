@@ -51,11 +51,13 @@ import math
 import os
 import sys
 
-from absl import app, flags, logging
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # as rl.train: TensorFlow's C++ INFO and WARNING lines
 
-from report import distribution
-from report.console import exit_with_error
-from report.files import atomic_open
+from absl import app, flags, logging  # noqa: E402
+
+from report import distribution  # noqa: E402
+from report.console import exit_with_error  # noqa: E402
+from report.files import atomic_open  # noqa: E402
 
 FLAGS = flags.FLAGS
 distribution.define_flags(flags)

@@ -24,10 +24,14 @@ import math
 import os
 import sys
 
-from absl import app, flags
+# TensorFlow's C++ INFO and WARNING lines (CPU features, an op's failure before the error it
+# raises) stay off the terminal, as in maml_tf.main: a failure is one line.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from report import distribution
-from rl import config as cfg
+from absl import app, flags  # noqa: E402
+
+from report import distribution  # noqa: E402
+from rl import config as cfg  # noqa: E402
 
 FLAGS = flags.FLAGS
 cfg.define_flags(flags)
