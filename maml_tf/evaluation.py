@@ -80,8 +80,8 @@ def write_json(path, data):
 def write_results(run_dir, update_batch_size, update_lr, rows, info=None):
     """The original's csv (header update0.., means, stds, ci95) and pkl {'mses': rows}, plus a
     `.json` describing the run for `report.compare`. All are written before any is renamed into
-    place (`atomic_write_all`, the json last), so the files on disk are always from one test: an
-    interrupted or failed test (a full disk) leaves the previous result whole."""
+    place (`atomic_write_all`, the json last): an interrupted or failed test (a full disk) leaves
+    the previous result whole."""
     csv_path, pkl_path = result_paths(run_dir, update_batch_size, update_lr)
     means, stds, ci95 = summarize(rows)
     table = io.StringIO(newline="")

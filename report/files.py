@@ -23,9 +23,10 @@ def atomic_open(path, mode="w", **kwargs):
 
 def atomic_write_all(contents):
     """Write {path: bytes} as one result: every file goes to a temporary name beside its path and
-    only once all are written whole are they renamed onto their paths, in order (put the file
-    that describes the others last). An error while writing (a full disk) leaves every old file
-    as it was and no temporary one, and is an OSError naming the file."""
+    only once all are written whole are they renamed onto their paths, one after another in the
+    dict's order (put the file that describes the others last). An error while writing (a full
+    disk) leaves every old file as it was and no temporary one, and is an OSError naming the
+    file; only a kill between two renames (microseconds) could leave old and new side by side."""
     temporary = {}
     try:
         for path, data in contents.items():

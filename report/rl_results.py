@@ -31,13 +31,14 @@ def read_rl(path):
     """The RLResults of an rl.evaluate csv, one per (method, task). A row cut short or holding
     a value that is not a number, or a method whose steps are not 0..n once each (a truncated
     file, or two files' rows mixed), is a ValueError naming the file."""
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
     groups = {}
-    for line, row in enumerate(rows, start=2):
-        if any(row.get(column) in (None, "") for column in SUMMARY_COLUMNS[:5]):
-            raise ValueError(f"{path}:{line}: the row is cut short (expected the columns {', '.join(SUMMARY_COLUMNS)})")
-        groups.setdefault((row["method"], row["task"]), []).append(row)
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        for row in reader:
+            if any(row.get(column) in (None, "") for column in SUMMARY_COLUMNS[:5]):
+                raise ValueError(f"{path}:{reader.line_num}: the row is cut short (expected the columns "
+                                 f"{', '.join(SUMMARY_COLUMNS)})")
+            groups.setdefault((row["method"], row["task"]), []).append(row)
     try:
         results = [RLResult(path, method, task, rs) for (method, task), rs in groups.items()]
     except ValueError as e:

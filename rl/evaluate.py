@@ -204,6 +204,12 @@ def _strategy():
     return strategy
 
 
+def _label(method, init_seed):
+    """The csv label of a run's rows: its --run label, with `_init<seed>` for one initialisation
+    of a random run (--init_seeds; their mean keeps the plain label)."""
+    return method if init_seed is None else f"{method}_init{init_seed}"
+
+
 def _read_runs(runs, init_seeds, evaluation):
     """The runs' config.json, once each run is known to be evaluable (its newest checkpoint
     intact, unless --init_seeds replaces it) and the flags fit them; else StartError."""
@@ -218,6 +224,14 @@ def _read_runs(runs, init_seeds, evaluation):
         raise StartError("--init_seeds applies to runs trained with --mode=random; no --run is one")
     if FLAGS.by_direction and not any(c["env"] in evaluation.DIRECTION_ENVS for c in configs):
         raise StartError(f"--by_direction needs a run of a direction task ({', '.join(evaluation.DIRECTION_ENVS)})")
+    labels = []
+    for (method, _), config in zip(runs, configs):
+        seeds = init_seeds if init_seeds and config["mode"] == "random" else []
+        labels += [method] + [_label(method, seed) for seed in seeds]
+    repeated = sorted({label for label in labels if labels.count(label) > 1})
+    if repeated:
+        raise StartError(f"--run: the csv would hold two runs' rows under {', '.join(map(repr, repeated))} (with "
+                         f"--init_seeds a random run's rows are labelled <label>_init<seed>); give each run its own label")
     for (method, logdir), config in zip(runs, configs):  # every checkpoint readable before any evaluation
         if not (init_seeds and config["mode"] == "random"):
             try:
@@ -313,10 +327,10 @@ def _main(argv):
                     logdir, num_tasks=FLAGS.num_tasks, num_steps=FLAGS.num_steps, fast_lr=FLAGS.fast_lr,
                     seed=FLAGS.seed, batch_in_steps=FLAGS.batch_in_steps, first_lr_scale=first_lr_scale,
                     same_sampling_seed=FLAGS.same_sampling_seed, init_seed=seed, strategy=strategy,
-                    progress=_progress(method if seed is None else f"{method}_init{seed}"), **proto)
+                    progress=_progress(_label(method, seed)), **proto)
             except (RunError, FileNotFoundError) as e:
                 _error(f"--run={method}:{logdir}: {e}")
-            label = method if seed is None else f"{method}_init{seed}"
+            label = _label(method, seed)
             results.append(returns)
             rows = summary_rows(label, env, returns, proto["num_trajs"], lr)
             summary += rows

@@ -182,3 +182,31 @@ def test_a_damaged_test_result_is_refused_naming_the_file(tmp_path, damage, mess
         compare.load([path])
     result = _compare_cli([path], tmp_path)
     assert result.returncode == 1 and _one_line(result.stderr), result.stderr
+
+
+def test_a_failed_test_write_leaves_the_previous_result_whole(tmp_path, monkeypatch):
+    """maml_tf.evaluation.write_results: the json failing to write (a full disk) leaves the
+    previous csv, pkl and json as they were (a new json beside the old csv/pkl would describe
+    a test whose numbers are not there); written whole, the json is renamed last."""
+    import builtins
+
+    path = _fake_run(tmp_path, SINE_MAML, np.ones((3, 11)), 5, 0.01)
+    stem = path[:-4]
+    before = {suffix: open(stem + suffix, "rb").read() for suffix in (".csv", ".pkl", ".json")}
+    real_open = builtins.open
+
+    def full_disk_on_json(file, *args, **kwargs):
+        if str(file).startswith(stem + ".json.tmp"):
+            raise OSError(28, "No space left on device")
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", full_disk_on_json)
+    with pytest.raises(OSError, match=r"\.json could not be written: No space left on device"):
+        evaluation.write_results(os.path.dirname(path), 5, 0.01, np.zeros((200, 11)), info=SINE_MAML)
+    monkeypatch.setattr(builtins, "open", real_open)
+    assert {suffix: open(stem + suffix, "rb").read() for suffix in before} == before
+    renamed = []
+    real_replace = os.replace
+    monkeypatch.setattr(os, "replace", lambda src, dst: renamed.append(os.path.splitext(dst)[1]) or real_replace(src, dst))
+    evaluation.write_results(os.path.dirname(path), 5, 0.01, np.zeros((200, 11)), info=SINE_MAML)
+    assert renamed == [".pkl", ".csv", ".json"] and compare.load([path])[0][0].info["num_tasks"] == 200

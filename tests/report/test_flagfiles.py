@@ -128,3 +128,13 @@ def test_run_reports_a_bad_flag_in_one_line(tmp_path, arg, message):
     result = subprocess.run([sys.executable, str(script), arg], env=env, capture_output=True, text=True)
     assert result.returncode == 1 and result.stdout == ""
     assert result.stderr == f"prog.py: error: {message} (--helpshort lists the flags)\n"
+
+
+def test_a_module_entry_point_is_named_as_run():
+    """`python -m maml_tf.main`: errors name the module as the user typed it (its __spec__),
+    not the file main.py."""
+    env = dict(os.environ, PYTHONPATH=REPO_ROOT)
+    result = subprocess.run([sys.executable, "-m", "maml_tf.main", "--bogus"], env=env, capture_output=True,
+                            text=True, cwd=REPO_ROOT)
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1] == "maml_tf.main: error: Unknown command line flag 'bogus' (--helpshort lists the flags)"
