@@ -231,7 +231,8 @@ def _read_runs(runs, init_seeds, evaluation):
     repeated = sorted({label for label in labels if labels.count(label) > 1})
     if repeated:
         raise StartError(f"--run: the csv would hold two runs' rows under {', '.join(map(repr, repeated))} (with "
-                         f"--init_seeds a random run's rows are labelled <label>_init<seed>); give each run its own label")
+                         f"--init_seeds a random run's rows are labelled <label>_init<seed>); give each run its own "
+                         f"label")
     for (method, logdir), config in zip(runs, configs):  # every checkpoint readable before any evaluation
         if not (init_seeds and config["mode"] == "random"):
             try:

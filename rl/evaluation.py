@@ -59,9 +59,6 @@ def parse_runs(specs):
         method, sep, logdir = spec.partition(":")
         if not sep or not method or not logdir:
             raise ValueError(f"--run={spec!r} must look like method:logdir")
-        if method in (m for m, _ in runs):
-            raise ValueError(f"--run: the label {method!r} is given twice (their rows would be mixed); give each "
-                             f"run its own, e.g. {method}_2:{logdir}")
         runs.append((method, os.path.expanduser(logdir)))
     return runs
 

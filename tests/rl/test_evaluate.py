@@ -4,11 +4,10 @@ import subprocess
 import sys
 
 import numpy as np
-import pytest
 
 from rl.adaptation import step_sizes
 from rl.envs import paper_test_tasks
-from rl.evaluation import COLUMNS, evaluate_run, parse_runs
+from rl.evaluation import COLUMNS, evaluate_run
 from rl.trainer import run
 
 
@@ -64,14 +63,6 @@ def test_evaluate_without_checkpoint_fails_clearly(tmp_path):
     assert result.returncode != 0
     assert "config.json not found" in result.stderr.splitlines()[-1]
     assert not os.path.exists(tmp_path / "e.csv")
-
-
-def test_run_labels_must_differ():
-    """Each --run's label keys its rows in the csv: a label given twice would mix two runs'
-    rows (report.compare would then interleave them), so it is refused naming the label."""
-    assert parse_runs(["maml:/a", "maml_b:~/b"]) == [("maml", "/a"), ("maml_b", os.path.expanduser("~/b"))]
-    with pytest.raises(ValueError, match=r"^--run: the label 'maml' is given twice .*e\.g\. maml_2:/b$"):
-        parse_runs(["maml:/a", "maml:/b"])
 
 
 def test_evaluation_passes_the_protocols_collector_to_the_sampler(tmp_path, small_config, monkeypatch):

@@ -95,16 +95,20 @@ def test_init_seed_is_the_policy_rl_train_builds(point_random, tmp_path, small_c
         evaluate_run(maml, **kwargs, init_seed=1)
 
 
-def test_labels_the_csv_would_repeat_are_refused(point_random, tmp_path):
-    """With --init_seeds a random run's rows are labelled <label>_init<seed> and their mean
-    <label>: a second --run with one of those labels would put two runs' rows under it
-    (report.compare then refuses the csv), so rl.evaluate refuses it before evaluating, in one line."""
-    result = subprocess.run([sys.executable, "-m", "rl.evaluate", f"--run=random:{point_random}",
-                             f"--run=random_init1:{point_random}", "--init_seeds=1",
-                             f"--output={tmp_path}/e.csv"], capture_output=True, text=True, timeout=300, env=ENV)
+@pytest.mark.parametrize("labels,repeated", [(("random", "random"), "'random', 'random_init1'"),
+                                             (("random", "random_init1"), "'random_init1'")])
+def test_labels_the_csv_would_repeat_are_refused(point_random, tmp_path, labels, repeated):
+    """Each --run's label keys its rows in the csv, and with --init_seeds a random run's rows are
+    labelled <label>_init<seed> and their mean <label>: a label given twice, or a second --run
+    with one of those labels, would put two runs' rows under one label (report.compare then
+    refuses the csv), so rl.evaluate refuses it before evaluating, in one line. (A start-up
+    check, after the --run directories are read: under multi_worker every process agrees on it.)"""
+    result = subprocess.run([sys.executable, "-m", "rl.evaluate", *(f"--run={label}:{point_random}" for label in labels),
+                             "--init_seeds=1", f"--output={tmp_path}/e.csv"], capture_output=True, text=True,
+                            timeout=300, env=ENV)
     assert result.returncode == 1 and not os.path.exists(tmp_path / "e.csv")
     assert result.stderr.strip().splitlines()[-1].startswith(
-        "rl.evaluate: error: --run: the csv would hold two runs' rows under 'random_init1' (with --init_seeds"), \
+        f"rl.evaluate: error: --run: the csv would hold two runs' rows under {repeated} (with --init_seeds"), \
         result.stderr
 
 
