@@ -2,11 +2,12 @@
 
 absl ends `--help`, `--helpshort`, `--helpfull` and `--helpxml` with exit status 1 (it treats
 them like a usage error); shells and CI scripts read that as a failure. `run(main)` is app.run
-with the help flags ending in status 0; everything else (errors in flags: status 1 with absl's
-message) is unchanged. The shell expands `~` only at the start of a word, so `--logdir=~/runs`
-reaches the program as a literal `~/runs`; `run(main, path_flags=[...])` expands it in the named
-flags (string or list flags) right after parsing, before `main` sees them. Progress printed to
-a pipe or file goes out line by line.
+with the help flags ending in status 0 and a flag absl refuses ending in one line
+`program: error: ...` and status 1 (absl prints two `FATAL` lines). The shell expands `~` only
+at the start of a word, so `--logdir=~/runs` reaches the program as a literal `~/runs`;
+`run(main, path_flags=[...])` expands it in the named flags (string or list flags) right after
+parsing, before `main` sees them. Progress printed to a pipe or file goes out line by line, and
+Ctrl-C during start-up is one line.
 """
 import functools
 import os
