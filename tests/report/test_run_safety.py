@@ -63,6 +63,37 @@ def test_check_writable_names_the_directory(tmp_path):
         check_writable(str(blocked / "sub"), "--output folder")
 
 
+def test_check_writable_leaves_no_probe_on_a_full_disk(tmp_path, monkeypatch):
+    """The probe file is created but cannot be written (a full disk): the error names the
+    directory, and the probe is removed (no `.write_test<pid>` left in a run directory)."""
+    import builtins
+
+    real_open = builtins.open
+
+    class FullDisk:
+        def __init__(self, file):
+            self.file = file
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.file.close()
+
+        def write(self, text):
+            raise OSError(28, "No space left on device")
+
+    def open_on_a_full_disk(file, *args, **kwargs):
+        handle = real_open(file, *args, **kwargs)
+        return FullDisk(handle) if ".write_test" in str(file) else handle
+
+    monkeypatch.setattr(builtins, "open", open_on_a_full_disk)
+    with pytest.raises(OSError, match=r"^--logdir .* is not writable: No space left on device$"):
+        check_writable(str(tmp_path), "--logdir")
+    monkeypatch.setattr(builtins, "open", real_open)
+    assert os.listdir(tmp_path) == []
+
+
 def test_remove_temporary_files_removes_only_interrupted_atomic_writes(tmp_path):
     for name in ("a.csv.tmp123", "b.json.tmp9", "keep.tmp", "keep.csv"):
         (tmp_path / name).write_text("x")
