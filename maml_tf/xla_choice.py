@@ -54,22 +54,26 @@ def time_graph_and_xla(build_learner, run_step, rounds=3, min_seconds=1.0, max_r
     except (ValueError, tf.errors.OpError) as e:
         message = e.message if isinstance(e, tf.errors.OpError) else str(e)
         check_stop()
-        times = []
-        for _ in range(rounds):
-            times.append(_seconds(run_step, graph, clock))
-            check_stop()
-        graph_seconds = statistics.median_high(times)
-        return XlaTiming(False, graph_seconds, None,
+        (graph_times,) = _alternate([graph], run_step, clock, check_stop, lambda n, seconds: n >= rounds)
+        return XlaTiming(False, statistics.median_high(graph_times), None,
                          message.strip().splitlines()[0] if message.strip() else type(e).__name__)
     check_stop()
-    times = {False: [], True: []}
-    while len(times[True]) < max_rounds and (len(times[True]) < rounds
-                                              or sum(times[False]) + sum(times[True]) < min_seconds):
-        for jit, learner in ((False, graph), (True, xla)):
-            times[jit].append(_seconds(run_step, learner, clock))
-        check_stop()
-    graph_seconds, xla_seconds = statistics.median_high(times[False]), statistics.median_high(times[True])
+    graph_times, xla_times = _alternate(
+        [graph, xla], run_step, clock, check_stop,
+        lambda n, seconds: n >= max_rounds or (n >= rounds and seconds >= min_seconds))
+    graph_seconds, xla_seconds = statistics.median_high(graph_times), statistics.median_high(xla_times)
     return XlaTiming(xla_seconds < (1 - XLA_MARGIN) * graph_seconds, graph_seconds, xla_seconds)
+
+
+def _alternate(learners, run_step, clock, check_stop, enough):
+    """[seconds of each timed step] per learner: rounds in which each learner steps once in
+    turn, `check_stop()` after each, until `enough(rounds so far, seconds timed in all)`."""
+    times = [[] for _ in learners]
+    while not enough(len(times[0]), sum(map(sum, times))):
+        for learner_times, learner in zip(times, learners):
+            learner_times.append(_seconds(run_step, learner, clock))
+        check_stop()
+    return times
 
 
 def choose_on_copies(model, learner, build_learner, run_step, check_stop=lambda: None, timer=time_graph_and_xla):

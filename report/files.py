@@ -11,7 +11,7 @@ def atomic_open(path, mode="w", **kwargs):
     moment, sees the old file or the new one, never half of one."""
     if not any(m in mode for m in "wx"):
         raise ValueError(f"atomic_open writes: mode must contain 'w', got {mode!r}")
-    tmp = f"{path}.tmp{os.getpid()}"
+    tmp = _temporary_name(path)
     try:
         with open(tmp, mode, **kwargs) as f:
             yield f
@@ -19,6 +19,12 @@ def atomic_open(path, mode="w", **kwargs):
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def _temporary_name(path):
+    """Where an atomic write puts `path`'s new content until it is whole (`remove_temporary_files`
+    knows the pattern)."""
+    return f"{path}.tmp{os.getpid()}"
 
 
 def atomic_write_all(contents):
@@ -30,7 +36,7 @@ def atomic_write_all(contents):
     temporary = {}
     try:
         for path, data in contents.items():
-            temporary[path] = f"{path}.tmp{os.getpid()}"
+            temporary[path] = _temporary_name(path)
             try:
                 with open(temporary[path], "wb") as f:
                     f.write(data)
