@@ -303,19 +303,16 @@ def _write_test_tasks(test_tasks, tasks_source):
 def check_resume_flags(run_dir, flags_now):
     """Refuse to resume a run whose run_info.json records other training flags (naming each).
     Returns what run_info.json holds ({} for a new run)."""
-    import json
+    from report.files import read_json_object
 
     path = os.path.join(run_dir, RUN_INFO)
     if not os.path.exists(path):
         return {}
-    try:
-        with open(path) as f:
-            info = json.load(f)
-        recorded = info.get("training_flags", {})
-        if not isinstance(recorded, dict) or not isinstance(info.get("starts", []), list):
-            raise ValueError("its training_flags or starts are not what maml_tf.main writes")
-    except (ValueError, AttributeError) as e:
-        raise ValueError(f"{path} is damaged ({e}); move it away to resume without the settings check") from None
+    remedy = "move it away to resume without the settings check"
+    info = read_json_object(path, remedy)
+    recorded = info.get("training_flags", {})
+    if not isinstance(recorded, dict) or not isinstance(info.get("starts", []), list):
+        raise ValueError(f"{path} is damaged (its training_flags or starts are not what maml_tf.main writes); {remedy}")
     message = changed_settings(run_dir, recorded, flags_now, [k for k in flags_now if k in recorded])
     if message:
         raise ValueError(message)

@@ -10,7 +10,6 @@ next to the paper's number.
 """
 import csv
 import glob
-import json
 import os
 import pickle
 
@@ -20,8 +19,9 @@ from absl import app, flags
 
 from maml_tf import evaluation
 from report import paper
+from report.cli import program_name
 from report.console import exit_with_error
-from report.files import atomic_open
+from report.files import atomic_open, read_json_object
 from report.rl_results import is_rl_csv, read_rl, rl_table
 
 FLAGS = flags.FLAGS
@@ -63,12 +63,8 @@ DESCRIPTION_KEYS = ("datasource", "method", "num_classes", "update_batch_size")
 def _read_description(info_path):
     """A test's .json, checked for what `paper.supervised_result` and the tables read: a
     damaged file or one without those keys is a ValueError naming it."""
-    try:
-        with open(info_path, encoding="utf-8") as f:
-            info = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{info_path} is damaged ({e}); re-run the test to write it again") from None
-    missing = [key for key in DESCRIPTION_KEYS if not isinstance(info, dict) or key not in info]
+    info = read_json_object(info_path, "re-run the test to write it again")
+    missing = [key for key in DESCRIPTION_KEYS if key not in info]
     if missing:
         raise ValueError(f"{info_path} does not describe a test (missing: {', '.join(missing)}); re-run the test "
                          f"to write it again")
@@ -230,7 +226,7 @@ def _plot_supervised(ax, results):
 
 def main(argv):
     if len(argv) < 2:
-        exit_with_error("report.compare", "give at least one run directory or test csv")
+        exit_with_error(program_name(), "give at least one run directory or test csv")
     try:
         results, rl_results = load(argv[1:])
         if results:
@@ -245,10 +241,10 @@ def main(argv):
             plot(results, os.path.expanduser(FLAGS.plot), rl_results)
             print(f"Wrote {os.path.expanduser(FLAGS.plot)}")
     except ValueError as e:
-        exit_with_error("report.compare", str(e))
+        exit_with_error(program_name(), str(e))
     except OSError as e:  # unreadable input, unwritable --plot: one line naming the file
         where = f" ({e.filename})" if getattr(e, "filename", None) else ""
-        exit_with_error("report.compare", f"{e.strerror or e}{where}")
+        exit_with_error(program_name(), f"{e.strerror or e}{where}")
 
 
 if __name__ == "__main__":

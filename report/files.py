@@ -1,5 +1,6 @@
-"""Outputs written whole or not at all."""
+"""Outputs written whole or not at all, and the JSON records they leave read back with one-line errors."""
 import contextlib
+import json
 import os
 import re
 
@@ -72,14 +73,30 @@ def check_writable(directory, what):
         raise OSError(f"{what} {directory} is not writable: {e.strerror or e}") from None
 
 
-def remove_temporary_files(directory):
+def remove_temporary_files(directory, of=None):
     """Remove what interrupted atomic writes left in `directory` (names holding `.tmp` followed
-    by a process id, as `atomic_open` makes them). Returns the removed names."""
+    by a process id, as `atomic_open` makes them); with `of` (file names), only those files'
+    temporaries. Returns the removed names."""
     removed = []
     if not os.path.isdir(directory):
         return removed
     for name in os.listdir(directory):
-        if re.search(r"\.tmp\d+$", name):
+        match = re.search(r"\.tmp\d+$", name)
+        if match and (of is None or name[:match.start()] in of):
             os.remove(os.path.join(directory, name))
             removed.append(name)
     return removed
+
+
+def read_json_object(path, remedy):
+    """The JSON object (a dict) in `path`. A file cut short, with bytes that are not UTF-8 or
+    JSON, or holding another JSON value is a ValueError `<path> is damaged (<why>); <remedy>`;
+    a missing or unreadable file is the OSError open() raises (the caller knows what that means)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            record = json.load(f)
+    except ValueError as e:  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise ValueError(f"{path} is damaged ({e}); {remedy}") from None
+    if not isinstance(record, dict):
+        raise ValueError(f"{path} is damaged (it holds a JSON {type(record).__name__}, not an object); {remedy}")
+    return record

@@ -163,7 +163,7 @@ def _output_paths():
     """The csv files to write (summary, per task, by direction), checked before the evaluation:
     none may be a directory, and their folder must be writable (else StartError). Leftover
     temporary files of an interrupted write of these files are removed."""
-    from report.files import check_writable
+    from report.files import check_writable, remove_temporary_files
     output = os.path.expanduser(FLAGS.output)
     stem = os.path.splitext(output)[0]
     paths = [output, stem + "_per_task.csv"] + ([stem + "_by_direction.csv"] if FLAGS.by_direction else [])
@@ -175,10 +175,7 @@ def _output_paths():
         check_writable(folder, "--output folder")
     except OSError as e:
         raise StartError(str(e)) from None
-    for path in paths:
-        for name in os.listdir(folder):
-            if name.startswith(os.path.basename(path) + ".tmp") and name[len(os.path.basename(path)) + 4:].isdigit():
-                os.remove(os.path.join(folder, name))
+    remove_temporary_files(folder, of=[os.path.basename(path) for path in paths])
     return paths
 
 

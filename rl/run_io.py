@@ -30,7 +30,7 @@ import shutil
 import numpy as np
 from absl import logging
 
-from report.files import atomic_open, atomic_write_text, remove_temporary_files
+from report.files import atomic_open, atomic_write_text, read_json_object, remove_temporary_files
 from report.resume import changed_settings
 from rl.config import ABSENT, DERIVED, RESUMABLE_CHANGES, TrainConfig
 
@@ -87,14 +87,13 @@ def read_config(logdir):
     if not os.path.exists(path):
         raise MissingFile(f"{path} not found: is {logdir!r} a run directory written by rl.train?")
     try:
-        with open(path, encoding="utf-8") as f:
-            record = json.load(f)
-    except (ValueError, UnicodeDecodeError) as e:  # json.JSONDecodeError is a ValueError
-        raise DamagedFile(f"{path} is damaged ({e}); restore it from a copy or start a new --logdir") from None
+        record = read_json_object(path, "restore it from a copy or start a new --logdir")
+    except ValueError as e:
+        raise DamagedFile(str(e)) from None
     except OSError as e:
         raise DamagedFile(f"{path} cannot be read ({e.strerror or e})") from None
     required = {f for f in TrainConfig.__dataclass_fields__ if f not in ABSENT} | set(DERIVED)
-    missing = sorted(required - set(record)) if isinstance(record, dict) else ["(not a JSON object)"]
+    missing = sorted(required - set(record))
     if missing:
         raise DamagedFile(f"{path} is damaged (missing {', '.join(missing)}); restore it from a copy or "
                           "start a new --logdir")

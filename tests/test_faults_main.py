@@ -263,7 +263,8 @@ def test_cli_one_writer_per_run_graceful_stop_and_kill_9(tmp_path, repo_root):
     """A second training on a live run is refused naming the first; SIGTERM stops the first
     with status 143 after saving; a run killed with SIGKILL leaves no lock that blocks; run_info.json
     keeps every start with its speed settings (the last one resumed under XLA with factored dense
-    kernels). With --jit_compile unset, the refused second run is refused before any XLA timing."""
+    kernels). With --jit_compile unset, the refused second run is refused before any XLA timing.
+    A resume asked for fewer iterations than the run has done trains nothing and says where it is."""
     args = ["--flagfile=flags/sinusoid.flags", f"--logdir={tmp_path}", "--metatrain_iterations=1000000"]
     first = _start_training(args, repo_root)
     second = run_main(args, repo_root)
@@ -291,6 +292,10 @@ def test_cli_one_writer_per_run_graceful_stop_and_kill_9(tmp_path, repo_root):
     assert [(s["iteration"], s["jit_compile"], s["dense_method"]) for s in starts] == [
         (0, starts[0]["jit_compile"], "auto"), (saved, False, "auto"), (saved, True, "low_rank")]
     assert isinstance(starts[0]["jit_compile"], bool) and "step_ms_graph_xla" in starts[0]
+    fifth = run_main(args[:2] + ["--metatrain_iterations=1"], repo_root)  # asked for less than is done
+    assert fifth.returncode == 0, fifth.stderr
+    assert f"Nothing to do: the run is at iteration {saved + 2} of 1." in fifth.stdout
+    assert fifth.stdout.strip().splitlines()[-1] == f"Finished at iteration {saved + 2}; checkpoints in {tmp_path / SINE_RUN}"
 
 
 def test_import_original_names_a_damaged_checkpoint(tmp_path, shared_data):

@@ -164,8 +164,10 @@ def test_a_damaged_or_mixed_rl_csv_is_refused_naming_it(tmp_path, tail, message)
 
 @pytest.mark.parametrize("damage,message", [
     (("json", "{"), r"\.json is damaged \("),
-    (("json", "[1, 2]"), r"\.json does not describe a test \(missing: datasource, method, num_classes, "
-                         r"update_batch_size\)"),
+    (("json", "[1, 2]"), r"\.json is damaged \(it holds a JSON list, not an object\); re-run the test"),
+    (("json", b"{\"datasource\": \"\xff\"}"), r"\.json is damaged \('utf-8' codec can't decode"),
+    (("json", "{}"), r"\.json does not describe a test \(missing: datasource, method, num_classes, "
+                     r"update_batch_size\)"),
     (("json", '{"datasource": "sinusoid"}'), r"\.json does not describe a test \(missing: method, num_classes, "),
     (("csv", "update0,update1\n1.0,abc\n0.1,0.1\n0.1,0.1\n"), r"\.csv is damaged: could not convert string"),
     (("csv", "update0,update1\n1.0\n0.1,0.1\n0.1,0.1\n"), r"\.csv is damaged: its rows are not as long"),
@@ -176,8 +178,8 @@ def test_a_damaged_test_result_is_refused_naming_the_file(tmp_path, damage, mess
     line from the CLI (not a KeyError or TypeError traceback)."""
     path = _fake_run(tmp_path, SINE_MAML, np.ones((600, 11)), 5, 0.01)
     suffix, content = damage
-    with open(path[:-4] + "." + suffix, "w") as f:
-        f.write(content)
+    with open(path[:-4] + "." + suffix, "wb") as f:
+        f.write(content if isinstance(content, bytes) else content.encode())
     with pytest.raises(ValueError, match=message):
         compare.load([path])
     result = _compare_cli([path], tmp_path)

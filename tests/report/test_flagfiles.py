@@ -138,3 +138,18 @@ def test_a_module_entry_point_is_named_as_run():
                             text=True, cwd=REPO_ROOT)
     assert result.returncode == 1
     assert result.stderr.splitlines()[-1] == "maml_tf.main: error: Unknown command line flag 'bogus' (--helpshort lists the flags)"
+
+
+@pytest.mark.parametrize("module", ["report.compare", "maml_tf.compare"])
+def test_compare_names_itself_as_run_in_every_error(module, tmp_path):
+    """`python -m maml_tf.compare` (the README's paper commands) and `python -m report.compare`
+    are one program: each names itself as typed, in a flag error and in its own errors (no
+    input; an input that is not there) alike."""
+    env = dict(os.environ, PYTHONPATH=REPO_ROOT, TF_CPP_MIN_LOG_LEVEL="3")
+    for args, message in (([], "give at least one run directory or test csv"),
+                          ([str(tmp_path / "nothing.csv")], "nothing.csv"),
+                          (["--bogus"], "Unknown command line flag 'bogus'")):
+        result = subprocess.run([sys.executable, "-m", module, *args], env=env, capture_output=True, text=True,
+                                cwd=tmp_path, timeout=300)
+        last = result.stderr.splitlines()[-1]
+        assert result.returncode == 1 and last.startswith(f"{module}: error: ") and message in last, result.stderr

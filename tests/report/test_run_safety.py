@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 
-from report.files import check_writable, remove_temporary_files
+from report.files import check_writable, read_json_object, remove_temporary_files
 from report.run_lock import RunLock, RunLockedError
 from report.stop import GracefulStop, StopRequested
 
@@ -99,3 +99,33 @@ def test_remove_temporary_files_removes_only_interrupted_atomic_writes(tmp_path)
         (tmp_path / name).write_text("x")
     assert sorted(remove_temporary_files(str(tmp_path))) == ["a.csv.tmp123", "b.json.tmp9"]
     assert sorted(os.listdir(tmp_path)) == ["keep.csv", "keep.tmp"]
+
+
+def test_remove_temporary_files_of_named_files_keeps_the_others(tmp_path):
+    """With `of`, only the named files' temporaries go (rl.evaluate clears its own --output's,
+    not those of another process writing beside it)."""
+    for name in ("eval.csv.tmp12", "eval_per_task.csv.tmp7", "other.csv.tmp12", "xeval.csv.tmp3"):
+        (tmp_path / name).write_text("x")
+    removed = remove_temporary_files(str(tmp_path), of=["eval.csv", "eval_per_task.csv"])
+    assert sorted(removed) == ["eval.csv.tmp12", "eval_per_task.csv.tmp7"]
+    assert sorted(os.listdir(tmp_path)) == ["other.csv.tmp12", "xeval.csv.tmp3"]
+
+
+@pytest.mark.parametrize("content,why", [
+    (b'{"a": 1', r"Expecting ',' delimiter"),
+    (b'{"a": "\xff"}', r"'utf-8' codec can't decode"),
+    (b"[1, 2]", r"it holds a JSON list, not an object"),
+    (b"", r"Expecting value"),
+])
+def test_read_json_object_calls_a_cut_or_foreign_file_damaged(tmp_path, content, why):
+    """The one reader of the JSON records the entry points leave (run_info.json, config.json, a
+    test's description): anything but a JSON object is one ValueError naming the file, why, and
+    the caller's remedy; a whole object is returned as it is."""
+    path = tmp_path / "record.json"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=rf"^{path} is damaged \({why}.*\); do this$"):
+        read_json_object(str(path), "do this")
+    path.write_text('{"a": [1, 2]}')
+    assert read_json_object(str(path), "do this") == {"a": [1, 2]}
+    with pytest.raises(FileNotFoundError):
+        read_json_object(str(tmp_path / "missing.json"), "do this")

@@ -25,7 +25,8 @@ def test_step_size_schedule_alpha_then_half():
 
 def test_evaluate_random_run_and_cli_csv(tmp_path, small_config):
     """evaluate_run's returns of a random policy are plausible; rl.evaluate writes the summary
-    csv (COLUMNS, one row per step) and the per-task csv."""
+    csv (COLUMNS, one row per step) and the per-task csv, and removes what an interrupted
+    write of those two left (`eval.csv.tmp<pid>`), not another file's temporary."""
     logdir = str(tmp_path / "random")
     run(dict(small_config, mode="random"), logdir)
     reports = []
@@ -40,6 +41,8 @@ def test_evaluate_random_run_and_cli_csv(tmp_path, small_config):
     assert returns.shape == (3, 3) and lr == 0.5 and env == "point"
     assert np.all(returns < 0) and np.all(returns >= -100 * 10)  # distance to goal at most ~10
     out = tmp_path / "eval.csv"
+    for leftover in ("eval.csv.tmp91", "eval_per_task.csv.tmp91", "other.csv.tmp91"):
+        (tmp_path / leftover).write_text("x")
     result = subprocess.run(
         [sys.executable, "-m", "rl.evaluate", f"--run=random:{logdir}", f"--output={out}",
          "--num_tasks=3", "--num_trajs=2", "--num_steps=1"],
@@ -53,6 +56,7 @@ def test_evaluate_random_run_and_cli_csv(tmp_path, small_config):
         ("random", "point", "0", "3"), ("random", "point", "1", "3")]
     assert float(rows[0]["stderr"]) > 0
     assert os.path.exists(tmp_path / "eval_per_task.csv")
+    assert [name for name in os.listdir(tmp_path) if ".tmp" in name] == ["other.csv.tmp91"]
 
 
 def test_evaluate_without_checkpoint_fails_clearly(tmp_path):
