@@ -80,7 +80,7 @@ flags.DEFINE_integer("test_tasks_per_call", 1,
                      "with --train=False (refused when training): tasks adapted together per call (per replica) "
                      "through the batched path; 1 is the original's one at a time. Each task's numbers are the "
                      "same up to float32 round-off (an accuracy can flip where two logits nearly tie); 40 made the "
-                     "sinusoid test about 20x faster and Omniglot 5-way about 3x (README: speed).")
+                     "sinusoid test about 20x faster and Omniglot 5-way about 3x (benchmarks/README.md).")
 flags.DEFINE_string("test_tasks_file", None, "with --train=False: evaluate exactly the tasks of this episode list "
                     "(format: maml_tf/episode_list.py) instead of the fixed seeded pool (Omniglot, MiniImagenet)")
 flags.DEFINE_string("write_test_tasks", None, "with --train=False: also write the tasks being evaluated (the seeded "

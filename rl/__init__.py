@@ -6,8 +6,9 @@ Importing the package registers the gymnasium ids ``MAML/Point2D-v0`` and
 Like maml_tf, it first asks TensorFlow for its oneDNN CPU kernels (TF_ENABLE_ONEDNN_OPTS=1) unless
 the environment says otherwise: TensorFlow turns them on by itself only on CPUs with AVX-512 VNNI,
 BF16 or AMX, and on an AVX2-only AMD EPYC the half-cheetah TRPO step ran 1.6x faster with them
-(README, "On an AVX2-only host"). Read when TensorFlow loads, so it holds for the entry points
-(`python -m rl.train`, `rl.evaluate`); TF_ENABLE_ONEDNN_OPTS=0 keeps Eigen's kernels.
+(benchmarks/README.md, "The RL package makes the same default"). Read when TensorFlow loads, so
+it holds for the entry points (`python -m rl.train`, `rl.evaluate`); TF_ENABLE_ONEDNN_OPTS=0
+keeps Eigen's kernels.
 """
 import os
 

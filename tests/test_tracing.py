@@ -1,4 +1,4 @@
-"""Our compiled functions trace without AutoGraph (README, "Start-up: tracing without AutoGraph"):
+"""Our compiled functions trace without AutoGraph (benchmarks/README.md, "Start-up: tracing without AutoGraph"):
 no step holds data-dependent Python control flow, so AutoGraph's conversion only costs time."""
 import ast
 import os
