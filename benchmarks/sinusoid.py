@@ -69,7 +69,7 @@ def main(argv):
     print(f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}\n")
     timing = time_steps(FLAGS.timing_iterations)
     load = os.getloadavg()[0]
-    print(f"| step (meta-batch 25, K=10, incl. task sampling) | median ms | min ms | CPU ms (all threads) |")
+    print("| step (meta-batch 25, K=10, incl. task sampling) | median ms | min ms | CPU ms (all threads) |")
     print("|---|---|---|---|")
     for name, (median, fastest, cpu) in timing.items():
         print(f"| {name} | {median:.2f} | {fastest:.2f} | {cpu:.2f} |")

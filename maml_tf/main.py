@@ -13,6 +13,7 @@ import contextlib
 import math
 import os
 import sys
+from typing import Callable, NamedTuple
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -322,15 +323,35 @@ def check_resume_flags(run_dir, flags_now):
 _CHIEF = True  # False in the workers of a multi-worker job other than the chief
 
 
+class _Built(NamedTuple):
+    """What a test and a training both start from (`_build`)."""
+    strategy: object  # the tf.distribute strategy of --distribute, None for none
+    chief: bool
+    say: Callable  # print on the chief, nothing on the other workers
+    settings: dict  # settings_from_flags()
+    train_sampler: object
+    eval_sampler: object
+    test_tasks: list  # (testing) the tasks to evaluate
+    tasks_source: str  # (testing) where they come from, for the output
+    model: object
+    conv: object  # the per-task convolution method(s) (_conv_method)
+    build_learner: Callable  # (model, jit_compile) -> MetaLearner, as for this run
+    learner: object
+    checkpointer: object
+
+
 def run():
+    """Test (--train=False) or train, as the flags say."""
+    built = _build()
+    (_train if FLAGS.train else _test)(built)
+
+
+def _build():
+    """The strategy, samplers (or the test's tasks), model, learner and checkpointer of this run."""
     import keras
 
-    from maml_tf import evaluation, experiment, training
+    from maml_tf import experiment
     from maml_tf.checkpoints import Checkpointer
-    from report.files import check_writable, remove_temporary_files
-    from report.run_lock import RunLock
-    from report.stop import GracefulStop, StopRequested
-    from report.tensorboard import ScalarWriter
 
     global _CHIEF
     # First: a multi-worker strategy must exist before TensorFlow runs anything else.
@@ -342,7 +363,6 @@ def run():
         distribution.per_replica_count(FLAGS.meta_batch_size, strategy, "meta_batch_size")
     say = print if chief else (lambda *args, **kwargs: None)  # only the chief reports
     s = settings_from_flags()
-    run_dir, test_steps = s["run_dir"], s["eval_num_inner_steps"]
     if FLAGS.test_tasks_file is not None:  # (test only) the file's tasks replace the seeded pool
         from maml_tf import episode_list
 
@@ -355,6 +375,7 @@ def run():
             FLAGS.datasource, data_dir=FLAGS.data_dir, num_classes=FLAGS.num_classes,
             update_batch_size=FLAGS.update_batch_size, train=FLAGS.train, test_set=FLAGS.test_set,
             oracle=FLAGS.baseline == "oracle")
+        test_tasks, tasks_source = None, None
         if not FLAGS.train:
             seed = experiment.test_seed(FLAGS.datasource)
             test_tasks = eval_sampler.eval_pool(FLAGS.num_test_tasks, seed=seed)
@@ -376,50 +397,72 @@ def run():
     if FLAGS.jit_compile is not None or not FLAGS.train:
         FLAGS.jit_compile = bool(FLAGS.jit_compile)  # unset when testing: graphs
         _say_if_xla(say)
-    checkpointer = Checkpointer(run_dir, learner)
+    checkpointer = Checkpointer(s["run_dir"], learner)
     if strategy is not None:
         from maml_tf.distributed import DistributedLearner
 
         learner = DistributedLearner(learner, strategy)
         say(f"Devices: {distribution.describe(strategy)}")
+    return _Built(strategy, chief, say, s, train_sampler, eval_sampler, test_tasks, tasks_source, model, conv,
+                  build_learner, learner, checkpointer)
 
-    if not FLAGS.train:
-        # The chief reads the checkpoint and sends it to the workers (they need not see its disk).
-        itr, failure = 0, None
-        if chief:
-            try:
-                itr = checkpointer.restore(FLAGS.test_iter, required=True)
-                check_writable(run_dir, "the run directory (--logdir)")
-                if FLAGS.write_test_tasks is not None:
-                    _write_test_tasks(test_tasks, tasks_source)
-            except Exception as e:  # reported below, once every process knows
-                failure = e
-        distribution.agree_to_start(strategy, failure is not None, {**training_flags(), **test_flags()})
-        if failure is not None:
-            raise failure
-        itr = distribution.broadcast_from_chief(strategy, checkpointer.state, itr)
-        if not chief:
-            evaluation.evaluate_tasks(learner, test_tasks, test_steps,
-                                      tasks_per_call=FLAGS.test_tasks_per_call * learner.num_replicas)
-            return
-        print(f"Restored {run_dir}/model-{itr}; testing {tasks_source} with {test_steps} steps, "
-              f"K={FLAGS.update_batch_size}, alpha={FLAGS.update_lr}")
-        from report.console import ProgressLine
 
-        rows = evaluation.evaluate_tasks(learner, test_tasks, test_steps,
-                                         tasks_per_call=FLAGS.test_tasks_per_call * distribution.num_replicas(strategy),
-                                         progress=ProgressLine(len(test_tasks), "Tested tasks").update)
-        means, stds, ci95 = evaluation.summarize(rows)
-        print("Mean validation accuracy/loss, stddev, and confidence intervals")
-        print((means, stds, ci95))
-        tasks_file = None if FLAGS.test_tasks_file is None else os.path.abspath(FLAGS.test_tasks_file)
-        csv_path, _ = evaluation.write_results(run_dir, FLAGS.update_batch_size, FLAGS.update_lr, rows,
-                                               info={**run_info(), "checkpoint_iteration": itr,
-                                                     "test_set": FLAGS.test_set, "test_tasks_file": tasks_file})
-        print(f"Wrote {csv_path}")
+def _test(built):
+    """The test of --test_iter's checkpoint (the newest by default) on the test tasks: the chief
+    restores and broadcasts it, every process evaluates its share, the chief writes the results."""
+    from maml_tf import evaluation
+    from report.console import ProgressLine
+    from report.files import check_writable
+
+    strategy, chief, learner, checkpointer = built.strategy, built.chief, built.learner, built.checkpointer
+    test_tasks, tasks_source = built.test_tasks, built.tasks_source
+    run_dir, test_steps = built.settings["run_dir"], built.settings["eval_num_inner_steps"]
+    # The chief reads the checkpoint and sends it to the workers (they need not see its disk).
+    itr, failure = 0, None
+    if chief:
+        try:
+            itr = checkpointer.restore(FLAGS.test_iter, required=True)
+            check_writable(run_dir, "the run directory (--logdir)")
+            if FLAGS.write_test_tasks is not None:
+                _write_test_tasks(test_tasks, tasks_source)
+        except Exception as e:  # reported below, once every process knows
+            failure = e
+    distribution.agree_to_start(strategy, failure is not None, {**training_flags(), **test_flags()})
+    if failure is not None:
+        raise failure
+    itr = distribution.broadcast_from_chief(strategy, checkpointer.state, itr)
+    if not chief:
+        evaluation.evaluate_tasks(learner, test_tasks, test_steps,
+                                  tasks_per_call=FLAGS.test_tasks_per_call * learner.num_replicas)
         return
+    print(f"Restored {run_dir}/model-{itr}; testing {tasks_source} with {test_steps} steps, "
+          f"K={FLAGS.update_batch_size}, alpha={FLAGS.update_lr}")
+    rows = evaluation.evaluate_tasks(learner, test_tasks, test_steps,
+                                     tasks_per_call=FLAGS.test_tasks_per_call * distribution.num_replicas(strategy),
+                                     progress=ProgressLine(len(test_tasks), "Tested tasks").update)
+    means, stds, ci95 = evaluation.summarize(rows)
+    print("Mean validation accuracy/loss, stddev, and confidence intervals")
+    print((means, stds, ci95))
+    tasks_file = None if FLAGS.test_tasks_file is None else os.path.abspath(FLAGS.test_tasks_file)
+    csv_path, _ = evaluation.write_results(run_dir, FLAGS.update_batch_size, FLAGS.update_lr, rows,
+                                           info={**run_info(), "checkpoint_iteration": itr,
+                                                 "test_set": FLAGS.test_set, "test_tasks_file": tasks_file})
+    print(f"Wrote {csv_path}")
 
-    # Only the chief writes to --logdir: its lock, checkpoints, logs and run_info.json.
+
+def _train(built):
+    """Meta-training (or pretraining) from the newest checkpoint, if any, to the iterations asked
+    for; only the chief writes to --logdir."""
+    from maml_tf import evaluation, experiment, training
+    from report.files import check_writable, remove_temporary_files
+    from report.run_lock import RunLock
+    from report.stop import GracefulStop, StopRequested
+    from report.tensorboard import ScalarWriter
+
+    strategy, chief, say, s = built.strategy, built.chief, built.say, built.settings
+    model, conv, build_learner, learner = built.model, built.conv, built.build_learner, built.learner
+    checkpointer, train_sampler, eval_sampler = built.checkpointer, built.train_sampler, built.eval_sampler
+    run_dir, test_steps = s["run_dir"], s["eval_num_inner_steps"]
     with contextlib.ExitStack() as stack:
         stop = stack.enter_context(GracefulStop())
         start, failure, recorded = 0, None, {}

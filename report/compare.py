@@ -15,7 +15,7 @@ import pickle
 
 import numpy as np
 
-from absl import app, flags
+from absl import flags
 
 from maml_tf import evaluation
 from report import paper

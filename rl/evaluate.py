@@ -53,7 +53,7 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # as rl.train: TensorFlow's C++ INFO and WARNING lines
 
-from absl import app, flags, logging  # noqa: E402
+from absl import flags, logging  # noqa: E402
 
 from report import distribution  # noqa: E402
 from report.console import exit_with_error  # noqa: E402

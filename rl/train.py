@@ -28,7 +28,7 @@ import sys
 # raises) stay off the terminal, as in maml_tf.main: a failure is one line.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
 
 from report import distribution  # noqa: E402
 from rl import config as cfg  # noqa: E402

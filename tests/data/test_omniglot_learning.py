@@ -1,6 +1,5 @@
 """A short first-order Omniglot run on the real data lifts post-update accuracy far above chance."""
 import keras
-import numpy as np
 import pytest
 
 from maml_tf import evaluation, experiment, training

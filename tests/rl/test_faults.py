@@ -4,7 +4,6 @@ a resume and TensorBoard steps after a resume. Tiny point runs (2 tasks x 2 path
 import csv
 import errno
 import glob
-import json
 import logging
 import os
 import resource
