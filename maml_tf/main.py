@@ -413,6 +413,7 @@ def _test(built):
     from maml_tf import evaluation
     from report.console import ProgressLine
     from report.files import check_writable
+    from report.stop import GracefulStop, StopRequested
 
     strategy, chief, learner, checkpointer = built.strategy, built.chief, built.learner, built.checkpointer
     test_tasks, tasks_source = built.test_tasks, built.tasks_source
@@ -435,11 +436,26 @@ def _test(built):
         evaluation.evaluate_tasks(learner, test_tasks, test_steps,
                                   tasks_per_call=FLAGS.test_tasks_per_call * learner.num_replicas)
         return
-    print(f"Restored {run_dir}/model-{itr}; testing {tasks_source} with {test_steps} steps, "
-          f"K={FLAGS.update_batch_size}, alpha={FLAGS.update_lr}")
-    rows = evaluation.evaluate_tasks(learner, test_tasks, test_steps,
-                                     tasks_per_call=FLAGS.test_tasks_per_call * distribution.num_replicas(strategy),
-                                     progress=ProgressLine(len(test_tasks), "Tested tasks").update)
+    # One process (no multi_worker job, whose workers would wait for a stopped chief): SIGINT or
+    # SIGTERM ends the test after the current call, in one line, with nothing written.
+    with GracefulStop() if FLAGS.distribute != "multi_worker" else contextlib.nullcontext() as stop:
+        print(f"Restored {run_dir}/model-{itr}; testing {tasks_source} with {test_steps} steps, "
+              f"K={FLAGS.update_batch_size}, alpha={FLAGS.update_lr}")
+        line, done = ProgressLine(len(test_tasks), "Tested tasks"), [0]
+
+        def progress(tasks_done):
+            done[0] = tasks_done
+            line.update(tasks_done)
+            if stop is not None:
+                stop.check()
+
+        try:
+            rows = evaluation.evaluate_tasks(learner, test_tasks, test_steps, progress=progress,
+                                             tasks_per_call=FLAGS.test_tasks_per_call * distribution.num_replicas(strategy))
+        except StopRequested as stopped:
+            stopped.message = (f"maml_tf.main: stopped by {stopped} after testing {done[0]} of {len(test_tasks)} "
+                               f"tasks (nothing written); run the same command to test again")
+            raise
     means, stds, ci95 = evaluation.summarize(rows)
     print("Mean validation accuracy/loss, stddev, and confidence intervals")
     print((means, stds, ci95))
@@ -560,8 +576,8 @@ def main(argv):
 
     try:
         run()
-    except StopRequested as e:
-        print(stopped_message(str(e), e.iteration, _CHIEF), file=sys.stderr)
+    except StopRequested as e:  # (a stopped test says so itself; a stopped training where it resumes)
+        print(getattr(e, "message", None) or stopped_message(str(e), e.iteration, _CHIEF), file=sys.stderr)
         sys.exit(e.exit_status)
     except KeyboardInterrupt:
         print("maml_tf.main: interrupted; nothing was written since the last message", file=sys.stderr)

@@ -259,6 +259,30 @@ def _start_training(args, cwd):
     raise AssertionError(f"training did not start: {process.stderr.read()}")
 
 
+def test_cli_a_stopped_test_ends_in_one_line_and_writes_nothing(tmp_path, repo_root):
+    """SIGTERM or SIGINT while the 600-task test runs (sent once it printed "Restored", before its
+    first call returns): the test stops after that call, says how far it got in one line
+    (status 143 / 130) and writes no csv, pkl or json. Before, SIGTERM killed it silently."""
+    args = ["--flagfile=flags/sinusoid.flags", f"--logdir={tmp_path}", "--metatrain_iterations=2", "--nojit_compile"]
+    assert run_main(args, repo_root).returncode == 0
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    for signum, status in ((signal.SIGTERM, 143), (signal.SIGINT, 130)):
+        process = subprocess.Popen([sys.executable, "-m", "maml_tf.main", *args, "--train=False"], cwd=repo_root,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        for line in process.stdout:
+            if line.startswith("Restored"):
+                process.send_signal(signum)
+                break
+        out, err = process.communicate(timeout=300)
+        assert process.returncode == status, err
+        done = err.strip().splitlines()[-1]
+        assert done.startswith(f"maml_tf.main: stopped by {signal.Signals(signum).name} after testing ")
+        assert done.endswith(" of 600 tasks (nothing written); run the same command to test again")
+        assert "Traceback" not in err and "Wrote" not in out
+        assert sorted(p.suffix for p in (tmp_path / SINE_RUN).iterdir() if p.suffix in (".csv", ".pkl", ".json")) == [
+            ".json"]  # run_info.json only
+
+
 def test_cli_one_writer_per_run_graceful_stop_and_kill_9(tmp_path, repo_root):
     """A second training on a live run is refused naming the first; SIGTERM stops the first
     with status 143 after saving; a run killed with SIGKILL leaves no lock that blocks; run_info.json
