@@ -52,7 +52,7 @@ flags.DEFINE_enum("dense_method", "auto", ["auto", "materialised", "low_rank"],
                   "how dense layers' adapted kernels are kept (the same function; speed and float32 round-off "
                   "differ): 'auto' keeps a kernel as the shared kernel plus per-task low-rank factors where they "
                   "hold at most a quarter of its elements (the non-conv Omniglot net's hidden layers), else one "
-                  "[tasks, in, out] kernel per task; or one way for all dense layers (README: speed).")
+                  "[tasks, in, out] kernel per task; or one way for all dense layers (benchmarks/README.md, 'Factored dense kernels').")
 flags.DEFINE_bool("jit_compile", None,
                   "compile the meta-steps and the test's adaptation with XLA (tf.function(jit_compile=True)): the "
                   "same computation to float32 round-off, faster or slower depending on the host and the network "
@@ -81,7 +81,7 @@ flags.DEFINE_integer("test_tasks_per_call", 1,
                      "with --train=False (refused when training): tasks adapted together per call (per replica) "
                      "through the batched path; 1 is the original's one at a time. Each task's numbers are the "
                      "same up to float32 round-off (an accuracy can flip where two logits nearly tie); 40 made the "
-                     "sinusoid test about 20x faster and Omniglot 5-way about 3x (benchmarks/README.md).")
+                     "sinusoid test 11-20x faster and Omniglot 5-way 2.2-2.8x (benchmarks/README.md).")
 flags.DEFINE_string("test_tasks_file", None, "with --train=False: evaluate exactly the tasks of this episode list "
                     "(format: maml_tf/episode_list.py) instead of the fixed seeded pool (Omniglot, MiniImagenet)")
 flags.DEFINE_string("write_test_tasks", None, "with --train=False: also write the tasks being evaluated (the seeded "
@@ -331,8 +331,8 @@ class _Built(NamedTuple):
     settings: dict  # settings_from_flags()
     train_sampler: object
     eval_sampler: object
-    test_tasks: list  # (testing) the tasks to evaluate
-    tasks_source: str  # (testing) where they come from, for the output
+    test_tasks: object  # (testing; None when training) the tasks to evaluate: a seeded pool or an episode list
+    tasks_source: object  # (testing; None when training) where they come from, for the output
     model: object
     conv: object  # the per-task convolution method(s) (_conv_method)
     build_learner: Callable  # (model, jit_compile) -> MetaLearner, as for this run
@@ -446,7 +446,7 @@ def _test(built):
         def progress(tasks_done):
             done[0] = tasks_done
             line.update(tasks_done)
-            if stop is not None:
+            if stop is not None and tasks_done < len(test_tasks):  # (a finished test is written)
                 stop.check()
 
         try:
