@@ -577,7 +577,7 @@ def main(argv):
     try:
         run()
     except StopRequested as e:  # (a stopped test says so itself; a stopped training where it resumes)
-        print(getattr(e, "message", None) or stopped_message(str(e), e.iteration, _CHIEF), file=sys.stderr)
+        print(e.message or stopped_message(str(e), e.iteration, _CHIEF), file=sys.stderr)
         sys.exit(e.exit_status)
     except KeyboardInterrupt:
         print("maml_tf.main: interrupted; nothing was written since the last message", file=sys.stderr)

@@ -6,12 +6,16 @@ EXIT_STATUS = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 
 class StopRequested(Exception):
-    """Raised by `GracefulStop.check()` once a stop signal arrived."""
+    """Raised by `GracefulStop.check()` once a stop signal arrived. Whoever handles it on the way
+    out may set `iteration` (where a training stopped and resumes) or `message` (the whole line
+    to print)."""
 
     def __init__(self, signum):
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
         self.exit_status = EXIT_STATUS[signum]
+        self.iteration = None
+        self.message = None
 
 
 class GracefulStop:
