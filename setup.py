@@ -32,7 +32,7 @@ setup(
         "mujoco>=4.0,<5",  # mujoco.batch steps the locomotion envs (rl/envs/locomotion.py)
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-xdist>=3.5"],  # the suite runs on two worker processes (pytest.ini)
+        "test": ["pytest>=8", "pytest-xdist>=3.5"],  # the suite runs on three worker processes (pytest.ini)
         "plot": ["matplotlib>=3.8"],
         "bench": ["torch==2.13.0"],
     },

@@ -15,6 +15,7 @@ In float64 (`dtype="float64"`: the original's graph with every float32 read as f
 tf1_compat) the two agree to float64 round-off; in float32 to float32 round-off, as measured
 by our own two implementations against each other.
 """
+import functools
 import json
 import pathlib
 import sys
@@ -122,16 +123,25 @@ def random_miniimagenet(classes=8, per_class=20, seed=0):
     return ClassImages(images, tuple(f"n{i:08d}" for i in range(classes)))
 
 
+@functools.lru_cache(maxsize=1)
+def _omniglot_train(omniglot_dir):
+    """The training split's images, decoded once per process (about 6-10 s for its 22,000 PNGs;
+    the samplers only read them)."""
+    from maml_tf import few_shot_data
+
+    return few_shot_data.load_omniglot(omniglot_dir, ("train",))["train"]
+
+
 def sampler_for(s, omniglot_dir=None):
     """The training sampler `maml_tf.main` uses (MiniImagenet on generated images)."""
-    from maml_tf import experiment, few_shot_data
+    from maml_tf import experiment
 
     if s["datasource"] == "sinusoid":
         return experiment.build_samplers("sinusoid", data_dir=None, num_classes=s["num_classes"],
                                          update_batch_size=s["update_batch_size"], train=True,
                                          oracle=s["baseline"] == "oracle")[0]
     if s["datasource"] == "omniglot":
-        classes = few_shot_data.load_omniglot(omniglot_dir, ("train",))["train"]
+        classes = _omniglot_train(str(omniglot_dir))
     else:
         classes = random_miniimagenet()
     return experiment.few_shot_sampler(s["datasource"], classes, num_classes=s["num_classes"],
