@@ -14,7 +14,7 @@ from pathlib import Path
 
 from report.console import exit_with_error
 from report.files import atomic_write_text
-from report.stop import EXIT_STATUS
+from report.stop import EXIT_STATUS, Interrupted, interrupt_where_it_is
 
 PREP_INFO = "PREP_INFO.json"  # written inside each prepared dataset folder
 MANIFEST = "SHA256SUMS"  # `sha256sum -c SHA256SUMS` format: one "<sha256>  <relative path>" a line
@@ -201,35 +201,19 @@ def run_main(prepare, prog: str) -> None:
     """Call `prepare()`; turn expected failures into `prog: error: ...` and exit status 1, and
     SIGINT (Ctrl-C) / SIGTERM into one line and 130 / 143, after the temporary output is
     removed (further signals are ignored meanwhile, so the cleanup is never cut short)."""
-    def stop(signum, frame):
-        for s in EXIT_STATUS:
-            signal.signal(s, signal.SIG_IGN)
-        raise _Stopped(signum)
-
-    previous = {s: signal.signal(s, stop) for s in EXIT_STATUS}
     try:
-        prepare()
+        with interrupt_where_it_is():
+            prepare()
     except PrepError as e:
         _fail(prog, str(e))
     except OSError as e:  # disk full, permissions, ...: still one line, naming the file
         where = f" ({e.filename})" if e.filename else ""
         _fail(prog, f"{e.strerror or e}{where}")
-    except (KeyboardInterrupt, _Stopped) as e:
+    except (KeyboardInterrupt, Interrupted) as e:
         signum = getattr(e, "signum", signal.SIGINT)
         print(f"{prog}: error: interrupted by {signal.Signals(signum).name}; nothing was written "
               f"(rerun to prepare)", file=sys.stderr)
         sys.exit(EXIT_STATUS[signum])
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-
-
-class _Stopped(BaseException):
-    """SIGTERM, raised where the main thread is, so the temporary output is cleaned up."""
-
-    def __init__(self, signum):
-        super().__init__(signum)
-        self.signum = signum
 
 
 def _fail(prog: str, message: str) -> None:

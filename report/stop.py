@@ -1,4 +1,6 @@
-"""Graceful stop: SIGINT / SIGTERM end a long run at the next safe point instead of mid-write."""
+"""SIGINT / SIGTERM: a long run stops at the next safe point instead of mid-write (GracefulStop);
+a program with nothing to save stops where it is, in one line (interrupt_where_it_is)."""
+import contextlib
 import signal
 
 # Exit statuses of a run stopped by a signal after saving (the shell's 128 + signal number).
@@ -16,6 +18,34 @@ class StopRequested(Exception):
         self.exit_status = EXIT_STATUS[signum]
         self.iteration = None
         self.message = None
+
+
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM, raised wherever the main thread is, as Python raises KeyboardInterrupt
+    for SIGINT (a BaseException for the same reason: `except Exception` does not swallow it)."""
+
+    def __init__(self, signum):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+        self.exit_status = EXIT_STATUS[signum]
+
+
+@contextlib.contextmanager
+def interrupt_where_it_is():
+    """Within: SIGINT and SIGTERM raise Interrupted in the main thread (SIGTERM would otherwise
+    end the process without a word); after the first, further ones are ignored, so the cleanup
+    on the way out (temporary files removed) is not cut short. Handlers restored on exit."""
+    def interrupt(signum, frame):
+        for s in EXIT_STATUS:
+            signal.signal(s, signal.SIG_IGN)
+        raise Interrupted(signum)
+
+    previous = {s: signal.signal(s, interrupt) for s in EXIT_STATUS}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 class GracefulStop:

@@ -44,11 +44,13 @@ Faults end with one line `rl.evaluate: error: ...` (exit status 1), before the e
 where they can be known up front: bad flags, a --run whose config.json or newest checkpoint
 is missing or damaged (named; never an older checkpoint in its place), an --output that is a
 directory or whose folder is not writable. Non-finite mean returns (a diverging adaptation)
-are written to the csv as nan, then reported as an error. Ctrl-C: one line, exit status 130.
+are written to the csv as nan, then reported as an error. Ctrl-C or SIGTERM: one line, no csv,
+exit status 130 / 143.
 """
 import csv
 import math
 import os
+import signal
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # as rl.train: TensorFlow's C++ INFO and WARNING lines
@@ -58,6 +60,7 @@ from absl import flags, logging  # noqa: E402
 from report import distribution  # noqa: E402
 from report.console import exit_with_error  # noqa: E402
 from report.files import atomic_open  # noqa: E402
+from report.stop import EXIT_STATUS, Interrupted, interrupt_where_it_is  # noqa: E402
 
 FLAGS = flags.FLAGS
 distribution.define_flags(flags)
@@ -264,10 +267,12 @@ def main(argv):
     (`report.distribution.is_lost_contact`); any other TensorFlow error is a bug and keeps its
     traceback."""
     try:
-        _main(argv)
-    except KeyboardInterrupt:
-        print("rl.evaluate: interrupted (SIGINT); no csv written", file=sys.stderr)
-        sys.exit(130)
+        with interrupt_where_it_is():  # nothing to save: a signal stops it where it is
+            _main(argv)
+    except (KeyboardInterrupt, Interrupted) as e:
+        signum = getattr(e, "signum", signal.SIGINT)
+        print(f"rl.evaluate: interrupted ({signal.Signals(signum).name}); no csv written", file=sys.stderr)
+        sys.exit(EXIT_STATUS[signum])
     except (StartError, distribution.JobStartError) as e:
         _error(str(e))
     except Exception as e:  # a collective that failed: another process of the job is gone

@@ -10,7 +10,7 @@ import pytest
 
 from report.files import check_writable, read_json_object, remove_temporary_files
 from report.run_lock import RunLock, RunLockedError
-from report.stop import GracefulStop, StopRequested
+from report.stop import GracefulStop, Interrupted, StopRequested, interrupt_where_it_is
 
 
 def test_a_second_writer_is_refused_naming_the_first(tmp_path):
@@ -52,6 +52,29 @@ def test_graceful_stop_turns_a_signal_into_a_check_at_a_safe_point(signum, statu
             stop.check()
     assert info.value.exit_status == status
     assert signal.getsignal(signum) is not stop._record  # handlers restored
+
+
+@pytest.mark.parametrize("signum,status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_interrupt_where_it_is_raises_at_once_and_ignores_a_second_signal(signum, status):
+    """For programs with nothing to save (rl.evaluate, the data prep): the signal raises
+    Interrupted where the program is (SIGTERM's default would end it without a word), which
+    `except Exception` does not catch; a second signal during the cleanup is ignored; the
+    previous handlers are back afterwards."""
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    cleaned = False
+    with pytest.raises(Interrupted) as info:
+        with interrupt_where_it_is():
+            try:
+                try:
+                    os.kill(os.getpid(), signum)  # (the handler runs as os.kill returns)
+                    pytest.fail("the signal did not interrupt")
+                except Exception:
+                    pytest.fail("Interrupted must not be an Exception")
+            finally:
+                os.kill(os.getpid(), signal.SIGTERM)  # a second signal while cleaning up: ignored
+                cleaned = True
+    assert cleaned and info.value.signum == signum and info.value.exit_status == status
+    assert {s: signal.getsignal(s) for s in before} == before
 
 
 def test_check_writable_names_the_directory(tmp_path):
