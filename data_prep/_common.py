@@ -201,19 +201,19 @@ def run_main(prepare, prog: str) -> None:
     """Call `prepare()`; turn expected failures into `prog: error: ...` and exit status 1, and
     SIGINT (Ctrl-C) / SIGTERM into one line and 130 / 143, after the temporary output is
     removed (further signals are ignored meanwhile, so the cleanup is never cut short)."""
-    try:
-        with interrupt_where_it_is():
+    with interrupt_where_it_is():
+        try:
             prepare()
-    except PrepError as e:
-        _fail(prog, str(e))
-    except OSError as e:  # disk full, permissions, ...: still one line, naming the file
-        where = f" ({e.filename})" if e.filename else ""
-        _fail(prog, f"{e.strerror or e}{where}")
-    except (KeyboardInterrupt, Interrupted) as e:
-        signum = getattr(e, "signum", signal.SIGINT)
-        print(f"{prog}: error: interrupted by {signal.Signals(signum).name}; nothing was written "
-              f"(rerun to prepare)", file=sys.stderr)
-        sys.exit(EXIT_STATUS[signum])
+        except PrepError as e:
+            _fail(prog, str(e))
+        except OSError as e:  # disk full, permissions, ...: still one line, naming the file
+            where = f" ({e.filename})" if e.filename else ""
+            _fail(prog, f"{e.strerror or e}{where}")
+        except (KeyboardInterrupt, Interrupted) as e:
+            signum = getattr(e, "signum", signal.SIGINT)
+            print(f"{prog}: error: interrupted by {signal.Signals(signum).name}; nothing was written "
+                  f"(rerun to prepare)", file=sys.stderr)
+            sys.exit(EXIT_STATUS[signum])
 
 
 def _fail(prog: str, message: str) -> None:

@@ -34,15 +34,25 @@ class Interrupted(BaseException):
 def interrupt_where_it_is():
     """Within: SIGINT and SIGTERM raise Interrupted in the main thread (SIGTERM would otherwise
     end the process without a word); after the first, further ones are ignored, so the cleanup
-    on the way out (temporary files removed) is not cut short. Handlers restored on exit."""
+    on the way out (temporary files removed) is not cut short. A signal the process was started
+    with ignored (a shell's `cmd &`) stays ignored. Yields a function that installs the handlers
+    again, for after a library took a signal over (TensorFlow's multi-worker strategy installs
+    its own SIGTERM handler when it is built). Main thread only; handlers restored on exit."""
     def interrupt(signum, frame):
         for s in EXIT_STATUS:
             signal.signal(s, signal.SIG_IGN)
         raise Interrupted(signum)
 
-    previous = {s: signal.signal(s, interrupt) for s in EXIT_STATUS}
+    previous = {s: signal.getsignal(s) for s in EXIT_STATUS}
+    handled = [s for s, handler in previous.items() if handler is not signal.SIG_IGN]
+
+    def install():
+        for s in handled:
+            signal.signal(s, interrupt)
+
+    install()
     try:
-        yield
+        yield install
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)

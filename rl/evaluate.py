@@ -266,22 +266,22 @@ def main(argv):
     that fails because another process of a multi-worker job is gone is one line
     (`report.distribution.is_lost_contact`); any other TensorFlow error is a bug and keeps its
     traceback."""
-    try:
-        with interrupt_where_it_is():  # nothing to save: a signal stops it where it is
-            _main(argv)
-    except (KeyboardInterrupt, Interrupted) as e:
-        signum = getattr(e, "signum", signal.SIGINT)
-        print(f"rl.evaluate: interrupted ({signal.Signals(signum).name}); no csv written", file=sys.stderr)
-        sys.exit(EXIT_STATUS[signum])
-    except (StartError, distribution.JobStartError) as e:
-        _error(str(e))
-    except Exception as e:  # a collective that failed: another process of the job is gone
-        if not distribution.is_lost_contact(e, FLAGS.distribute):
-            raise
-        _error(distribution.lost_contact_message(e))
+    with interrupt_where_it_is() as reclaim_signals:  # nothing to save: a signal stops it where it is
+        try:
+            _main(argv, reclaim_signals)
+        except (KeyboardInterrupt, Interrupted) as e:
+            signum = getattr(e, "signum", signal.SIGINT)
+            print(f"rl.evaluate: interrupted ({signal.Signals(signum).name}); no csv written", file=sys.stderr)
+            sys.exit(EXIT_STATUS[signum])
+        except (StartError, distribution.JobStartError) as e:
+            _error(str(e))
+        except Exception as e:  # a collective that failed: another process of the job is gone
+            if not distribution.is_lost_contact(e, FLAGS.distribute):
+                raise
+            _error(distribution.lost_contact_message(e))
 
 
-def _main(argv):
+def _main(argv, reclaim_signals=lambda: None):
     from rl import evaluation
     from rl.evaluation import COLUMNS, evaluate_run, markdown_table, parse_runs, protocol, summary_rows
     from rl.run_io import RunError
@@ -299,6 +299,7 @@ def _main(argv):
     first_lr_scale, later_lr_scale = _resolve_schedule(evaluation)
     init_seeds = _init_seeds()
     strategy = _strategy()
+    reclaim_signals()  # (a multi-worker strategy took SIGTERM over when it was built)
     chief = distribution.is_chief(strategy)
     # This process's checks, then (multi_worker) every process agrees to start before the
     # first collective: one that failed ends with its error, the others with JobStartError.

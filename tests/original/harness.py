@@ -129,7 +129,9 @@ def _omniglot_train(omniglot_dir):
     the samplers only read them)."""
     from maml_tf import few_shot_data
 
-    return few_shot_data.load_omniglot(omniglot_dir, ("train",))["train"]
+    classes = few_shot_data.load_omniglot(omniglot_dir, ("train",))["train"]
+    classes.images.setflags(write=False)  # shared by every later call
+    return classes
 
 
 def sampler_for(s, omniglot_dir=None):

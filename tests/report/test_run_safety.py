@@ -77,6 +77,23 @@ def test_interrupt_where_it_is_raises_at_once_and_ignores_a_second_signal(signum
     assert {s: signal.getsignal(s) for s in before} == before
 
 
+def test_interrupt_where_it_is_leaves_an_inherited_ignore_and_reclaims_a_taken_signal():
+    """A signal the process was started with ignored (a shell's `cmd &` ignores SIGINT) stays
+    ignored, as Python itself leaves it; the yielded function installs the handler again after a
+    library replaced it (TensorFlow's multi-worker strategy does, for SIGTERM)."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with interrupt_where_it_is() as reclaim:
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)  # taken over
+            reclaim()
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+            with pytest.raises(Interrupted):
+                os.kill(os.getpid(), signal.SIGTERM)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def test_check_writable_names_the_directory(tmp_path):
     check_writable(str(tmp_path / "new" / "dir"), "--logdir")
     assert (tmp_path / "new" / "dir").is_dir() and not os.listdir(tmp_path / "new" / "dir")

@@ -121,6 +121,36 @@ def test_a_two_worker_evaluation_writes_the_single_process_returns(tmp_path, sma
     assert sorted(os.listdir(tmp_path / "out")) == ["eval.csv", "eval_per_task.csv"]
 
 
+def test_sigterm_stops_a_multi_worker_evaluation_in_one_line(tmp_path, small_config):
+    """SIGTERM to every worker of a running rl.evaluate job: each ends with rl.evaluate's one line
+    and status 143 and no csv is written. TensorFlow's multi-worker strategy installs its own
+    SIGTERM handler when it is built (one that lets the evaluation run on to its end): rl.evaluate
+    takes the signal back after building it (report.stop.interrupt_where_it_is)."""
+    logdir = str(tmp_path / "run")
+    run(dict(small_config, meta_batch_size=2, fast_batch_size=2, max_path_length=10, hidden_sizes=[8, 8], n_itr=1),
+        logdir)
+    output = str(tmp_path / "out" / "eval.csv")
+    os.makedirs(os.path.dirname(output))
+    workers = start_workers(["-m", "rl.evaluate", f"--run=maml:{logdir}", f"--output={output}", "--num_tasks=400",
+                             "--num_trajs=4", "--num_steps=40", "--distribute=multi_worker"])
+    try:
+        lines = []
+        for line in workers[0].stderr:  # the chief evaluates: every worker has built its strategy
+            lines.append(line)
+            if "Evaluating maml" in line:
+                break
+        for w in workers:
+            w.send_signal(signal.SIGTERM)
+        outputs = [w.communicate(timeout=120) for w in workers]
+    finally:
+        for w in workers:
+            w.kill()
+    stderrs = ["".join(lines) + outputs[0][1], outputs[1][1]]
+    assert [w.returncode for w in workers] == [143, 143], [e[-3000:] for e in stderrs]
+    assert [_last_line(e) for e in stderrs] == ["rl.evaluate: interrupted (SIGTERM); no csv written"] * 2
+    assert os.listdir(tmp_path / "out") == []
+
+
 def test_a_worker_with_other_training_flags_is_refused_on_every_process(tmp_path):
     """Worker 1 started with another --fast_lr than the chief: before anything is trained both
     processes end (exit status 1) with one line each, the worker's saying its training flags
