@@ -34,9 +34,8 @@ class Interrupted(BaseException):
 def interrupt_where_it_is():
     """Within: SIGINT and SIGTERM raise Interrupted in the main thread (SIGTERM would otherwise
     end the process without a word); after the first, further ones are ignored, so the cleanup
-    on the way out (temporary files removed) is not cut short. A signal the process was started
-    with ignored (a shell's `cmd &`) stays ignored. Yields a function that installs the handlers
-    again, for after a library took a signal over (TensorFlow's multi-worker strategy installs
+    on the way out (temporary files removed) is not cut short. Yields a function that installs
+    the handlers again, for after a library took a signal over (TensorFlow's multi-worker strategy installs
     its own SIGTERM handler when it is built). Main thread only; handlers restored on exit."""
     def interrupt(signum, frame):
         for s in EXIT_STATUS:
@@ -44,10 +43,9 @@ def interrupt_where_it_is():
         raise Interrupted(signum)
 
     previous = {s: signal.getsignal(s) for s in EXIT_STATUS}
-    handled = [s for s, handler in previous.items() if handler is not signal.SIG_IGN]
 
-    def install():
-        for s in handled:
+    def install():  # (also over a signal inherited as ignored, as GracefulStop: a script's `cmd &`)
+        for s in EXIT_STATUS:
             signal.signal(s, interrupt)
 
     install()

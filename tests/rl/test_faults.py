@@ -317,8 +317,7 @@ def test_ctrl_c_or_sigterm_during_rl_evaluate_is_one_line(tmp_path, tiny, signum
     args = ["rl.evaluate", f"--run=random:{logdir}", f"--output={tmp_path}/e.csv", "--num_tasks=400",
             "--num_steps=40"]
     # Started as a shell would start it: both signals at their defaults, unblocked (in the full
-    # suite the child once evaluated to the end despite SIGINT, as if it had inherited it ignored;
-    # an ignored signal stays ignored, report.stop.interrupt_where_it_is).
+    # suite the child once evaluated to the end despite SIGINT, as if it had inherited it ignored).
     start = ("import runpy, signal, sys; signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM}); "
              "signal.signal(signal.SIGINT, signal.default_int_handler); signal.signal(signal.SIGTERM, signal.SIG_DFL); "
              "sys.argv = sys.argv[1:]; "
