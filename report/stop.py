@@ -3,7 +3,8 @@ a program with nothing to save stops where it is, in one line (interrupt_where_i
 import contextlib
 import signal
 
-# Exit statuses of a run stopped by a signal after saving (the shell's 128 + signal number).
+# Exit statuses of a program stopped by a signal, after saving or where it was (the shell's 128 +
+# signal number).
 EXIT_STATUS = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 
@@ -35,8 +36,9 @@ def interrupt_where_it_is():
     """Within: SIGINT and SIGTERM raise Interrupted in the main thread (SIGTERM would otherwise
     end the process without a word); after the first, further ones are ignored, so the cleanup
     on the way out (temporary files removed) is not cut short. Yields a function that installs
-    the handlers again, for after a library took a signal over (TensorFlow's multi-worker strategy installs
-    its own SIGTERM handler when it is built). Main thread only; handlers restored on exit."""
+    the handlers again, for after a library took a signal over (TensorFlow's multi-worker
+    strategy installs its own SIGTERM handler when it is built). Main thread only; handlers
+    restored on exit."""
     def interrupt(signum, frame):
         for s in EXIT_STATUS:
             signal.signal(s, signal.SIG_IGN)
