@@ -59,9 +59,11 @@ class TrainConfig:
         "MuJoCo launch scripts' n_parallel=8 is --collector_workers=8 (27 paths of 200 "
         "steps per task instead of 20).", absent=1)
     jit_compile: bool = _setting(
-        False, "Compile the TRPO step's loss, KL and their gradients with XLA (same algorithm, "
-        "float32 round-off differs; faster on some hosts, see benchmarks/trpo_step.py). Modes maml "
-        "and oracle; not with --distribute.", resumable=True, absent=False)
+        None, "Compile the TRPO step's loss, KL and their gradients with XLA (same algorithm, "
+        "float32 round-off differs; faster on some hosts, see benchmarks/trpo_step.py). Unset: a run "
+        "with at least 20 iterations left times one KL gradient both ways on its first batch and keeps "
+        "XLA if it is more than 5 % faster, else graphs; --jit_compile / --nojit_compile decide. "
+        "Modes maml and oracle; not with --distribute.", resumable=True, absent=False)
     batch_in_steps: bool = _setting(
         True, "Count each task's batch in steps like rllab (whole paths until fast_batch_size * "
         "max_path_length steps; early-terminating paths give more paths); "

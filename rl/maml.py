@@ -24,6 +24,7 @@ import tensorflow as tf
 from rl import objectives as obj
 from rl import policy as pol
 from rl.sampler import rollout
+from report.xla_timing import time_graph_and_xla
 from rl.trpo import ConjugateGradientOptimizer
 
 
@@ -54,8 +55,14 @@ class Trainer:
         steps_per_task = c.fast_batch_size * c.max_path_length if c.batch_in_steps else None
         batch = rollout(self.vec_env, tasks, c.fast_batch_size, c.max_path_length, self.policy.act_fn(params), rng,
                         steps_per_task, new_task, collector_workers=c.collector_workers, noise=noise)
-        return batch, obj.loss_inputs(batch, c.discount, c.gae_lambda, self.policy.dtype, pool_tasks,
-                                      self.pad_steps_to)
+        return batch, self.loss_inputs(batch, pool_tasks)
+
+    def loss_inputs(self, batch, pool_tasks=False, pad_steps_to=None):
+        """A batch's advantages and packed steps (`rl.objectives.loss_inputs`); the step axis
+        padded to a multiple of `pad_steps_to` (None: this trainer's `pad_steps_to`)."""
+        c = self.config
+        return obj.loss_inputs(batch, c.discount, c.gae_lambda, self.policy.dtype, pool_tasks,
+                               self.pad_steps_to if pad_steps_to is None else pad_steps_to)
 
     def sample_support(self, rng):
         """Start of every iteration: the tasks, and their support batch sampled with theta
@@ -72,20 +79,47 @@ class TRPOTrainer(Trainer):
 
     jit_compile: compile the step's three functions (loss and KL, their gradients) with XLA
     (`benchmarks/trpo_step.py` compares the two on the same data); None: `config.jit_compile`
-    (rl.train's --jit_compile)."""
+    (rl.train's --jit_compile; unset: graphs). `time_xla_next` True: the next iteration first
+    times its KL gradient both ways on its own batches and keeps the faster (`choose_compilation`;
+    rl.trainer sets it for a long run with --jit_compile unset)."""
 
     def __init__(self, policy, vec_env, config, jit_compile=None):
         super().__init__(policy, vec_env, config)
-        jit_compile = config.jit_compile if jit_compile is None else jit_compile
-        # XLA compiles once per input shape, and where paths end early (point, ant) each batch's
-        # step count differs: padded (masked) to a multiple of the horizon, a few shapes recur.
-        self.pad_steps_to = config.max_path_length if jit_compile else 1
         self.trpo = ConjugateGradientOptimizer(config.max_kl, config.cg_iters, config.cg_damping,
                                                hvp_base_eps=config.hvp_base_eps)
-        compile = dict(reduce_retracing=True, jit_compile=jit_compile or None)
-        self.compiled_surrogate_and_kl = tf.function(self.surrogate_and_kl, **compile, autograph=False)
-        self.surrogate_gradient = tf.function(lambda *data: self._flat_gradient(0, data), **compile, autograph=False)
-        self.kl_gradient = tf.function(lambda *data: self._flat_gradient(1, data), **compile, autograph=False)
+        self.time_xla_next, self.xla_timing = False, None
+        self.compile_steps(bool(config.jit_compile if jit_compile is None else jit_compile))
+
+    def compile_steps(self, jit_compile):
+        """Build the step's three functions as graphs, or compiled by XLA (`jit_compile`)."""
+        self.jit_compile = jit_compile
+        # XLA compiles once per input shape, and where paths end early (point, ant) each batch's
+        # step count differs: padded (masked) to a multiple of the horizon, a few shapes recur.
+        self.pad_steps_to = self.config.max_path_length if jit_compile else 1
+        self.compiled_surrogate_and_kl = self._compiled(self.surrogate_and_kl, jit_compile)
+        self.surrogate_gradient = self._compiled(lambda *data: self._flat_gradient(0, data), jit_compile)
+        self.kl_gradient = self._compiled(lambda *data: self._flat_gradient(1, data), jit_compile)
+
+    @staticmethod
+    def _compiled(fn, jit_compile):
+        return tf.function(fn, reduce_retracing=True, jit_compile=jit_compile or None, autograph=False)
+
+    def choose_compilation(self, data, repack, timer=time_graph_and_xla):
+        """Time one KL gradient (the unit the step repeats 22 times, 85-94 % of it) as a graph on
+        `data` and compiled by XLA on `repack(pad_steps_to)` (the same batches as XLA runs them,
+        padded to the horizon), alternating (`report.xla_timing.time_graph_and_xla`); keep XLA
+        if more than 5 % faster, else the graphs. Returns the loss inputs for the kept way;
+        the timing is in `xla_timing`. Only the graph steps are replaced, never the weights."""
+        self.time_xla_next = False
+        padded = repack(self.config.max_path_length)
+        xla_kl_gradient = self._compiled(lambda *d: self._flat_gradient(1, d), True)
+        candidates = {False: (self.kl_gradient, data), True: (xla_kl_gradient, padded)}
+        self.xla_timing = timer(candidates.__getitem__, lambda candidate: candidate[0](*candidate[1])[1])
+        if not self.xla_timing.use_xla:
+            return data
+        self.compile_steps(True)
+        self.kl_gradient = xla_kl_gradient  # compiled for this batch's shape already
+        return padded
 
     def surrogate_and_kl(self, *data):
         """(surrogate loss, mean KL) at the policy's parameters, differentiable w.r.t. them."""
@@ -150,6 +184,10 @@ class MAMLTRPO(TRPOTrainer):
         adapted = self.compiled_adapt(support)
         query_batch, query = self.sample(tasks, rng, params=adapted)
         stats.update(return_stats(query_batch, "1"))
+        if self.time_xla_next:
+            support, query = self.choose_compilation(
+                (support, query), lambda pad: (self.loss_inputs(support_batch, pad_steps_to=pad),
+                                               self.loss_inputs(query_batch, pad_steps_to=pad)))
         stats.update(self.step(support, query))
         self.last_iteration = {"tasks": tasks, "support_batch": support_batch, "query_batch": query_batch,
                                "adapted_params": adapted}
@@ -173,6 +211,8 @@ class OracleTRPO(TRPOTrainer):
         """Sample with theta, one TRPO step on that batch. Returns rllab-named statistics."""
         start = time.time()
         _, batch, data, stats = self.sample_support(rng)
+        if self.time_xla_next:
+            (data,) = self.choose_compilation((data,), lambda pad: (self.loss_inputs(batch, True, pad),))
         stats.update(self.step(data))
         return finish_stats(stats, start, batch)
 

@@ -37,6 +37,9 @@ from absl import logging
 from report.stop import StopRequested
 from rl.run_io import RunError
 
+# --jit_compile unset: runs with fewer iterations left than this run graphs without timing XLA
+# (the timing, an XLA compile and a few KL gradients, costs about one iteration).
+XLA_TIMING_MIN_ITERATIONS = 20
 # Statistics that measure time, not the learning: never checked for divergence.
 _TIMING = ("ItrTime", "SampleTime", "EnvSteps", "EnvStepsPerSec", "Time")
 
@@ -211,6 +214,11 @@ def _train(config, logdir, strategy, job):
             state.save(0, rng, env=vec_env)
             logging.info("Saved the initial (random) policy to %s", state.latest_checkpoint)
         return
+    if config.jit_compile is None and strategy is None and hasattr(learner, "choose_compilation"):
+        learner.time_xla_next = n_itr - start >= XLA_TIMING_MIN_ITERATIONS
+        if learner.time_xla_next:
+            logging.info("Timing the TRPO step's KL gradient as a graph and compiled by XLA on the first batch "
+                         "(--jit_compile unset; --jit_compile or --nojit_compile skip this)")
     progress = run_io.ProgressCsv(logdir, start) if chief else None
     variables = list(policy.model.variables) + list(optimizer.variables)
     writer = ScalarWriter(os.path.join(logdir, "tb"), resumed_at=start) if chief and start < n_itr else None
@@ -233,6 +241,8 @@ def _train(config, logdir, strategy, job):
                                + (f", the last checkpoint, {os.path.basename(last)}, holds the "
                                   "policy before it" if last else "")) from None
             check_finite(stats, variables, itr, config, last)
+            if itr == start and getattr(learner, "xla_timing", None) is not None:
+                logging.info("%s", xla_choice_line(learner.xla_timing))
             iteration_seconds.append(stats["ItrTime"])
             steps_per_s = stats["EnvSteps"] / stats["ItrTime"]
             eta = time_left(iteration_seconds, n_itr - itr - 1)
@@ -255,6 +265,15 @@ def _train(config, logdir, strategy, job):
         if writer is not None:
             writer.close()
     logging.info("Done: %d iterations in %s", n_itr, logdir)
+
+
+def xla_choice_line(timing):
+    """The line saying what the KL-gradient timing found and chose (`report.xla_timing.XlaTiming`)."""
+    if timing.xla_seconds is None:
+        return (f"KL gradient: {1e3 * timing.graph_seconds:.0f} ms as a graph; XLA failed ({timing.error}): "
+                "the TRPO step runs as graphs")
+    return (f"KL gradient: {1e3 * timing.graph_seconds:.0f} ms as a graph, {1e3 * timing.xla_seconds:.0f} ms "
+            f"compiled by XLA: the TRPO step {'is compiled by XLA' if timing.use_xla else 'runs as graphs'}")
 
 
 def _stopped_message(signum, itr, start, state, strategy):

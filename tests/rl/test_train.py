@@ -1,6 +1,8 @@
 import csv
+import functools
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -142,10 +144,113 @@ def test_jit_compiled_trpo_step_takes_the_graph_step(tmp_path, small_config):
     config = dict(small_config, meta_batch_size=2, fast_batch_size=2, max_path_length=10, hidden_sizes=[8, 8])
     run(dict(config, n_itr=1), str(tmp_path))
     run(dict(config, n_itr=2, jit_compile=True), str(tmp_path))
-    run(dict(config, n_itr=3), str(tmp_path))
+    run(dict(config, n_itr=3, jit_compile=False), str(tmp_path))
     assert trained_weights(str(tmp_path))[1] == 3
     with open(os.path.join(str(tmp_path), "config.json")) as f:
         assert json.load(f)["jit_compile"] is False
+
+
+def _point_learner(**config):
+    policy = Policy(2, 2, hidden_sizes=(16, 16), dtype="float64", seed=3)
+    return MAMLTRPO(policy, make_vec_env("point", 4 * 5),
+                    TrainConfig(fast_lr=0.5, meta_batch_size=4, fast_batch_size=5, batch_in_steps=False, **config))
+
+
+@pytest.mark.parametrize("use_xla", [True, False])
+def test_an_unset_jit_compile_times_the_kl_gradient_then_steps_the_faster_way(use_xla):
+    """`time_xla_next` (rl.train, --jit_compile unset): the iteration times its KL gradient as a
+    graph on its batches and under XLA on the same batches padded to the horizon (what XLA
+    runs), then steps the faster way from there on: XLA's three functions and padded batches, or
+    the graphs untouched. Either way the iteration moves the policy where a graph learner's does
+    (float64, 1e-9), and the next iteration times nothing."""
+    from report.xla_timing import XlaTiming
+
+    timed, pads = [], []
+
+    def timer(build, run_step):
+        for jit_compile in (False, True):
+            function, data = build(jit_compile)
+            timed.append((jit_compile, bool(function._jit_compile)))
+            run_step((function, data))
+        return XlaTiming(use_xla, 0.2, 0.1 if use_xla else 0.3)
+
+    reference, learner = _point_learner(), _point_learner()
+    graph_functions = (learner.compiled_surrogate_and_kl, learner.surrogate_gradient, learner.kl_gradient)
+    reference.iteration(np.random.default_rng(0))
+    learner.time_xla_next = True
+    learner.choose_compilation = functools.partial(learner.choose_compilation, timer=timer)
+    loss_inputs = learner.loss_inputs
+    learner.loss_inputs = lambda batch, *args, **kwargs: pads.append(kwargs.get("pad_steps_to")) or loss_inputs(
+        batch, *args, **kwargs)
+    learner.iteration(np.random.default_rng(0))
+    # support and query packed as sampled (the trainer's padding), then both again for XLA
+    assert timed == [(False, False), (True, True)] and pads == [None, None, 100, 100]
+    for x, g in zip(learner.policy.params, reference.policy.params):
+        np.testing.assert_allclose(x.numpy(), g.numpy(), rtol=1e-9, atol=1e-12)
+    functions = (learner.compiled_surrogate_and_kl, learner.surrogate_gradient, learner.kl_gradient)
+    assert learner.jit_compile is use_xla and learner.pad_steps_to == (100 if use_xla else 1)
+    assert all(bool(f._jit_compile) is use_xla for f in functions)
+    assert (functions == graph_functions) is not use_xla
+    assert learner.time_xla_next is False and learner.xla_timing.use_xla is use_xla
+    learner.iteration(np.random.default_rng(1))
+    assert len(timed) == 2
+
+
+def test_the_oracle_times_its_pooled_batch_padded():
+    """The oracle's TRPO step (one batch whose advantages pool all tasks' paths, no inner step)
+    times the same way: XLA on its batch packed again with pooled advantages and the step axis
+    padded to the horizon; chosen, it steps under XLA."""
+    from report.xla_timing import XlaTiming
+    from rl.envs import PointVecEnv
+    from rl.maml import OracleTRPO
+
+    learner = OracleTRPO(Policy(4, 2, hidden_sizes=(8, 8), dtype="float64", seed=3), PointVecEnv(3 * 2, oracle=True),
+                         TrainConfig(mode="oracle", meta_batch_size=3, fast_batch_size=2, batch_in_steps=False))
+    packed = []
+    loss_inputs = learner.loss_inputs
+    learner.loss_inputs = lambda *args, **kwargs: packed.append(args[1:] + tuple(kwargs.values())) or loss_inputs(
+        *args, **kwargs)
+    shapes = []
+
+    def timer(build, run_step):
+        for jit_compile in (False, True):
+            function, (data,) = build(jit_compile)
+            shapes.append((bool(function._jit_compile), tuple(data["mask"].shape)))
+        return XlaTiming(True, 0.2, 0.1)
+
+    learner.time_xla_next = True
+    learner.choose_compilation = functools.partial(learner.choose_compilation, timer=timer)
+    stats = learner.iteration(np.random.default_rng(0))
+    assert packed == [(True,), (True, 100)] and [jit for jit, _ in shapes] == [False, True]
+    assert shapes[1][1][1] % 100 == 0 and shapes[1][1][1] >= shapes[0][1][1]  # [tasks, steps], steps padded
+    assert learner.jit_compile and np.isfinite(stats["LossAfter"])
+
+
+def test_the_real_timing_compiles_and_times_both(tmp_path, small_config, monkeypatch, caplog):
+    """rl.train with --jit_compile unset times a run with at least XLA_TIMING_MIN_ITERATIONS
+    left (lowered to 2 here) on its first batch with report.xla_timing.time_graph_and_xla, says
+    what it found and chose in one line, and config.json records the flag as unset (null);
+    resumed with 1 iteration left it times nothing; --nojit_compile never times."""
+    import logging
+
+    from rl import trainer
+
+    monkeypatch.setattr(trainer, "XLA_TIMING_MIN_ITERATIONS", 2)
+    config = dict(small_config, meta_batch_size=2, fast_batch_size=2, max_path_length=10, hidden_sizes=[8, 8])
+    with caplog.at_level(logging.INFO, logger="absl"):
+        run(dict(config, n_itr=2, jit_compile=None), str(tmp_path / "timed"))
+    lines = [r.getMessage() for r in caplog.records if "KL gradient" in r.getMessage()]
+    assert lines[0].startswith("Timing the TRPO step's KL gradient as a graph and compiled by XLA")
+    assert len(lines) == 2 and re.fullmatch(r"KL gradient: \d+ ms as a graph, \d+ ms compiled by XLA: the TRPO "
+                                            r"step (is compiled by XLA|runs as graphs)", lines[1]), lines
+    with open(tmp_path / "timed" / "config.json") as f:
+        assert json.load(f)["jit_compile"] is None
+    for logdir, n_itr, jit_compile in (("timed", 3, None), ("off", 2, False)):
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="absl"):
+            run(dict(config, n_itr=n_itr, jit_compile=jit_compile), str(tmp_path / logdir))
+        assert not any("KL gradient" in r.getMessage() for r in caplog.records)
+        assert trained_weights(str(tmp_path / logdir))[1] == n_itr
 
 
 def test_padding_the_step_axis_changes_no_loss_or_gradient(small_learner):
