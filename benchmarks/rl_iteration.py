@@ -9,7 +9,10 @@ other, a fresh process of each tree (baseline first) that builds the trainer at 
 paper-checkpoint configuration (40 tasks, 200-step paths, fast lr 0.1, batch counted in steps),
 runs one warm-up iteration (tracing) and then `--iterations` timed ones from the same seed, and
 reports its iteration times split into sampling (`rl.sampler.rollout` for both batches: env
-steps and policy calls) and the rest (baselines, advantages, inner step and TRPO step). Alternating rounds let both trees see the same load; the
+steps and policy calls) and the rest (baselines, advantages, inner step and TRPO step). Each tree
+runs as `rl.train` runs it by default: where the tree times the TRPO step's KL gradient as a graph
+and under XLA (`--jit_compile` unset), the warm-up iteration does, and the timed ones run the
+chosen way (the table counts the processes that chose XLA). Alternating rounds let both trees see the same load; the
 ratio of their medians is the figure to trust.
 """
 import json
@@ -49,13 +52,16 @@ def worker(env, fast_batch_size, iterations):
 
     rl.maml.rollout = timed_rollout
     rng = np.random.default_rng(1)
-    learner.iteration(rng)
+    if hasattr(learner, "choose_compilation"):  # as rl.train runs a long run with --jit_compile unset
+        learner.time_xla_next = True
+    learner.iteration(rng)  # warm-up (and the timing, where the tree has it)
     rows = []
     for _ in range(iterations):
         sampling[0] = 0.0
         start = time.perf_counter()
         stats = learner.iteration(rng)
-        rows.append({"seconds": time.perf_counter() - start, "sampling": sampling[0], "steps": stats["EnvSteps"]})
+        rows.append({"seconds": time.perf_counter() - start, "sampling": sampling[0], "steps": stats["EnvSteps"],
+                     "xla": bool(getattr(learner, "jit_compile", False))})
     print("RESULT " + json.dumps(rows))
 
 
@@ -97,10 +103,12 @@ def main():
     print(f"\n{args.env} MAML-TRPO meta-iteration, 40 tasks x {args.fast_batch_size} paths x 200 steps "
           f"({steps} env steps), {host.describe()}, {os.cpu_count()} CPUs; baseline {args.baseline}; "
           f"{args.rounds} alternating rounds x {args.iterations} iterations, medians\n")
-    print("| tree | seconds / iteration | sampling s | the rest s |")
-    print("|---|---|---|---|")
+    print("| tree | seconds / iteration | sampling s | the rest s | TRPO step compiled by XLA (processes) |")
+    print("|---|---|---|---|---|")
     for name, m in median.items():
-        print(f"| {name} | {m['seconds']:.1f} | {m['sampling']:.1f} | {m['seconds'] - m['sampling']:.1f} |")
+        xla = sum(r["xla"] for r in results[name][::args.iterations])
+        print(f"| {name} | {m['seconds']:.1f} | {m['sampling']:.1f} | {m['seconds'] - m['sampling']:.1f} | "
+              f"{xla} of {args.rounds} |")
     ratio = median["baseline"]["seconds"] / median["this tree"]["seconds"]
     sampling = median["baseline"]["sampling"] / max(median["this tree"]["sampling"], 1e-9)
     print(f"\nSpeed-up of this tree: {ratio:.2f}x (sampling {sampling:.2f}x)")
