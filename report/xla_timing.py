@@ -2,8 +2,8 @@
 
 Which is faster depends on the host and the network, so both packages time the two on the run's
 own data when `--jit_compile` is unset: `maml_tf.xla_choice` the supervised meta-step,
-`rl.xla_choice` the TRPO step's KL gradient (README, "Meta-iteration speed" and "Reinforcement
-learning").
+`rl.maml.TRPOTrainer.choose_compilation` the TRPO step's KL gradient (README, "Meta-iteration
+speed" and "Half-cheetah and ant").
 """
 import statistics
 import time

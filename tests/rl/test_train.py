@@ -165,7 +165,7 @@ def test_an_unset_jit_compile_times_the_kl_gradient_then_steps_the_faster_way(us
     (float64, 1e-9), and the next iteration times nothing."""
     from report.xla_timing import XlaTiming
 
-    timed, pads = [], []
+    timed = []
 
     def timer(build, run_step):
         for jit_compile in (False, True):
@@ -179,12 +179,21 @@ def test_an_unset_jit_compile_times_the_kl_gradient_then_steps_the_faster_way(us
     reference.iteration(np.random.default_rng(0))
     learner.time_xla_next = True
     learner.choose_compilation = functools.partial(learner.choose_compilation, timer=timer)
-    loss_inputs = learner.loss_inputs
-    learner.loss_inputs = lambda batch, *args, **kwargs: pads.append(kwargs.get("pad_steps_to")) or loss_inputs(
-        batch, *args, **kwargs)
+    loss_inputs, packed = learner.loss_inputs, []
+
+    def recording_loss_inputs(batch, *args, **kwargs):
+        packed.append((kwargs.get("pad_steps_to"), loss_inputs(batch, *args, **kwargs)))
+        return packed[-1][1]
+
+    learner.loss_inputs = recording_loss_inputs
+    step, stepped_on = learner.step, []
+    learner.step = lambda *data: stepped_on.extend(data) or step(*data)
     learner.iteration(np.random.default_rng(0))
     # support and query packed as sampled (the trainer's padding), then both again for XLA
-    assert timed == [(False, False), (True, True)] and pads == [None, None, 100, 100]
+    assert timed == [(False, False), (True, True)] and [pad for pad, _ in packed] == [None, None, 100, 100]
+    # the step ran on the batches the kept way packs
+    kept = [data for pad, data in packed if (pad == 100) is use_xla]
+    assert len(stepped_on) == 2 and all(a is b for a, b in zip(stepped_on, kept))
     for x, g in zip(learner.policy.params, reference.policy.params):
         np.testing.assert_allclose(x.numpy(), g.numpy(), rtol=1e-9, atol=1e-12)
     functions = (learner.compiled_surrogate_and_kl, learner.surrogate_gradient, learner.kl_gradient)
@@ -224,6 +233,18 @@ def test_the_oracle_times_its_pooled_batch_padded():
     assert packed == [(True,), (True, 100)] and [jit for jit, _ in shapes] == [False, True]
     assert shapes[1][1][1] % 100 == 0 and shapes[1][1][1] >= shapes[0][1][1]  # [tasks, steps], steps padded
     assert learner.jit_compile and np.isfinite(stats["LossAfter"])
+
+
+def test_the_timing_line_says_what_was_found_and_chosen():
+    """The one line after the timing: both times and the choice, or XLA's failure and graphs."""
+    from report.xla_timing import XlaTiming
+    from rl.trainer import xla_choice_line
+
+    assert xla_choice_line(XlaTiming(True, 0.252, 0.236)) == (
+        "KL gradient: 252 ms as a graph, 236 ms compiled by XLA: the TRPO step is compiled by XLA")
+    assert xla_choice_line(XlaTiming(False, 0.25, 0.26)).endswith("260 ms compiled by XLA: the TRPO step runs as graphs")
+    assert xla_choice_line(XlaTiming(False, 0.25, None, "XLA cannot compile op Foo")) == (
+        "KL gradient: 250 ms as a graph; XLA failed (XLA cannot compile op Foo): the TRPO step runs as graphs")
 
 
 def test_the_real_timing_compiles_and_times_both(tmp_path, small_config, monkeypatch, caplog):
