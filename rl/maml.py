@@ -21,10 +21,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from report.xla_timing import time_graph_and_xla
 from rl import objectives as obj
 from rl import policy as pol
 from rl.sampler import rollout
-from report.xla_timing import time_graph_and_xla
 from rl.trpo import ConjugateGradientOptimizer
 
 
