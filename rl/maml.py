@@ -90,19 +90,21 @@ class TRPOTrainer(Trainer):
         self.time_xla_next, self.xla_timing = False, None
         self.compile_steps(bool(config.jit_compile if jit_compile is None else jit_compile))
 
-    def compile_steps(self, jit_compile):
-        """Build the step's three functions as graphs, or compiled by XLA (`jit_compile`)."""
+    def compile_steps(self, jit_compile, functions=None):
+        """Use the step's three functions (`_step_functions`, or `functions` built by it) as
+        graphs, or compiled by XLA (`jit_compile`)."""
         self.jit_compile = jit_compile
         # XLA compiles once per input shape, and where paths end early (point, ant) each batch's
         # step count differs: padded (masked) to a multiple of the horizon, a few shapes recur.
         self.pad_steps_to = self.config.max_path_length if jit_compile else 1
-        self.compiled_surrogate_and_kl = self._compiled(self.surrogate_and_kl, jit_compile)
-        self.surrogate_gradient = self._compiled(lambda *data: self._flat_gradient(0, data), jit_compile)
-        self.kl_gradient = self._compiled(lambda *data: self._flat_gradient(1, data), jit_compile)
+        self.compiled_surrogate_and_kl, self.surrogate_gradient, self.kl_gradient = (
+            functions or self._step_functions(jit_compile))
 
-    @staticmethod
-    def _compiled(fn, jit_compile):
-        return tf.function(fn, reduce_retracing=True, jit_compile=jit_compile or None, autograph=False)
+    def _step_functions(self, jit_compile):
+        """(loss and KL, (loss, its flat gradient), (KL, its flat gradient)) as tf.functions."""
+        return tuple(tf.function(fn, reduce_retracing=True, jit_compile=jit_compile or None, autograph=False)
+                     for fn in (self.surrogate_and_kl, lambda *data: self._flat_gradient(0, data),
+                                lambda *data: self._flat_gradient(1, data)))
 
     def choose_compilation(self, data, repack, timer=time_graph_and_xla):
         """Time one KL gradient (the unit the step repeats 22 times, 85-94 % of it) as a graph on
@@ -112,13 +114,12 @@ class TRPOTrainer(Trainer):
         the timing is in `xla_timing`. Only the graph steps are replaced, never the weights."""
         self.time_xla_next = False
         padded = repack(self.config.max_path_length)
-        xla_kl_gradient = self._compiled(lambda *d: self._flat_gradient(1, d), True)
-        candidates = {False: (self.kl_gradient, data), True: (xla_kl_gradient, padded)}
+        xla = self._step_functions(True)  # its KL gradient, once timed, is compiled for this batch
+        candidates = {False: (self.kl_gradient, data), True: (xla[2], padded)}
         self.xla_timing = timer(candidates.__getitem__, lambda candidate: candidate[0](*candidate[1])[1])
         if not self.xla_timing.use_xla:
             return data
-        self.compile_steps(True)
-        self.kl_gradient = xla_kl_gradient  # compiled for this batch's shape already
+        self.compile_steps(True, xla)
         return padded
 
     def surrogate_and_kl(self, *data):
