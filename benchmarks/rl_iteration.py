@@ -15,16 +15,12 @@ and under XLA (`--jit_compile` unset), the warm-up iteration does, and the timed
 chosen way (the table counts the processes that chose XLA). Alternating rounds let both trees see the same load; the
 ratio of their medians is the figure to trust.
 """
-import json
 import os
-import subprocess
-import sys
-import tempfile
 import time
 
+import revision
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(HERE)
 
 
 def worker(env, fast_batch_size, iterations):
@@ -62,17 +58,11 @@ def worker(env, fast_batch_size, iterations):
         stats = learner.iteration(rng)
         rows.append({"seconds": time.perf_counter() - start, "sampling": sampling[0], "steps": stats["EnvSteps"],
                      "xla": bool(getattr(learner, "jit_compile", False))})
-    print("RESULT " + json.dumps(rows))
+    revision.report(rows)
 
 
 def _run_tree(tree, args):
-    code = (f"import sys; sys.path.insert(0, {tree!r}); sys.path.insert(1, {HERE!r}); "
-            f"import rl_iteration; rl_iteration.worker({args.env!r}, {args.fast_batch_size}, {args.iterations})")
-    out = subprocess.run([sys.executable, "-c", code], cwd=tree, capture_output=True, text=True)
-    lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]
-    if out.returncode or not lines:
-        sys.exit(f"rl_iteration: the run in {tree} failed:\n{out.stderr[-3000:]}")
-    return json.loads(lines[-1][len("RESULT "):])
+    return revision.run_worker(tree, "rl_iteration", "worker", args.env, args.fast_batch_size, args.iterations)
 
 
 def main():
@@ -88,16 +78,11 @@ def main():
     parser.add_argument("--iterations", type=int, default=2, help="timed iterations per process")
     parser.add_argument("--rounds", type=int, default=2, help="alternating processes per tree")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        base = os.path.join(tmp, "baseline")
-        subprocess.run(["git", "-C", REPO, "worktree", "add", "--detach", "-q", base, args.baseline], check=True)
-        try:
-            results = {"baseline": [], "this tree": []}
-            for _ in range(args.rounds):
-                results["baseline"] += _run_tree(base, args)
-                results["this tree"] += _run_tree(REPO, args)
-        finally:
-            subprocess.run(["git", "-C", REPO, "worktree", "remove", "--force", base], check=False)
+    with revision.worktree(args.baseline) as base:
+        results = {"baseline": [], "this tree": []}
+        for _ in range(args.rounds):
+            results["baseline"] += _run_tree(base, args)
+            results["this tree"] += _run_tree(revision.REPO, args)
     median = {k: {f: statistics.median(r[f] for r in v) for f in ("seconds", "sampling")} for k, v in results.items()}
     steps = results["this tree"][0]["steps"]
     print(f"\n{args.env} MAML-TRPO meta-iteration, 40 tasks x {args.fast_batch_size} paths x 200 steps "

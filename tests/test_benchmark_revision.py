@@ -1,0 +1,51 @@
+"""benchmarks/revision.py, which the against-a-revision benchmarks (rl_iteration.py,
+evaluation_revision.py) run on: a worker in a fresh process of a checked-out revision, whose
+project imports resolve in that revision's tree."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+
+import revision  # noqa: E402
+
+
+@pytest.fixture
+def repo(tmp_path, monkeypatch):
+    """A git repository of its own (the project's checkout need not be one) holding a stub
+    `maml_tf` package, as `revision.REPO`."""
+    root = tmp_path / "repo"
+    (root / "maml_tf").mkdir(parents=True)
+    (root / "maml_tf" / "__init__.py").write_text("STUB = True\n")
+    git = ["git", "-C", str(root), "-c", "user.name=t", "-c", "user.email=t@t"]
+    for args in (["init", "-q"], ["add", "."], ["commit", "-q", "-m", "stub"]):
+        subprocess.run(git + args, check=True)
+    monkeypatch.setattr(revision, "REPO", str(root))
+    return root
+
+
+def test_worker_runs_in_the_revision_tree_and_reports(repo):
+    """A worker started in a worktree of the revision imports that tree's `maml_tf` (a stub),
+    not the installed project, and `run_worker` returns what it reported; the worktree is gone
+    afterwards."""
+    with revision.worktree("HEAD") as tree:
+        path = revision.run_worker(tree, "revision", "report_import_path", "maml_tf")
+        assert path == os.path.join(tree, "maml_tf", "__init__.py")
+        assert revision.run_worker(tree, "revision", "report", {"rows": [[1.0, 2.5]]}) == {"rows": [[1.0, 2.5]]}
+    assert not os.path.exists(tree)
+    listed = subprocess.run(["git", "-C", str(repo), "worktree", "list"], capture_output=True, text=True).stdout
+    assert tree not in listed
+
+
+def test_unknown_revision_is_one_line_naming_the_flag(repo):
+    with pytest.raises(SystemExit, match="--baseline: git cannot check out 'no-such-revision-x'"):
+        with revision.worktree("no-such-revision-x"):
+            pass
+
+
+def test_failing_worker_names_the_tree(tmp_path):
+    """A worker that fails (here: no such function) ends the benchmark with the tree and its stderr."""
+    with pytest.raises(SystemExit, match=r"revision: the run in .* failed:[\s\S]*no_such_function"):
+        revision.run_worker(str(tmp_path), "revision", "no_such_function")
