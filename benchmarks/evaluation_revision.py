@@ -63,25 +63,25 @@ def main():
     parser.add_argument("--baseline", required=True, help="git revision to compare with (e.g. a commit)")
     parser.add_argument("--configs", default="omniglot_5way_1shot,omniglot_20way_1shot,miniimagenet_5way_1shot",
                         help=f"comma-separated, of {', '.join(CONFIGS)}")
-    parser.add_argument("--tasks", type=int, default=40, help="tasks evaluated by every variant")
-    parser.add_argument("--per_call", default="1,8,40", help="this tree's tasks per call, comma-separated")
+    parser.add_argument("--tasks", type=revision.positive_int, default=40, help="tasks evaluated by every variant")
+    parser.add_argument("--per_call", type=revision.positive_ints, default="1,8,40",
+                        help="this tree's tasks per call, comma-separated")
     parser.add_argument("--xla", action="store_true", help="also this tree with the adaptation compiled by XLA")
-    parser.add_argument("--rounds", type=int, default=2, help="alternating processes per variant")
+    parser.add_argument("--rounds", type=revision.positive_int, default=2, help="alternating processes per variant")
     args = parser.parse_args()
     configs = args.configs.split(",")
     unknown = sorted(set(configs) - set(CONFIGS))
     if unknown:
         parser.error(f"--configs: unknown {', '.join(unknown)}; expected some of {', '.join(CONFIGS)}")
-    per_call = [int(p) for p in args.per_call.split(",")]
-    if min(per_call) < 1 or max(per_call) > args.tasks:
-        parser.error(f"--per_call: each must be between 1 and --tasks ({args.tasks})")
-    ours = [(p, xla) for xla in ((False, True) if args.xla else (False,)) for p in per_call]
-    print(f"Host: {host.describe()}, {os.cpu_count()} cores; baseline {args.baseline}; {args.tasks} tasks, "
-          f"10 inner steps; {args.rounds} alternating rounds, medians\n")
-    print("| configuration | tree | compiled | tasks per call | tasks/s | speed-up | first call s | "
-          "max difference from the baseline |")
-    print("|---|---|---|---|---|---|---|---|")
+    if max(args.per_call) > args.tasks:
+        parser.error(f"--per_call: each must be at most --tasks ({args.tasks})")
+    ours = [(p, xla) for xla in ((False, True) if args.xla else (False,)) for p in args.per_call]
     with revision.worktree(args.baseline) as base, tempfile.TemporaryDirectory() as tmp:
+        print(f"Host: {host.describe()}, {os.cpu_count()} cores; baseline {args.baseline}; {args.tasks} tasks, "
+              f"10 inner steps; {args.rounds} alternating rounds, medians\n")
+        print("| configuration | tree | compiled | tasks per call | tasks/s | speed-up | first call s | "
+              "max difference from the baseline |")
+        print("|---|---|---|---|---|---|---|---|")
         for name in configs:
             datasource, classes, shots, _, alpha, options = CONFIGS[name]
             tasks_file = os.path.join(tmp, f"{name}.npz")

@@ -1,6 +1,7 @@
 """Benchmarks that compare this tree with another git revision of the repository: the revision
 checked out into a temporary worktree, and a worker function run in a fresh process of either
 tree, which reports its result as the JSON of a `RESULT ` line (`report`)."""
+import argparse
 import contextlib
 import json
 import os
@@ -52,3 +53,22 @@ def report_import_path(package):
     import importlib
 
     report(importlib.import_module(package).__file__)
+
+
+def positive_int(text):
+    """argparse type: an integer of at least 1 (argparse names the flag in its one-line error)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer of at least 1, got {text!r}")
+    return value
+
+
+def positive_ints(text):
+    """argparse type: comma-separated distinct integers of at least 1, in the order given."""
+    values = [positive_int(part) for part in text.split(",")]
+    if len(set(values)) != len(values):
+        raise argparse.ArgumentTypeError(f"expected distinct values, got {text!r}")
+    return values

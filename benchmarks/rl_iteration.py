@@ -74,9 +74,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--baseline", required=True, help="git revision to compare with (e.g. a commit)")
     parser.add_argument("--env", default="cheetah_vel")
-    parser.add_argument("--fast_batch_size", type=int, default=10)
-    parser.add_argument("--iterations", type=int, default=2, help="timed iterations per process")
-    parser.add_argument("--rounds", type=int, default=2, help="alternating processes per tree")
+    parser.add_argument("--fast_batch_size", type=revision.positive_int, default=10)
+    parser.add_argument("--iterations", type=revision.positive_int, default=2, help="timed iterations per process")
+    parser.add_argument("--rounds", type=revision.positive_int, default=2, help="alternating processes per tree")
     args = parser.parse_args()
     with revision.worktree(args.baseline) as base:
         results = {"baseline": [], "this tree": []}

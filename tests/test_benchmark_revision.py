@@ -1,6 +1,7 @@
 """benchmarks/revision.py, which the against-a-revision benchmarks (rl_iteration.py,
 evaluation_revision.py) run on: a worker in a fresh process of a checked-out revision, whose
 project imports resolve in that revision's tree."""
+import argparse
 import os
 import subprocess
 import sys
@@ -19,6 +20,9 @@ def repo(tmp_path, monkeypatch):
     root = tmp_path / "repo"
     (root / "maml_tf").mkdir(parents=True)
     (root / "maml_tf" / "__init__.py").write_text("STUB = True\n")
+    # A worker that first imports the benchmarks' own worker modules, as their workers do.
+    (root / "probe.py").write_text("def main():\n    import evaluation_revision, rl_iteration, revision\n"
+                                   "    import maml_tf\n    revision.report(maml_tf.__file__)\n")
     git = ["git", "-C", str(root), "-c", "user.name=t", "-c", "user.email=t@t"]
     for args in (["init", "-q"], ["add", "."], ["commit", "-q", "-m", "stub"]):
         subprocess.run(git + args, check=True)
@@ -39,7 +43,17 @@ def test_worker_runs_in_the_revision_tree_and_reports(repo):
     assert tree not in listed
 
 
+def test_benchmark_worker_modules_leave_the_tree_first(repo):
+    """Importing `evaluation_revision` and `rl_iteration` in a worker (their workers' first step)
+    does not put this checkout ahead of the revision's tree: the worker still imports the stub.
+    (`benchmarks/evaluation.py` inserts the repository root at import: importing it there would
+    silently time this tree as the baseline.)"""
+    with revision.worktree("HEAD") as tree:
+        assert revision.run_worker(tree, "probe", "main") == os.path.join(tree, "maml_tf", "__init__.py")
+
+
 def test_unknown_revision_is_one_line_naming_the_flag(repo):
+    """A revision git cannot check out ends the benchmark with one line naming --baseline."""
     with pytest.raises(SystemExit, match="--baseline: git cannot check out 'no-such-revision-x'"):
         with revision.worktree("no-such-revision-x"):
             pass
@@ -49,3 +63,17 @@ def test_failing_worker_names_the_tree(tmp_path):
     """A worker that fails (here: no such function) ends the benchmark with the tree and its stderr."""
     with pytest.raises(SystemExit, match=r"revision: the run in .* failed:[\s\S]*no_such_function"):
         revision.run_worker(str(tmp_path), "revision", "no_such_function")
+
+
+@pytest.mark.parametrize("text,expected", [("3", [3]), ("1,8,40", [1, 8, 40])])
+def test_counts_parse(text, expected):
+    assert revision.positive_ints(text) == expected
+    assert revision.positive_int(text.split(",")[-1]) == expected[-1]
+
+
+@pytest.mark.parametrize("text", ["0", "-2", "a", "", "8,8", "1,,2"])
+def test_counts_refuse_what_is_not_a_positive_count(text):
+    """--rounds, --iterations, --tasks and --per_call refuse zero, negatives, non-numbers and
+    repeats (argparse turns the error into one line naming the flag)."""
+    with pytest.raises(argparse.ArgumentTypeError):
+        revision.positive_ints(text)
