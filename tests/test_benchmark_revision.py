@@ -67,6 +67,7 @@ def test_failing_worker_names_the_tree(tmp_path):
 
 @pytest.mark.parametrize("text,expected", [("3", [3]), ("1,8,40", [1, 8, 40])])
 def test_counts_parse(text, expected):
+    """The benchmarks' counts read as given: one integer, or a comma-separated list in order."""
     assert revision.positive_ints(text) == expected
     assert revision.positive_int(text.split(",")[-1]) == expected[-1]
 
