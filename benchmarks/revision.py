@@ -48,13 +48,6 @@ def report(result):
     print(RESULT + json.dumps(result), flush=True)
 
 
-def report_import_path(package):
-    """A worker: report the file `package` imports from (which tree the worker runs)."""
-    import importlib
-
-    report(importlib.import_module(package).__file__)
-
-
 def positive_int(text):
     """argparse type: an integer of at least 1 (argparse names the flag in its one-line error)."""
     try:

@@ -20,9 +20,11 @@ def repo(tmp_path, monkeypatch):
     root = tmp_path / "repo"
     (root / "maml_tf").mkdir(parents=True)
     (root / "maml_tf" / "__init__.py").write_text("STUB = True\n")
-    # A worker that first imports the benchmarks' own worker modules, as their workers do.
-    (root / "probe.py").write_text("def main():\n    import evaluation_revision, rl_iteration, revision\n"
-                                   "    import maml_tf\n    revision.report(maml_tf.__file__)\n")
+    # Workers reporting where `maml_tf` comes from: directly, and after importing the benchmarks'
+    # own worker modules first, as their workers do.
+    (root / "probe.py").write_text("import revision\n\n\ndef import_path():\n    import maml_tf\n"
+                                   "    revision.report(maml_tf.__file__)\n\n\ndef main():\n"
+                                   "    import evaluation_revision, rl_iteration  # noqa: F401\n    import_path()\n")
     git = ["git", "-C", str(root), "-c", "user.name=t", "-c", "user.email=t@t"]
     for args in (["init", "-q"], ["add", "."], ["commit", "-q", "-m", "stub"]):
         subprocess.run(git + args, check=True)
@@ -35,7 +37,7 @@ def test_worker_runs_in_the_revision_tree_and_reports(repo):
     not the installed project, and `run_worker` returns what it reported; the worktree is gone
     afterwards."""
     with revision.worktree("HEAD") as tree:
-        path = revision.run_worker(tree, "revision", "report_import_path", "maml_tf")
+        path = revision.run_worker(tree, "probe", "import_path")
         assert path == os.path.join(tree, "maml_tf", "__init__.py")
         assert revision.run_worker(tree, "revision", "report", {"rows": [[1.0, 2.5]]}) == {"rows": [[1.0, 2.5]]}
     assert not os.path.exists(tree)
