@@ -13,6 +13,10 @@ from typing import NamedTuple
 
 import tensorflow as tf
 
+from report.determinism import keep_sums_in_order
+
+keep_sums_in_order()  # the same bits on every call (report/determinism.py)
+
 
 class Scores(NamedTuple):
     """What adaptation measured: per task ([tasks] and [tasks, steps]), or their means over

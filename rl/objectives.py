@@ -9,6 +9,9 @@ import tensorflow as tf
 
 from rl import advantages as adv_lib
 from rl import policy as pol
+from report.determinism import keep_sums_in_order
+
+keep_sums_in_order()  # the same bits on every call (report/determinism.py)
 
 
 def loss_inputs(batch, discount, gae_lambda, dtype, pool_tasks=False, pad_steps_to=1):
