@@ -24,6 +24,9 @@ import keras
 import tensorflow as tf
 
 from maml_tf.norm import Normalization, _normalize
+from report.determinism import keep_sums_in_order
+
+keep_sums_in_order()  # the same bits on every call, the calibration's timings too (report/determinism.py)
 
 
 class UnsupportedModelError(ValueError):

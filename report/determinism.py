@@ -18,9 +18,11 @@ identical runs of `rl.evaluate`. A run could then neither repeat itself nor resu
 NO_MEM_OPT; the other grappler passes stay on) for every graph TensorFlow builds from then on in
 this process. TensorFlow has no public switch for it (`tf.config.optimizer.set_experimental_options`
 does not take memory_optimization), so it is set in the eager context's base ConfigProto, a private
-attribute; tests/report/test_determinism.py checks that the installed TensorFlow reads it.
-`maml_tf.maml` and `rl.objectives`, the modules every gradient of the two packages goes through,
-call it when they are imported.
+attribute; tests/report/test_determinism.py checks that the options the installed TensorFlow passes
+with every tf.function call carry it. The modules that take the two packages' gradients call it
+when they are imported: `maml_tf.maml` (the inner loop and meta-gradient),
+`maml_tf.batched_forward` (whose convolution calibration times gradients before a learner
+exists) and `rl.objectives` (the inner step, surrogate and KL).
 """
 from tensorflow.core.protobuf import config_pb2, rewriter_config_pb2
 from tensorflow.python.eager import context
@@ -31,9 +33,10 @@ __all__ = ["keep_sums_in_order", "sums_kept_in_order"]
 def keep_sums_in_order(keep=True):
     """Turn grappler's memory optimiser off (keep=False: back to TensorFlow's default, on) for
     every tf.function call from now on (module docstring), in this thread and in any thread that
-    has not called one yet (TensorFlow caches its call options per thread). A function's graph is
-    optimised once per setting: one called before gets a second graph at its next call and keeps
-    both, each used while its setting holds (benchmarks/ordered_sums.py alternates them)."""
+    has not called one yet (TensorFlow caches its call options per thread). A function called
+    directly is optimised once per setting: one called before gets a second graph at its next call
+    and keeps both, each used while its setting holds (benchmarks/ordered_sums.py alternates
+    them); a function called from inside another's graph keeps the setting of that graph's trace."""
     ctx = context.context()
     base = config_pb2.ConfigProto()
     if ctx._config is not None:

@@ -68,11 +68,12 @@ def test_keep_false_restores_the_default_and_true_again():
     assert sums_kept_in_order()
 
 
-@pytest.mark.parametrize("module", ["maml_tf.maml", "rl.objectives"])
+@pytest.mark.parametrize("module", ["maml_tf.maml", "maml_tf.batched_forward", "rl.objectives"])
 def test_importing_the_algorithm_keeps_sums_in_order(module):
     """In a fresh process, TensorFlow alone leaves the memory optimiser on (so this can fail), and
-    importing the module every gradient of the package goes through (maml_tf.maml: the inner loop
-    and meta-gradient; rl.objectives: the inner step, surrogate and KL) turns it off."""
+    importing a module that takes the packages' gradients (maml_tf.maml: the inner loop and
+    meta-gradient; maml_tf.batched_forward: the convolution calibration's timed gradients, run
+    before any learner exists; rl.objectives: the inner step, surrogate and KL) turns it off."""
     probe = ("import tensorflow\nfrom report.determinism import sums_kept_in_order\nprint(sums_kept_in_order())\n"
              f"import {module}\nprint(sums_kept_in_order())\n")
     env = dict(os.environ, PYTHONPATH=REPO_ROOT, TF_CPP_MIN_LOG_LEVEL="3")
