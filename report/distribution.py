@@ -245,41 +245,60 @@ class JobStartError(ValueError):
     """Some process of a multi-worker job failed its start-up checks, or trains other settings."""
 
 
+def _summed_over_processes(strategy, values):
+    """Each of `values` (ints) summed over the job's processes: one all-reduce, in which every
+    replica of a process votes its process's values (so the sums are divided back by the number
+    of local replicas). Every process must call it with as many values."""
+    import tensorflow as tf
+
+    def vote():
+        return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM,
+                                                              tf.constant(values, tf.int64))
+
+    votes = strategy.experimental_local_results(tf.function(lambda: strategy.run(vote), autograph=False)())[0].numpy()
+    local = max(len(strategy.extended.worker_devices), 1)
+    return [int(v) // local for v in votes]
+
+
 def agree_to_start(strategy, failed, settings):
     """Every process of a multi-worker job calls this once, after its own start-up checks
     (`failed`: True if they failed here; the caller then raises its own error) and before the
     first other collective: one all-reduce of the failures and of the chief's digest of the
-    training `settings`. Raises JobStartError in a process whose checks passed if another
-    process failed, or if its settings differ from the chief's; so no process waits on a
-    collective that another has left, and no worker silently trains other settings. Without a
-    multi-worker strategy: nothing to agree."""
+    training `settings` (a dict by flag name), and, if some process's settings differ, a second
+    one of each setting's digests to name those that differ (when every process has the same
+    setting names, as the same code gives). Raises JobStartError in a process whose checks
+    passed if another process failed, or if its settings differ from the chief's; so no process
+    waits on a collective that another has left, and no worker silently trains other settings.
+    Without a multi-worker strategy: nothing to agree."""
     if not _is_multi_worker(strategy):
         return
-    import tensorflow as tf
-
-    digest = settings_digest(settings)
     chief = is_chief(strategy)
-    sum_op = tf.distribute.ReduceOp.SUM
-
-    def vote():  # each of a process's replicas votes: sums are per-process values x local replicas
-        context = tf.distribute.get_replica_context()
-        ballot = [1 if failed else 0, digest if chief else 0, digest, 1]
-        return context.all_reduce(sum_op, tf.constant(ballot, tf.int64))
-
-    votes = strategy.experimental_local_results(tf.function(lambda: strategy.run(vote), autograph=False)())[0].numpy()
-    local = max(len(strategy.extended.worker_devices), 1)
-    failures, chief_digest, digest_sum, processes = (int(v) // local for v in votes)
+    digest, names = settings_digest(settings), sorted(settings)
+    names_digest = settings_digest({"names": names})
+    failures, processes, chief_digest, digest_sum, chief_names, names_sum = _summed_over_processes(
+        strategy, [1 if failed else 0, 1, digest if chief else 0, digest, names_digest if chief else 0, names_digest])
+    differ = digest_sum != processes * chief_digest  # every process reaches the same verdicts
+    mine, others = [], []
+    if differ and names_sum == processes * chief_names:
+        digests = [settings_digest({name: settings[name]}) for name in names]
+        sums = _summed_over_processes(strategy, [*(digests if chief else [0] * len(names)), *digests])
+        mine = [name for name, theirs, ours in zip(names, sums, digests) if theirs != ours]
+        others = [name for name, total, ours in zip(names, sums[len(names):], digests) if total != processes * ours]
     if failed:
         return
     if failures:
         raise JobStartError(f"{failures} other process(es) of the job failed their start-up checks (see their "
                             f"output); nothing was run")
     if chief_digest != digest:
-        raise JobStartError("this worker's training flags differ from the chief's: start every worker of the job "
-                            "with the same command (only TF_CONFIG differs)")
-    if digest_sum != processes * chief_digest:
-        raise JobStartError("another worker's training flags differ from the chief's (see its output): start every "
-                            "worker of the job with the same command (only TF_CONFIG differs)")
+        raise JobStartError(f"this worker's training flags differ from the chief's{_naming(mine)}: start every "
+                            f"worker of the job with the same command (only TF_CONFIG differs)")
+    if differ:
+        raise JobStartError(f"another worker's training flags differ from the chief's{_naming(others)} (see its "
+                            f"output): start every worker of the job with the same command (only TF_CONFIG differs)")
+
+
+def _naming(names):
+    return f" ({', '.join(names)})" if names else ""
 
 
 # What a collective raises when another process of the job is gone.

@@ -255,7 +255,7 @@ def evaluation_settings(runs, configs):
     each run, its config.json and newest checkpoint number (the same runs, wherever each
     worker's copy of them lies; a stale copy differs)."""
     from rl.run_io import checkpoint_dir, checkpoints_on_disk
-    return {"flags": {name: getattr(FLAGS, name) for name in EVALUATION_FLAGS},
+    return {**{name: getattr(FLAGS, name) for name in EVALUATION_FLAGS},
             "methods": [method for method, _ in runs],
             "runs": [{"config": config, "checkpoints": checkpoints_on_disk(checkpoint_dir(logdir))[-1:]}
                      for (_, logdir), config in zip(runs, configs or [])]}

@@ -166,7 +166,7 @@ def test_a_failed_start_ends_every_process_with_one_line(tmp_path, case):
     """The processes agree to start (report.distribution.agree_to_start) before any other
     collective: if the chief's own checks fail (here --logdir is a file), it prints its error and
     the worker says another process failed; if a worker was started with another --update_lr,
-    it says its flags differ and the chief says another worker's do. Nobody waits for a
+    it says its flags differ and the chief says another worker's do, both naming update_lr. Nobody waits for a
     collective, nothing is trained, every process exits 1 with one line."""
     logdir = tmp_path / "runs"
     if case == "chief_fails_its_checks":
@@ -178,8 +178,8 @@ def test_a_failed_start_ends_every_process_with_one_line(tmp_path, case):
                                              "start-up checks (see their output); nothing was run"]
     else:
         results = run_workers(args, timeout=120, per_worker_args=[[], ["--update_lr=0.02"]])
-        expected = ["maml_tf.main: error: another worker's training flags differ from the chief's",
-                    "maml_tf.main: error: this worker's training flags differ from the chief's"]
+        expected = ["maml_tf.main: error: another worker's training flags differ from the chief's (update_lr)",
+                    "maml_tf.main: error: this worker's training flags differ from the chief's (update_lr)"]
     for (rc, _, err), start in zip(results, expected):
         assert rc == 1, err[-2000:]
         assert "Traceback" not in err

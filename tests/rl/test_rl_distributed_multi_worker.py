@@ -154,15 +154,15 @@ def test_sigterm_stops_a_multi_worker_evaluation_in_one_line(tmp_path, small_con
 def test_a_worker_with_other_training_flags_is_refused_on_every_process(tmp_path):
     """Worker 1 started with another --fast_lr than the chief: before anything is trained both
     processes end (exit status 1) with one line each, the worker's saying its training flags
-    differ from the chief's, the chief's that another worker's do (report.distribution.
+    differ from the chief's, the chief's that another worker's do, both naming fast_lr (report.distribution.
     agree_to_start after rl.trainer's start-up, with rl.trainer.job_settings); the chief wrote no
     checkpoint and no progress.csv. A few seconds of start-up, no iteration."""
     logdir = str(tmp_path / "run")
     results = run_workers(_train_args(logdir, 1), per_worker_args=[[], ["--fast_lr=0.2"]])
     lines = [_last_line(err) for _, _, err in results]
     assert [code for code, _, _ in results] == [1, 1], lines
-    assert lines[0].startswith("rl.train: error: another worker's training flags differ from the chief's"), lines
-    assert lines[1].startswith("rl.train: error: this worker's training flags differ from the chief's"), lines
+    assert lines[0].startswith("rl.train: error: another worker's training flags differ from the chief's (fast_lr)"), lines
+    assert lines[1].startswith("rl.train: error: this worker's training flags differ from the chief's (fast_lr)"), lines
     assert not os.path.exists(os.path.join(logdir, "progress.csv"))
     assert not os.path.exists(os.path.join(logdir, "checkpoints", "checkpoint"))
 
