@@ -22,6 +22,7 @@ from absl import app, flags
 
 import host  # benchmarks/host.py
 import meta_step  # benchmarks/meta_step.py: the configurations, inputs and learners
+import rl_batch  # benchmarks/rl_batch.py
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -75,19 +76,8 @@ def _supervised(name, order):
 def _rl():
     import time
 
-    from rl.config import TrainConfig
-    from rl.envs import make_vec_env
-    from rl.maml import MAMLTRPO
-    from rl.policy import Policy
-
-    config = TrainConfig(env="cheetah_vel", mode="maml", fast_lr=0.1, meta_batch_size=40, fast_batch_size=10,
-                         max_path_length=200, batch_in_steps=True)
-    vec = make_vec_env("cheetah_vel", 400)
-    policy = Policy(vec.obs_dim, vec.act_dim, seed=1)
-    learner = MAMLTRPO(policy, vec, config)
-    rng = np.random.default_rng(1)
-    tasks, _, support, _ = learner.sample_support(rng)
-    _, query = learner.sample(tasks, rng, params=learner.compiled_adapt(support))
+    learner, support, query, _ = rl_batch.paper_batch("cheetah_vel", 40, 10)
+    policy, rng = learner.policy, np.random.default_rng(1)
     # Off theta_old, where the KL gradient is zero: as at the finite differences' theta + eps v.
     policy.set_flat(policy.get_flat() + 1e-3 * rng.standard_normal(policy.get_flat().shape))
 

@@ -25,6 +25,7 @@ import numpy as np
 from absl import app, flags
 
 import host  # benchmarks/host.py
+import rl_batch  # benchmarks/rl_batch.py
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -63,25 +64,12 @@ def main(argv):
     del argv
     import tensorflow as tf
 
-    from rl.config import TrainConfig
-    from rl.envs import make_vec_env
     from rl.maml import MAMLTRPO
-    from rl.policy import Policy
 
     mb, fb = FLAGS.meta_batch_size, FLAGS.fast_batch_size
-    config = TrainConfig(env=FLAGS.env, mode="maml", fast_lr=0.1, meta_batch_size=mb, fast_batch_size=fb,
-                         max_path_length=200, batch_in_steps=True)
-    vec = make_vec_env(FLAGS.env, mb * fb)
-    policy = Policy(vec.obs_dim, vec.act_dim, seed=1)
-    learners = {"graph": MAMLTRPO(policy, vec, config), "XLA": MAMLTRPO(policy, vec, config, jit_compile=True)}
-    rng = np.random.default_rng(1)
-    start = time.perf_counter()
-    tasks, _, support, _ = learners["graph"].sample_support(rng)
-    support_seconds = time.perf_counter() - start
-    adapted = learners["graph"].compiled_adapt(support)
-    start = time.perf_counter()
-    _, query = learners["graph"].sample(tasks, rng, params=adapted)
-    query_seconds = time.perf_counter() - start
+    graph, support, query, (support_seconds, query_seconds) = rl_batch.paper_batch(FLAGS.env, mb, fb)
+    policy, vec, config = graph.policy, graph.vec_env, graph.config
+    learners = {"graph": graph, "XLA": MAMLTRPO(policy, vec, config, jit_compile=True)}
     data = (support, query)
     theta = policy.get_flat()
     peak = host.matmul_peak_gflops()
