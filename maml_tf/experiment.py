@@ -40,7 +40,8 @@ def build_model(datasource, *, num_classes=5, oracle=False, conv=True, num_filte
     image_shape = (28, 28, 1) if datasource == "omniglot" else (84, 84, 3)
     if not conv:
         return models.fc_net(image_shape, (256, 128, 64, 64), num_classes, norm=norm, dtype=dtype, name="fc_classifier")
-    return models.conv_net(image_shape, num_classes, num_filters, max_pool, norm=norm, dtype=dtype)
+    return models.conv_net(image_shape, num_classes, num_filters, max_pool, norm=norm, dtype=dtype,
+                           flatten=datasource == "miniimagenet")
 
 
 def build_loss(datasource, update_batch_size):

@@ -31,12 +31,18 @@ def fc_net(input_shape, hidden_sizes, num_outputs, norm="None", dtype="float32",
     return keras.Model(inputs, outputs, name=name)
 
 
-def conv_net(input_shape, num_classes, num_filters, max_pool, norm="batch_norm", dtype="float32", name="conv_net"):
+def conv_net(input_shape, num_classes, num_filters, max_pool, norm="batch_norm", dtype="float32", name="conv_net",
+             flatten=None):
     """Four 3x3 conv blocks, then the output layer.
 
     Omniglot (max_pool False): stride-2 convs (28->14->7->4->2), spatial mean, output kernel
     normal(0, 1). MiniImagenet (max_pool True): stride-1 convs + 2x2 max-pool 'VALID'
     (84->42->21->10->5), row-major (h, w, c) flatten, Glorot-uniform output kernel.
+
+    `flatten` picks the output head, which the original chose by data source, not by pooling
+    (maml.py, construct_conv_weights' w5 and forward_conv): True, the flatten and Glorot-uniform
+    kernel of its MiniImagenet net; False, the spatial mean and normal(0, 1) kernel of its
+    Omniglot net, with or without max-pool. Default: `max_pool` (the two nets as the paper ran them).
     """
     inputs = keras.Input(shape=tuple(input_shape), dtype=dtype)
     x = inputs
@@ -49,7 +55,7 @@ def conv_net(input_shape, num_classes, num_filters, max_pool, norm="batch_norm",
         x = keras.layers.ReLU(dtype=dtype)(x)
         if max_pool:
             x = keras.layers.MaxPooling2D(2, 2, padding="valid", dtype=dtype)(x)
-    if max_pool:
+    if max_pool if flatten is None else flatten:
         x = keras.layers.Flatten(dtype=dtype)(x)
         out_init = "glorot_uniform"
     else:

@@ -1,0 +1,81 @@
+"""Our networks start from the distributions the authors' code draws from: for every network
+the paper trains (and Omniglot's conv net with --max_pool), each weight of the original's
+`weights` dict (maml.py, `construct_fc_weights` / `construct_conv_weights`, run unchanged in a
+TF1 child process, tests/original/original_init.py) and ours have the same shape, zeros where
+the original's are zeros, and the same distribution to sampling error: the original's
+tf.truncated_normal(stddev=0.01) (std 0.0088, nothing beyond 0.02), Glorot uniform (the
+contrib xavier initialisers, shimmed as Glorot uniform: std sqrt(2 / (fan_in + fan_out)),
+bounded by sqrt(3) std) and the Omniglot output kernel's tf.random_normal (std 1, unbounded),
+told apart by their spread (std) and by their largest entry in units of it.
+
+The equivalence runs (test_equivalence.py) copy our initial weights into the original's graph,
+so they cannot see an initialiser; this test does.
+"""
+import json
+
+import numpy as np
+import pytest
+
+from original import harness
+from original.child import run_child
+
+# The networks the paper trains (by the equivalence harness's configuration that builds each);
+# Omniglot's conv net with --max_pool (which the flags allow) is added below.
+NETWORKS = {
+    "sinusoid": "sinusoid MAML",
+    "sinusoid oracle": "sinusoid oracle",
+    "Omniglot 5-way conv": "Omniglot 5-way 1-shot",
+    "Omniglot 20-way conv": "Omniglot 20-way 1-shot",
+    "Omniglot 5-way, no conv": "Omniglot 5-way 1-shot, no conv",
+    "MiniImagenet conv": "MiniImagenet 5-way 1-shot",
+}
+
+
+def _settings(network):
+    if network == "Omniglot 5-way conv, max-pool":
+        return harness.settings("Omniglot 5-way 1-shot", max_pool=True)
+    return harness.settings(NETWORKS[network])
+
+
+def _dims(s):
+    if s["datasource"] == "sinusoid":
+        return (3 if s["baseline"] == "oracle" else 1), 1
+    return (784 if s["datasource"] == "omniglot" else 84 * 84 * 3), s["num_classes"]
+
+
+def _spread(values):
+    """(std, largest |entry| / std) of a weight's entries."""
+    std = float(np.std(values))
+    return std, float(np.max(np.abs(values))) / std
+
+
+@pytest.mark.parametrize("network", [*NETWORKS, "Omniglot 5-way conv, max-pool"])
+def test_initial_weights_match_the_originals_distributions(network):
+    """Per weight: equal shape; all zeros iff the original's are; std within 15 % of the
+    original's draw; the largest entry within 30 % of the original's in units of std (uniform
+    1.73, truncated normal about 2.2, normal 3-4.5 at these sizes). Both draws are seeded."""
+    s = _settings(network)
+    dim_input, dim_output = _dims(s)
+    theirs, _ = run_child("original_init.py", {"flags": json.dumps(harness.original_flags(s)),
+                                               "dim_input": dim_input, "dim_output": dim_output, "seed": 1})
+    learner, keys = harness.build_ours(s, seed=1)
+    ours = {keys[v.path]: v.numpy() for v in learner.variables if not keys[v.path].startswith("norm/")}
+    assert sorted(ours) == sorted(theirs)
+    for key, original in theirs.items():
+        mine = ours[key]
+        assert mine.shape == original.shape, (key, mine.shape, original.shape)
+        if not original.any():
+            assert not mine.any(), f"{key}: the original's are zeros"
+            continue
+        (std, peak), (their_std, their_peak) = _spread(mine), _spread(original)
+        assert abs(std / their_std - 1) < 0.15, f"{key}: std {std:.4g}, the original's {their_std:.4g}"
+        assert abs(peak / their_peak - 1) < 0.3, f"{key}: largest entry {peak:.2f} std, the original's {their_peak:.2f}"
+
+
+@pytest.mark.parametrize("network", ["Omniglot 5-way conv", "MiniImagenet conv"])
+def test_norm_offsets_start_at_zero(network):
+    """The batch norm offsets (contrib batch_norm's beta, zeros_initializer, created in the
+    forward pass rather than in `weights`) start at zero."""
+    learner, keys = harness.build_ours(_settings(network), seed=1)
+    offsets = [v.numpy() for v in learner.variables if keys[v.path].startswith("norm/")]
+    assert len(offsets) == 4 and not any(o.any() for o in offsets)
