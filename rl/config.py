@@ -27,7 +27,8 @@ def _setting(default, help, *, resumable=False, absent=_NO_ABSENT):
 
 @dataclasses.dataclass
 class TrainConfig:
-    """What rl.train trains (defaults: rl.train's flag defaults, the point task's paper settings).
+    """What rl.train trains (defaults: rl.train's flag defaults; each paper experiment's values are
+    in its flagfile, flags/rl_*.flags).
 
     Written to config.json as is (plus `DERIVED`); `from_dict` reads it back."""
     env: str = _setting("point", "Task family: point (2D navigation), cheetah_vel, cheetah_dir, "
