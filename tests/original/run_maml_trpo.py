@@ -34,6 +34,9 @@ policy class `MAMLGaussianMLPPolicy`, `LinearFeatureBaseline`, batch_size 4000) 
 `VPG.train()` for `num_steps` iterations on steps 0..num_steps-1 of that task. RESULT:
   eval/<task>/<k>/<key>  parameters after update k+1 (read when `optimize_policy` returns)
   advantages/<k>/<task>  `process_samples`' advantages
+
+config["mode"] == "init": the policy `train` would build, with its own initial parameters
+(nothing loaded, no paths needed). RESULT: init/<key>.
 """
 import csv
 import json
@@ -260,6 +263,15 @@ def run_eval(tf, job, config, workdir):
     return out
 
 
+def run_init(tf, job, config, workdir):
+    """The policy's own initial parameters (`MAMLGaussianMLPPolicy` as the point script builds
+    it, its variables' initialisers run): init/<key>."""
+    policy = make_policy(tf, point_env(), config)
+    with tf.Session() as sess:
+        sess.run(tf.global_variables_initializer())
+        return {"init/" + key: value for key, value in sess.run(dict(policy.all_params)).items()}
+
+
 def main(job_path, result_path):
     job = dict(np.load(job_path))
     config = json.loads(str(job["config"]))
@@ -267,7 +279,7 @@ def main(job_path, result_path):
     tf.set_random_seed(0)
     np.random.seed(0)
     with tempfile.TemporaryDirectory() as workdir:
-        out = (run_train if config["mode"] == "train" else run_eval)(tf, job, config, workdir)
+        out = {"train": run_train, "eval": run_eval, "init": run_init}[config["mode"]](tf, job, config, workdir)
     np.savez(result_path, **out)
 
 

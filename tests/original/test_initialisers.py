@@ -1,4 +1,4 @@
-"""Our networks start from the distributions the authors' code draws from: for every network
+"""Our networks start from the distributions the authors' code draws from. Supervised: for every network
 the paper trains (and Omniglot's conv net with --max_pool), each weight of the original's
 `weights` dict (maml.py, `construct_fc_weights` / `construct_conv_weights`, run unchanged in a
 TF1 child process, tests/original/original_init.py) and ours have the same shape, zeros where
@@ -8,15 +8,20 @@ contrib xavier initialisers, shimmed as Glorot uniform: std sqrt(2 / (fan_in + f
 bounded by sqrt(3) std) and the Omniglot output kernel's tf.random_normal (std 1, unbounded),
 told apart by their spread (std) and by their largest entry in units of it.
 
-The equivalence runs (test_equivalence.py) copy our initial weights into the original's graph,
-so they cannot see an initialiser; this test does.
+MAML-TRPO: the point task's policy (maml_rl's `MAMLGaussianMLPPolicy`, 100-100 ReLU, built by
+the authors' code unchanged in a child process, tests/original/run_maml_trpo.py's `init` mode)
+against ours, the same way: Glorot-uniform kernels, zero biases, log-std parameters at
+log(1) = 0.
+
+The equivalence runs (test_equivalence.py, test_rl_equivalence.py) copy our initial weights
+into the original's graph, so they cannot see an initialiser; this test does.
 """
 import json
 
 import numpy as np
 import pytest
 
-from original import harness
+from original import harness, rl_harness
 from original.child import run_child
 
 # The networks the paper trains (by the equivalence harness's configuration that builds each);
@@ -43,23 +48,10 @@ def _dims(s):
     return (784 if s["datasource"] == "omniglot" else 84 * 84 * 3), s["num_classes"]
 
 
-def _spread(values):
-    """(std, largest |entry| / std) of a weight's entries."""
-    std = float(np.std(values))
-    return std, float(np.max(np.abs(values))) / std
-
-
-@pytest.mark.parametrize("network", [*NETWORKS, "Omniglot 5-way conv, max-pool"])
-def test_initial_weights_match_the_originals_distributions(network):
+def _assert_same_draws(ours, theirs):
     """Per weight: equal shape; all zeros iff the original's are; std within 15 % of the
     original's draw; the largest entry within 30 % of the original's in units of std (uniform
     1.73, truncated normal about 2.2, normal 3-4.5 at these sizes). Both draws are seeded."""
-    s = _settings(network)
-    dim_input, dim_output = _dims(s)
-    theirs, _ = run_child("original_init.py", {"flags": json.dumps(harness.original_flags(s)),
-                                               "dim_input": dim_input, "dim_output": dim_output, "seed": 1})
-    learner, keys = harness.build_ours(s, seed=1)
-    ours = {keys[v.path]: v.numpy() for v in learner.variables if not keys[v.path].startswith("norm/")}
     assert sorted(ours) == sorted(theirs)
     for key, original in theirs.items():
         mine = ours[key]
@@ -70,6 +62,38 @@ def test_initial_weights_match_the_originals_distributions(network):
         (std, peak), (their_std, their_peak) = _spread(mine), _spread(original)
         assert abs(std / their_std - 1) < 0.15, f"{key}: std {std:.4g}, the original's {their_std:.4g}"
         assert abs(peak / their_peak - 1) < 0.3, f"{key}: largest entry {peak:.2f} std, the original's {their_peak:.2f}"
+
+
+def _spread(values):
+    """(std, largest |entry| / std) of a weight's entries."""
+    std = float(np.std(values))
+    return std, float(np.max(np.abs(values))) / std
+
+
+@pytest.mark.parametrize("network", [*NETWORKS, "Omniglot 5-way conv, max-pool"])
+def test_initial_weights_match_the_originals_distributions(network):
+    """Every entry of the original's `weights` dict against ours (`_assert_same_draws`)."""
+    s = _settings(network)
+    dim_input, dim_output = _dims(s)
+    theirs, _ = run_child("original_init.py", {"flags": json.dumps(harness.original_flags(s)),
+                                               "dim_input": dim_input, "dim_output": dim_output, "seed": 1})
+    learner, keys = harness.build_ours(s, seed=1)
+    ours = {keys[v.path]: v.numpy() for v in learner.variables if not keys[v.path].startswith("norm/")}
+    _assert_same_draws(ours, theirs)
+
+
+def test_policy_initial_parameters_match_the_originals_distributions():
+    """The point task's policy, every entry of the original's `all_params` (W0, b0, W1, b1, W2,
+    b2, std_param) against ours (`_assert_same_draws`)."""
+    from rl.envs import make_vec_env
+
+    config = rl_harness.POINT
+    theirs, _ = rl_harness.run_theirs({"config": {**config, "mode": "init"}})
+    theirs = {key[len("init/"):]: value for key, value in theirs.items()}
+    vec_env = make_vec_env("point", 1)
+    model = rl_harness._policy(vec_env, config, seed=1).model
+    _assert_same_draws(dict(zip(rl_harness.param_keys(model), (v.numpy() for v in model.trainable_variables))),
+                       theirs)
 
 
 @pytest.mark.parametrize("network", ["Omniglot 5-way conv", "MiniImagenet conv"])
