@@ -50,8 +50,10 @@ def _dims(s):
 
 def _assert_same_draws(ours, theirs):
     """Per weight: equal shape; all zeros iff the original's are; std within 15 % of the
-    original's draw; the largest entry within 30 % of the original's in units of std (uniform
-    1.73, truncated normal about 2.2, normal 3-4.5 at these sizes). Both draws are seeded."""
+    original's draw (within 3 / sqrt(entries), three standard deviations of the ratio of two
+    draws' std, for weights of fewer than 400 entries: the sinusoid's output has 40); the largest
+    entry within 30 % of the original's in units of std (uniform 1.73, truncated normal about
+    2.2, normal 3-4.5 at these sizes). Both draws are seeded."""
     assert sorted(ours) == sorted(theirs)
     for key, original in theirs.items():
         mine = ours[key]
@@ -60,7 +62,8 @@ def _assert_same_draws(ours, theirs):
             assert not mine.any(), f"{key}: the original's are zeros"
             continue
         (std, peak), (their_std, their_peak) = _spread(mine), _spread(original)
-        assert abs(std / their_std - 1) < 0.15, f"{key}: std {std:.4g}, the original's {their_std:.4g}"
+        assert abs(std / their_std - 1) < max(0.15, 3 / mine.size ** 0.5), \
+            f"{key}: std {std:.4g}, the original's {their_std:.4g} ({mine.size} entries)"
         assert abs(peak / their_peak - 1) < 0.3, f"{key}: largest entry {peak:.2f} std, the original's {their_peak:.2f}"
 
 
@@ -86,12 +89,13 @@ def test_policy_initial_parameters_match_the_originals_distributions():
     """The point task's policy, every entry of the original's `all_params` (W0, b0, W1, b1, W2,
     b2, std_param) against ours (`_assert_same_draws`)."""
     from rl.envs import make_vec_env
+    from rl.policy import Policy
 
     config = rl_harness.POINT
     theirs, _ = rl_harness.run_theirs({"config": {**config, "mode": "init"}})
     theirs = {key[len("init/"):]: value for key, value in theirs.items()}
     vec_env = make_vec_env("point", 1)
-    model = rl_harness._policy(vec_env, config, seed=1).model
+    model = Policy(vec_env.obs_dim, vec_env.act_dim, config["hidden_sizes"], config["activation"], seed=1).model
     _assert_same_draws(dict(zip(rl_harness.param_keys(model), (v.numpy() for v in model.trainable_variables))),
                        theirs)
 
