@@ -262,7 +262,7 @@ def _grads_rel(ours, theirs):
 
 
 def compare(config, iterations, omniglot_dir=None, seed=0, free_running=True, reference=True, dtype="float32",
-            reference_free=None, **overrides):
+            reference_free=None, exact=False, **overrides):
     """Both implementations on `iterations` training batches; a dict of differences and timings.
 
     Same weights (every iteration starts both from our weights): `loss` (pre- and post-update,
@@ -273,6 +273,9 @@ def compare(config, iterations, omniglot_dir=None, seed=0, free_running=True, re
     path against our default batched path (`reference_free`; default: as `free_running`).
     With `reference`, `reference_gradient`: the same two at the same weights, the round-off
     scale of two correct float32 implementations (`reference_vs_theirs_gradient`: the per-task path against theirs).
+    With `exact` (float32), `exact_gradient` and `theirs_exact_gradient`: ours and theirs against
+    the exact meta-gradient at the same weights and batches (ours in float64, which equals theirs
+    in float64 to round-off), i.e. how far float32 round-off moves each.
     """
     s = settings(config, **overrides)
     learner, keys = build_ours(s, seed, dtype)
@@ -307,5 +310,11 @@ def compare(config, iterations, omniglot_dir=None, seed=0, free_running=True, re
         ref_grads = gradients_at(ref, s, batch_list, keys, ours["trajectory"])
         result["reference_gradient"] = _grads_rel(ref_grads, ours["grads"])
         result["reference_vs_theirs_gradient"] = _grads_rel(ref_grads, {k: forced["grad/" + k] for k in ref_grads})
+    if exact:
+        exact_learner, _ = build_ours(s, seed, "float64")
+        exact_grads = gradients_at(exact_learner, s, [type(b)(*(np.asarray(x, "float64") for x in b)) for b in batch_list],
+                                   keys, {k: np.asarray(v, "float64") for k, v in ours["trajectory"].items()})
+        result["exact_gradient"] = _grads_rel(ours["grads"], exact_grads)
+        result["theirs_exact_gradient"] = _grads_rel({k: forced["grad/" + k] for k in exact_grads}, exact_grads)
     result["weights_moved"] = _weights_rel(initial, ours["final"])  # > 0: training moved them
     return result
