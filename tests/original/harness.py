@@ -153,11 +153,17 @@ def sampler_for(s, omniglot_dir=None):
 def batches(sampler, s, iterations, seed=0, dtype="float32"):
     """[iterations] EpisodeBatches, the ones our trainer draws for iterations 0.. with `seed`
     (float32, as drawn; cast to float64, exactly, for a float64 comparison)."""
-    from maml_tf.episodes import EpisodeBatch
     from maml_tf.training import batch_rng
 
     drawn = [sampler.sample(batch_rng(seed, itr), s["meta_batch_size"]) for itr in range(iterations)]
-    return [EpisodeBatch(*(np.asarray(x, dtype) for x in b)) for b in drawn]
+    return cast_batches(drawn, dtype)
+
+
+def cast_batches(batch_list, dtype):
+    """The EpisodeBatches with every array in `dtype` (float32 -> float64 is exact)."""
+    from maml_tf.episodes import EpisodeBatch
+
+    return [EpisodeBatch(*(np.asarray(x, dtype) for x in b)) for b in batch_list]
 
 
 def _flat(x):
@@ -312,8 +318,8 @@ def compare(config, iterations, omniglot_dir=None, seed=0, free_running=True, re
         result["reference_vs_theirs_gradient"] = _grads_rel(ref_grads, {k: forced["grad/" + k] for k in ref_grads})
     if exact:
         exact_learner, _ = build_ours(s, seed, "float64")
-        exact_grads = gradients_at(exact_learner, s, [type(b)(*(np.asarray(x, "float64") for x in b)) for b in batch_list],
-                                   keys, {k: np.asarray(v, "float64") for k, v in ours["trajectory"].items()})
+        exact_grads = gradients_at(exact_learner, s, cast_batches(batch_list, "float64"), keys,
+                                   {k: np.asarray(v, "float64") for k, v in ours["trajectory"].items()})
         result["exact_gradient"] = _grads_rel(ours["grads"], exact_grads)
         result["theirs_exact_gradient"] = _grads_rel({k: forced["grad/" + k] for k in exact_grads}, exact_grads)
     result["weights_moved"] = _weights_rel(initial, ours["final"])  # > 0: training moved them

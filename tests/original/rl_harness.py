@@ -106,7 +106,7 @@ def sliced_fun_truncates(support_batch, query_batch):
 
 # ---- one meta-iteration ------------------------------------------------------------------------
 
-def _policy(vec_env, config, dtype="float32", seed=None):
+def build_policy(vec_env, config, dtype="float32", seed=None):
     from rl.policy import Policy
     return Policy(vec_env.obs_dim, vec_env.act_dim, config["hidden_sizes"], config["activation"], dtype=dtype,
                   seed=seed)
@@ -129,7 +129,7 @@ def ours_iteration(n_tasks, num_trajs, seed=0, config=POINT):
 
     vec_env = make_vec_env("point", n_tasks * num_trajs, seed=seed)
     tf.random.set_seed(seed)
-    policy = _policy(vec_env, config, seed=seed)
+    policy = build_policy(vec_env, config, seed=seed)
     learner = _learner(policy, vec_env, n_tasks, num_trajs, config)
     init = [v.numpy() for v in policy.params]
     start = time.perf_counter()
@@ -157,7 +157,7 @@ def replay_learner(init, support_batch, query_batch, vec_env, n_tasks, num_trajs
     original's `sliced_fun` cuts them."""
     from rl import objectives as obj
 
-    policy = _policy(vec_env, config, dtype=dtype)
+    policy = build_policy(vec_env, config, dtype=dtype)
     for var, value in zip(policy.params, init):
         var.assign(value.astype(dtype))
     learner = _learner(policy, vec_env, n_tasks, num_trajs, config)
@@ -422,7 +422,7 @@ def kl_formula_difference(ours, config=POINT):
     support = obj.loss_inputs(support_batch, config["discount"], config["gae_lambda"], tf.float64)
     data = query_batch.compact(np.zeros(query_batch.mask.shape))
     params = [tf.constant(p, tf.float64) for p in ours["final"]]
-    forward = _policy(ours["vec_env"], config, dtype="float64").forward
+    forward = build_policy(ours["vec_env"], config, dtype="float64").forward
     adapted = obj.inner_step(forward, params, support, config["fast_lr"])
     mean, log_std = forward(adapted, tf.constant(data["observations"], tf.float64))
     mean, log_std = mean.numpy(), log_std.numpy()
@@ -448,7 +448,7 @@ def compare_adaptation(n_tasks=2, num_trajs=5, num_steps=3, fast_lr=0.5, later_l
 
     vec_env = make_vec_env("point", n_tasks * num_trajs, seed=seed)
     tf.random.set_seed(seed)
-    policy = _policy(vec_env, config, seed=seed)
+    policy = build_policy(vec_env, config, seed=seed)
     keys = param_keys(policy.model)
     init = [v.numpy() for v in policy.params]
     goals = paper_test_tasks("point", n_tasks, 1)

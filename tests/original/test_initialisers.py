@@ -89,13 +89,12 @@ def test_policy_initial_parameters_match_the_originals_distributions():
     """The point task's policy, every entry of the original's `all_params` (W0, b0, W1, b1, W2,
     b2, std_param) against ours (`_assert_same_draws`)."""
     from rl.envs import make_vec_env
-    from rl.policy import Policy
 
     config = rl_harness.POINT
     theirs, _ = rl_harness.run_theirs({"config": {**config, "mode": "init"}})
     theirs = {key[len("init/"):]: value for key, value in theirs.items()}
     vec_env = make_vec_env("point", 1)
-    model = Policy(vec_env.obs_dim, vec_env.act_dim, config["hidden_sizes"], config["activation"], seed=1).model
+    model = rl_harness.build_policy(vec_env, config, seed=1).model
     _assert_same_draws(dict(zip(rl_harness.param_keys(model), (v.numpy() for v in model.trainable_variables))),
                        theirs)
 
