@@ -58,13 +58,19 @@ def test_bad_learning_rates_are_refused_before_anything_starts(tmp_path, repo_ro
 
 
 def test_divergence_stops_training_without_saving_non_finite_weights(tmp_path):
-    """A step size that blows the inner step up: the loss turns non-finite, training stops
-    naming the iteration, and every checkpoint on disk holds finite weights."""
+    """A step size that blows the inner step up (resumed from a run that saved model-20 and
+    model-40 with a sane one): the loss turns non-finite, training stops naming the iteration,
+    and the checkpoints on disk are the earlier ones, with finite weights (here the loss is nan at
+    iteration 42, before the next save at 60)."""
+    sane = _learner()
+    _train(sane, Checkpointer(str(tmp_path), sane), 40)
     learner = _learner(update_lr=1e6)
     checkpointer = Checkpointer(str(tmp_path), learner)
-    with pytest.raises(training.DivergenceError, match=r"at iteration \d+") as info:
-        _train(learner, checkpointer, 200)
+    assert checkpointer.restore() == 40
+    with pytest.raises(training.DivergenceError, match=r"the training loss is nan at iteration 4[0-9]$") as info:
+        _train(learner, checkpointer, 200, start=40)
     assert not info.value.pretraining
+    assert checkpointer.available() == [20, 40]
     for iteration in checkpointer.available():
         other = _learner(seed=1)
         Checkpointer(str(tmp_path), other).restore(iteration)

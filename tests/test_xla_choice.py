@@ -22,13 +22,15 @@ class _FakeClock:
 
 
 class _FakeLearner:
-    """A learner whose step takes `seconds` on the fake clock (the first call, its trace, `trace`)."""
+    """A learner whose step takes `seconds` on the fake clock (the first call, its trace, `trace`;
+    `seconds` a list: the timed calls' durations in turn)."""
 
     def __init__(self, clock, seconds, trace=100.0):
         self.clock, self.seconds, self.trace, self.calls = clock, seconds, trace, 0
 
     def step(self):
-        self.clock.now += self.trace if self.calls == 0 else self.seconds
+        timed = self.seconds[self.calls - 1] if isinstance(self.seconds, list) else self.seconds
+        self.clock.now += self.trace if self.calls == 0 else timed
         self.calls += 1
         return []
 
@@ -53,6 +55,20 @@ def test_the_faster_step_is_chosen_from_the_timed_calls_only(graph_seconds, xla_
     assert timing.use_xla is use_xla and timing.error is None
     assert (timing.graph_seconds, timing.xla_seconds) == pytest.approx((graph_seconds, xla_seconds))
     assert learners[False].calls == learners[True].calls
+
+
+@pytest.mark.parametrize("graph_seconds,xla_seconds,use_xla", [
+    ([0.1, 0.1, 5.0], [0.5, 0.5, 0.5], False),  # one slow graph call: the mean would take XLA
+    ([0.2, 0.2, 0.2], [0.09, 0.3, 0.3], False),  # one fast XLA call: the minimum would take XLA
+    ([0.3, 0.2, 0.3], [0.05, 0.2, 5.0], True),  # medians 0.3 / 0.2; mean and maximum: the graph
+])
+def test_the_median_of_the_timed_calls_decides(graph_seconds, xla_seconds, use_xla):
+    """An outlier call (a page fault, another process) does not decide: the median of the three
+    timed calls of each does, not their mean, minimum or maximum."""
+    timing, _ = _timing(graph_seconds, xla_seconds, rounds=3, min_seconds=0.0)
+    assert timing.use_xla is use_xla
+    assert (timing.graph_seconds, timing.xla_seconds) == pytest.approx((sorted(graph_seconds)[1],
+                                                                        sorted(xla_seconds)[1]))
 
 
 def test_short_steps_are_timed_more_often_up_to_a_cap():

@@ -122,7 +122,7 @@ def test_ant_contact_cost_uses_clipped_external_forces():
         sim.step(np.zeros((1, 8)))
     d = sim.data(0)
     clipped = np.clip(d.cfrc_ext, -1, 1)
-    assert np.abs(d.cfrc_ext).max() > 0  # resting on the floor
+    assert np.abs(d.cfrc_ext).max() > 1  # resting on the floor, with forces the clip changes
     np.testing.assert_allclose(sim.contact[0], np.sum(clipped ** 2))
     np.testing.assert_allclose(sim.reward(np.zeros((1, 8))),
                                [sim.speed[0] - 5e-4 * np.sum(clipped ** 2) + 0.05])
@@ -243,21 +243,51 @@ def test_make_vec_env_rejects_unknown_names():
 
 
 def test_rollout_on_ant_masks_terminated_paths():
-    """Full torque on every motor flips the ant within 200 steps in some paths."""
+    """Random bang-bang torques (std e, clipped to the motors' range) make the ant's torso leave
+    rllab's healthy height range [0.2, 1] within 200 steps in some paths (seed 0: 3 of 6): those
+    paths end there, and the steps after the end are masked, with zero reward."""
     env = make_vec_env("ant_dir", 6, workers=0)
-    act = lambda obs: (np.tile([1.0, -1.0], (len(obs), 4)) * 3, np.zeros((len(obs), 8)))
-    batch = rollout(env, np.array([-1.0, 1.0]), num_trajs=3, horizon=50, act_fn=act, rng=np.random.default_rng(0))
-    assert batch.observations.shape == (2, 3, 50, 125)
+    act = lambda obs: (np.zeros((len(obs), 8)), np.ones((len(obs), 8)))
+    batch = rollout(env, np.array([-1.0, 1.0]), num_trajs=3, horizon=200, act_fn=act, rng=np.random.default_rng(0))
+    assert batch.observations.shape == (2, 3, 200, 125)
     lengths = batch.mask.sum(-1)
-    assert np.all(lengths >= 1) and np.all(lengths <= 50)
+    assert np.all(lengths >= 1) and (lengths < 200).any() and (lengths == 200).any(), lengths
+    np.testing.assert_array_equal(batch.mask, np.arange(200) < lengths[..., None])  # a prefix of each path
     np.testing.assert_array_equal(batch.rewards[batch.mask == 0], 0.0)
+    assert np.all(batch.rewards[batch.mask == 1] != 0.0)
 
 
-def test_sharded_vec_env_matches_in_process_env():
+class _InProcessShards:
+    """The in-process counterpart of a ShardedVecEnv: shard k's envs as a LocomotionVecEnv with
+    the seed that shard's process gets (seed + 1000 k), each call split along the same bounds."""
+
+    def __init__(self, name, bounds, seed):
+        self.slices = [slice(lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:])]
+        self.envs = [LocomotionVecEnv(name, s.stop - s.start, seed=seed + 1000 * k) for k, s in enumerate(self.slices)]
+
+    def set_tasks(self, tasks):
+        for env, s in zip(self.envs, self.slices):
+            env.set_tasks(tasks[s])
+
+    def reset(self, mask=None):
+        if mask is None:
+            return np.concatenate([env.reset() for env in self.envs])
+        return np.concatenate([env.reset(mask[s]) for env, s in zip(self.envs, self.slices)])
+
+    def step(self, actions, active):
+        parts = [env.step(actions[s], active[s]) for env, s in zip(self.envs, self.slices)]
+        return [np.concatenate(p) for p in zip(*parts)]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sharded_vec_env_matches_in_process_env(workers):
+    """Observations, rewards and ends of envs stepped in `workers` processes equal those of the
+    same envs stepped here, task for task (with 2 workers: each shard's tasks reach its own
+    process, and its envs are where the batch expects them)."""
     from rl.envs.parallel import ShardedVecEnv
     tasks = np.array([0.5, 1.5, -1.0])
-    local = LocomotionVecEnv("cheetah_vel", 3, seed=7)
-    sharded = ShardedVecEnv("cheetah_vel", 3, workers=1, seed=7)
+    sharded = ShardedVecEnv("cheetah_vel", 3, workers=workers, seed=7)
+    local = _InProcessShards("cheetah_vel", sharded.bounds, seed=7)
     try:
         for env in (local, sharded):
             env.set_tasks(tasks)

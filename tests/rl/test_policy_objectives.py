@@ -96,6 +96,23 @@ def test_inner_step_is_sgd_on_each_tasks_own_loss(synthetic_data):
     assert np.abs(grads[-1].numpy()).max() > 0  # log-std is adapted too
 
 
+def test_reinforce_loss_is_the_mean_over_each_tasks_real_steps(synthetic_data):
+    """L_T = -(1/n_T) sum_t log N(a_t; mu(s_t), sigma(s_t)^2) A_t over task T's n_T unmasked steps
+    (the original's `- tf.reduce_mean(logli * adv_var)` on one task's concatenated paths; with
+    log N = sum_d -(a - mu)^2 / (2 sigma^2) - log sigma - log sqrt(2 pi)), written out in numpy,
+    float64, tasks of different lengths."""
+    policy = pol.Policy(2, 2, hidden_sizes=(4,), activation="relu", dtype="float64", seed=2)
+    data = synthetic_data(np.random.default_rng(0), 2, 6)
+    mask = data["mask"].numpy().copy()
+    mask[1, 2:] = 0.0  # task 1: 2 steps, task 0: 3
+    data = dict(data, mask=tf.constant(mask))
+    mean, log_std = [t.numpy() for t in policy.forward(policy.params, data["observations"])]
+    a, adv = data["actions"].numpy(), data["advantages"].numpy()
+    log_density = np.sum(-(a - mean) ** 2 / (2 * np.exp(2 * log_std)) - log_std - 0.5 * np.log(2 * np.pi), axis=-1)
+    expected = -np.sum(log_density * adv * mask, axis=1) / mask.sum(axis=1)
+    np.testing.assert_allclose(obj.reinforce_losses(policy.forward, policy.params, data), expected, rtol=1e-12)
+
+
 def test_reinforce_loss_ignores_masked_steps(synthetic_data):
     """Padded steps (mask 0) do not enter the loss, whatever their values."""
     policy = pol.Policy(2, 2, hidden_sizes=(4,), activation="relu", dtype="float64", seed=2)

@@ -84,15 +84,34 @@ def test_fd_hvp_epsilon_is_scaled_by_parameter_norm():
 
 
 def test_line_search_rejects_kl_violation_and_restores_theta():
-    """No candidate within the KL bound: all 15 backtracks tried, theta put back."""
+    """No candidate within the KL bound: all 15 backtracks tried (theta - 0.8^k full_step for
+    k = 0..14, in that order), theta put back."""
     target = NumpyTarget([1.0, -2.0])
     theta0 = target.get_flat()
-    # Every candidate improves the loss but breaks the KL bound.
-    accepted, k, loss, kl = backtracking_line_search(
-        target, lambda: (float(np.sum(target.theta ** 2)), 1.0), full_step=np.array([0.5, -0.5]),
-        loss_before=10.0, max_kl=0.01)
+    tried = []
+
+    def loss_kl():  # every candidate improves the loss but breaks the KL bound
+        tried.append(target.get_flat())
+        return float(np.sum(target.theta ** 2)), 1.0
+
+    full_step = np.array([0.5, -0.5])
+    accepted, k, loss, kl = backtracking_line_search(target, loss_kl, full_step, loss_before=10.0, max_kl=0.01)
     assert not accepted and k == 14
+    np.testing.assert_allclose(tried, [theta0 - 0.8 ** k * full_step for k in range(15)], rtol=1e-15)
     np.testing.assert_array_equal(target.get_flat(), theta0)
+
+
+def test_line_search_takes_the_first_candidate_that_also_lowers_the_loss():
+    """rllab's acceptance needs both conditions: loss < loss_before and KL <= max_kl. Here every
+    candidate is within the KL bound, but the loss is above loss_before until the step is short
+    enough (loss (theta - 0.5)^2 at theta = 0.8^k, by hand: k = 0, 1, 2 give 0.25, 0.09, 0.0196
+    against loss_before 0.05, so k = 2)."""
+    target = NumpyTarget([0.0])
+    full_step = np.array([-1.0])  # candidates theta0 - 0.8^k * full_step = 0.8^k
+    loss_kl = lambda: (float((target.theta[0] - 0.5) ** 2), 0.0)
+    accepted, k, loss, kl = backtracking_line_search(target, loss_kl, full_step, loss_before=0.05, max_kl=0.01)
+    assert accepted and k == 2
+    np.testing.assert_allclose(target.get_flat(), [0.64])
 
 
 def test_line_search_backtracks_until_kl_bound_holds():
@@ -121,6 +140,7 @@ def test_trpo_step_on_quadratic_respects_trust_region():
                     kl_grad_fn=lambda: a @ target.theta, loss_kl_fn=lambda: (g @ target.theta, kl()))
     direction = np.linalg.solve(a, g)
     full_step = np.sqrt(2 * 0.01 / (direction @ a @ direction)) * direction
-    assert info.accepted
-    assert kl() <= 0.01
-    np.testing.assert_allclose(target.theta, -0.8 ** info.backtracks * full_step, rtol=1e-6)
+    # The full step has KL = delta * s'As / (s'As + 1e-8), just inside the bound: taken at once.
+    assert info.accepted and info.backtracks == 0
+    np.testing.assert_allclose(kl(), 0.01, rtol=1e-6)
+    np.testing.assert_allclose(target.theta, -full_step, rtol=1e-6)
