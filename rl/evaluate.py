@@ -24,7 +24,7 @@ Designs beyond the released test scripts' (see rl/evaluation.py):
                              policy of each seed (as rl.train --seed=N builds it) instead of
                              their checkpoint: rows <method>_init<N> per seed, then rows
                              <method> with the mean over the seeds (stderr = std of the seeds'
-                             means / sqrt(seeds); num_tasks = tasks per seed).
+                             means / sqrt(seeds), nan for one seed; num_tasks = tasks per seed).
   --by_direction             also <output stem>_by_direction.csv: the summary columns, one row
                              per method, direction and step of the direction tasks, task
                              '<env>:backward' (task -1) / '<env>:forward' (+1).

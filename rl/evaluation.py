@@ -196,8 +196,8 @@ def summary_rows(method, env, returns, num_trajs, lr):
 
 def seed_mean_rows(method, env, returns_by_seed, num_trajs, lr):
     """Rows over several init seeds (each [num_tasks, steps + 1]): mean_return = mean over the
-    seeds of each seed's mean over tasks; stderr = sample std of those means / sqrt(seeds);
-    num_tasks = tasks per seed."""
+    seeds of each seed's mean over tasks; stderr = sample std of those means / sqrt(seeds) (nan
+    for one seed: no spread to estimate); num_tasks = tasks per seed."""
     import numpy as np
     means = np.stack([r.mean(0) for r in returns_by_seed])  # [seeds, steps + 1]
     k, n = len(returns_by_seed), returns_by_seed[0].shape[0]

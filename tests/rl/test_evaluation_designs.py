@@ -119,6 +119,9 @@ def test_seed_mean_and_direction_rows():
     # seed means: step 0: 3, 5 -> 4 +- 1; step 1: 4, 2 -> 3 +- 1
     assert rows == [["random", "cheetah_dir", 0, "4.0000", "1.0000", 3, 20, 1.0],
                     ["random", "cheetah_dir", 1, "3.0000", "1.0000", 3, 20, 1.0]]
+    # One seed: its mean over tasks, and no spread to estimate (nan, as summary_rows for one task).
+    assert seed_mean_rows("random", "cheetah_dir", [a], 20, 1.0) == [
+        ["random", "cheetah_dir", 0, "3.0000", "nan", 3, 20, 1.0], ["random", "cheetah_dir", 1, "4.0000", "nan", 3, 20, 1.0]]
     tasks = np.array([-1.0, 1.0, -1.0])
     one = direction_rows("random_init1", "cheetah_dir", [a], tasks, 20, 1.0)
     assert one == (summary_rows("random_init1", "cheetah_dir:backward", a[[0, 2]], 20, 1.0) +
