@@ -54,6 +54,7 @@ def test_plot_writes_a_png(tmp_path):
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.filterwarnings("error::RuntimeWarning")  # the inf rows are written without numpy's warning
 def test_regression_table_separates_diverging_tasks(tmp_path):
     rows = np.tile(np.linspace(3.0, 0.3, 11), (600, 1))
     rows[:3, 5:] = [[1e3, 1e6, 1e9, np.inf, np.nan, np.nan]] * 3  # three tasks blow up
