@@ -171,10 +171,13 @@ class MetaLearner:
         self.meta_optimizer.apply_gradients(zip(self._clip(gradients), self.variables))
 
     def apply_pretrain_gradients(self, gradients):
-        """The pretrained baseline's Adam step on its (clipped) gradient."""
-        self.pretrain_optimizer.apply_gradients(zip(self._clip(gradients), self.variables))
+        """The pretrained baseline's Adam step on its gradient, never clipped: the original's
+        `pretrain_op` is `AdamOptimizer(meta_lr).minimize(total_loss1)` (maml.py), its
+        MiniImagenet clip only in `metatrain_op`."""
+        self.pretrain_optimizer.apply_gradients(zip(gradients, self.variables))
 
     def _clip(self, gradients):
+        """Each meta-gradient element within [-clip_value, clip_value] (MiniImagenet's 10)."""
         if self.clip_value is None:
             return gradients
         return [tf.clip_by_value(g, -self.clip_value, self.clip_value) for g in gradients]

@@ -215,6 +215,27 @@ def test_clip_bounds_every_gradient_element():
     assert max(np.abs(m).max() for m in moments) <= 0.1 * 1e-4 * (1 + 1e-9)
 
 
+def test_only_miniimagenet_meta_updates_are_clipped_and_never_the_pretraining():
+    """The original (maml.py): `if FLAGS.datasource == 'miniimagenet': gvs = [(tf.clip_by_value(
+    grad, -10, 10), var) ...]` before metatrain_op's Adam; pretrain_op = AdamOptimizer(meta_lr)
+    .minimize(total_loss1), unclipped. Adam's first moment after one step is 0.1 g: a gradient
+    of 50 leaves 1.0 clipped, 5.0 not."""
+    from maml_tf import experiment
+
+    def first_moment(datasource, pretrain):
+        learner = experiment.build_learner(_mlp(), datasource, update_batch_size=1, update_lr=0.01,
+                                           num_inner_steps=1)
+        gradients = [tf.fill(v.shape, tf.constant(50.0, v.dtype)) for v in learner.variables]
+        (learner.apply_pretrain_gradients if pretrain else learner.apply_meta_gradients)(gradients)
+        optimizer = learner.pretrain_optimizer if pretrain else learner.meta_optimizer
+        return np.concatenate([m.numpy().ravel() for m in optimizer._momentums])
+
+    np.testing.assert_allclose(first_moment("miniimagenet", pretrain=False), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(first_moment("miniimagenet", pretrain=True), 5.0, rtol=1e-6)
+    for datasource in ("omniglot", "sinusoid"):
+        np.testing.assert_allclose(first_moment(datasource, pretrain=False), 5.0, rtol=1e-6)
+
+
 def test_tf_nn_moments_would_give_wrong_second_derivatives():
     """Why norm.py computes its own moments: with tf.nn.moments the Hessian of a function of the
     variance is wrong (it treats the mean as a constant inside the variance)."""
