@@ -173,7 +173,8 @@ def run_check(spec):
     ours64 = _learner(config, order == "first", dtype="float64",
                       weights={v.path: v.numpy() for v in ours32.variables})
     result = torch_maml.compare_with_ours(config, ours32, ours64, batch)
-    return {"config": name, "order": order, "weights_checksum": _weights_checksum(ours32), **result}
+    return {"config": name, "order": order, "first_order": ours32.first_order, "weights_checksum": _weights_checksum(ours32),
+            **result}
 
 
 def failure_reason(error):

@@ -8,6 +8,7 @@ the chief saves them to argv[1] (.npz).
 import sys
 
 import numpy as np
+import tensorflow as tf
 
 from report.distribution import is_chief, make_strategy
 
@@ -27,6 +28,11 @@ for name, (datasource, _, _, tasks) in sorted(CONFIGS.items()):
     for field, value in zip(means._fields, means):
         results[f"{name}/{field}"] = value.numpy()
     results[f"{name}/replicas"] = np.array(strategy.num_replicas_in_sync)
+# The support inputs this process's replica adapts on (the chief: the first half of the tasks).
+batch = random_batch("sinusoid", CONFIGS["sinusoid"][3])
+(support,) = learner._split(batch.support, flag="meta_batch_size")
+(results["split/local_support_inputs"],) = [np.asarray(x) for x in strategy.experimental_local_results(
+    strategy.run(lambda s: tf.identity(s[0]), args=(support,)))]
 # Two Adam meta-updates of the sinusoid (tasks 3 + 3), then the weights and Adam's state.
 with strategy.scope():
     learner = DistributedLearner(build_learner("sinusoid"), strategy)

@@ -74,9 +74,11 @@ def test_counts_parse(text, expected):
     assert revision.positive_int(text.split(",")[-1]) == expected[-1]
 
 
-@pytest.mark.parametrize("text", ["0", "-2", "a", "", "8,8", "1,,2"])
-def test_counts_refuse_what_is_not_a_positive_count(text):
+@pytest.mark.parametrize("text,reason", [("0", "at least 1, got '0'"), ("-2", "at least 1, got '-2'"),
+                                         ("a", "at least 1, got 'a'"), ("", "at least 1, got ''"),
+                                         ("8,8", "distinct values, got '8,8'"), ("1,,2", "at least 1, got ''")])
+def test_counts_refuse_what_is_not_a_positive_count(text, reason):
     """--rounds, --iterations, --tasks and --per_call refuse zero, negatives, non-numbers and
-    repeats (argparse turns the error into one line naming the flag)."""
-    with pytest.raises(argparse.ArgumentTypeError):
+    repeats, saying which (argparse turns the error into one line naming the flag)."""
+    with pytest.raises(argparse.ArgumentTypeError, match=f"^expected (an integer of )?{reason}$"):
         revision.positive_ints(text)

@@ -101,6 +101,18 @@ def test_evaluation_gathers_per_task_scores_in_order(strategy):
         np.testing.assert_allclose(b, a, rtol=RTOL, atol=1e-6)
 
 
+def test_each_replica_adapts_its_own_share_of_the_tasks(strategy):
+    """6 tasks over 2 replicas: replica r receives tasks 3r..3r+2 and nothing else (were every
+    replica given all 6, the all-reduced mean of identical gradients would still equal the single
+    device's, and the comparisons above could not tell)."""
+    _, distributed = learners("sinusoid", strategy)
+    batch = random_batch("sinusoid", 6)
+    (support,) = distributed._split(batch.support, flag="meta_batch_size")
+    local = strategy.experimental_local_results(strategy.run(lambda s: tf.identity(s[0]), args=(support,)))
+    assert [np.asarray(x).shape[0] for x in local] == [3, 3]
+    np.testing.assert_array_equal(np.concatenate([np.asarray(x) for x in local]), np.asarray(batch.support[0]))
+
+
 def test_meta_batch_that_does_not_split_is_a_one_line_error(strategy):
     """5 tasks over 2 replicas: a ValueError naming --meta_batch_size, before any step."""
     _, distributed = learners("sinusoid", strategy)

@@ -46,6 +46,15 @@ def test_two_workers_compute_the_single_process_meta_gradient(two_worker_results
             np.testing.assert_allclose(saved[f"{name}/{field}"], value.numpy(), rtol=RTOL, atol=1e-6, err_msg=name)
 
 
+def test_each_worker_adapts_its_own_half_of_the_tasks(two_worker_results):
+    """The chief's replica receives the first T/2 tasks of the batch and nothing else (were every
+    worker given all T tasks, the all-reduced mean of identical gradients would still be the
+    single process's, and the comparisons above could not tell)."""
+    batch = random_batch("sinusoid", CONFIGS["sinusoid"][3])
+    np.testing.assert_array_equal(two_worker_results["split/local_support_inputs"],
+                                  np.asarray(batch.support[0])[:CONFIGS["sinusoid"][3] // 2])
+
+
 def test_two_workers_make_the_single_process_adam_updates(two_worker_results):
     """Two Adam meta-updates of the sinusoid with its 6 tasks split 3 + 3 over two processes:
     Adam's iteration count, both moments and the weights equal one process's to float32

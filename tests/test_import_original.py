@@ -65,14 +65,19 @@ def _numpy_original_forward(w, x):
 
 
 def test_forward_equals_numpy_implementation_of_the_original(checkpoint, imported):
+    """The imported model's output on 5 images equals the original's forward pass written out in
+    numpy (float64) on the weights read straight from the released checkpoint."""
     _, run_dir, iteration = imported
     model = experiment.build_model("miniimagenet", num_filters=32, max_pool=True)
     learner = MetaLearner(model, experiment.build_loss("miniimagenet", 1)[0], update_lr=0.01, num_inner_steps=5,
                           classification=True)
     assert Checkpointer(run_dir, learner).restore(-1, required=True) == iteration
     x = np.random.default_rng(0).uniform(0, 1, (5, 84, 84, 3)).astype(np.float32)
-    expected = _numpy_original_forward({k: v.astype(np.float64) for k, v in import_original.read_original(checkpoint).items()},
-                                       x.astype(np.float64))
+    import tensorflow as tf
+
+    reader = tf.train.load_checkpoint(checkpoint)  # the released file itself, not our reading of it
+    original = {name: reader.get_tensor(name).astype(np.float64) for name, _ in tf.train.list_variables(checkpoint)}
+    expected = _numpy_original_forward(original, x.astype(np.float64))
     np.testing.assert_allclose(model(x).numpy(), expected, rtol=1e-4, atol=1e-4)
     assert np.abs(expected).max() > 0.1  # a real signal, not a degenerate all-zero output
 

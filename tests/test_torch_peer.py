@@ -33,6 +33,7 @@ def _check(config, order):
 def test_peer_meta_gradient_is_ours(config, order):
     pytest.importorskip("torch")
     result = _check(config, order)
+    assert result["first_order"] is (order == "first"), result  # (the peer takes its order from ours)
     for variant in ("vmap", "loop"):
         # float64: the same function (observed 1e-16 to 1e-14)
         assert result["float64"][variant] < 1e-10, result

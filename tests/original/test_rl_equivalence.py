@@ -14,7 +14,10 @@ float32 round-off, and the float64 replay of our code measures how large that ro
 - single float32 evaluations (parameters after a gradient step, gradients, Hessian-vector
   products, losses): relative 1e-5 for parameters, 1e-4 for gradients and parameter changes
   (sums over thousands of time steps in another order; observed <= 3e-5), absolute 1e-7 for the
-  ~0 values (LossBefore, MeanKLBefore; max KL is 1e-2). A parameter change read off two float32
+  ~0 values (LossBefore, MeanKLBefore; max KL is 1e-2). Those two are logged values compared for
+  completeness: at theta_old the likelihood ratio is 1 and the KL 0 whatever the formulas, so
+  they cannot tell a wrong surrogate or KL; the gradient row (the surrogate's) and the
+  Hessian-vector product row (the KL's) do. A parameter change read off two float32
   parameter vectors is only known to a float32 spacing of the parameters; for the evaluation's
   alpha/100 steps (ant direction) that floor, times 4, is the tolerance when larger than 1e-4.
 - rllab's `krylov.cg` and ours on one fixed matrix: bitwise equal.
