@@ -1,4 +1,5 @@
 """The locomotion flagfiles: parse, validate, say which paper numbers they target, follow the launch scripts."""
+import ast
 import glob
 import json
 import os
@@ -98,6 +99,40 @@ def test_test_protocols_follow_the_original_test_scripts():
     assert {e: (p["task_seed"], p["num_trajs"]) for e, p in PROTOCOLS.items() if e != "point"} == {
         "cheetah_vel": (1, 20), "cheetah_dir": (1, 20), "ant_vel": (1, 20), "ant_dir": (2, 40)}
     assert all(p["collector_workers"] == 1 for p in PROTOCOLS.values())  # the paper's results: one sampler
+
+
+# The authors' released test scripts (shared/reference/cbfinn_maml_rl/maml_examples), per env.
+TEST_SCRIPTS = {"cheetah_vel": "test_maml_cheetah.py", "cheetah_dir": "test_maml_cheetah_direc.py",
+                "ant_vel": "test_maml_ant.py", "ant_dir": "test_maml_ant_direc.py"}
+
+
+def _released_step_sizes(path):
+    """{method: test step size} as a released test script leaves them: its module-level
+    assignments of `names` and `step_sizes`, read in order, the pair zipped at each one (so a
+    later reassignment overrides, as test_maml_cheetah_direc.py's `names = ['random']`,
+    `step_sizes = [0.5]` does for its random initialisation)."""
+    current, sizes = {}, {}
+    for node in ast.parse(open(path).read()).body:
+        if isinstance(node, ast.Assign) and [getattr(t, "id", None) for t in node.targets] in (["names"], ["step_sizes"]):
+            current[node.targets[0].id] = ast.literal_eval(node.value)
+            if len(current) == 2:
+                sizes.update(zip(current["names"], current["step_sizes"]))
+    return sizes
+
+
+@pytest.mark.parametrize("env", sorted(TEST_SCRIPTS))
+def test_each_method_is_tested_with_the_released_scripts_step_size(parse, env, repo_root):
+    """rl.evaluate adapts with the run's --fast_lr: each flagfile's is its method's step size in
+    the released test script (MAML 0.1; pretrained 0.2, 0.02 for the velocity cheetah; random
+    1.0, 0.1 for the velocity cheetah and 0.5 for the direction cheetah, whose script reassigns
+    it)."""
+    script = repo_root.parent / "shared" / "reference" / "cbfinn_maml_rl" / "maml_examples" / TEST_SCRIPTS[env]
+    assert script.is_file(), f"shared reference file missing: {script}"
+    released = _released_step_sizes(script)
+    assert set(released) == {"maml", "pretrain", "random", "oracle"} and released["oracle"] == 0.0, released
+    for method, suffix in (("maml", ""), ("pretrain", "_pretrain"), ("random", "_random")):
+        flags = parse(os.path.join(FLAGS_DIR, f"rl_{env}{suffix}.flags"))
+        assert flags.fast_lr == released[method], (env, method, flags.fast_lr, released[method])
 
 
 def test_evaluate_cheetah_run_with_protocol_overrides(tmp_path, small_config, repo_root):
