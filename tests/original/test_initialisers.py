@@ -73,13 +73,28 @@ def _spread(values):
     return std, float(np.max(np.abs(values))) / std
 
 
-@pytest.mark.parametrize("network", [*NETWORKS, "Omniglot 5-way conv, max-pool"])
-def test_initial_weights_match_the_originals_distributions(network):
+ALL_NETWORKS = [*NETWORKS, "Omniglot 5-way conv, max-pool"]
+
+
+@pytest.fixture(scope="module")
+def original_weights():
+    """{network: the original's initial `weights` dict}, every network drawn in one child."""
+    jobs = []
+    for network in ALL_NETWORKS:
+        s = _settings(network)
+        dim_input, dim_output = _dims(s)
+        jobs.append({"name": network, "flags": harness.original_flags(s), "dim_input": dim_input,
+                     "dim_output": dim_output, "seed": 1})
+    drawn, _ = run_child("original_init.py", {"networks": json.dumps(jobs)})
+    return {network: {key[len(network) + 1:]: value for key, value in drawn.items() if key.startswith(network + "/")}
+            for network in ALL_NETWORKS}
+
+
+@pytest.mark.parametrize("network", ALL_NETWORKS)
+def test_initial_weights_match_the_originals_distributions(network, original_weights):
     """Every entry of the original's `weights` dict against ours (`_assert_same_draws`)."""
     s = _settings(network)
-    dim_input, dim_output = _dims(s)
-    theirs, _ = run_child("original_init.py", {"flags": json.dumps(harness.original_flags(s)),
-                                               "dim_input": dim_input, "dim_output": dim_output, "seed": 1})
+    theirs = original_weights[network]
     learner, keys = harness.build_ours(s, seed=1)
     ours = {keys[v.path]: v.numpy() for v in learner.variables if not keys[v.path].startswith("norm/")}
     _assert_same_draws(ours, theirs)
