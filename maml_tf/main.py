@@ -461,9 +461,33 @@ def _test(built):
     print((means, stds, ci95))
     tasks_file = None if FLAGS.test_tasks_file is None else os.path.abspath(FLAGS.test_tasks_file)
     csv_path, _ = evaluation.write_results(run_dir, FLAGS.update_batch_size, FLAGS.update_lr, rows,
-                                           info={**run_info(), "checkpoint_iteration": itr,
+                                           info={**run_info(), **trained_as(run_dir), "checkpoint_iteration": itr,
                                                  "test_set": FLAGS.test_set, "test_tasks_file": tasks_file})
     print(f"Wrote {csv_path}")
+
+
+# What a test takes from the training's run_info.json rather than from its own command line.
+TRAINED_AS = ("method", "pretrain_iterations", "metatrain_iterations")
+
+
+def trained_as(run_dir):
+    """How the run was trained, as its training recorded it in run_info.json (`TRAINED_AS`): a
+    test's description (read by report.compare) says what the checkpoint is, not what the test
+    command's flags would train: the pretrained baseline and MAML share a run name, and a test
+    command without --metatrain_iterations=0 would otherwise call a pretrained run MAML (its
+    default is 15000). {} for a run without run_info.json (trained before it existed, or an
+    imported checkpoint); a damaged one is said in a warning line and skipped."""
+    from report.files import read_json_object
+
+    path = os.path.join(run_dir, RUN_INFO)
+    if not os.path.exists(path):
+        return {}
+    try:
+        recorded = read_json_object(path, "the test describes the run by this command's flags instead")
+    except (ValueError, OSError) as e:
+        print(f"maml_tf.main: warning: {e}", file=sys.stderr)
+        return {}
+    return {key: recorded[key] for key in TRAINED_AS if key in recorded}
 
 
 def _train(built):

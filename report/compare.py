@@ -121,7 +121,9 @@ def table(results):
     lines = ["| experiment | run | steps | ours (mean ± ci95) | paper | ours − paper |",
              "|---|---|---|---|---|---|"]
     for r in results:
-        label = r.paper.label if r.paper else f"{r.info['datasource']} {r.info['method']} K={r.info['update_batch_size']} (no paper number)"
+        label = r.paper.label if r.paper else f"{r.info['datasource']} {r.info['method']} K={r.info['update_batch_size']} " + (
+            "(validation split: the paper's numbers are on the test split, --test_set=True)"
+            if r.info["datasource"] != "sinusoid" and r.info.get("test_set") is False else "(no paper number)")
         steps = r.paper.steps if r.paper else (1, len(r.means) - 1)
         scale = 100.0 if (r.paper and r.paper.percent) or r.info["datasource"] != "sinusoid" else 1.0
         for i, step in enumerate(steps):

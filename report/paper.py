@@ -38,7 +38,11 @@ SUPERVISED = {
 
 
 def supervised_result(info):
-    """The paper row a test csv's run description corresponds to, or None."""
+    """The paper row a test csv's run description corresponds to, or None. Omniglot and
+    MiniImagenet tests on the validation split (`--test_set=False`, main.py's default) have none:
+    the paper's numbers are on the test split."""
+    if info["datasource"] != "sinusoid" and info.get("test_set") is False:
+        return None
     key = (info["datasource"], info["method"], info["num_classes"] if info["datasource"] != "sinusoid" else 5,
            info["update_batch_size"], bool(info.get("conv", True)) or info["datasource"] == "sinusoid",
            bool(info.get("stop_grad", False)))

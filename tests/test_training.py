@@ -153,6 +153,25 @@ def test_cli_trains_then_tests_and_writes_the_original_outputs(tmp_path, repo_ro
                        "distribute": "none"}]
 
 
+def test_cli_test_describes_the_run_as_its_training_recorded_it(tmp_path, repo_root):
+    """The pretrained sinusoid baseline and MAML share a run name; a test of the pretrained run
+    with the MAML command line (whose --metatrain_iterations is not 0) still describes it as the
+    pretrained run its run_info.json records, so report.compare puts it next to the paper's
+    pretrained numbers, not MAML's."""
+    trained = _main(["--flagfile=flags/sinusoid_pretrain.flags", f"--logdir={tmp_path}", "--pretrain_iterations=20"],
+                    repo_root)
+    assert trained.returncode == 0, trained.stderr
+    test = _main(["--flagfile=flags/sinusoid.flags", f"--logdir={tmp_path}", "--train=False", "--update_batch_size=5",
+                  "--train_update_batch_size=10", "--num_test_tasks=5"], repo_root)
+    assert test.returncode == 0, test.stderr
+    run_dir = tmp_path / "cls_5.mbs_25.ubs_10.numstep1.updatelr0.01nonorm"
+    info = json.loads((run_dir / "test_ubs5_stepsize0.01.json").read_text())
+    assert (info["method"], info["pretrain_iterations"], info["metatrain_iterations"]) == ("pretrain", 20, 0)
+    from report import compare
+
+    assert "Sinusoid 5-shot, pretrained (MSE)" in compare.table([compare.Result(str(run_dir / "test_ubs5_stepsize0.01.csv"))])
+
+
 def test_cli_rejects_tasks_larger_than_the_data(tmp_path, repo_root):
     """N above the classes available is refused before any training starts."""
     from PIL import Image

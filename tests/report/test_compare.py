@@ -35,6 +35,20 @@ def test_classification_rows_are_in_percent_at_the_papers_step(tmp_path):
     assert "Omniglot 5-way 1-shot" in text and "| 3 | 97.00 ± 0.00 | 98.7 ± 0.4 | -1.70 |" in text
 
 
+def test_a_validation_split_test_gets_no_paper_number(tmp_path):
+    """main.py's --test_set defaults to False (the original's): Omniglot and MiniImagenet are
+    then tested on the validation split, which the paper's numbers are not about; the sinusoid
+    has no split."""
+    info = {"datasource": "omniglot", "method": "maml", "num_classes": 5, "conv": True, "stop_grad": False}
+    path = _fake_run(tmp_path, {**info, "test_set": False}, np.full((600, 11), 0.97), 1, 0.4)
+    text = compare.table([compare.Result(path)])
+    assert "98.7" not in text and "(validation split: the paper's numbers are on the test split" in text
+    path = _fake_run(tmp_path, {**info, "test_set": True}, np.full((600, 11), 0.97), 1, 0.4)
+    assert "| 98.7 ± 0.4 |" in compare.table([compare.Result(path)])
+    path = _fake_run(tmp_path, {**SINE_MAML, "test_set": False}, np.ones((600, 11)), 5, 0.01)
+    assert "Sinusoid 5-shot, MAML (MSE)" in compare.table([compare.Result(path)])
+
+
 def test_unknown_configuration_is_listed_without_a_paper_number(tmp_path):
     path = _fake_run(tmp_path, SINE_MAML, np.ones((600, 11)), 20, 0.01)
     assert "no paper number" in compare.table([compare.Result(path)])
