@@ -199,7 +199,7 @@ def _plot_rl(ax, results):
     """Return vs gradient steps per method, like the paper's Figures 4-5."""
     shown = set()
     for r in results:
-        if r.method == "oracle":
+        if r.is_oracle:
             ax.axhline(r.means[0], linestyle="--", color="gray", label=f"{r.task} oracle")
             continue
         ax.errorbar(r.steps, r.means, yerr=r.stderr, marker="o", capsize=3, label=f"{r.task} {r.method}")

@@ -53,13 +53,15 @@ class PaperRL(NamedTuple):
     label: str
     maml: tuple  # mean return after 0, 1, 2, 3 gradient steps
     oracle: float
+    num_trajs: int  # paths per task and step in the original test script (its batch_size / horizon)
+    num_tasks: int = 40  # test goals
 
 
 # key: rl.train's --env name (the `task` column of rl.evaluate's csv). Paper Table 4 / Figures 4-5.
 RL = {
-    "point": PaperRL("2D navigation", (-40.41, -11.68, -3.33, -3.23), -2.29),
-    "cheetah_vel": PaperRL("Half-cheetah, goal velocity", (-129.5, -78.6, -66.6, -60.8), -54.5),
-    "cheetah_dir": PaperRL("Half-cheetah, forward/backward", (-50.69, 293.19, 313.48, 315.65), 442.7),
-    "ant_vel": PaperRL("Ant, goal velocity", (30.6, 96.7, 100.1, 101.4), 107.9),
-    "ant_dir": PaperRL("Ant, forward/backward", (8.7, 499.2, 500.7, 499.1), 524.8),
+    "point": PaperRL("2D navigation", (-40.41, -11.68, -3.33, -3.23), -2.29, 40),
+    "cheetah_vel": PaperRL("Half-cheetah, goal velocity", (-129.5, -78.6, -66.6, -60.8), -54.5, 20),
+    "cheetah_dir": PaperRL("Half-cheetah, forward/backward", (-50.69, 293.19, 313.48, 315.65), 442.7, 20),
+    "ant_vel": PaperRL("Ant, goal velocity", (30.6, 96.7, 100.1, 101.4), 107.9, 20),
+    "ant_dir": PaperRL("Ant, forward/backward", (8.7, 499.2, 500.7, 499.1), 524.8, 40),
 }

@@ -7,7 +7,11 @@ from report import paper
 
 
 # The columns of rl.evaluate's summary csv (rl.evaluation writes them; the first five identify it).
-SUMMARY_COLUMNS = ["method", "task", "step", "mean_return", "stderr", "num_tasks", "num_trajs", "fast_lr"]
+# `method` is the user's label (--run=LABEL:dir); `mode` what the run was trained as (maml,
+# pretrain, oracle, random); `design` the evaluation options that depart from the released test
+# scripts' protocol, ';'-separated ('' for none). Files written before 29 November lack the last two.
+SUMMARY_COLUMNS = ["method", "task", "step", "mean_return", "stderr", "num_tasks", "num_trajs", "fast_lr", "mode",
+                   "design"]
 
 
 class RLResult:
@@ -20,6 +24,19 @@ class RLResult:
         self.means = np.array([float(r["mean_return"]) for r in rows])
         self.stderr = np.array([float(r["stderr"]) for r in rows])
         self.paper = paper.RL.get(task)
+        # An older file has no mode column: its label is all there is to go by.
+        self.mode = rows[0].get("mode") or (method if method in ("maml", "pretrain", "oracle", "random") else None)
+        self.departures = [d for d in (rows[0].get("design") or "").split(";") if d]
+        if self.paper is not None:
+            num_tasks, num_trajs = rows[0].get("num_tasks"), rows[0].get("num_trajs")
+            if num_tasks not in (None, "", str(self.paper.num_tasks)):
+                self.departures.append(f"{num_tasks} tasks (the paper's {self.paper.num_tasks})")
+            if num_trajs not in (None, "", str(self.paper.num_trajs)):
+                self.departures.append(f"{num_trajs} paths per task (the paper's {self.paper.num_trajs})")
+
+    @property
+    def is_oracle(self):
+        return self.mode == "oracle"
 
 
 def is_rl_csv(path):
@@ -57,10 +74,13 @@ def rl_table(results):
         ours = " / ".join(f"{m:.2f} ± {e:.2f}" for m, e in zip(r.means, r.stderr))
         if r.paper is None:
             theirs = "—"
-        elif r.method == "oracle":
+        elif r.is_oracle:
             theirs = f"oracle {r.paper.oracle:g}"
         else:
-            theirs = " / ".join(f"{v:g}" for v in r.paper.maml) + (" (MAML)" if r.method != "maml" else "")
+            theirs = " / ".join(f"{v:g}" for v in r.paper.maml) + (" (MAML)" if r.mode != "maml" else "")
         label = r.paper.label if r.paper else r.task
-        lines.append(f"| {label} | {r.method} | {ours} | {theirs} |")
+        method = r.method + (f" ({r.mode})" if r.mode not in (None, r.method) else "")
+        if r.departures:
+            method += " [evaluated with " + "; ".join(r.departures) + "]"
+        lines.append(f"| {label} | {method} | {ours} | {theirs} |")
     return "\n".join(lines)

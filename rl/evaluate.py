@@ -5,9 +5,11 @@
         --output=~/runs/rl_point_eval.csv
 
 Output CSV (one row per method and step):
-    method,task,step,mean_return,stderr,num_tasks,num_trajs,fast_lr
+    method,task,step,mean_return,stderr,num_tasks,num_trajs,fast_lr,mode,design
 mean_return = mean over test tasks of each task's mean undiscounted return,
-stderr = sample std over tasks / sqrt(num_tasks). Oracle runs (goal in the
+stderr = sample std over tasks / sqrt(num_tasks); mode = what the run was trained as (maml,
+pretrain, oracle, random), design = the options below or flags that depart from the released
+test protocol (';'-separated; empty for none), which report.compare shows next to the paper. Oracle runs (goal in the
 observation) are evaluated at step 0 only, as in the original. A second file,
 <output stem>_per_task.csv (method,task,task_index,step,mean_return), keeps
 the raw per-task numbers.
@@ -124,6 +126,18 @@ def _resolve_schedule(evaluation):
     if not first > 0:
         _error(f"--first_lr_scale must be > 0 (got {FLAGS.first_lr_scale})")
     return first, FLAGS.later_lr_scale
+
+
+def _design():
+    """The `design` column: this command's evaluation options that depart from the released
+    test scripts' protocol (';'-separated, '' for none), so that report.compare can say so next
+    to the paper's numbers. (Test tasks and paths per task have columns of their own.)"""
+    parts = [] if FLAGS.step_schedule == "released" else [f"step_schedule={FLAGS.step_schedule}"]
+    parts += [f"{name}={getattr(FLAGS, name)}" for name in ("first_lr_scale", "later_lr_scale", "fast_lr", "task_seed",
+                                                             "collector_workers") if getattr(FLAGS, name) is not None]
+    parts += ["same_sampling_seed"] if FLAGS.same_sampling_seed else []
+    parts += [] if FLAGS.batch_in_steps else ["nobatch_in_steps"]
+    return ";".join(parts)
 
 
 def _init_seeds():
@@ -318,7 +332,9 @@ def _main(argv, reclaim_signals=lambda: None):
     from rl.adaptation import step_sizes
     summary, per_task = [COLUMNS], [["method", "task", "task_index", "step", "mean_return"]]
     by_direction = [COLUMNS]
+    design = _design()
     for (method, logdir), config in zip(runs, configs):
+        described = lambda rows: [row + [config["mode"], design] for row in rows]  # noqa: E731 (the last two COLUMNS)
         seeds = init_seeds if init_seeds and config["mode"] == "random" else [None]
         proto = protocol(logdir, task_seed=FLAGS.task_seed, num_trajs=FLAGS.num_trajs,
                          later_lr_scale=later_lr_scale, collector_workers=FLAGS.collector_workers)
@@ -336,7 +352,7 @@ def _main(argv, reclaim_signals=lambda: None):
                 _error(f"--run={method}:{logdir}: {e}")
             label = _label(method, seed)
             results.append(returns)
-            rows = summary_rows(label, env, returns, proto["num_trajs"], lr)
+            rows = described(summary_rows(label, env, returns, proto["num_trajs"], lr))
             summary += rows
             per_task += [[label, env, i, s, f"{returns[i, s]:.4f}"]
                          for i in range(returns.shape[0]) for s in range(returns.shape[1])]
@@ -344,15 +360,15 @@ def _main(argv, reclaim_signals=lambda: None):
                 logging.info("%-10s step %d: %s +- %s", label, row[2], row[3], row[4])
             if FLAGS.by_direction and env in evaluation.DIRECTION_ENVS:
                 tasks = evaluation.evaluation_tasks(env, FLAGS.num_tasks, proto["task_seed"])
-                by_direction += evaluation.direction_rows(label, env, [returns], tasks, proto["num_trajs"], lr)
+                by_direction += described(evaluation.direction_rows(label, env, [returns], tasks, proto["num_trajs"], lr))
         if seeds != [None]:
-            rows = evaluation.seed_mean_rows(method, env, results, proto["num_trajs"], lr)
+            rows = described(evaluation.seed_mean_rows(method, env, results, proto["num_trajs"], lr))
             summary += rows
             for row in rows:
                 logging.info("%-10s step %d: %s +- %s (mean over init seeds %s)", method, row[2], row[3], row[4],
                              ",".join(map(str, seeds)))
             if FLAGS.by_direction and env in evaluation.DIRECTION_ENVS:
-                by_direction += evaluation.direction_rows(method, env, results, tasks, proto["num_trajs"], lr)
+                by_direction += described(evaluation.direction_rows(method, env, results, tasks, proto["num_trajs"], lr))
         logging.info("%-10s step sizes %s; %s", method,
                      step_sizes(lr, 0 if config["oracle"] else FLAGS.num_steps, proto["later_lr_scale"],
                                 first_lr_scale),

@@ -87,6 +87,28 @@ oracle,point,0,-2.6,0.1,40,40,0.0
 """
 
 
+RL_CSV_WITH_MODE = """method,task,step,mean_return,stderr,num_tasks,num_trajs,fast_lr,mode,design
+Oracle run,point,0,-2.6,0.1,40,40,0.0,oracle,
+oracle,point,0,-39.9,2.1,40,40,0.5,maml,
+oracle,point,1,-11.3,1.0,40,40,0.5,maml,
+ours,point,0,-39.9,2.1,5,40,0.5,maml,step_schedule=feb2017;same_sampling_seed
+ours,point,1,-11.3,1.0,5,40,0.5,maml,step_schedule=feb2017;same_sampling_seed
+"""
+
+
+def test_rl_rows_are_matched_by_what_the_run_was_trained_as_and_say_how_they_were_tested(tmp_path):
+    """The csv's mode column, not the user's --run label, decides the oracle row (a label is free
+    text: an oracle labelled 'Oracle run', a MAML run labelled 'oracle'); an evaluation that
+    departs from the released test protocol says how, next to the paper's numbers."""
+    path = tmp_path / "eval.csv"
+    path.write_text(RL_CSV_WITH_MODE)
+    text = compare.rl_table(compare.load([str(path)])[1])
+    assert "| 2D navigation | Oracle run (oracle) | -2.60 ± 0.10 | oracle -2.29 |" in text
+    assert "| 2D navigation | oracle (maml) | -39.90 ± 2.10 / -11.30 ± 1.00 | -40.41 / -11.68 / -3.33 / -3.23 |" in text
+    assert ("| 2D navigation | ours (maml) [evaluated with step_schedule=feb2017; same_sampling_seed; 5 tasks (the "
+            "paper's 40)] |") in text
+
+
 def test_rl_rows_next_to_the_papers_table_4(tmp_path):
     path = tmp_path / "eval.csv"
     path.write_text(RL_CSV)

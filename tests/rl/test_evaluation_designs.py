@@ -147,12 +147,14 @@ def test_cli_feb2017_schedule_same_seed_init_seeds_by_direction(cheetah_dir_rand
     assert list(rows[0].keys()) == COLUMNS
     assert [(r["method"], r["step"]) for r in rows] == [
         (m, str(s)) for m in ("random_init1", "random_init2", "random") for s in range(3)]
+    # What the run was trained as, and how this evaluation departs from the released protocol.
+    assert {(r["mode"], r["design"]) for r in rows} == {("random", "step_schedule=feb2017;same_sampling_seed")}
     mean = [np.mean([float(r["mean_return"]) for r in rows if r["method"] == m and r["step"] == "2"])
             for m in ("random_init1", "random_init2")]
     assert float(rows[-1]["mean_return"]) == pytest.approx(np.mean(mean), abs=1e-4)
     with open(tmp_path / "eval_by_direction.csv", newline="") as f:
         split = list(csv.DictReader(f))
-    assert list(split[0].keys()) == COLUMNS
+    assert list(split[0].keys()) == COLUMNS and split[0]["mode"] == "random"
     assert [(r["method"], r["task"], r["num_tasks"]) for r in split if r["step"] == "0"] == [
         (m, f"cheetah_dir:{d}", n) for m in ("random_init1", "random_init2", "random")
         for d, n in (("backward", "3"), ("forward", "1"))]
