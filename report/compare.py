@@ -50,6 +50,19 @@ class Result:
                                  f"(the per-task rows are optional) or re-run the test") from e
 
     @property
+    def caveats(self):
+        """What makes this test other than the paper's: fewer iterations trained than the run
+        was set to (a partway checkpoint), or a number of test tasks other than 600."""
+        notes = []
+        done = self.info.get("checkpoint_iteration")
+        planned = (self.info.get("pretrain_iterations") or 0) + (self.info.get("metatrain_iterations") or 0)
+        if isinstance(done, int) and planned and done < planned:
+            notes.append(f"checkpoint at {done} of {planned} iterations")
+        if self.rows is not None and len(self.rows) != 600:
+            notes.append(f"{len(self.rows)} test tasks (the paper's 600)")
+        return notes
+
+    @property
     def name(self):
         """logdir/run/csv: runs of different logdirs often share the run name."""
         run_dir = os.path.dirname(os.path.abspath(self.path))
@@ -136,7 +149,8 @@ def table(results):
                 if r.paper:
                     theirs = f"{r.paper.values[i]:g}" + (f" ± {r.paper.ci95[i]:g}" if r.paper.ci95 else "")
                     diff = f"{scale * r.means[step] - r.paper.values[i]:+.{digits}f}"
-            lines.append(f"| {label} | {r.name} | {step} | {ours} | {theirs} | {diff} |")
+            run = r.name + (" [" + "; ".join(r.caveats) + "]" if r.caveats else "")
+            lines.append(f"| {label} | {run} | {step} | {ours} | {theirs} | {diff} |")
     return "\n".join(lines)
 
 

@@ -49,6 +49,16 @@ def test_a_validation_split_test_gets_no_paper_number(tmp_path):
     assert "Sinusoid 5-shot, MAML (MSE)" in compare.table([compare.Result(path)])
 
 
+def test_a_partway_checkpoint_or_a_smaller_test_is_said_next_to_the_papers_number(tmp_path):
+    info = {**SINE_MAML, "pretrain_iterations": 0, "metatrain_iterations": 70000}
+    path = _fake_run(tmp_path, {**info, "checkpoint_iteration": 70000}, np.ones((600, 11)), 5, 0.01)
+    assert "[" not in compare.table([compare.Result(path)]).splitlines()[2].split("|")[2]
+    path = _fake_run(tmp_path, {**info, "checkpoint_iteration": 10000}, np.ones((50, 11)), 5, 0.01)
+    row = compare.table([compare.Result(path)]).splitlines()[2]
+    assert "Sinusoid 5-shot, MAML (MSE)" in row
+    assert "[checkpoint at 10000 of 70000 iterations; 50 test tasks (the paper's 600)]" in row
+
+
 def test_unknown_configuration_is_listed_without_a_paper_number(tmp_path):
     path = _fake_run(tmp_path, SINE_MAML, np.ones((600, 11)), 20, 0.01)
     assert "no paper number" in compare.table([compare.Result(path)])
