@@ -62,10 +62,11 @@ def _concatenate(group):
 
 def summarize(rows):
     """Per step over the tasks: mean, std and the 95 % interval 1.96 std / sqrt(tasks), as the
-    original's test(). A task that diverged (inf) makes its steps' mean inf and std nan, which
-    is what the csv then says (report.compare sets such tasks apart), without numpy's warning."""
-    means = rows.mean(axis=0)
-    with np.errstate(invalid="ignore"):
+    original's test(). A task that diverged (inf or nan, or values whose squares overflow) makes
+    its steps' mean and std inf or nan, which is what the csv then says (report.compare sets such
+    tasks apart), without numpy's warnings."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        means = rows.mean(axis=0)
         stds = rows.std(axis=0)
     ci95 = 1.96 * stds / np.sqrt(rows.shape[0])
     return means, stds, ci95

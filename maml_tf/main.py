@@ -199,11 +199,12 @@ def _say_if_xla(say, timed=False):
             f"each shape compiles first.")
 
 
-def start_record(iteration, speed_settings, xla_timing):
-    """run_info.json's entry for one start: its iteration, the settings that change its speed
-    but not what it trains and, when --jit_compile was unset and timed, the two step times
-    (`step_ms_graph_xla`, [graph, XLA] ms) and XLA's error if it failed (`xla_error`)."""
-    record = {"iteration": iteration, **speed_settings}
+def start_record(iteration, settings, xla_timing):
+    """run_info.json's entry for one start: its iteration, its `settings` (the iteration counts
+    and the settings that change its speed but not what it trains) and, when --jit_compile was
+    unset and timed, the two step times (`step_ms_graph_xla`, [graph, XLA] ms) and XLA's error if
+    it failed (`xla_error`)."""
+    record = {"iteration": iteration, **settings}
     if xla_timing is not None:
         record["step_ms_graph_xla"] = _milliseconds(xla_timing)
         if xla_timing.error is not None:
@@ -461,22 +462,26 @@ def _test(built):
     print((means, stds, ci95))
     tasks_file = None if FLAGS.test_tasks_file is None else os.path.abspath(FLAGS.test_tasks_file)
     csv_path, _ = evaluation.write_results(run_dir, FLAGS.update_batch_size, FLAGS.update_lr, rows,
-                                           info={**run_info(), **trained_as(run_dir), "checkpoint_iteration": itr,
+                                           info={**run_info(), **trained_as(run_dir, itr), "checkpoint_iteration": itr,
                                                  "test_set": FLAGS.test_set, "test_tasks_file": tasks_file})
     print(f"Wrote {csv_path}")
 
 
 # What a test takes from the training's run_info.json rather than from its own command line.
-TRAINED_AS = ("method", "pretrain_iterations", "metatrain_iterations")
+TRAINED_AS = ("method", "pretrain_iterations", "metatrain_iterations", "imported_from")
 
 
-def trained_as(run_dir):
-    """How the run was trained, as its training recorded it in run_info.json (`TRAINED_AS`): a
-    test's description (read by report.compare) says what the checkpoint is, not what the test
-    command's flags would train: the pretrained baseline and MAML share a run name, and a test
-    command without --metatrain_iterations=0 would otherwise call a pretrained run MAML (its
-    default is 15000). {} for a run without run_info.json (trained before it existed, or an
-    imported checkpoint); a damaged one is said in a warning line and skipped."""
+def trained_as(run_dir, checkpoint_iteration):
+    """How the run's checkpoint after `checkpoint_iteration` iterations was trained, as its
+    training recorded it in run_info.json (`TRAINED_AS`): a test's description (read by
+    report.compare) says what the checkpoint is, not what the test command's flags would train:
+    the pretrained baseline and MAML share a run name, and a test command without
+    --metatrain_iterations=0 would otherwise call a pretrained run MAML (its default is 15000).
+    Where each start recorded its iteration counts, the method is "pretrain" if every iteration
+    up to the checkpoint was a pretraining one (a run pretrained, then meta-trained on: its
+    pretrained checkpoints are the pretrained baseline). {} for a run without run_info.json
+    (trained before it existed, or an imported checkpoint); a damaged one is said in a warning
+    line and skipped."""
     from report.files import read_json_object
 
     path = os.path.join(run_dir, RUN_INFO)
@@ -487,7 +492,16 @@ def trained_as(run_dir):
     except (ValueError, OSError) as e:
         print(f"maml_tf.main: warning: {e}", file=sys.stderr)
         return {}
-    return {key: recorded[key] for key in TRAINED_AS if key in recorded}
+    described = {key: recorded[key] for key in TRAINED_AS if key in recorded}
+    starts = recorded.get("starts")
+    if described.get("method") in ("maml", "pretrain") and isinstance(starts, list) and starts and all(
+            isinstance(st, dict) and isinstance(st.get("iteration"), int)
+            and isinstance(st.get("pretrain_iterations"), int) for st in starts):
+        ends = [st["iteration"] for st in starts[1:]] + [checkpoint_iteration]
+        meta_trained = any(max(st["iteration"], st["pretrain_iterations"]) < min(end, checkpoint_iteration)
+                           for st, end in zip(starts, ends))
+        described["method"] = "maml" if meta_trained else "pretrain"
+    return described
 
 
 def _train(built):
@@ -541,9 +555,12 @@ def _train(built):
         if chief:
             checkpointer.remove_leftovers()
             remove_temporary_files(run_dir)
-            # Every start with the settings that change its speed but not what it trains.
+        if chief and start < s["pretrain_iterations"] + s["metatrain_iterations"]:  # (a start with nothing to do
+            # leaves the record as it is: its flags did not train the checkpoints a test will describe)
+            # Every start with its iteration counts and the settings that change its speed.
             starts = (recorded.get("starts", []) if start else []) + [start_record(
-                start, {name: getattr(FLAGS, name) for name in ("jit_compile", "conv_method", "dense_method",
+                start, {name: getattr(FLAGS, name) for name in ("pretrain_iterations", "metatrain_iterations",
+                                                                "jit_compile", "conv_method", "dense_method",
                                                                 "distribute")}, xla_timing)]
             evaluation.write_json(os.path.join(run_dir, RUN_INFO), {**run_info(), "training_flags": training_flags(),
                                                                    "starts": starts})

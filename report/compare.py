@@ -52,15 +52,24 @@ class Result:
     @property
     def caveats(self):
         """What makes this test other than the paper's: fewer iterations trained than the run
-        was set to (a partway checkpoint), or a number of test tasks other than 600."""
+        was set to (a partway checkpoint), or a number of test tasks other than 600. (The
+        authors' released MiniImagenet model, imported, is their run's last checkpoint, model59000
+        of 60000 iterations: said as such.)"""
         notes = []
         done = self.info.get("checkpoint_iteration")
         planned = (self.info.get("pretrain_iterations") or 0) + (self.info.get("metatrain_iterations") or 0)
-        if isinstance(done, int) and planned and done < planned:
+        if self.info.get("imported_from"):
+            notes.append("the authors' released checkpoint")
+        elif isinstance(done, int) and planned and done < planned:
             notes.append(f"checkpoint at {done} of {planned} iterations")
-        if self.rows is not None and len(self.rows) != 600:
+        if self.paper is not None and self.rows is not None and len(self.rows) != 600:
             notes.append(f"{len(self.rows)} test tasks (the paper's 600)")
         return notes
+
+    @property
+    def described_name(self):
+        """`name`, with the `caveats` in brackets: the run column of the tables."""
+        return self.name + (" [" + "; ".join(self.caveats) + "]" if self.caveats else "")
 
     @property
     def name(self):
@@ -149,8 +158,7 @@ def table(results):
                 if r.paper:
                     theirs = f"{r.paper.values[i]:g}" + (f" ± {r.paper.ci95[i]:g}" if r.paper.ci95 else "")
                     diff = f"{scale * r.means[step] - r.paper.values[i]:+.{digits}f}"
-            run = r.name + (" [" + "; ".join(r.caveats) + "]" if r.caveats else "")
-            lines.append(f"| {label} | {run} | {step} | {ours} | {theirs} | {diff} |")
+            lines.append(f"| {label} | {r.described_name} | {step} | {ours} | {theirs} | {diff} |")
     return "\n".join(lines)
 
 
@@ -182,7 +190,7 @@ def regression_table(results):
             ci = 1.96 * rest[:, step].std() / np.sqrt(len(rest))
             median = np.median(np.nan_to_num(r.rows[:, step], nan=np.inf))
             theirs = f"{r.paper.values[i]:g}" if r.paper else "—"
-            lines.append(f"| {r.name} | {step} | {int(bad.sum())} of {len(r.rows)} | "
+            lines.append(f"| {r.described_name} | {step} | {int(bad.sum())} of {len(r.rows)} | "
                          f"{rest[:, step].mean():.3f} ± {ci:.3f} | {median:.3f} | {theirs} |")
     return "\n".join(lines)
 

@@ -8,8 +8,9 @@ from report import paper
 
 # The columns of rl.evaluate's summary csv (rl.evaluation writes them; the first five identify it).
 # `method` is the user's label (--run=LABEL:dir); `mode` what the run was trained as (maml,
-# pretrain, oracle, random); `design` the evaluation options that depart from the released test
-# scripts' protocol, ';'-separated ('' for none). Files written before 29 November lack the last two.
+# pretrain, oracle, random); `design` the evaluation options set away from rl.evaluate's defaults
+# (the released test scripts' protocol, one sampling stream, the run's step size), ';'-separated
+# ('' for none). Files written before 29 November lack the last two.
 SUMMARY_COLUMNS = ["method", "task", "step", "mean_return", "stderr", "num_tasks", "num_trajs", "fast_lr", "mode",
                    "design"]
 
@@ -79,7 +80,7 @@ def rl_table(results):
         else:
             theirs = " / ".join(f"{v:g}" for v in r.paper.maml) + (" (MAML)" if r.mode != "maml" else "")
         label = r.paper.label if r.paper else r.task
-        method = r.method + (f" ({r.mode})" if r.mode not in (None, r.method) else "")
+        method = r.method + (f" ({r.mode})" if r.mode and not r.method.lower().startswith(r.mode) else "")
         if r.departures:
             method += " [evaluated with " + "; ".join(r.departures) + "]"
         lines.append(f"| {label} | {method} | {ours} | {theirs} |")

@@ -8,8 +8,9 @@ Output CSV (one row per method and step):
     method,task,step,mean_return,stderr,num_tasks,num_trajs,fast_lr,mode,design
 mean_return = mean over test tasks of each task's mean undiscounted return,
 stderr = sample std over tasks / sqrt(num_tasks); mode = what the run was trained as (maml,
-pretrain, oracle, random), design = the options below or flags that depart from the released
-test protocol (';'-separated; empty for none), which report.compare shows next to the paper. Oracle runs (goal in the
+pretrain, oracle, random), design = the evaluation options set away from the defaults (the
+released test protocol, one sampling stream, the run's step size; ';'-separated, empty for
+none), which report.compare shows next to the paper's numbers. Oracle runs (goal in the
 observation) are evaluated at step 0 only, as in the original. A second file,
 <output stem>_per_task.csv (method,task,task_index,step,mean_return), keeps
 the raw per-task numbers.
@@ -128,13 +129,21 @@ def _resolve_schedule(evaluation):
     return first, FLAGS.later_lr_scale
 
 
-def _design():
-    """The `design` column: this command's evaluation options that depart from the released
-    test scripts' protocol (';'-separated, '' for none), so that report.compare can say so next
-    to the paper's numbers. (Test tasks and paths per task have columns of their own.)"""
-    parts = [] if FLAGS.step_schedule == "released" else [f"step_schedule={FLAGS.step_schedule}"]
-    parts += [f"{name}={getattr(FLAGS, name)}" for name in ("first_lr_scale", "later_lr_scale", "fast_lr", "task_seed",
-                                                             "collector_workers") if getattr(FLAGS, name) is not None]
+def _design(config, proto, default_proto, first_lr_scale):
+    """The `design` column of one run's rows: the evaluation options this command set away from
+    rl.evaluate's defaults (the released test scripts' protocol, one sampling stream, the run's
+    own step size), ';'-separated, '' for none; step options are left off an oracle run, which
+    takes no steps. (Test tasks and paths per task have columns of their own.) report.compare
+    shows them next to the paper's numbers."""
+    parts = []
+    if not config["oracle"]:
+        parts += [] if FLAGS.step_schedule == "released" else [f"step_schedule={FLAGS.step_schedule}"]
+        parts += [] if FLAGS.first_lr_scale is None or first_lr_scale == 1.0 else [f"first_lr_scale={first_lr_scale}"]
+        parts += ([] if proto["later_lr_scale"] == default_proto["later_lr_scale"] or FLAGS.step_schedule != "released"
+                  else [f"later_lr_scale={proto['later_lr_scale']}"])
+        if FLAGS.fast_lr not in (None, config["fast_lr"]):
+            parts.append(f"fast_lr={FLAGS.fast_lr} (the run's {config['fast_lr']})")
+    parts += [f"{key}={proto[key]}" for key in ("task_seed", "collector_workers") if proto[key] != default_proto[key]]
     parts += ["same_sampling_seed"] if FLAGS.same_sampling_seed else []
     parts += [] if FLAGS.batch_in_steps else ["nobatch_in_steps"]
     return ";".join(parts)
@@ -332,12 +341,12 @@ def _main(argv, reclaim_signals=lambda: None):
     from rl.adaptation import step_sizes
     summary, per_task = [COLUMNS], [["method", "task", "task_index", "step", "mean_return"]]
     by_direction = [COLUMNS]
-    design = _design()
     for (method, logdir), config in zip(runs, configs):
-        described = lambda rows: [row + [config["mode"], design] for row in rows]  # noqa: E731 (the last two COLUMNS)
         seeds = init_seeds if init_seeds and config["mode"] == "random" else [None]
         proto = protocol(logdir, task_seed=FLAGS.task_seed, num_trajs=FLAGS.num_trajs,
                          later_lr_scale=later_lr_scale, collector_workers=FLAGS.collector_workers)
+        tail = [config["mode"], _design(config, proto, protocol(logdir), first_lr_scale)]  # the last two COLUMNS
+        described = lambda rows: [row + tail for row in rows]  # noqa: E731
         results = []
         for seed in seeds:
             logging.info("Evaluating %s (%s)%s on %d tasks", method, logdir,

@@ -113,3 +113,8 @@ def test_papers_test_command_evaluates_the_imported_model(imported, tmp_path, re
     assert result.returncode == 0, result.stderr[-2000:]
     assert "model-59000" in result.stdout
     assert os.path.exists(os.path.join(run_dir, "test_ubs1_stepsize0.01.csv"))
+    # report.compare: the paper's row, the run said to be the authors' model (not "partway").
+    from report import compare
+
+    row = compare.table([compare.Result(os.path.join(run_dir, "test_ubs1_stepsize0.01.csv"))]).splitlines()[2]
+    assert row.startswith("| MiniImagenet 5-way 1-shot | ") and "[the authors' released checkpoint; 3 test tasks" in row

@@ -149,27 +149,65 @@ def test_cli_trains_then_tests_and_writes_the_original_outputs(tmp_path, repo_ro
     assert (run_dir / "test_ubs5_stepsize0.01.pkl").exists() and (run_dir / "run_info.json").exists()
     assert sorted(p.name for p in run_dir.glob("model-*.index")) == ["model-30.index"]
     starts = json.loads((run_dir / "run_info.json").read_text())["starts"]
-    assert starts == [{"iteration": 0, "jit_compile": False, "conv_method": "auto", "dense_method": "auto",
-                       "distribute": "none"}]
+    assert starts == [{"iteration": 0, "pretrain_iterations": 0, "metatrain_iterations": 30, "jit_compile": False,
+                       "conv_method": "auto", "dense_method": "auto", "distribute": "none"}]
 
 
 def test_cli_test_describes_the_run_as_its_training_recorded_it(tmp_path, repo_root):
-    """The pretrained sinusoid baseline and MAML share a run name; a test of the pretrained run
-    with the MAML command line (whose --metatrain_iterations is not 0) still describes it as the
-    pretrained run its run_info.json records, so report.compare puts it next to the paper's
-    pretrained numbers, not MAML's."""
-    trained = _main(["--flagfile=flags/sinusoid_pretrain.flags", f"--logdir={tmp_path}", "--pretrain_iterations=20"],
-                    repo_root)
-    assert trained.returncode == 0, trained.stderr
-    test = _main(["--flagfile=flags/sinusoid.flags", f"--logdir={tmp_path}", "--train=False", "--update_batch_size=5",
-                  "--train_update_batch_size=10", "--num_test_tasks=5"], repo_root)
-    assert test.returncode == 0, test.stderr
+    """The pretrained sinusoid baseline and MAML share a run name. Pretrained 20 iterations,
+    then started with the MAML command at 20 iterations (nothing to do: the record stays as it
+    was), then tested with the MAML command line (whose --metatrain_iterations is not 0): the
+    test describes model-20 as the pretrained baseline its run_info.json records, and
+    report.compare puts it next to the paper's pretrained numbers, not MAML's."""
+    maml = ["--flagfile=flags/sinusoid.flags", f"--logdir={tmp_path}"]
+    outputs = []
+    for args in (["--flagfile=flags/sinusoid_pretrain.flags", f"--logdir={tmp_path}", "--pretrain_iterations=20"],
+                 maml + ["--metatrain_iterations=20"],
+                 maml + ["--train=False", "--update_batch_size=5", "--train_update_batch_size=10", "--num_test_tasks=5"]):
+        done = _main(args, repo_root)
+        assert done.returncode == 0, done.stderr
+        outputs.append(done.stdout)
+    assert "Nothing to do: the run is at iteration 20 of 20." in outputs[1]
     run_dir = tmp_path / "cls_5.mbs_25.ubs_10.numstep1.updatelr0.01nonorm"
     info = json.loads((run_dir / "test_ubs5_stepsize0.01.json").read_text())
     assert (info["method"], info["pretrain_iterations"], info["metatrain_iterations"]) == ("pretrain", 20, 0)
     from report import compare
 
     assert "Sinusoid 5-shot, pretrained (MSE)" in compare.table([compare.Result(str(run_dir / "test_ubs5_stepsize0.01.csv"))])
+
+
+@pytest.mark.parametrize("starts,iteration,method", [
+    ([(0, 20, 0), (20, 0, 30)], 20, "pretrain"),  # pretrained, then meta-trained on: model-20 is pretrained
+    ([(0, 20, 0), (20, 0, 30)], 30, "maml"),
+    ([(0, 20, 0), (10, 0, 30)], 20, "maml"),  # resumed at 10 with meta-training: 10..19 were meta-iterations
+    ([(0, 0, 30)], 10, "maml"),
+    ([(0, 20, 30)], 20, "pretrain"),  # one start that pretrains 20, then meta-trains
+    ([(0, 20, 30)], 21, "maml"),
+    (None, 20, "pretrain"),  # starts without iteration counts (before 29 November): the recorded method
+])
+def test_trained_as_describes_each_checkpoint_by_the_iterations_before_it(tmp_path, starts, iteration, method):
+    """maml_tf.main.trained_as: a checkpoint is the pretrained baseline if every iteration up to
+    it pretrained (iteration i < that start's pretrain_iterations), by the starts run_info.json
+    records; the oracle stays the oracle; no run_info.json: nothing to add; a damaged one: a
+    warning, nothing to add."""
+    from maml_tf.main import RUN_INFO, trained_as
+
+    records = [{"iteration": 0}] if starts is None else [
+        {"iteration": i, "pretrain_iterations": p, "metatrain_iterations": m} for i, p, m in starts]
+    (tmp_path / RUN_INFO).write_text(json.dumps({"method": "pretrain", "pretrain_iterations": 20,
+                                                 "metatrain_iterations": 0, "starts": records}))
+    assert trained_as(str(tmp_path), iteration)["method"] == method
+    (tmp_path / RUN_INFO).write_text(json.dumps({"method": "oracle", "starts": records}))
+    assert trained_as(str(tmp_path), iteration) == {"method": "oracle"}
+
+
+def test_trained_as_without_or_with_a_damaged_record(tmp_path, capsys):
+    from maml_tf.main import RUN_INFO, trained_as
+
+    assert trained_as(str(tmp_path), 20) == {}
+    (tmp_path / RUN_INFO).write_text('{"method": "pre')
+    assert trained_as(str(tmp_path), 20) == {}
+    assert capsys.readouterr().err.startswith(f"maml_tf.main: warning: {tmp_path / RUN_INFO} is damaged (")
 
 
 def test_cli_rejects_tasks_larger_than_the_data(tmp_path, repo_root):

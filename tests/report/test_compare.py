@@ -57,6 +57,7 @@ def test_a_partway_checkpoint_or_a_smaller_test_is_said_next_to_the_papers_numbe
     row = compare.table([compare.Result(path)]).splitlines()[2]
     assert "Sinusoid 5-shot, MAML (MSE)" in row
     assert "[checkpoint at 10000 of 70000 iterations; 50 test tasks (the paper's 600)]" in row
+    assert "[checkpoint at 10000 of 70000 iterations;" in compare.regression_table([compare.Result(path)])
 
 
 def test_unknown_configuration_is_listed_without_a_paper_number(tmp_path):
@@ -81,7 +82,7 @@ def test_plot_writes_a_png(tmp_path):
 @pytest.mark.filterwarnings("error::RuntimeWarning")  # the inf rows are written without numpy's warning
 def test_regression_table_separates_diverging_tasks(tmp_path):
     rows = np.tile(np.linspace(3.0, 0.3, 11), (600, 1))
-    rows[:3, 5:] = [[1e3, 1e6, 1e9, np.inf, np.nan, np.nan]] * 3  # three tasks blow up
+    rows[:3, 5:] = [[1e3, 1e6, 1e200, np.inf, np.nan, np.nan]] * 3  # three tasks blow up (1e200: its square overflows)
     path = _fake_run(tmp_path, SINE_MAML, rows, 5, 0.01)
     text = compare.regression_table([compare.Result(path)])
     step10 = next(line for line in text.splitlines() if "| 10 |" in line)
@@ -98,7 +99,7 @@ oracle,point,0,-2.6,0.1,40,40,0.0
 
 
 RL_CSV_WITH_MODE = """method,task,step,mean_return,stderr,num_tasks,num_trajs,fast_lr,mode,design
-Oracle run,point,0,-2.6,0.1,40,40,0.0,oracle,
+best,point,0,-2.6,0.1,40,40,0.0,oracle,
 oracle,point,0,-39.9,2.1,40,40,0.5,maml,
 oracle,point,1,-11.3,1.0,40,40,0.5,maml,
 ours,point,0,-39.9,2.1,5,40,0.5,maml,step_schedule=feb2017;same_sampling_seed
@@ -108,12 +109,13 @@ ours,point,1,-11.3,1.0,5,40,0.5,maml,step_schedule=feb2017;same_sampling_seed
 
 def test_rl_rows_are_matched_by_what_the_run_was_trained_as_and_say_how_they_were_tested(tmp_path):
     """The csv's mode column, not the user's --run label, decides the oracle row (a label is free
-    text: an oracle labelled 'Oracle run', a MAML run labelled 'oracle'); an evaluation that
-    departs from the released test protocol says how, next to the paper's numbers."""
+    text: an oracle labelled 'best', a MAML run labelled 'oracle'), and is shown where the label
+    does not start with it; an evaluation with options away from the defaults says which, next
+    to the paper's numbers."""
     path = tmp_path / "eval.csv"
     path.write_text(RL_CSV_WITH_MODE)
     text = compare.rl_table(compare.load([str(path)])[1])
-    assert "| 2D navigation | Oracle run (oracle) | -2.60 ± 0.10 | oracle -2.29 |" in text
+    assert "| 2D navigation | best (oracle) | -2.60 ± 0.10 | oracle -2.29 |" in text
     assert "| 2D navigation | oracle (maml) | -39.90 ± 2.10 / -11.30 ± 1.00 | -40.41 / -11.68 / -3.33 / -3.23 |" in text
     assert ("| 2D navigation | ours (maml) [evaluated with step_schedule=feb2017; same_sampling_seed; 5 tasks (the "
             "paper's 40)] |") in text
