@@ -479,9 +479,9 @@ def trained_as(run_dir, checkpoint_iteration):
     --metatrain_iterations=0 would otherwise call a pretrained run MAML (its default is 15000).
     Where each start recorded its iteration counts, the method is "pretrain" if every iteration
     up to the checkpoint was a pretraining one (a run pretrained, then meta-trained on: its
-    pretrained checkpoints are the pretrained baseline). {} for a run without run_info.json
-    (trained before it existed, or an imported checkpoint); a damaged one is said in a warning
-    line and skipped."""
+    pretrained checkpoints are the pretrained baseline). An imported checkpoint's run_info.json
+    (maml_tf.original_checkpoint) adds where it came from. {} for a run without run_info.json
+    (trained before it existed); a damaged one is said in a warning line and skipped."""
     from report.files import read_json_object
 
     path = os.path.join(run_dir, RUN_INFO)
