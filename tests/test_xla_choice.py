@@ -309,8 +309,9 @@ def test_cli_times_a_long_run_and_records_the_choice(tmp_path, repo_root):
     assert lines[-1:] == ["Done initializing, starting training."] and status == 143, err[-2000:]
     line = next(line for line in lines if line.startswith("meta-step: "))
     first, start = json.loads((tmp_path / SINE_RUN / "run_info.json").read_text())["starts"]
-    assert first == {"iteration": 0, "jit_compile": False, "conv_method": "auto", "dense_method": "auto",
-                     "distribute": "none"} and start["iteration"] == 20
+    assert first == {"iteration": 0, "pretrain_iterations": 0, "metatrain_iterations": 20, "jit_compile": False,
+                     "conv_method": "auto", "dense_method": "auto", "distribute": "none"}
+    assert (start["iteration"], start["metatrain_iterations"]) == (20, 1020)
     graph_ms, xla_ms = start["step_ms_graph_xla"]
     chosen = start["jit_compile"]
     assert chosen is (xla_ms < 0.95 * graph_ms) or abs(xla_ms - 0.95 * graph_ms) < 0.1  # (ms rounded to 0.1)
