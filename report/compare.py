@@ -52,7 +52,7 @@ class Result:
     @property
     def caveats(self):
         """What makes this test other than the paper's: fewer iterations trained than the run
-        was set to (a partway checkpoint), or a number of test tasks other than 600. (The
+        was set to (a partway checkpoint), or a number of test tasks other than the paper's. (The
         authors' released MiniImagenet model, imported, is their run's last checkpoint, model59000
         of 60000 iterations: said as such.)"""
         notes = []
@@ -62,8 +62,8 @@ class Result:
             notes.append("the authors' released checkpoint")
         elif isinstance(done, int) and planned and done < planned:
             notes.append(f"checkpoint at {done} of {planned} iterations")
-        if self.paper is not None and self.rows is not None and len(self.rows) != 600:
-            notes.append(f"{len(self.rows)} test tasks (the paper's 600)")
+        if self.paper is not None and self.rows is not None and len(self.rows) != paper.TEST_TASKS:
+            notes.append(f"{len(self.rows)} test tasks (the paper's {paper.TEST_TASKS})")
         return notes
 
     @property

@@ -14,6 +14,9 @@ def _acc(label, step, value, ci=None):
     return PaperResult(label, (step,), (value,), None if ci is None else (ci,), True)
 
 
+# The supervised test protocol's tasks (the original's test(): 600, meta-batch 1).
+TEST_TASKS = 600
+
 # key: (datasource, method, num_classes, test K, conv, first order)
 SUPERVISED = {
     ("sinusoid", "maml", 5, 5, True, False): PaperResult(

@@ -16,22 +16,21 @@ Options beyond the released protocol (all off by default):
 """
 import os
 
+from report.paper import RL as PAPER_RL
 from report.rl_results import SUMMARY_COLUMNS
 
 # The original test scripts (maml_examples/test_maml_*.py), per env: numpy seed of the
-# 40 test tasks, trajectories per task per step (batch_size / horizon: 4000 / 100 for
-# the point, 4000 / 200 or 8000 / 200 for MuJoCo), and the step size of the later
-# steps relative to alpha (VPG's learning_rate / init_learning_rate: 0.5; 0.01 in
-# test_maml_ant_direc.py). collector_workers=1: the paper's results (the original repo's
-# icml/*.pkl, April 2017) were sampled with one vectorized sampler; the released test
-# scripts' n_parallel=4 would keep 23 paths of a 4000-step MuJoCo batch (--collector_workers=4).
-PROTOCOLS = {
-    "point": dict(task_seed=1, num_trajs=40, later_lr_scale=0.5, collector_workers=1),
-    "cheetah_vel": dict(task_seed=1, num_trajs=20, later_lr_scale=0.5, collector_workers=1),
-    "cheetah_dir": dict(task_seed=1, num_trajs=20, later_lr_scale=0.5, collector_workers=1),
-    "ant_vel": dict(task_seed=1, num_trajs=20, later_lr_scale=0.5, collector_workers=1),
-    "ant_dir": dict(task_seed=2, num_trajs=40, later_lr_scale=0.01, collector_workers=1),
-}
+# 40 test tasks, trajectories per task per step (report.paper's num_trajs: the scripts'
+# batch_size / horizon, 4000 / 100 for the point, 4000 / 200 or 8000 / 200 for MuJoCo),
+# and the step size of the later steps relative to alpha (VPG's learning_rate /
+# init_learning_rate: 0.5; 0.01 in test_maml_ant_direc.py). collector_workers=1: the paper's
+# results (the original repo's icml/*.pkl, April 2017) were sampled with one vectorized
+# sampler; the released test scripts' n_parallel=4 would keep 23 paths of a 4000-step MuJoCo
+# batch (--collector_workers=4).
+_TASK_SEED_AND_LATER_SCALE = {"point": (1, 0.5), "cheetah_vel": (1, 0.5), "cheetah_dir": (1, 0.5),
+                              "ant_vel": (1, 0.5), "ant_dir": (2, 0.01)}
+PROTOCOLS = {env: dict(task_seed=seed, num_trajs=PAPER_RL[env].num_trajs, later_lr_scale=scale, collector_workers=1)
+             for env, (seed, scale) in _TASK_SEED_AND_LATER_SCALE.items()}
 
 # The summary csv's header, defined with its reader in report.rl_results.
 COLUMNS = SUMMARY_COLUMNS

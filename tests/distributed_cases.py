@@ -66,3 +66,14 @@ def in_theory_zero(gradients):
     full step of size meta_lr, so those weights are compared only through their gradients."""
     scale = np.linalg.norm(np.concatenate([np.ravel(g) for g in gradients]))
     return [np.linalg.norm(g) < 1e-4 * scale for g in gradients]
+
+
+def local_support_inputs(distributed, batch):
+    """The support inputs each of this process's replicas receives from `distributed` (a
+    DistributedLearner) for `batch`, in replica order."""
+    import tensorflow as tf
+
+    (support,) = distributed._split(batch.support, flag="meta_batch_size")
+    strategy = distributed.strategy
+    return [np.asarray(x) for x in strategy.experimental_local_results(
+        strategy.run(lambda s: tf.identity(s[0]), args=(support,)))]

@@ -8,13 +8,12 @@ the chief saves them to argv[1] (.npz).
 import sys
 
 import numpy as np
-import tensorflow as tf
 
 from report.distribution import is_chief, make_strategy
 
 strategy = make_strategy("multi_worker")  # before any other TensorFlow op
 
-from distributed_cases import CONFIGS, build_learner, random_batch  # noqa: E402
+from distributed_cases import CONFIGS, build_learner, local_support_inputs, random_batch  # noqa: E402
 from maml_tf.distributed import DistributedLearner  # noqa: E402
 
 results = {}
@@ -29,10 +28,7 @@ for name, (datasource, _, _, tasks) in sorted(CONFIGS.items()):
         results[f"{name}/{field}"] = value.numpy()
     results[f"{name}/replicas"] = np.array(strategy.num_replicas_in_sync)
 # The support inputs this process's replica adapts on (the chief: the first half of the tasks).
-batch = random_batch("sinusoid", CONFIGS["sinusoid"][3])
-(support,) = learner._split(batch.support, flag="meta_batch_size")
-(results["split/local_support_inputs"],) = [np.asarray(x) for x in strategy.experimental_local_results(
-    strategy.run(lambda s: tf.identity(s[0]), args=(support,)))]
+(results["split/local_support_inputs"],) = local_support_inputs(learner, random_batch("sinusoid", CONFIGS["sinusoid"][3]))
 # Two Adam meta-updates of the sinusoid (tasks 3 + 3), then the weights and Adam's state.
 with strategy.scope():
     learner = DistributedLearner(build_learner("sinusoid"), strategy)

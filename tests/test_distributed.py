@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from distributed_cases import CONFIGS, RTOL, global_relative_difference, in_theory_zero, learners, random_batch
+from distributed_cases import (CONFIGS, RTOL, global_relative_difference, in_theory_zero, learners,
+                               local_support_inputs, random_batch)
 from maml_tf.checkpoints import Checkpointer
 
 
@@ -107,10 +108,9 @@ def test_each_replica_adapts_its_own_share_of_the_tasks(strategy):
     device's, and the comparisons above could not tell)."""
     _, distributed = learners("sinusoid", strategy)
     batch = random_batch("sinusoid", 6)
-    (support,) = distributed._split(batch.support, flag="meta_batch_size")
-    local = strategy.experimental_local_results(strategy.run(lambda s: tf.identity(s[0]), args=(support,)))
-    assert [np.asarray(x).shape[0] for x in local] == [3, 3]
-    np.testing.assert_array_equal(np.concatenate([np.asarray(x) for x in local]), np.asarray(batch.support[0]))
+    local = local_support_inputs(distributed, batch)
+    assert [x.shape[0] for x in local] == [3, 3]
+    np.testing.assert_array_equal(np.concatenate(local), np.asarray(batch.support[0]))
 
 
 def test_meta_batch_that_does_not_split_is_a_one_line_error(strategy):

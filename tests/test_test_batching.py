@@ -1,10 +1,7 @@
 """`maml_tf.main --train=False --test_tasks_per_call=N` adapts N test tasks per call through the
 batched path and writes, per task, the numbers of the original's one-task-at-a-time test (the
 [600, steps + 1] pkl rows the csv summarises), to float32 round-off."""
-import os
 import pickle
-import subprocess
-import sys
 
 import numpy as np
 from cli import run_main
@@ -31,12 +28,6 @@ runpy.run_module("maml_tf.main", run_name="__main__", alter_sys=True)
 """
 
 
-def _run_counting_main(args, cwd):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    return subprocess.run([sys.executable, "-c", _COUNTING_MAIN, *args], capture_output=True, text=True, cwd=cwd,
-                          env=env, timeout=600)
-
-
 def test_batched_test_writes_the_one_at_a_time_rows(tmp_path, repo_root):
     """The 80-task sinusoid test in calls of 1 task and of 40 (main's calls counted: 80 and 2):
     the same per-task rows."""
@@ -45,9 +36,9 @@ def test_batched_test_writes_the_one_at_a_time_rows(tmp_path, repo_root):
     assert trained.returncode == 0, trained.stderr[-2000:]
     rows = {}
     for per_call in (1, 40):
-        tested = _run_counting_main(common + ["--train=False", "--num_test_tasks=80", "--update_batch_size=5",
-                                              "--train_update_batch_size=10", f"--test_tasks_per_call={per_call}"],
-                                    repo_root)
+        tested = run_main(common + ["--train=False", "--num_test_tasks=80", "--update_batch_size=5",
+                                    "--train_update_batch_size=10", f"--test_tasks_per_call={per_call}"], repo_root,
+                          wrapper=_COUNTING_MAIN)
         assert tested.returncode == 0, tested.stderr[-2000:]
         assert f"done after each call: {list(range(per_call, 81, per_call))}" in tested.stderr
         pkl = next(tmp_path.rglob("test_ubs5_stepsize0.01.pkl"))
