@@ -1,7 +1,7 @@
 """Explicit test episodes: a plain-text list naming the image files of every task.
 
 `maml_tf.main --train=False --test_tasks_file=FILE` evaluates exactly the tasks of FILE instead
-of the fixed seeded pool, and `--write_test_tasks=FILE` writes the tasks being evaluated in
+of the fixed pool (the original's), and `--write_test_tasks=FILE` writes the tasks being evaluated in
 this format, so that other code (for instance the authors' original) can be run on the same
 episodes, and their episodes on ours.
 
@@ -203,7 +203,7 @@ def check_episodes(episodes, num_classes, support_per_class, path="episode list"
 
 
 class EpisodeList(Sequence):
-    """The tasks of an episode list with their images decoded, as `EvalPool` offers the seeded
+    """The tasks of an episode list with their images decoded, as `EvalPool` offers the fixed
     pool: indexing gives a 1-task EpisodeBatch (built on demand), `episodes()` the rows."""
 
     def __init__(self, episodes, pixels, invert, num_classes):

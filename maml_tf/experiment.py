@@ -122,7 +122,8 @@ def validation_sampler(datasource, eval_sampler):
 
 
 def test_seed(datasource):
-    """The seed of the fixed test tasks: the original seeded numpy with 1 (sinusoid) or 6."""
+    """The seed of the fixed test tasks: the original's test seeded numpy's global stream with 1
+    (sinusoid); its image pools were drawn after Python's `random.seed(6)`."""
     return 1 if datasource == "sinusoid" else 6
 
 

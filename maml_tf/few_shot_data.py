@@ -198,7 +198,7 @@ class FewShotSampler:
         return self._build(*self._draw(rng, num_tasks))
 
     def eval_pool(self, num_tasks=600, seed=6) -> "EvalPool":
-        """A fixed, lazily built list of tasks; the original drew its 600 eval tasks with seed 6."""
+        """The original's fixed evaluation tasks: its `random.seed(6)` pool of 600 (see `EvalPool`)."""
         return EvalPool(self, num_tasks, seed)
 
     def _draw(self, rng, num_tasks):
@@ -263,12 +263,17 @@ def to_float(pixels, invert):
 
 
 class EvalPool(Sequence):
-    """Task i is drawn from its own generator seeded with (seed, i): the pool is the same in
-    every process and run, costs no memory up front, and its first tasks do not depend on
-    its length. Indexing gives a 1-task EpisodeBatch; `batch(indices)` gives several."""
+    """The original's fixed evaluation tasks (`original_pool_draws`: classes and images from
+    Python's `random` seeded with `seed`, as its `make_data_tensor(train=False)`), built
+    lazily: indexing gives a 1-task EpisodeBatch, `batch(indices)` several. The same in every
+    process and run; its first tasks do not depend on its length."""
 
     def __init__(self, sampler: FewShotSampler, num_tasks, seed):
         self.sampler, self.num_tasks, self.seed = sampler, num_tasks, seed
+        num_available, per_class = sampler.classes.images.shape[:2]
+        self._chosen, self._images = original_pool_draws(
+            num_available, per_class, sampler.num_classes, sampler.support_per_class + sampler.query_per_class,
+            num_tasks, seed)
 
     def __len__(self):
         return self.num_tasks
@@ -289,9 +294,40 @@ class EvalPool(Sequence):
         return self.sampler._describe(*self._draws(range(self.num_tasks) if indices is None else indices))
 
     def _draws(self, indices):
-        draws = []
+        indices = [int(i) for i in indices]
         for i in indices:
             if not 0 <= i < self.num_tasks:
                 raise IndexError(f"task {i} is outside this pool of {self.num_tasks}")
-            draws.append(self.sampler._draw(np.random.default_rng([self.seed, int(i)]), 1))
-        return tuple(np.concatenate(parts) for parts in zip(*draws))
+        return self._chosen[indices], self._images[indices], self._turns(indices)
+
+    def _turns(self, indices):
+        """Quarter turns [tasks, N]: the original rotated each class of a task by an unseeded
+        `tf.multinomial`, which no seed reproduces; here task i's come from its own generator
+        seeded with (seed, i)."""
+        n = self.sampler.num_classes
+        if not self.sampler.rotate:
+            return np.zeros((len(indices), n), np.int64)
+        return np.stack([np.random.default_rng([self.seed, i]).integers(0, 4, size=n) for i in indices])
+
+
+def original_pool_draws(num_available, per_class, num_classes, samples_per_class, num_tasks, seed):
+    """(classes [tasks, N], images [tasks, N, samples_per_class]) of the original's evaluation
+    pool: `random.seed(seed)` (main.py), then per task `random.sample(folders, N)`, a
+    `random.shuffle` of them (the order is the label permutation) and, per class in label
+    order, `random.sample(os.listdir(class), samples_per_class)` (data_generator.py's
+    `make_data_tensor`, utils.py's `get_images`), the first K support, the rest query.
+
+    `random.sample` picks positions from the population's length alone, so sampling
+    positions in our listings (classes in split order, files sorted) replays the original's
+    draws on a file system that lists sorted. These are Python 3's `random.sample`/`shuffle`
+    (the authors' code ran on Python 2 or 3; Python 2's `sample` drew differently)."""
+    stream = random.Random(seed)
+    classes = np.empty((num_tasks, num_classes), np.int64)
+    images = np.empty((num_tasks, num_classes, samples_per_class), np.int64)
+    for t in range(num_tasks):
+        chosen = stream.sample(range(num_available), num_classes)
+        stream.shuffle(chosen)
+        classes[t] = chosen
+        for j in range(num_classes):
+            images[t, j] = stream.sample(range(per_class), samples_per_class)
+    return classes, images

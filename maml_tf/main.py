@@ -83,8 +83,8 @@ flags.DEFINE_integer("test_tasks_per_call", 1,
                      "same up to float32 round-off (an accuracy can flip where two logits nearly tie); 40 made the "
                      "sinusoid test 11-20x faster and Omniglot 5-way 2.2-2.8x (benchmarks/README.md).")
 flags.DEFINE_string("test_tasks_file", None, "with --train=False: evaluate exactly the tasks of this episode list "
-                    "(format: maml_tf/episode_list.py) instead of the fixed seeded pool (Omniglot, MiniImagenet)")
-flags.DEFINE_string("write_test_tasks", None, "with --train=False: also write the tasks being evaluated (the seeded "
+                    "(format: maml_tf/episode_list.py) instead of the fixed pool, the original's (Omniglot, MiniImagenet)")
+flags.DEFINE_string("write_test_tasks", None, "with --train=False: also write the tasks being evaluated (the fixed "
                     "pool or --test_tasks_file) to this file as an episode list")
 distribution.define_flags(flags)
 
@@ -332,7 +332,7 @@ class _Built(NamedTuple):
     settings: dict  # settings_from_flags()
     train_sampler: object
     eval_sampler: object
-    test_tasks: object  # (testing; None when training) the tasks to evaluate: a seeded pool or an episode list
+    test_tasks: object  # (testing; None when training) the tasks to evaluate: the fixed pool or an episode list
     tasks_source: object  # (testing; None when training) where they come from, for the output
     model: object
     conv: object  # the per-task convolution method(s) (_conv_method)
@@ -364,7 +364,7 @@ def _build():
         distribution.per_replica_count(FLAGS.meta_batch_size, strategy, "meta_batch_size")
     say = print if chief else (lambda *args, **kwargs: None)  # only the chief reports
     s = settings_from_flags()
-    if FLAGS.test_tasks_file is not None:  # (test only) the file's tasks replace the seeded pool
+    if FLAGS.test_tasks_file is not None:  # (test only) the file's tasks replace the fixed pool
         from maml_tf import episode_list
 
         train_sampler, eval_sampler = None, None
@@ -380,7 +380,7 @@ def _build():
         if not FLAGS.train:
             seed = experiment.test_seed(FLAGS.datasource)
             test_tasks = eval_sampler.eval_pool(FLAGS.num_test_tasks, seed=seed)
-            tasks_source = f"{FLAGS.num_test_tasks} tasks (seeded pool, seed {seed})"
+            tasks_source = f"{FLAGS.num_test_tasks} tasks (the original's pool, seed {seed})"
     keras.utils.set_random_seed(FLAGS.seed)
     with strategy.scope() if strategy else contextlib.nullcontext():
         model = experiment.build_model(FLAGS.datasource, num_classes=FLAGS.num_classes,

@@ -18,7 +18,9 @@ class SinusoidSampler:
 
 
     def sample(self, rng, num_tasks):
-        """`num_tasks` tasks of support_size + query_size points (support first, as the original)."""
+        """`num_tasks` tasks of support_size + query_size points (support first, as the original),
+        drawn from `rng` (a numpy Generator or RandomState) in the original's order: all
+        amplitudes, all phases, then each task's inputs."""
         points = self.support_size + self.query_size
         amp = rng.uniform(*self.amp_range, size=(num_tasks, 1, 1))
         phase = rng.uniform(*self.phase_range, size=(num_tasks, 1, 1))
@@ -31,6 +33,9 @@ class SinusoidSampler:
         return EpisodeBatch(x[:, :k], y[:, :k], x[:, k:], y[:, k:])
 
     def eval_pool(self, num_tasks=600, seed=1):
-        """The fixed test tasks, one per batch (the original seeded numpy with 1 before testing)."""
-        rng = np.random.default_rng(seed)
+        """The original's test tasks, one per batch: its test() ran `np.random.seed(1)`, then
+        drew each task's amplitude, phase and 2K inputs from numpy's legacy global stream, in
+        the order `sample` draws them; a `RandomState(seed)` is that stream, so these are
+        its tasks value for value."""
+        rng = np.random.RandomState(seed)
         return [self.sample(rng, 1) for _ in range(num_tasks)]
