@@ -82,6 +82,11 @@ def write_json(path, data):
         json.dump(data, f, indent=1, sort_keys=True)
 
 
+# A test description's "test_pool" when its tasks were the fixed pool: the original's tasks (since
+# 29 November 2026; descriptions written before have no "test_pool": our earlier pool).
+ORIGINAL_POOL = "original"
+
+
 def write_results(run_dir, update_batch_size, update_lr, rows, info=None):
     """The original's csv (header update0.., means, stds, ci95) and pkl {'mses': rows}, plus a
     `.json` describing the run for `report.compare`. All are written before any is renamed into

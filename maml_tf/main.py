@@ -463,7 +463,8 @@ def _test(built):
     tasks_file = None if FLAGS.test_tasks_file is None else os.path.abspath(FLAGS.test_tasks_file)
     csv_path, _ = evaluation.write_results(run_dir, FLAGS.update_batch_size, FLAGS.update_lr, rows,
                                            info={**run_info(), **trained_as(run_dir, itr), "checkpoint_iteration": itr,
-                                                 "test_set": FLAGS.test_set, "test_tasks_file": tasks_file})
+                                                 "test_set": FLAGS.test_set, "test_tasks_file": tasks_file,
+                                                 "test_pool": None if tasks_file else evaluation.ORIGINAL_POOL})
     print(f"Wrote {csv_path}")
 
 

@@ -52,7 +52,8 @@ class Result:
     @property
     def caveats(self):
         """What makes this test other than the paper's: fewer iterations trained than the run
-        was set to (a partway checkpoint), or a number of test tasks other than the paper's. (The
+        was set to (a partway checkpoint), a number of test tasks other than the paper's, or
+        tasks other than the original's (a test written before our pool became theirs). (The
         authors' released MiniImagenet model, imported, is their run's last checkpoint, model59000
         of 60000 iterations: said as such.)"""
         notes = []
@@ -64,6 +65,9 @@ class Result:
             notes.append(f"checkpoint at {done} of {planned} iterations")
         if self.paper is not None and self.rows is not None and len(self.rows) != paper.TEST_TASKS:
             notes.append(f"{len(self.rows)} test tasks (the paper's {paper.TEST_TASKS})")
+        if not self.info.get("test_tasks_file") and self.info.get("test_pool") != evaluation.ORIGINAL_POOL:
+            notes.append("maml-tf's earlier test tasks (tested before 29 November 2026: the same distribution, "
+                         "not the original's tasks)")
         return notes
 
     @property

@@ -316,7 +316,7 @@ def _body(path):
 
 def test_main_writes_the_pool_and_evaluates_a_list_identically(tmp_path, repo_root, shared_data):
     """End to end on a small generated MiniImagenet test split and the released weights: the
-    seeded pool written with --write_test_tasks, evaluated again with --test_tasks_file, gives the
+    fixed pool written with --write_test_tasks, evaluated again with --test_tasks_file, gives the
     same per-task rows; the second run lists the same tasks; a bad list is a one-line error."""
     from maml_tf.original_checkpoint import import_checkpoint
 
@@ -344,7 +344,7 @@ def test_main_writes_the_pool_and_evaluates_a_list_identically(tmp_path, repo_ro
     assert _body(again_file) == body
     with open(result_stem + ".json") as f:
         info = json.load(f)
-    assert info["num_tasks"] == 4 and info["test_tasks_file"] == str(pool_file)
+    assert info["num_tasks"] == 4 and info["test_tasks_file"] == str(pool_file) and info["test_pool"] is None
 
     broken = tmp_path / "broken.tsv"
     broken.write_text("\n".join(body[:3]) + "\n0\tsupport\t7\t0\ttest/x.jpg\n")

@@ -158,7 +158,8 @@ def test_cli_test_describes_the_run_as_its_training_recorded_it(tmp_path, repo_r
     then started with the MAML command at 20 iterations (nothing to do: the record stays as it
     was), then tested with the MAML command line (whose --metatrain_iterations is not 0): the
     test describes model-20 as the pretrained baseline its run_info.json records, and
-    report.compare puts it next to the paper's pretrained numbers, not MAML's."""
+    report.compare puts it next to the paper's pretrained numbers, not MAML's, with no caveat
+    (the test drew the original's tasks)."""
     maml = ["--flagfile=flags/sinusoid.flags", f"--logdir={tmp_path}"]
     outputs = []
     for args in (["--flagfile=flags/sinusoid_pretrain.flags", f"--logdir={tmp_path}", "--pretrain_iterations=20"],
@@ -171,9 +172,12 @@ def test_cli_test_describes_the_run_as_its_training_recorded_it(tmp_path, repo_r
     run_dir = tmp_path / "cls_5.mbs_25.ubs_10.numstep1.updatelr0.01nonorm"
     info = json.loads((run_dir / "test_ubs5_stepsize0.01.json").read_text())
     assert (info["method"], info["pretrain_iterations"], info["metatrain_iterations"]) == ("pretrain", 20, 0)
+    assert info["test_pool"] == "original"  # the original's tasks: report.compare adds no caveat
     from report import compare
 
-    assert "Sinusoid 5-shot, pretrained (MSE)" in compare.table([compare.Result(str(run_dir / "test_ubs5_stepsize0.01.csv"))])
+    row = next(line for line in compare.table([compare.Result(str(run_dir / "test_ubs5_stepsize0.01.csv"))]).splitlines()
+               if "Sinusoid 5-shot, pretrained (MSE)" in line)
+    assert "earlier test tasks" not in row
 
 
 @pytest.mark.parametrize("starts,iteration,method", [

@@ -14,7 +14,8 @@ def _fake_run(tmp_path, info, rows, ubs, lr):
     return evaluation.write_results(str(run_dir), ubs, lr, rows, info=info)[0]
 
 
-SINE_MAML = {"datasource": "sinusoid", "method": "maml", "num_classes": 5, "conv": True, "stop_grad": False}
+SINE_MAML = {"datasource": "sinusoid", "method": "maml", "num_classes": 5, "conv": True, "stop_grad": False,
+             "test_pool": evaluation.ORIGINAL_POOL}
 
 
 def test_table_puts_our_numbers_next_to_the_papers(tmp_path):
@@ -58,6 +59,18 @@ def test_a_partway_checkpoint_or_a_smaller_test_is_said_next_to_the_papers_numbe
     assert "Sinusoid 5-shot, MAML (MSE)" in row
     assert "[checkpoint at 10000 of 70000 iterations; 50 test tasks (the paper's 600)]" in row
     assert "[checkpoint at 10000 of 70000 iterations;" in compare.regression_table([compare.Result(path)])
+
+
+def test_a_test_on_the_earlier_pool_is_said(tmp_path):
+    """Descriptions written before the fixed pool became the original's tasks have no
+    "test_pool"; the row says so. An episode list's tasks are the file's, so no caveat."""
+    old = {key: value for key, value in SINE_MAML.items() if key != "test_pool"}
+    path = _fake_run(tmp_path, old, np.ones((600, 11)), 5, 0.01)
+    assert "[maml-tf's earlier test tasks (tested before 29 November 2026" in compare.table([compare.Result(path)])
+    path = _fake_run(tmp_path, {**old, "test_tasks_file": "/data/episodes.tsv"}, np.ones((600, 11)), 5, 0.01)
+    assert "earlier test tasks" not in compare.table([compare.Result(path)])
+    path = _fake_run(tmp_path, SINE_MAML, np.ones((600, 11)), 5, 0.01)
+    assert "earlier test tasks" not in compare.table([compare.Result(path)])
 
 
 def test_unknown_configuration_is_listed_without_a_paper_number(tmp_path):
