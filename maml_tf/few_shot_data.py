@@ -305,7 +305,7 @@ class EvalPool(Sequence):
         `tf.multinomial`, which no seed reproduces; here task i's come from its own generator
         seeded with (seed, i)."""
         n = self.sampler.num_classes
-        if not self.sampler.rotate:
+        if not self.sampler.rotate or not indices:
             return np.zeros((len(indices), n), np.int64)
         return np.stack([np.random.default_rng([self.seed, i]).integers(0, 4, size=n) for i in indices])
 

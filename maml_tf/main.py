@@ -83,7 +83,7 @@ flags.DEFINE_integer("test_tasks_per_call", 1,
                      "same up to float32 round-off (an accuracy can flip where two logits nearly tie); 40 made the "
                      "sinusoid test 11-20x faster and Omniglot 5-way 2.2-2.8x (benchmarks/README.md).")
 flags.DEFINE_string("test_tasks_file", None, "with --train=False: evaluate exactly the tasks of this episode list "
-                    "(format: maml_tf/episode_list.py) instead of the fixed pool, the original's (Omniglot, MiniImagenet)")
+                    "(Omniglot, MiniImagenet; format: maml_tf/episode_list.py) instead of the fixed pool, the original's")
 flags.DEFINE_string("write_test_tasks", None, "with --train=False: also write the tasks being evaluated (the fixed "
                     "pool or --test_tasks_file) to this file as an episode list")
 distribution.define_flags(flags)

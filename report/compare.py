@@ -66,8 +66,8 @@ class Result:
         if self.paper is not None and self.rows is not None and len(self.rows) != paper.TEST_TASKS:
             notes.append(f"{len(self.rows)} test tasks (the paper's {paper.TEST_TASKS})")
         if not self.info.get("test_tasks_file") and self.info.get("test_pool") != evaluation.ORIGINAL_POOL:
-            notes.append("maml-tf's earlier test tasks (tested before 29 November 2026: the same distribution, "
-                         "not the original's tasks)")
+            notes.append("maml-tf's earlier test tasks (the description predates the original's tasks, "
+                         "29 November 2026: the same distribution, other tasks)")
         return notes
 
     @property
