@@ -9,8 +9,9 @@ JOB: {"sinusoid": [K, ...], "image_pools": [{"datasource", "folder", "root", "nu
 the float64 arrays it fed). For each image pool: their flags set as that test's command would
 (`--datasource`, `--num_classes`, `--test_set`), `DataGenerator(samples, 1, config)` on the
 folder, `random.seed(6)`, `make_data_tensor(train=False)` (main.py's order), and the filename
-list it hands `tf.train.string_input_producer` (per task the N classes in label order, each
-with `samples` files), cut to the first T tasks.
+list it hands `tf.train.string_input_producer` (recorded by run_original_test.record_episodes,
+which changes no value; per task the N classes in label order, each with `samples` files),
+cut to the first T tasks.
 
 One thing differs from running their main.py, on purpose: `os.listdir` lists sorted, the one
 deliberate difference our data pipeline makes (the original's unsorted listing made its draws
@@ -27,6 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import numpy as np  # noqa: E402
 
 import tf1_compat  # noqa: E402
+from run_original_test import record_episodes, write_json  # noqa: E402
 
 # The DataGenerator config keys naming the folders (MiniImagenet's constructor lists both).
 FOLDER_CONFIG = {"omniglot": ("data_folder",), "miniimagenet": ("metatrain_folder", "metaval_folder")}
@@ -51,27 +53,17 @@ def sinusoid_tasks(original_main, data_generator, k, num_tasks):
     return {"inputs": np.stack(xs).tolist(), "outputs": np.stack(ys).tolist()}
 
 
-def image_pool(original_main, data_generator, tf, pool, num_tasks):
+def image_pool(original_main, data_generator, tf, record, pool, num_tasks):
     original_main.FLAGS(["main.py", f"--datasource={pool['datasource']}", f"--num_classes={pool['num_classes']}",
                          f"--test_set={pool['test_set']}", "--train=False"])
-    recorded = []
-    producer = tf.train.string_input_producer
-
-    def string_input_producer(string_tensor, *args, **kwargs):
-        recorded.extend(v.decode() for v in tf.get_static_value(string_tensor))
-        return producer(string_tensor, *args, **kwargs)
-
-    tf.train.string_input_producer = string_input_producer
-    try:
-        config = {key: pool["folder"] for key in FOLDER_CONFIG[pool["datasource"]]}
-        generator = data_generator.DataGenerator(pool["samples"], 1, config=config)
-        random.seed(6)  # main.py, right before make_data_tensor(train=False)
-        with tf.Graph().as_default():
-            generator.make_data_tensor(train=False)
-    finally:
-        tf.train.string_input_producer = producer
+    config = {key: pool["folder"] for key in FOLDER_CONFIG[pool["datasource"]]}
+    generator = data_generator.DataGenerator(pool["samples"], 1, config=config)
+    record["filenames"] = []
+    random.seed(6)  # main.py, right before make_data_tensor(train=False)
+    with tf.Graph().as_default():
+        generator.make_data_tensor(train=False)  # its filename list: record["filenames"] (record_episodes)
     per_task = pool["num_classes"] * pool["samples"]
-    return [os.path.relpath(f, pool["root"]) for f in recorded[:num_tasks * per_task]]
+    return [os.path.relpath(f, pool["root"]) for f in record["filenames"][:num_tasks * per_task]]
 
 
 def main(job_path, result_path):
@@ -81,13 +73,13 @@ def main(job_path, result_path):
     original_main, _ = tf1_compat.import_original_maml()
     data_generator = sys.modules["data_generator"]
     tf = sys.modules["tensorflow"]
+    record = {}
+    record_episodes(tf, record)
     result = {"sinusoid": {str(k): sinusoid_tasks(original_main, data_generator, k, job["num_tasks"])
                            for k in job["sinusoid"]},
-              "image_pools": [image_pool(original_main, data_generator, tf, pool, job["num_tasks"])
+              "image_pools": [image_pool(original_main, data_generator, tf, record, pool, job["num_tasks"])
                               for pool in job["image_pools"]]}
-    with open(result_path + ".tmp", "w") as f:
-        json.dump(result, f)
-    os.replace(result_path + ".tmp", result_path)
+    write_json(result_path, result)
 
 
 if __name__ == "__main__":

@@ -110,9 +110,14 @@ def main(workdir, checkpoint, num_test_points, record_json):
     original_main.main()
     if [len(values) for values in record["shuffles"]] != [int(num_test_points)] * len(record["shuffles"]):
         raise SystemExit(f"expected each shuffle op to run once per test task, got {record['shuffles']}")
-    with open(record_json + ".tmp", "w") as f:
-        json.dump(record, f)
-    os.replace(record_json + ".tmp", record_json)
+    write_json(record_json, record)
+
+
+def write_json(path, data):
+    """`data` as JSON at `path`, whole or not at all (written beside it, then renamed)."""
+    with open(path + ".tmp", "w") as f:
+        json.dump(data, f)
+    os.replace(path + ".tmp", path)
 
 
 if __name__ == "__main__":
