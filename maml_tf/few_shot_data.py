@@ -264,9 +264,10 @@ def to_float(pixels, invert):
 
 class EvalPool(Sequence):
     """The original's fixed evaluation tasks (`original_pool_draws`: classes and images from
-    Python's `random` seeded with `seed`, as its `make_data_tensor(train=False)`), built
-    lazily: indexing gives a 1-task EpisodeBatch, `batch(indices)` several. The same in every
-    process and run; its first tasks do not depend on its length."""
+    Python's `random` seeded with `seed`, as its `make_data_tensor(train=False)`), drawn up
+    front and built into images on demand: indexing gives a 1-task EpisodeBatch,
+    `batch(indices)` several. The same in every process and run; its first tasks do not
+    depend on its length."""
 
     def __init__(self, sampler: FewShotSampler, num_tasks, seed):
         self.sampler, self.num_tasks, self.seed = sampler, num_tasks, seed
@@ -274,6 +275,7 @@ class EvalPool(Sequence):
         self._chosen, self._images = original_pool_draws(
             num_available, per_class, sampler.num_classes, sampler.support_per_class + sampler.query_per_class,
             num_tasks, seed)
+        self._quarter_turns = pool_quarter_turns(num_tasks, sampler.num_classes, sampler.rotate, seed)
 
     def __len__(self):
         return self.num_tasks
@@ -298,16 +300,18 @@ class EvalPool(Sequence):
         for i in indices:
             if not 0 <= i < self.num_tasks:
                 raise IndexError(f"task {i} is outside this pool of {self.num_tasks}")
-        return self._chosen[indices], self._images[indices], self._turns(indices)
+        return self._chosen[indices], self._images[indices], self._quarter_turns[indices]
 
-    def _turns(self, indices):
-        """Quarter turns [tasks, N]: the original rotated each class of a task by an unseeded
-        `tf.multinomial`, which no seed reproduces; here task i's come from its own generator
-        seeded with (seed, i)."""
-        n = self.sampler.num_classes
-        if not self.sampler.rotate or not indices:
-            return np.zeros((len(indices), n), np.int64)
-        return np.stack([np.random.default_rng([self.seed, i]).integers(0, 4, size=n) for i in indices])
+
+def pool_quarter_turns(num_tasks, num_classes, rotate, seed):
+    """Quarter turns [tasks, N] of an evaluation pool (zeros unless `rotate`): the original
+    rotated each class of a task by an unseeded `tf.multinomial`, which no seed reproduces;
+    here task i's come from its own generator seeded with (seed, i), so a task's turns do not
+    depend on the pool's length."""
+    if not rotate:
+        return np.zeros((num_tasks, num_classes), np.int64)
+    return np.array([np.random.default_rng([seed, i]).integers(0, 4, size=num_classes)
+                     for i in range(num_tasks)], np.int64).reshape(num_tasks, num_classes)
 
 
 def original_pool_draws(num_available, per_class, num_classes, samples_per_class, num_tasks, seed):
