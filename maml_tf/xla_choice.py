@@ -2,10 +2,10 @@
 
 Which is faster depends on the host and the network (README, "Meta-iteration speed"): XLA fused
 the dispatch-bound dense steps (sinusoid, non-conv Omniglot) 1.1-2.4x faster on every host
-measured, and the Omniglot 5-way 1-shot and 20-way conv steps 1.03-1.3x; but its own
-convolutions made Omniglot 5-shot 0.6-0.7x on an AVX2-only host (1.1x faster on AVX-512 ones)
-and MiniImagenet 0.6-0.7x everywhere. So `maml_tf.main`'s default times both on the run's own
-first batch before training.
+measured; on the conv steps it ranged from 0.5x to 1.3x of the graphs with the host and the
+shapes (first-order MiniImagenet 0.5-0.7x everywhere, Omniglot 5-shot 0.6-0.8x on some hosts and
+1.1x on others). So `maml_tf.main`'s default times both on the batch of the run's iteration 0
+before training (the timing and its margin: `report.xla_timing`; when it runs: `maml_tf.main`).
 """
 import gc
 
