@@ -3,6 +3,7 @@ content check of a prepared folder (a SHA256SUMS manifest written at preparation
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -12,12 +13,14 @@ import sys
 import tempfile
 from pathlib import Path
 
-from report.console import exit_with_error
+from report.console import ProgressLine, exit_with_error
 from report.files import atomic_write_text
 from report.stop import EXIT_STATUS, Interrupted, interrupt_where_it_is
 
 PREP_INFO = "PREP_INFO.json"  # written inside each prepared dataset folder
 MANIFEST = "SHA256SUMS"  # `sha256sum -c SHA256SUMS` format: one "<sha256>  <relative path>" a line
+
+log = logging.getLogger(__name__)
 
 
 class PrepError(Exception):
@@ -119,7 +122,13 @@ def prepared_files(folder: Path) -> list:
 
 def write_manifest(folder: Path, files) -> None:
     """Record the sha256 of each of `files` (relative paths) as folder/SHA256SUMS."""
-    atomic_write_text(folder / MANIFEST, "".join(f"{sha256_file(folder / rel)}  {rel}\n" for rel in sorted(files)))
+    files = sorted(files)
+    progress = ProgressLine(len(files), f"prepared files hashed for {MANIFEST}", print_fn=log.info)
+    lines = []
+    for done, rel in enumerate(files, start=1):
+        lines.append(f"{sha256_file(folder / rel)}  {rel}\n")
+        progress.update(done)
+    atomic_write_text(folder / MANIFEST, "".join(lines))
 
 
 def read_manifest(folder: Path):
@@ -148,7 +157,8 @@ def check_manifest(folder: Path, manifest: dict, files) -> None:
     if extra:
         raise PrepError(f"{folder / extra[0]} was not written by the preparation ({MANIFEST} does not "
                         f"list it); remove it, or {todo}")
-    for rel, digest in manifest.items():
+    progress = ProgressLine(len(manifest), f"prepared files checked against {MANIFEST}", print_fn=log.info)
+    for done, (rel, digest) in enumerate(manifest.items(), start=1):
         path = folder / rel
         try:
             size = path.stat().st_size
@@ -160,6 +170,7 @@ def check_manifest(folder: Path, manifest: dict, files) -> None:
         if actual != digest:
             raise PrepError(f"{path} is damaged (its sha256 differs from the one {MANIFEST} recorded "
                             f"when it was prepared); {todo}")
+        progress.update(done)
 
 
 def check_images(folder: Path, files, image_format, mode, size) -> None:
@@ -167,7 +178,8 @@ def check_images(folder: Path, files, image_format, mode, size) -> None:
     manifest; used at preparation and for folders prepared before manifests existed)."""
     from PIL import Image
 
-    for rel in files:
+    progress = ProgressLine(len(files), "prepared images decoded", print_fn=log.info)
+    for done, rel in enumerate(files, start=1):
         path = folder / rel
         try:
             if path.stat().st_size == 0:
@@ -180,6 +192,7 @@ def check_images(folder: Path, files, image_format, mode, size) -> None:
         if got != (image_format, mode, size):
             raise PrepError(f"{path} is a {got[0]} image of mode {got[1]} and size {got[2][0]}x{got[2][1]}, "
                             f"expected {image_format} {mode} {size[0]}x{size[1]}; delete {folder} and rerun")
+        progress.update(done)
 
 
 def verify_content(folder: Path, files, image_format, mode, size, log) -> None:

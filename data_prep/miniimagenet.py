@@ -49,6 +49,11 @@ def read_split_csv(path):
     for line, row in enumerate(rows[1:], start=2):
         if len(row) != 2 or not all(row):
             raise PrepError(f"{path}:{line}: expected 'filename,label', got {','.join(row)!r}")
+    for line, (name, label) in enumerate(rows[1:], start=2):
+        for what, value in (("filename", name), ("label", label)):
+            if not _plain_name(value):
+                raise PrepError(f"{path}:{line}: the {what} {value!r} is not a plain file or folder name "
+                                f"(it becomes part of an output path, so '/', '\\', '.' and '..' are refused)")
     rows = [tuple(r) for r in rows[1:]]
     if not rows:
         raise PrepError(f"{path} lists no images")
@@ -56,6 +61,11 @@ def read_split_csv(path):
     if duplicates:
         raise PrepError(f"{path} lists {duplicates[0]} more than once")
     return rows
+
+
+def _plain_name(value):
+    """True for a name that stays one entry below its folder (no separator, not . or ..)."""
+    return value not in (".", "..") and not any(c in value for c in "/\\\0")
 
 
 def read_splits(csv_dir, expected_counts=PAPER_COUNTS):
@@ -107,10 +117,17 @@ def verify_output(folder, splits, check_content=True):
 def find_images(images_dir, names):
     """{name: path} of the files called one of `names` anywhere below `images_dir`.
     A name found in two places is an error naming both (which one is meant is unknowable).
-    Hidden folders (.git, temporary folders of interrupted runs) are not searched."""
+    Symlinked folders are followed, each real folder once; hidden folders (.git, temporary
+    folders of interrupted runs) are not searched."""
     wanted = set(names)
     found = {}
-    for directory, subdirs, files in os.walk(images_dir):
+    visited = set()
+    for directory, subdirs, files in os.walk(images_dir, followlinks=True):
+        real = os.path.realpath(directory)
+        if real in visited:  # a symlink loop, or a second link to a folder already searched
+            subdirs[:] = []
+            continue
+        visited.add(real)
         subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
         for name in files:
             if name in wanted:
@@ -123,7 +140,10 @@ def find_images(images_dir, names):
 
 
 def prepare_miniimagenet(csv_dir, images_dir, output_dir, expected_counts=PAPER_COUNTS, workers=None):
-    """Write output_dir/miniImagenet and return its path; only verifies if already there."""
+    """Write output_dir/miniImagenet and return its path; only verifies if already there.
+    `workers`: resizing threads (None: one per CPU)."""
+    if workers is not None and workers < 1:
+        raise PrepError(f"--workers must be at least 1 (or left unset: one per CPU), got {workers}")
     splits = read_splits(csv_dir, expected_counts)
     final = user_path(output_dir) / OUTPUT_NAME
     if final.exists():
@@ -133,6 +153,7 @@ def prepare_miniimagenet(csv_dir, images_dir, output_dir, expected_counts=PAPER_
     images_dir = user_path(images_dir)
     if not images_dir.is_dir():
         raise PrepError(f"--images_dir={images_dir} is not a folder")
+    log.info("looking for the %d images the CSVs list below %s", sum(len(rows) for rows in splits.values()), images_dir)
     available = find_images(images_dir, (name for rows in splits.values() for name, _ in rows))
     missing = [name for rows in splits.values() for name, _ in rows if name not in available]
     if missing:
@@ -197,6 +218,6 @@ if __name__ == "__main__":
     flags.DEFINE_string("images_dir", None, "folder holding the ImageNet images named as in the CSVs")
     flags.DEFINE_string("output_dir", None, "folder to create miniImagenet/ in")
     flags.DEFINE_bool("check_paper_counts", True, "require 64/16/20 classes x 600 images")
-    flags.DEFINE_integer("workers", None, "resizing threads (default: one per CPU)")
+    flags.DEFINE_integer("workers", None, "resizing threads (default: one per CPU)", lower_bound=1)
     flags.mark_flags_as_required(["csv_dir", "images_dir", "output_dir"])
     cli.run(main)

@@ -35,6 +35,7 @@ ARCHIVES = {  # archive -> (alphabets, characters) it must hold
 NUM_CHARACTERS = 1623
 IMAGES_PER_CHARACTER = 20
 IMAGE_SIZE = 28
+SOURCE_SIZE = (105, 105)  # every drawing in the archives
 OUTPUT_NAME = "omniglot_resized"
 RESAMPLE_MODES = ("nearest", "lanczos")
 DOWNLOAD_URL = "https://github.com/brendenlake/omniglot/raw/master/python/"
@@ -219,15 +220,28 @@ def _resize_archive(archive, characters, out_root, resample):
                 out = out_root / alphabet / character
                 out.mkdir(parents=True)
                 for member in members:
-                    with Image.open(io.BytesIO(z.read(member))) as image:
-                        if image.mode != "1":
-                            raise PrepError(f"{archive}: {member} is mode {image.mode}, expected a "
-                                            f"1-bit PNG: not the Omniglot archive?")
-                        resize(image, resample).save(out / member.rsplit("/", 1)[1], format="PNG")
+                    _resize_member(archive, member, z.read(member), resample).save(
+                        out / member.rsplit("/", 1)[1], format="PNG")
                 progress.update(done)
     except (zipfile.BadZipFile, zlib.error, EOFError, Image.UnidentifiedImageError) as e:
         raise PrepError(f"{archive} is corrupt (truncated or damaged): {e}; delete it and rerun "
                         f"(--download fetches it again)") from e
+
+
+def _resize_member(archive, member, data, resample):
+    """The resized image of one archive member, which must be an Omniglot drawing: a 1-bit
+    SOURCE_SIZE PNG. A member that does not decode (damaged bytes under an intact CRC) or is
+    another image is refused naming the archive and the member."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            if image.format != "PNG" or image.mode != "1" or image.size != SOURCE_SIZE:
+                raise PrepError(f"{archive}: {member} is a {image.format} image of mode {image.mode} and "
+                                f"size {image.size[0]}x{image.size[1]}, expected a 1-bit PNG of "
+                                f"{SOURCE_SIZE[0]}x{SOURCE_SIZE[1]}: not the Omniglot archive?")
+            return resize(image, resample)
+    except (OSError, SyntaxError, ValueError) as e:
+        raise PrepError(f"{archive}: {member} does not decode as a PNG ({e}): the archive is damaged; "
+                        f"delete it and rerun (--download fetches it again)") from e
 
 
 def main(argv):

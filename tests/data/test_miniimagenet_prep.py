@@ -28,12 +28,16 @@ def small_source(tmp_path):
 
 def test_prepare_writes_84x84_rgb_tree(small_source, tmp_path, caplog):
     """84x84 RGB JPEGs of the Lanczos-resized sources in the split/class tree, loadable, with a
-    final progress line 'resized images N/N (...)'."""
+    final progress line for each pass over the images: 'resized images N/N (...)', then the
+    decoding check and the manifest's hashing; a second run's check against the manifest too."""
     csv_dir, images_dir, rows = small_source
-    with caplog.at_level("INFO", logger=miniimagenet.log.name):
+    with caplog.at_level("INFO"):
         root = miniimagenet.prepare_miniimagenet(csv_dir, images_dir, tmp_path / "data", SMALL, workers=2)
+        miniimagenet.prepare_miniimagenet(csv_dir, images_dir, tmp_path / "data", SMALL, workers=2)
     total = sum(len(r) for r in rows.values())
-    assert any(r.getMessage().startswith(f"resized images {total}/{total} (") for r in caplog.records)
+    for label in ("resized images", "prepared images decoded", "prepared files hashed for SHA256SUMS",
+                  "prepared files checked against SHA256SUMS"):
+        assert any(r.getMessage().startswith(f"{label} {total}/{total} (") for r in caplog.records), label
     assert root == tmp_path / "data" / "miniImagenet"
     for split, split_rows in rows.items():
         for name, label in split_rows:
@@ -116,8 +120,14 @@ def test_missing_csv_and_images_dir(small_source, tmp_path):
     ("filename,label\nx.jpg\n", "val.csv:2: expected 'filename,label'"),
     ("filename,label\n", "lists no images"),
     ("filename,label\nx.jpg,n01\nx.jpg,n01\n", "lists x.jpg more than once"),
+    ("filename,label\nx.jpg,../../escaped\n", "val.csv:2: the label '../../escaped' is not a plain file or folder name"),
+    ("filename,label\nx.jpg,/tmp/abs\n", "val.csv:2: the label '/tmp/abs' is not a plain"),
+    ("filename,label\nx.jpg,..\n", "val.csv:2: the label '..' is not a plain"),
+    ("filename,label\nsub/x.jpg,n01\n", "val.csv:2: the filename 'sub/x.jpg' is not a plain"),
 ])
 def test_bad_csv(small_source, content, message):
+    """A malformed split file is refused naming file and line; labels and filenames become
+    output folders and files, so one that would leave the output folder is refused too."""
     csv_dir, _, _ = small_source
     (csv_dir / "val.csv").write_text(content)
     with pytest.raises(PrepError, match=message):
@@ -139,3 +149,29 @@ def test_corrupt_image_leaves_nothing(small_source, tmp_path):
     with pytest.raises(PrepError, match=f"cannot read image {images_dir / bad}"):
         miniimagenet.prepare_miniimagenet(csv_dir, images_dir, tmp_path / "data", SMALL, workers=2)
     assert list((tmp_path / "data").iterdir()) == []
+
+
+def test_workers_below_one_are_refused(small_source, tmp_path):
+    """--workers=0 or less is one line naming the flag (it used to mean one per CPU, or fail
+    inside the thread pool), before anything is written."""
+    csv_dir, images_dir, _ = small_source
+    err = _cli_error(f"--csv_dir={csv_dir}", f"--images_dir={images_dir}", f"--output_dir={tmp_path / 'data'}",
+                     "--nocheck_paper_counts", "--workers=0")
+    assert "--workers=0" in err
+    with pytest.raises(PrepError, match="--workers must be at least 1"):
+        miniimagenet.prepare_miniimagenet(csv_dir, images_dir, tmp_path / "data", SMALL, workers=-1)
+    assert not (tmp_path / "data").exists()
+
+
+def test_images_behind_symlinked_folders_are_found_once(small_source, tmp_path):
+    """find_images follows a symlinked --images_dir/train (as distributed image sets are often
+    linked in), and a link back up the tree (a loop) is searched once, not forever."""
+    csv_dir, images_dir, rows = small_source
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    (linked / "train").symlink_to(images_dir, target_is_directory=True)
+    (images_dir / "loop").symlink_to(linked, target_is_directory=True)
+    names = [name for split_rows in rows.values() for name, _ in split_rows]
+    found = miniimagenet.find_images(linked, names)
+    assert set(found) == set(names)
+    assert all(found[name] == linked / "train" / name for name in names)

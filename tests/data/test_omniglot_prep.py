@@ -235,3 +235,43 @@ def test_incomplete_existing_output_is_reported(tmp_path, monkeypatch):
     (root / PREP_INFO).unlink()
     with pytest.raises(PrepError, match="no readable PREP_INFO.json"):
         omniglot.prepare_omniglot(tmp_path / "absent", tmp_path / "data")
+
+
+def _one_archive_source(tmp_path, monkeypatch, png_bytes):
+    """Two one-character archives whose first drawing is `png_bytes` (zip CRCs intact)."""
+    monkeypatch.setattr(omniglot, "ARCHIVES", {"images_background.zip": (1, 1), "images_evaluation.zip": (1, 1)})
+    src = tmp_path / "src"
+    src.mkdir()
+    for top, alphabet in (("images_background", "Greek"), ("images_evaluation", "Latin")):
+        with zipfile.ZipFile(src / f"{top}.zip", "w") as z:
+            for i in range(20):
+                buf = io.BytesIO()
+                Image.new("1", (105, 105), 1).save(buf, format="PNG")
+                data = png_bytes if (top, i) == ("images_background", 0) else buf.getvalue()
+                z.writestr(f"{top}/{alphabet}/character01/0001_{i + 1:02d}.png", data)
+    return src
+
+
+def _png(mode, size):
+    buf = io.BytesIO()
+    Image.new(mode, size, 1).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("png_bytes,message", [
+    (_png("1", (105, 105))[:40], "does not decode as a PNG"),  # truncated
+    (_png("1", (105, 105))[:11] + b"\xff" + _png("1", (105, 105))[12:], "does not decode as a PNG"),  # damaged IHDR
+    (bytes(100), "does not decode as a PNG"),
+    (_png("1", (60, 200)), "is a PNG image of mode 1 and size 60x200, expected a 1-bit PNG of 105x105"),
+    (_png("L", (105, 105)), "is a PNG image of mode L and size 105x105, expected a 1-bit PNG"),
+], ids=["truncated", "damaged_header", "zeros", "other_size", "greyscale"])
+def test_a_damaged_or_foreign_drawing_is_named(tmp_path, monkeypatch, png_bytes, message):
+    """A drawing whose bytes are damaged under an intact zip CRC, or which is not a 105x105
+    1-bit PNG, stops the preparation with one error naming the archive and the member (not a
+    Pillow traceback, nor a silently squashed image), and leaves no output."""
+    src = _one_archive_source(tmp_path, monkeypatch, png_bytes)
+    with pytest.raises(PrepError) as raised:
+        omniglot.prepare_omniglot(src, tmp_path / "out")
+    assert str(raised.value).startswith(f"{src / 'images_background.zip'}: images_background/Greek/character01/0001_01.png ")
+    assert message in str(raised.value)
+    assert not (tmp_path / "out" / omniglot.OUTPUT_NAME).exists()
