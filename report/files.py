@@ -73,6 +73,23 @@ def check_writable(directory, what):
         raise OSError(f"{what} {directory} is not writable: {e.strerror or e}") from None
 
 
+def check_files_writable(paths, what):
+    """Prove each of `paths` can be written the way `atomic_open` / `atomic_write_all` write it
+    (its temporary name created and removed beside it: a name too long for the file system, a
+    read-only folder), before long work whose results would otherwise be lost at the end.
+    Raises one-line OSError naming `what` and the file; leaves the files themselves untouched."""
+    for path in paths:
+        probe = _temporary_name(path)
+        try:
+            with open(probe, "x"):
+                pass
+        except OSError as e:
+            raise OSError(f"{what} {path} cannot be written: {e.strerror or e}") from None
+        finally:
+            if os.path.exists(probe):
+                os.remove(probe)
+
+
 def remove_temporary_files(directory, of=None):
     """Remove what interrupted atomic writes left in `directory` (names holding `.tmp` followed
     by a process id, as `atomic_open` makes them); with `of` (file names), only those files'

@@ -10,9 +10,11 @@ from report import paper
 # `method` is the user's label (--run=LABEL:dir); `mode` what the run was trained as (maml,
 # pretrain, oracle, random); `design` the evaluation options set away from rl.evaluate's defaults
 # (the released test scripts' protocol, one sampling stream, the run's step size), ';'-separated
-# ('' for none). Files written before 29 November lack the last two.
+# ('' for none); `checkpoint` the evaluated checkpoint (`ckpt-<N>`, its iteration N; `init seed S`
+# for a random initialisation). Files written before 29 November lack `mode` and `design`, before
+# 30 November `checkpoint`.
 SUMMARY_COLUMNS = ["method", "task", "step", "mean_return", "stderr", "num_tasks", "num_trajs", "fast_lr", "mode",
-                   "design"]
+                   "design", "checkpoint"]
 
 
 class RLResult:

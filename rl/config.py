@@ -6,10 +6,13 @@ when a run is resumed (they do not change what is trained); `absent` for keys th
 before the setting existed did not record, with the value those runs used.
 """
 import dataclasses
+import math
 
 MODES = ("maml", "pretrain", "oracle", "random")
 ENVS = ("point", "cheetah_vel", "cheetah_dir", "ant_vel", "ant_dir")
 ACTIVATIONS = ("relu", "tanh")
+# Seeds stay below 2**31: TensorFlow's op seeds and numpy's legacy RandomState take them whole.
+MAX_SEED = 2**31 - 1
 # Keys rl.trainer adds to config.json from the env (`run_record`); never compared on resume.
 DERIVED = ("obs_dim", "act_dim", "oracle")
 
@@ -63,7 +66,7 @@ class TrainConfig:
         None, "Compile the TRPO step's loss, KL and their gradients with XLA (same algorithm, "
         "float32 round-off differs; faster on some hosts, see benchmarks/trpo_step.py). Unset: a run "
         "with at least 20 iterations left times one KL gradient both ways on its first batch and keeps "
-        "XLA if it is more than 5 % faster, else graphs; --jit_compile / --nojit_compile decide. "
+        "XLA if its median is more than 5 % shorter, else graphs; --jit_compile / --nojit_compile decide. "
         "Modes maml and oracle; not with --distribute.", resumable=True, absent=False)
     batch_in_steps: bool = _setting(
         True, "Count each task's batch in steps like rllab (whole paths until fast_batch_size * "
@@ -89,6 +92,48 @@ class TrainConfig:
 FIELDS = dataclasses.fields(TrainConfig)
 RESUMABLE_CHANGES = tuple(f.name for f in FIELDS if f.metadata["resumable"])
 ABSENT = {f.name: f.metadata["absent"] for f in FIELDS if "absent" in f.metadata}
+
+
+def setting_error(c):
+    """A one-line message for the first out-of-range setting of `c` (parsed flags, or a
+    config.json's values as attributes), or None. A value of the wrong type raises TypeError or
+    ValueError."""
+    if c.env not in ENVS:
+        return f"--env={c.env!r} is not supported (supported: {', '.join(ENVS)})"
+    if c.mode not in MODES:
+        return f"--mode={c.mode!r} must be one of {', '.join(MODES)}"
+    if c.collector_workers < 1:
+        return f"--collector_workers must be >= 1 (got {c.collector_workers})"
+    if c.collector_workers > 1 and not c.batch_in_steps:
+        return "--collector_workers > 1 needs --batch_in_steps (it emulates a step budget)"
+    if c.sampler_workers < 0:
+        return f"--sampler_workers must be >= 0 (got {c.sampler_workers})"
+    for name in ("meta_batch_size", "fast_batch_size", "max_path_length", "cg_iters", "keep_checkpoints"):
+        if getattr(c, name) < 1:
+            return f"--{name} must be >= 1 (got {getattr(c, name)})"
+    if c.n_itr < 0:
+        return f"--n_itr must be >= 0 (got {c.n_itr})"
+    if not 0 <= c.seed <= MAX_SEED:
+        return f"--seed must be >= 0 and <= {MAX_SEED} (got {c.seed})"
+    for name in ("fast_lr", "max_kl", "hvp_base_eps", "pretrain_lr"):
+        if not (getattr(c, name) > 0 and math.isfinite(getattr(c, name))):
+            return f"--{name} must be > 0 and finite (got {getattr(c, name)})"
+    if not 0 < c.discount <= 1:
+        return f"--discount must be in (0, 1] (got {c.discount})"
+    if not 0 <= c.gae_lambda <= 1:
+        return f"--gae_lambda must be in [0, 1] (got {c.gae_lambda})"
+    if not (c.cg_damping >= 0 and math.isfinite(c.cg_damping)):
+        return f"--cg_damping must be >= 0 and finite (got {c.cg_damping})"
+    shown = ",".join(map(str, c.hidden_sizes))
+    try:
+        sizes = [int(s) for s in c.hidden_sizes]
+    except ValueError:
+        return f"--hidden_sizes must be comma-separated integers (got {shown})"
+    if not sizes or min(sizes) < 1:
+        return f"--hidden_sizes must be positive integers (got {shown})"
+    if c.hidden_activation not in ACTIVATIONS:
+        return f"--hidden_activation must be {' or '.join(ACTIVATIONS)} (got {c.hidden_activation!r})"
+    return None
 
 
 def run_record(config, obs_dim, act_dim):

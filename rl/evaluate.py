@@ -51,6 +51,7 @@ are written to the csv as nan, then reported as an error. Ctrl-C or SIGTERM: one
 exit status 130 / 143.
 """
 import csv
+import io
 import math
 import os
 import signal
@@ -62,8 +63,9 @@ from absl import flags, logging  # noqa: E402
 
 from report import distribution  # noqa: E402
 from report.console import exit_with_error  # noqa: E402
-from report.files import atomic_open  # noqa: E402
+from report.files import atomic_write_all  # noqa: E402
 from report.stop import EXIT_STATUS, Interrupted, interrupt_where_it_is  # noqa: E402
+from rl.config import MAX_SEED  # noqa: E402
 
 FLAGS = flags.FLAGS
 distribution.define_flags(flags)
@@ -156,6 +158,8 @@ def _init_seeds():
         _error(f"--init_seeds must be comma-separated integers (got {','.join(FLAGS.init_seeds)})")
     if len(set(seeds)) != len(seeds):
         _error(f"--init_seeds repeats a seed (got {','.join(FLAGS.init_seeds)})")
+    if not all(0 <= seed <= MAX_SEED for seed in seeds):
+        _error(f"--init_seeds must be >= 0 and <= {MAX_SEED} (got {','.join(FLAGS.init_seeds)})")
     return seeds
 
 
@@ -175,8 +179,8 @@ def _check_numbers():
     if FLAGS.first_lr_scale is not None and not math.isfinite(FLAGS.first_lr_scale):
         _error(f"--first_lr_scale must be > 0 and finite (got {FLAGS.first_lr_scale})")
     for name in ("seed", "task_seed"):
-        if getattr(FLAGS, name) is not None and getattr(FLAGS, name) < 0:
-            _error(f"--{name} must be >= 0 (got {getattr(FLAGS, name)})")
+        if getattr(FLAGS, name) is not None and not 0 <= getattr(FLAGS, name) <= MAX_SEED:
+            _error(f"--{name} must be >= 0 and <= {MAX_SEED} (got {getattr(FLAGS, name)})")
     if FLAGS.join_timeout < 0:
         _error(f"--join_timeout must be >= 0 (got {FLAGS.join_timeout}; 0 waits forever)")
 
@@ -189,7 +193,7 @@ def _output_paths():
     """The csv files to write (summary, per task, by direction), checked before the evaluation:
     none may be a directory, and their folder must be writable (else StartError). Leftover
     temporary files of an interrupted write of these files are removed."""
-    from report.files import check_writable, remove_temporary_files
+    from report.files import check_files_writable, check_writable, remove_temporary_files
     output = os.path.expanduser(FLAGS.output)
     stem = os.path.splitext(output)[0]
     paths = [output, stem + "_per_task.csv"] + ([stem + "_by_direction.csv"] if FLAGS.by_direction else [])
@@ -202,7 +206,33 @@ def _output_paths():
     except OSError as e:
         raise StartError(str(e)) from None
     remove_temporary_files(folder, of=[os.path.basename(path) for path in paths])
+    try:
+        check_files_writable(paths, "--output:")
+    except OSError as e:
+        raise StartError(str(e)) from None
     return paths
+
+
+def _newest_checkpoint(logdir):
+    """The path of the run's newest checkpoint on disk (`_read_runs` checked it is whole): named
+    here and restored by exactly this path, so a training writing newer ones meanwhile cannot
+    change what the csv says was evaluated."""
+    from rl.run_io import checkpoint_dir, checkpoints_on_disk
+    return os.path.join(checkpoint_dir(logdir), f"ckpt-{checkpoints_on_disk(checkpoint_dir(logdir))[-1]}")
+
+
+def _partway(config, checkpoint):
+    """', partway: ...' when a trained run's checkpoint comes before its --n_itr, else ''."""
+    if checkpoint is None or config["mode"] == "random":
+        return ""
+    iteration = int(os.path.basename(checkpoint).split("-")[1])
+    return f" (partway: the run was set to {config['n_itr']} iterations)" if iteration < config["n_itr"] else ""
+
+
+def _csv_bytes(table):
+    text = io.StringIO(newline="")
+    csv.writer(text, lineterminator="\n").writerows(table)
+    return text.getvalue().encode("utf-8")
 
 
 def _strategy():
@@ -345,23 +375,25 @@ def _main(argv, reclaim_signals=lambda: None):
         seeds = init_seeds if init_seeds and config["mode"] == "random" else [None]
         proto = protocol(logdir, task_seed=FLAGS.task_seed, num_trajs=FLAGS.num_trajs,
                          later_lr_scale=later_lr_scale, collector_workers=FLAGS.collector_workers)
-        tail = [config["mode"], _design(config, proto, protocol(logdir), first_lr_scale)]  # the last two COLUMNS
-        described = lambda rows: [row + tail for row in rows]  # noqa: E731
+        tail = [config["mode"], _design(config, proto, protocol(logdir), first_lr_scale)]  # mode, design
+        described = lambda rows, checkpoint: [row + tail + [checkpoint] for row in rows]  # noqa: E731
         results = []
         for seed in seeds:
-            logging.info("Evaluating %s (%s)%s on %d tasks", method, logdir,
-                         "" if seed is None else f" from init seed {seed}", FLAGS.num_tasks)
+            checkpoint = None if seed is not None else _newest_checkpoint(logdir)
+            evaluated = f"init seed {seed}" if seed is not None else os.path.basename(checkpoint)
+            logging.info("Evaluating %s (%s) %s%s on %d tasks", method, logdir, evaluated,
+                         _partway(config, checkpoint), FLAGS.num_tasks)
             try:
                 returns, lr, env = evaluate_run(
                     logdir, num_tasks=FLAGS.num_tasks, num_steps=FLAGS.num_steps, fast_lr=FLAGS.fast_lr,
                     seed=FLAGS.seed, batch_in_steps=FLAGS.batch_in_steps, first_lr_scale=first_lr_scale,
                     same_sampling_seed=FLAGS.same_sampling_seed, init_seed=seed, strategy=strategy,
-                    progress=_progress(_label(method, seed)), **proto)
+                    progress=_progress(_label(method, seed)), checkpoint=checkpoint, **proto)
             except (RunError, FileNotFoundError) as e:
                 _error(f"--run={method}:{logdir}: {e}")
             label = _label(method, seed)
             results.append(returns)
-            rows = described(summary_rows(label, env, returns, proto["num_trajs"], lr))
+            rows = described(summary_rows(label, env, returns, proto["num_trajs"], lr), evaluated)
             summary += rows
             per_task += [[label, env, i, s, f"{returns[i, s]:.4f}"]
                          for i in range(returns.shape[0]) for s in range(returns.shape[1])]
@@ -369,15 +401,18 @@ def _main(argv, reclaim_signals=lambda: None):
                 logging.info("%-10s step %d: %s +- %s", label, row[2], row[3], row[4])
             if FLAGS.by_direction and env in evaluation.DIRECTION_ENVS:
                 tasks = evaluation.evaluation_tasks(env, FLAGS.num_tasks, proto["task_seed"])
-                by_direction += described(evaluation.direction_rows(label, env, [returns], tasks, proto["num_trajs"], lr))
+                by_direction += described(evaluation.direction_rows(label, env, [returns], tasks, proto["num_trajs"], lr),
+                                          evaluated)
         if seeds != [None]:
-            rows = described(evaluation.seed_mean_rows(method, env, results, proto["num_trajs"], lr))
+            over_seeds = f"init seeds {' '.join(map(str, seeds))}"
+            rows = described(evaluation.seed_mean_rows(method, env, results, proto["num_trajs"], lr), over_seeds)
             summary += rows
             for row in rows:
                 logging.info("%-10s step %d: %s +- %s (mean over init seeds %s)", method, row[2], row[3], row[4],
                              ",".join(map(str, seeds)))
             if FLAGS.by_direction and env in evaluation.DIRECTION_ENVS:
-                by_direction += described(evaluation.direction_rows(method, env, results, tasks, proto["num_trajs"], lr))
+                by_direction += described(evaluation.direction_rows(method, env, results, tasks, proto["num_trajs"], lr),
+                                          over_seeds)
         logging.info("%-10s step sizes %s; %s", method,
                      step_sizes(lr, 0 if config["oracle"] else FLAGS.num_steps, proto["later_lr_scale"],
                                 first_lr_scale),
@@ -386,12 +421,11 @@ def _main(argv, reclaim_signals=lambda: None):
         logging.info("Evaluated this worker's tasks; the chief writes %s", FLAGS.output)
         return
     tables = [summary, per_task] + ([by_direction] if FLAGS.by_direction else [])
-    for path, table in zip(paths, tables):
-        try:
-            with atomic_open(path, "w", newline="", encoding="utf-8") as f:
-                csv.writer(f, lineterminator="\n").writerows(table)
-        except OSError as e:
-            _error(f"could not write {path}: {e.strerror or e}")
+    contents = {path: _csv_bytes(table) for path, table in zip(paths, tables)}
+    try:  # one result: the detail files, then the summary; an error leaves every old file as it was
+        atomic_write_all({path: contents[path] for path in paths[1:] + paths[:1]})
+    except OSError as e:
+        _error(f"no csv written: {e}")
     print(markdown_table(summary))
     if FLAGS.by_direction:
         print()

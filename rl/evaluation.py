@@ -85,8 +85,9 @@ def evaluation_tasks(env, num_tasks, task_seed):
 
 def evaluate_run(logdir, *, num_tasks, task_seed, num_trajs, num_steps, fast_lr, seed, batch_in_steps=True,
                  later_lr_scale=0.5, collector_workers=1, first_lr_scale=1.0, same_sampling_seed=False,
-                 init_seed=None, record=None, strategy=None, progress=None):
-    """[num_tasks, steps + 1] mean returns of the run's latest checkpoint, and the step size used.
+                 init_seed=None, record=None, strategy=None, progress=None, checkpoint=None):
+    """[num_tasks, steps + 1] mean returns of the run's latest checkpoint (or of `checkpoint`, a
+    path `.../checkpoints/ckpt-<N>`), and the step size used.
 
     first_lr_scale: the first adaptation step is first_lr_scale * alpha (later ones later_lr_scale * alpha).
     same_sampling_seed: sample every task from the same seed `seed` (action noise and start
@@ -120,7 +121,7 @@ def evaluate_run(logdir, *, num_tasks, task_seed, num_trajs, num_steps, fast_lr,
     policy = Policy(config["obs_dim"], config["act_dim"], config["hidden_sizes"], config["hidden_activation"],
                     seed=init_seed)
     if init_seed is None:
-        run_io.RunState(logdir, policy.model).restore(require=True)
+        run_io.RunState(logdir, policy.model).restore(require=True, path=checkpoint)
     lr = config["fast_lr"] if fast_lr is None else fast_lr
     steps = 0 if config["oracle"] else num_steps
     lr = 0.0 if config["oracle"] else lr  # the original evaluated the oracle with step size 0

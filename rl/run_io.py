@@ -26,13 +26,14 @@ import json
 import os
 import re
 import shutil
+import types
 
 import numpy as np
 from absl import logging
 
 from report.files import atomic_open, atomic_write_text, read_json_object, remove_temporary_files
 from report.resume import changed_settings
-from rl.config import ABSENT, DERIVED, RESUMABLE_CHANGES, TrainConfig
+from rl.config import ABSENT, DERIVED, RESUMABLE_CHANGES, TrainConfig, setting_error
 
 CONFIG = "config.json"
 PROGRESS = "progress.csv"
@@ -80,6 +81,31 @@ def check_resume_config(logdir, record):
         raise ConfigMismatch(message)
 
 
+# What rl.train keeps in a run directory (with `*.tmp<pid>` leftovers of its atomic writes).
+RUN_ENTRIES = (CONFIG, PROGRESS, CKPT_DIR, "tb", ".lock")
+
+
+def check_run_directory(logdir):
+    """RunError if `logdir` exists, holds no config.json and holds anything rl.train does not
+    write (another program's run, a home folder): training there would mix its files with
+    ours, and starting removes `*.tmp<digits>` files."""
+    if not os.path.isdir(logdir) or os.path.exists(os.path.join(logdir, CONFIG)):
+        return
+    foreign = sorted(n for n in os.listdir(logdir) if n not in RUN_ENTRIES and not re.search(r"\.tmp\d+$", n))
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+        raise RunError(f"--logdir={logdir} holds {shown} and no config.json: not an rl.train run directory; "
+                       "give a new or empty --logdir")
+
+
+def resumable_changes(logdir, record):
+    """'--key: old -> new' for each `RESUMABLE_CHANGES` setting of `record` (a config.json
+    dict) that differs from the run's config.json: what a resume changes (and config.json then
+    records), to be said aloud."""
+    old, new = {**ABSENT, **read_config(logdir)}, {**ABSENT, **record}
+    return [f"--{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in RESUMABLE_CHANGES if old.get(k) != new.get(k)]
+
+
 def read_config(logdir):
     """The run's config.json as a dict: MissingFile if there is none, DamagedFile (naming it) if it
     is not the JSON object rl.train writes (cut short, bytes flipped, keys missing)."""
@@ -97,6 +123,15 @@ def read_config(logdir):
     if missing:
         raise DamagedFile(f"{path} is damaged (missing {', '.join(missing)}); restore it from a copy or "
                           "start a new --logdir")
+    try:
+        error = setting_error(types.SimpleNamespace(**{**ABSENT, **record}))
+        if error is None and not all(isinstance(record[k], int) and record[k] >= 1 for k in ("obs_dim", "act_dim")):
+            error = f"obs_dim and act_dim must be positive integers (got {record['obs_dim']!r}, {record['act_dim']!r})"
+    except (TypeError, ValueError) as e:
+        error = f"a value of the wrong type ({e})"
+    if error:
+        raise DamagedFile(f"{path} is damaged ({error.replace('--', '', 1)}); restore it from a copy or start a "
+                          "new --logdir")
     return record
 
 
@@ -257,11 +292,11 @@ class RunState:
         self._restore(path, rng, env)
         return True
 
-    def restore(self, rng=None, require=False, env=None):
-        """Restore the newest checkpoint on disk into the model (and `rng`, and `env`'s
-        start-noise RNG if it has one); False if there is none (MissingFile if `require`).
-        DamagedFile naming it if it is damaged: never an older one in its place."""
-        path = self.newest_checkpoint()
+    def restore(self, rng=None, require=False, env=None, path=None):
+        """Restore the newest checkpoint on disk (or the one at `path`) into the model (and
+        `rng`, and `env`'s start-noise RNG if it has one); False if there is none (MissingFile
+        if `require`). DamagedFile naming it if it is damaged: never an older one in its place."""
+        path = path or self.newest_checkpoint()
         if path is None:
             if require:
                 raise MissingFile(f"no checkpoint in {self.directory}")
@@ -282,7 +317,15 @@ class RunState:
         import tensorflow as tf
         try:
             self.checkpoint.restore(path).expect_partial()
-        except (tf.errors.OpError, ValueError, AssertionError) as e:
+            # Every policy variable and the iteration must come from the checkpoint: one that
+            # lacks them (another program's, or a hand-made one) would otherwise leave the fresh
+            # random weights in place without a word.
+            tf.train.Checkpoint(policy=self.checkpoint.policy, iteration=self.iteration).read(
+                path).expect_partial().assert_existing_objects_matched()
+        except AssertionError:
+            raise DamagedFile(f"checkpoint {path} does not hold this run's policy and iteration (not written "
+                              "by rl.train?)") from None
+        except (tf.errors.OpError, ValueError) as e:
             raise DamagedFile(f"checkpoint {path} does not fit this run: {_reason(e)}") from None
         self.latest_checkpoint = path
         if rng is not None and self._rng_state.numpy():
@@ -325,15 +368,34 @@ class ProgressCsv:
     """rllab-style progress.csv; on resume keeps only rows before the restart."""
 
     def __init__(self, logdir, start_iteration=0):
+        """Resuming at `start_iteration` keeps the rows before it, which must be whole (every
+        column of the header, no more) and consecutive up to `start_iteration - 1`; else
+        DamagedFile naming the file. Without the file a new one starts (said in the log)."""
         self.path = os.path.join(logdir, PROGRESS)
         self.rows = []
-        if start_iteration > 0 and os.path.exists(self.path):
+        if start_iteration > 0 and not os.path.exists(self.path):
+            logging.info("%s not found: a new one starts at iteration %d", self.path, start_iteration)
+        elif start_iteration > 0:
+            move_away = "move it away to resume (a new one is then started at the resumed iteration)"
             try:
                 with open(self.path, newline="", encoding="utf-8") as f:
-                    self.rows = [r for r in csv.DictReader(f) if int(r["Iteration"]) < start_iteration]
+                    reader = csv.DictReader(f)
+                    for row in reader:
+                        if int(row["Iteration"]) >= start_iteration:
+                            continue
+                        if None in row or None in row.values():
+                            raise DamagedFile(f"{self.path}:{reader.line_num} is damaged (the row has "
+                                              f"{'more' if None in row else 'fewer'} fields than the header); "
+                                              f"{move_away}")
+                        self.rows.append(row)
             except (ValueError, KeyError, TypeError, UnicodeDecodeError, csv.Error) as e:
-                raise DamagedFile(f"{self.path} is damaged ({e or type(e).__name__}); move it away to resume "
-                                  "(a new one is then started at the resumed iteration)") from None
+                if isinstance(e, DamagedFile):
+                    raise
+                raise DamagedFile(f"{self.path} is damaged ({e or type(e).__name__}); {move_away}") from None
+            iterations = [int(r["Iteration"]) for r in self.rows]
+            if iterations and iterations != list(range(start_iteration - len(iterations), start_iteration)):
+                raise DamagedFile(f"{self.path} is damaged (its rows before the resumed iteration {start_iteration} "
+                                  f"are not iterations ..{start_iteration - 1} once each in order); {move_away}")
 
     def append(self, row):
         """Add a row and rewrite the file (columns: first seen first). StorageError if the write

@@ -20,7 +20,6 @@ one line and the waiting processes are killed); before training they agree to st
 start-up check of one (e.g. the chief's locked --logdir) or a worker whose training flags differ
 from the chief's ends every process with one line. A lost worker ends the others with one line.
 """
-import math
 import os
 import sys
 
@@ -43,40 +42,9 @@ def validate(f):
     """Return a one-line error message for bad flags, or None."""
     if not f.logdir:
         return "--logdir is required"
-    if f.env not in cfg.ENVS:
-        return f"--env={f.env!r} is not supported (supported: {', '.join(cfg.ENVS)})"
-    if f.mode not in cfg.MODES:
-        return f"--mode={f.mode!r} must be one of {', '.join(cfg.MODES)}"
-    if f.collector_workers < 1:
-        return f"--collector_workers must be >= 1 (got {f.collector_workers})"
-    if f.collector_workers > 1 and not f.batch_in_steps:
-        return "--collector_workers > 1 needs --batch_in_steps (it emulates a step budget)"
-    if f.sampler_workers < 0:
-        return f"--sampler_workers must be >= 0 (got {f.sampler_workers})"
-    for name in ("meta_batch_size", "fast_batch_size", "max_path_length", "cg_iters", "keep_checkpoints"):
-        if getattr(f, name) < 1:
-            return f"--{name} must be >= 1 (got {getattr(f, name)})"
-    if f.n_itr < 0:
-        return f"--n_itr must be >= 0 (got {f.n_itr})"
-    if f.seed < 0:
-        return f"--seed must be >= 0 (got {f.seed})"
-    for name in ("fast_lr", "max_kl", "hvp_base_eps", "pretrain_lr"):
-        if not (getattr(f, name) > 0 and math.isfinite(getattr(f, name))):
-            return f"--{name} must be > 0 and finite (got {getattr(f, name)})"
-    if not 0 < f.discount <= 1:
-        return f"--discount must be in (0, 1] (got {f.discount})"
-    if not 0 <= f.gae_lambda <= 1:
-        return f"--gae_lambda must be in [0, 1] (got {f.gae_lambda})"
-    if not (f.cg_damping >= 0 and math.isfinite(f.cg_damping)):
-        return f"--cg_damping must be >= 0 and finite (got {f.cg_damping})"
-    try:
-        sizes = [int(s) for s in f.hidden_sizes]
-    except ValueError:
-        return f"--hidden_sizes must be comma-separated integers (got {','.join(f.hidden_sizes)})"
-    if not sizes or min(sizes) < 1:
-        return f"--hidden_sizes must be positive integers (got {','.join(f.hidden_sizes)})"
-    if f.hidden_activation not in cfg.ACTIVATIONS:
-        return f"--hidden_activation must be {' or '.join(cfg.ACTIVATIONS)} (got {f.hidden_activation!r})"
+    error = cfg.setting_error(f)
+    if error:
+        return error
     if f.join_timeout < 0:
         return f"--join_timeout must be >= 0 (got {f.join_timeout}; 0 waits forever)"
     if f.distribute != "none" and f.mode != "maml":

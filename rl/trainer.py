@@ -139,6 +139,7 @@ def _start(config, logdir, strategy, stack):
 
     chief = is_chief(strategy)
     if chief:
+        run_io.check_run_directory(logdir)
         check_writable(logdir, "--logdir")
         stack.enter_context(RunLock(logdir))  # before TensorFlow loads: a second writer is refused at once
     import numpy as np
@@ -183,10 +184,15 @@ def _start(config, logdir, strategy, stack):
         state = run_io.RunState(logdir, policy.model, optimizer, config.keep_checkpoints)
         record = run_record(config, vec_env.obs_dim, vec_env.act_dim)
         found = state.find_resume_point()
+        changes = []
         if found != (None, []):
             run_io.check_resume_config(logdir, record)
+            changes = run_io.resumable_changes(logdir, record)
+        elif os.path.exists(os.path.join(logdir, run_io.CONFIG)):
+            logging.info("%s has a config.json but no checkpoint: starting the run afresh and replacing it", logdir)
         if state.resume(found, rng, env=vec_env):
-            logging.info("Resumed from %s at iteration %d", state.latest_checkpoint, int(state.iteration))
+            logging.info("Resumed from %s at iteration %d%s", state.latest_checkpoint, int(state.iteration),
+                         f" with {', '.join(changes)} (recorded in config.json)" if changes else "")
         run_io.write_config(logdir, record)
         start = int(state.iteration)
     return types.SimpleNamespace(vec_env=vec_env, stop=stop, policy=policy, rng=rng, learner=learner,
@@ -209,6 +215,9 @@ def _train(config, logdir, strategy, job):
         if not chief and start:
             logging.info("Resuming at iteration %d with the chief's checkpoint", start)
     n_itr = 0 if learner is None else config.n_itr
+    if learner is not None and start > 0 and start >= n_itr:
+        logging.info("%s is already at iteration %d, --n_itr=%d: nothing to train", logdir, start, n_itr)
+        return
     if learner is None or start == 0 and n_itr == 0:
         if chief:
             state.save(0, rng, env=vec_env)

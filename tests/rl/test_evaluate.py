@@ -55,6 +55,8 @@ def test_evaluate_random_run_and_cli_csv(tmp_path, small_config):
     assert [(r["method"], r["task"], r["step"], r["num_tasks"]) for r in rows] == [
         ("random", "point", "0", "3"), ("random", "point", "1", "3")]
     assert {(r["mode"], r["design"]) for r in rows} == {("random", "")}  # the released protocol: nothing to say
+    assert {r["checkpoint"] for r in rows} == {"ckpt-0"}  # a random run's one checkpoint: its initial policy
+    assert f"Evaluating random ({logdir}) ckpt-0 on 3 tasks" in result.stderr  # no "partway" for a random run
     assert float(rows[0]["stderr"]) > 0
     assert os.path.exists(tmp_path / "eval_per_task.csv")
     assert [name for name in os.listdir(tmp_path) if ".tmp" in name] == ["other.csv.tmp91"]

@@ -80,9 +80,12 @@ def straight(tmp_path_factory):
     ("rl.train", ["--cg_damping=nan"], "--cg_damping must be >= 0 and finite"),
     ("rl.train", ["--n_itr=-1"], "--n_itr must be >= 0"),
     ("rl.train", ["--seed=-2"], "--seed must be >= 0"),
+    ("rl.train", ["--seed=18446744073709551616"], "--seed must be >= 0 and <= 2147483647"),
     ("rl.evaluate", ["--fast_lr=nan"], "--fast_lr must be >= 0 and finite"),
     ("rl.evaluate", ["--later_lr_scale=-1"], "--later_lr_scale must be >= 0"),
     ("rl.evaluate", ["--seed=-1"], "--seed must be >= 0"),
+    ("rl.evaluate", ["--task_seed=4294967296"], "--task_seed must be >= 0 and <= 2147483647"),
+    ("rl.evaluate", ["--init_seeds=1,2147483648"], "--init_seeds must be >= 0 and <= 2147483647"),
 ])
 def test_numeric_flags_are_validated_before_anything_starts(tmp_path, module, args, message):
     run_args = [f"--logdir={tmp_path}/run"] if module == "rl.train" else [f"--run=m:{tmp_path}/run",
@@ -467,3 +470,124 @@ def test_tensorboard_shows_each_step_once_after_a_resume(tmp_path, tiny):
     assert steps == [0, 1]
     last = accumulator.Scalars("0AverageReturn")[-1].value
     assert np.isclose(last, float(_rows(logdir)[1]["0AverageReturn"]))
+
+
+# 7. What a run directory holds ------------------------------------------------------------------
+
+def test_a_checkpoint_without_the_policy_is_refused_not_evaluated_as_random_weights(tmp_path, tiny):
+    """A checkpoint holding other objects than rl.train's policy and iteration (here a model
+    saved under another name) used to restore nothing and leave the fresh random weights, which
+    rl.evaluate then evaluated and rl.train resumed from: both now stop with one line naming it."""
+    import tensorflow as tf
+    from rl.policy import Policy
+    logdir = str(tmp_path / "run")
+    run(dict(tiny, n_itr=1), logdir)
+    stranger = Policy(2, 2, [8, 8], "relu", seed=5)
+    tf.train.Checkpoint(model=stranger.model, iteration=tf.Variable(7, dtype=tf.int64)).write(_ckpt(logdir, 7))
+    result = _cli("rl.evaluate", f"--run=maml:{logdir}", f"--output={tmp_path}/e.csv", "--num_tasks=2")
+    assert result.returncode == 1
+    line = _last_line(result.stderr)
+    assert "ckpt-7 does not hold this run's policy and iteration" in line, line
+    assert not os.path.exists(tmp_path / "e.csv")
+    with pytest.raises(run_io.DamagedFile, match="ckpt-7 does not hold this run's policy"):
+        run(dict(tiny, n_itr=9), logdir)
+
+
+def test_rl_evaluate_names_the_checkpoint_it_evaluated_and_says_partway(tmp_path, tiny):
+    """The summary csv's `checkpoint` column and the log name the evaluated checkpoint; one
+    before the run's --n_itr is called partway in the log."""
+    logdir = str(tmp_path / "run")
+    run(dict(tiny, n_itr=2), logdir)
+    with open(os.path.join(logdir, "config.json")) as f:
+        record = __import__("json").load(f)
+    record["n_itr"] = 5  # as if stopped after 2 of 5 iterations
+    with open(os.path.join(logdir, "config.json"), "w") as f:
+        __import__("json").dump(record, f)
+    result = _cli("rl.evaluate", f"--run=maml:{logdir}", f"--output={tmp_path}/e.csv", "--num_tasks=2",
+                  "--num_trajs=2", "--num_steps=1")
+    assert result.returncode == 0, result.stderr
+    assert f"Evaluating maml ({logdir}) ckpt-2 (partway: the run was set to 5 iterations) on 2 tasks" in result.stderr
+    with open(tmp_path / "e.csv", newline="") as f:
+        assert {r["checkpoint"] for r in csv.DictReader(f)} == {"ckpt-2"}
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda text: text[:text.rstrip("\n").rindex("\n") + 12] + "\n", "fewer fields than the header"),  # last row cut
+    (lambda text: text.replace("\n", ",7\n", 2).replace(",7\n", "\n", 1), "more fields than the header"),
+    (lambda text: "\n".join(line for i, line in enumerate(text.split("\n")) if i != 2), "not iterations ..2 once"),
+])
+def test_a_damaged_progress_csv_is_named_on_resume(tmp_path, tiny, change, message):
+    """Resuming keeps progress.csv's rows before the resumed iteration only if they are whole and
+    are iterations 0..start-1 in order: a row cut short, one with an extra field, or a missing
+    row is DamagedFile naming the file (not a csv silently mixed with blanks or a gap)."""
+    logdir = str(tmp_path)
+    run(dict(tiny, n_itr=3), logdir)
+    path = os.path.join(logdir, "progress.csv")
+    with open(path) as f:
+        text = f.read()
+    with open(path, "w") as f:
+        f.write(change(text))
+    with pytest.raises(run_io.DamagedFile, match=rf"progress\.csv.* is damaged \(.*{message}"):
+        run(dict(tiny, n_itr=4), logdir)
+
+
+def test_resuming_says_what_it_changes_and_when_there_is_nothing_to_train(tmp_path, tiny, caplog):
+    """A resume with another --n_itr or --keep_checkpoints (allowed) says so; one whose run is
+    already past --n_itr says there is nothing to train; a missing progress.csv is said too."""
+    logdir = str(tmp_path)
+    run(dict(tiny, n_itr=2), logdir)
+    os.remove(os.path.join(logdir, "progress.csv"))
+    with caplog.at_level(logging.INFO):
+        run(dict(tiny, n_itr=3, keep_checkpoints=5), logdir)
+    assert "at iteration 2 with --n_itr: 2 -> 3, --keep_checkpoints: 3 -> 5 (recorded in config.json)" in caplog.text
+    assert "progress.csv not found: a new one starts at iteration 2" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        run(dict(tiny, n_itr=1, keep_checkpoints=5), logdir)
+    assert "is already at iteration 3, --n_itr=1: nothing to train" in caplog.text
+    assert "Done:" not in caplog.text
+
+
+def test_a_folder_of_other_files_is_refused_as_logdir(tmp_path, tiny):
+    """--logdir pointing at a folder that holds other files and no config.json (a typo, another
+    program's run) is refused before anything is written or removed there."""
+    (tmp_path / "notes.txt.tmp123").write_text("mine")
+    (tmp_path / "run_info.json").write_text("{}")
+    with pytest.raises(run_io.RunError, match=r"holds run_info\.json and no config\.json: not an rl\.train run"):
+        run(dict(tiny, n_itr=1), str(tmp_path))
+    assert sorted(os.listdir(tmp_path)) == ["notes.txt.tmp123", "run_info.json"]
+
+
+def test_a_config_json_with_a_bad_value_is_named_in_one_line(tmp_path, tiny):
+    """config.json's values are checked as rl.train checks its flags: a bad one is DamagedFile
+    naming the file, in rl.evaluate before any evaluation (not a traceback from building the policy)."""
+    import json
+    logdir = str(tmp_path / "run")
+    run(dict(tiny, n_itr=1), logdir)
+    path = os.path.join(logdir, "config.json")
+    with open(path) as f:
+        record = json.load(f)
+    with open(path, "w") as f:
+        json.dump(dict(record, hidden_activation="relx"), f)
+    result = _cli("rl.evaluate", f"--run=maml:{logdir}", f"--output={tmp_path}/e.csv")
+    assert result.returncode == 1
+    assert "config.json is damaged (hidden_activation must be relu or tanh (got 'relx'))" in _last_line(result.stderr)
+    with open(path, "w") as f:
+        json.dump(dict(record, fast_lr="fast"), f)
+    with pytest.raises(run_io.DamagedFile, match=r"config\.json is damaged \(a value of the wrong type"):
+        run_io.read_config(logdir)
+
+
+def test_an_output_name_too_long_is_refused_before_the_evaluation(tmp_path, tiny):
+    """The csv files are probed before the evaluation: a --output whose per-task file's name is
+    too long for the file system stops at once, with nothing written (the summary alone used to
+    be written after the whole evaluation, then the per-task file failed)."""
+    logdir = str(tmp_path / "run")
+    run(dict(tiny, n_itr=1), logdir)
+    stem = "e" * 240  # e...e.csv fits in 255 bytes, e...e_per_task.csv.tmp<pid> does not
+    result = _cli("rl.evaluate", f"--run=maml:{logdir}", f"--output={tmp_path}/{stem}.csv")
+    assert result.returncode == 1
+    line = _last_line(result.stderr)
+    assert "--output:" in line and "_per_task.csv cannot be written: File name too long" in line, line
+    assert "Evaluating" not in result.stderr
+    assert sorted(os.listdir(tmp_path)) == ["run"]
