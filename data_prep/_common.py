@@ -1,7 +1,6 @@
 """Pieces shared by the data_prep scripts: one-line errors, all-or-nothing outputs, and the
 content check of a prepared folder (a SHA256SUMS manifest written at preparation)."""
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -14,7 +13,7 @@ import tempfile
 from pathlib import Path
 
 from report.console import ProgressLine, exit_with_error
-from report.files import atomic_write_text
+from report.files import atomic_write_text, sha256_file
 from report.stop import EXIT_STATUS, Interrupted, interrupt_where_it_is
 
 PREP_INFO = "PREP_INFO.json"  # written inside each prepared dataset folder
@@ -98,14 +97,6 @@ def read_prep_info(folder: Path) -> dict:
     except (OSError, ValueError) as e:
         raise PrepError(f"{folder} exists but has no readable {PREP_INFO} (not made by this "
                         f"script, or interrupted); delete it and rerun") from e
-
-
-def sha256_file(path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def prepared_files(folder: Path) -> list:

@@ -33,10 +33,14 @@ def main(argv):
         if not getattr(FLAGS, name):
             exit_with_error("maml_tf.import_original", f"--{name} is required")
     try:
-        run_dir, iteration = import_checkpoint(FLAGS.checkpoint, FLAGS.logdir, FLAGS.overwrite)
-    except (ValueError, FileNotFoundError) as e:
-        exit_with_error("maml_tf.import_original", str(e))
+        run_dir, iteration, released = import_checkpoint(FLAGS.checkpoint, FLAGS.logdir, FLAGS.overwrite)
+    except (ValueError, OSError, RuntimeError) as e:  # RuntimeError: a failed or non-finite save (checkpoints.py)
+        exit_with_error("maml_tf.import_original", str(e) if not isinstance(e, OSError) or not e.filename
+                        else f"{e.strerror or e} ({e.filename})")
     print(f"Imported {FLAGS.checkpoint} as {run_dir}/model-{iteration}")
+    if not released:
+        print("Not the authors' released files (their sha256 differ from ../shared/data/original_checkpoint's): "
+              "imported as a TF1 checkpoint of the paper's network, and report.compare says so")
     print(f"Evaluate: python -m maml_tf.main --flagfile=flags/miniimagenet_1shot_test.flags --logdir={FLAGS.logdir} "
           f"--data_dir=DATA")
 

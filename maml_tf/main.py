@@ -217,9 +217,15 @@ def _milliseconds(timing):
     return [None if t is None else round(1000 * t, 1) for t in (timing.graph_seconds, timing.xla_seconds)]
 
 
+def train_update_batch_size(f=FLAGS):
+    """The K the run was (or is) trained with: --train_update_batch_size, else --update_batch_size
+    (the original main()'s rule); part of the run's name."""
+    return f.update_batch_size if f.train_update_batch_size == -1 else f.train_update_batch_size
+
+
 def settings_from_flags(f=FLAGS):
     """Plain settings derived from the flags the way the original main() derived them."""
-    train_ubs = f.update_batch_size if f.train_update_batch_size == -1 else f.train_update_batch_size
+    train_ubs = train_update_batch_size(f)
     train_lr = f.update_lr if f.train_update_lr == -1 else f.train_update_lr
     from maml_tf import experiment
 
@@ -463,13 +469,14 @@ def _test(built):
     tasks_file = None if FLAGS.test_tasks_file is None else os.path.abspath(FLAGS.test_tasks_file)
     csv_path, _ = evaluation.write_results(run_dir, FLAGS.update_batch_size, FLAGS.update_lr, rows,
                                            info={**run_info(), **trained_as(run_dir, itr), "checkpoint_iteration": itr,
+                                                 "train_update_batch_size": train_update_batch_size(),
                                                  "test_set": FLAGS.test_set, "test_tasks_file": tasks_file,
                                                  "test_pool": None if tasks_file else evaluation.ORIGINAL_POOL})
     print(f"Wrote {csv_path}")
 
 
 # What a test takes from the training's run_info.json rather than from its own command line.
-TRAINED_AS = ("method", "pretrain_iterations", "metatrain_iterations", "imported_from")
+TRAINED_AS = ("method", "pretrain_iterations", "metatrain_iterations", "imported_from", "released_checkpoint")
 
 
 def trained_as(run_dir, checkpoint_iteration):

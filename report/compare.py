@@ -39,33 +39,50 @@ class Result:
         self.info = _read_description(info_path)
         self.path = csv_path
         _, self.means, self.stds, self.ci95 = evaluation.read_results(csv_path)
+        if "update_lr" in self.info:
+            named = os.path.basename(evaluation.result_paths("", self.info["update_batch_size"], self.info["update_lr"])[0])
+            if named != os.path.basename(csv_path):
+                raise ValueError(f"{info_path} describes the test {named}, not {os.path.basename(csv_path)}: files of "
+                                 f"two tests mixed; re-run the test")
         self.paper = paper.supervised_result(self.info)
         self.rows = None
-        if os.path.exists(csv_path[:-4] + ".pkl"):
+        pkl_path = csv_path[:-4] + ".pkl"
+        if os.path.exists(pkl_path):
             try:
-                with open(csv_path[:-4] + ".pkl", "rb") as f:
+                with open(pkl_path, "rb") as f:
                     self.rows = np.asarray(pickle.load(f)["mses"], dtype=np.float64)
-            except (pickle.UnpicklingError, EOFError, KeyError, TypeError, AttributeError, ImportError) as e:
-                raise ValueError(f"{csv_path[:-4]}.pkl is unreadable ({type(e).__name__}: {e}); delete it "
+            except (pickle.UnpicklingError, EOFError, KeyError, TypeError, AttributeError, ImportError,
+                    ValueError) as e:
+                raise ValueError(f"{pkl_path} is unreadable ({type(e).__name__}: {e}); delete it "
                                  f"(the per-task rows are optional) or re-run the test") from e
+            tasks = self.info.get("num_tasks", len(self.rows))
+            if self.rows.shape != (tasks, len(self.means)):
+                raise ValueError(f"{pkl_path} holds {'x'.join(map(str, self.rows.shape))} values, its csv and "
+                                 f".json describe {tasks} tasks x {len(self.means)} steps: files of two tests "
+                                 f"mixed; delete it (the per-task rows are optional) or re-run the test")
 
     @property
     def caveats(self):
         """What makes this test other than the paper's: fewer iterations trained than the run
-        was set to (a partway checkpoint), a number of test tasks other than the paper's, or
-        tasks other than the original's (a test written before our pool became theirs). (The
+        was set to (a partway checkpoint), a number of test tasks other than the paper's, tasks
+        from an episode list, or tasks other than the original's (a test written before our pool
+        became theirs). (The
         authors' released MiniImagenet model, imported, is their run's last checkpoint, model59000
         of 60000 iterations: said as such.)"""
         notes = []
         done = self.info.get("checkpoint_iteration")
         planned = (self.info.get("pretrain_iterations") or 0) + (self.info.get("metatrain_iterations") or 0)
         if self.info.get("imported_from"):
-            notes.append("the authors' released checkpoint")
+            notes.append("the authors' released checkpoint" if self.info.get("released_checkpoint", True) else
+                         "an imported TF1 checkpoint, not the authors' released files")
         elif isinstance(done, int) and planned and done < planned:
             notes.append(f"checkpoint at {done} of {planned} iterations")
-        if self.paper is not None and self.rows is not None and len(self.rows) != paper.TEST_TASKS:
-            notes.append(f"{len(self.rows)} test tasks (the paper's {paper.TEST_TASKS})")
-        if not self.info.get("test_tasks_file") and self.info.get("test_pool") != evaluation.ORIGINAL_POOL:
+        tasks = self.info.get("num_tasks", None if self.rows is None else len(self.rows))
+        if self.paper is not None and tasks is not None and tasks != paper.TEST_TASKS:
+            notes.append(f"{tasks} test tasks (the paper's {paper.TEST_TASKS})")
+        if self.info.get("test_tasks_file"):
+            notes.append(f"the tasks listed in {os.path.basename(self.info['test_tasks_file'])}")
+        elif self.info.get("test_pool") != evaluation.ORIGINAL_POOL:
             notes.append("maml-tf's earlier test tasks (the description predates the original's tasks, "
                          "29 November 2026: the same distribution, other tasks)")
         return notes
@@ -118,9 +135,9 @@ RL_HEADER_START = ("method", "task")
 
 def csv_kind(path):
     """'test' (maml_tf.main), 'rl' (rl.evaluate) or None, from the file's first line."""
-    try:
-        with open(path, newline="", encoding="utf-8") as f:
-            header = next(csv.reader(f), [])
+    try:  # the first line alone decides (a bad byte further on is the reader's to name)
+        with open(path, "rb") as f:
+            header = next(csv.reader([f.readline().decode("utf-8")]), [])
     except (UnicodeDecodeError, csv.Error):
         return None
     if header and all(h == f"update{i}" for i, h in enumerate(header)):

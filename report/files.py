@@ -1,5 +1,6 @@
 """Outputs written whole or not at all, and the JSON records they leave read back with one-line errors."""
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -49,6 +50,15 @@ def atomic_write_all(contents):
         for tmp in temporary.values():
             if os.path.exists(tmp):
                 os.remove(tmp)
+
+
+def sha256_file(path) -> str:
+    """The hex sha256 of a file's bytes, read in blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def atomic_write_text(path, text):

@@ -41,12 +41,22 @@ SUPERVISED = {
 }
 
 
+def paper_training_k(datasource, test_k):
+    """The K the paper's model of a test at `test_k` was trained with (DESIGN §4-5): the
+    sinusoid's at 10 ("model trained with K=10"), Omniglot's at 1 (its 5-shot numbers come from
+    the 1-shot model tested with K=5), MiniImagenet's at its test K (a 5-shot model of its own)."""
+    return {"sinusoid": 10, "omniglot": 1}.get(datasource, test_k)
+
+
 def supervised_result(info):
     """The paper row a test csv's run description corresponds to, or None. Omniglot and
     MiniImagenet tests on the validation split (`--test_set=False`, main.py's default) have none:
     the paper's numbers are on the test split."""
     if info["datasource"] != "sinusoid" and info.get("test_set") is False:
         return None
+    trained_k = info.get("train_update_batch_size")  # absent from descriptions before 29 November
+    if trained_k is not None and trained_k != paper_training_k(info["datasource"], info["update_batch_size"]):
+        return None  # e.g. a 1-shot model tested at K = 5: not the paper's 5-shot row
     key = (info["datasource"], info["method"], info["num_classes"] if info["datasource"] != "sinusoid" else 5,
            info["update_batch_size"], bool(info.get("conv", True)) or info["datasource"] == "sinusoid",
            bool(info.get("stop_grad", False)))

@@ -1,5 +1,6 @@
 """rl.evaluate's summary csv: its columns, and reading it next to the paper's RL numbers."""
 import csv
+import io
 
 import numpy as np
 
@@ -10,8 +11,8 @@ from report import paper
 # `method` is the user's label (--run=LABEL:dir); `mode` what the run was trained as (maml,
 # pretrain, oracle, random); `design` the evaluation options set away from rl.evaluate's defaults
 # (the released test scripts' protocol, one sampling stream, the run's step size), ';'-separated
-# ('' for none); `checkpoint` the evaluated checkpoint (`ckpt-<N>`, its iteration N; `init seed S`
-# for a random initialisation). Files written before 29 November lack `mode` and `design`, before
+# ('' for none); `checkpoint` the evaluated checkpoint (`ckpt-<N>`, its iteration N, `ckpt-<N> of
+# <n_itr>` when the run was set to train longer; `init seed S` for a random initialisation). Files written before 29 November lack `mode` and `design`, before
 # 30 November `checkpoint`.
 SUMMARY_COLUMNS = ["method", "task", "step", "mean_return", "stderr", "num_tasks", "num_trajs", "fast_lr", "mode",
                    "design", "checkpoint"]
@@ -30,6 +31,7 @@ class RLResult:
         # An older file has no mode column: its label is all there is to go by.
         self.mode = rows[0].get("mode") or (method if method in ("maml", "pretrain", "oracle", "random") else None)
         self.departures = [d for d in (rows[0].get("design") or "").split(";") if d]
+        self.checkpoint = rows[0].get("checkpoint") or None  # absent from files before 30 November
         if self.paper is not None:
             num_tasks, num_trajs = rows[0].get("num_tasks"), rows[0].get("num_trajs")
             if num_tasks not in (None, "", str(self.paper.num_tasks)):
@@ -43,22 +45,32 @@ class RLResult:
 
 
 def is_rl_csv(path):
-    with open(path, newline="") as f:
-        return next(csv.reader(f), [])[:5] == SUMMARY_COLUMNS[:5]
+    """Whether the file's first line is rl.evaluate's header (a bad byte further on is read_rl's to name)."""
+    try:
+        with open(path, "rb") as f:
+            return next(csv.reader([f.readline().decode("utf-8")]), [])[:5] == SUMMARY_COLUMNS[:5]
+    except (UnicodeDecodeError, csv.Error):
+        return False
 
 
 def read_rl(path):
-    """The RLResults of an rl.evaluate csv, one per (method, task). A row cut short or holding
-    a value that is not a number, or a method whose steps are not 0..n once each (a truncated
+    """The RLResults of an rl.evaluate csv, one per (method, task). A file cut short, a row
+    shorter or longer than the header or holding a value that is not a number, or a method whose steps are not 0..n once each (a truncated
     file, or two files' rows mixed), is a ValueError naming the file."""
     groups = {}
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        for row in reader:
-            if any(row.get(column) in (None, "") for column in SUMMARY_COLUMNS[:5]):
-                raise ValueError(f"{path}:{reader.line_num}: the row is cut short (expected the columns "
-                                 f"{', '.join(SUMMARY_COLUMNS)})")
-            groups.setdefault((row["method"], row["task"]), []).append(row)
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            text = f.read()
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path} is not UTF-8 text (byte {e.start}): damaged, or not a csv of rl.evaluate") from None
+    if text and not text.endswith("\n"):
+        raise ValueError(f"{path} is cut short (its last line has no end): re-run rl.evaluate")
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    for row in reader:
+        if None in row or None in row.values() or any(row.get(column) in (None, "") for column in SUMMARY_COLUMNS[:5]):
+            raise ValueError(f"{path}:{reader.line_num}: the row is cut short or too long (expected the "
+                             f"columns {', '.join(reader.fieldnames)})")
+        groups.setdefault((row["method"], row["task"]), []).append(row)
     try:
         results = [RLResult(path, method, task, rs) for (method, task), rs in groups.items()]
     except ValueError as e:
@@ -85,5 +97,7 @@ def rl_table(results):
         method = r.method + (f" ({r.mode})" if r.mode and not r.method.lower().startswith(r.mode) else "")
         if r.departures:
             method += " [evaluated with " + "; ".join(r.departures) + "]"
+        if r.checkpoint and " of " in r.checkpoint:  # a partway checkpoint: `ckpt-<N> of <n_itr>`
+            method += f" [{r.checkpoint} iterations]"
         lines.append(f"| {label} | {method} | {ours} | {theirs} |")
     return "\n".join(lines)

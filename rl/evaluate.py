@@ -222,11 +222,10 @@ def _newest_checkpoint(logdir):
 
 
 def _partway(config, checkpoint):
-    """', partway: ...' when a trained run's checkpoint comes before its --n_itr, else ''."""
+    """True when a trained run's checkpoint comes before the run's --n_itr."""
     if checkpoint is None or config["mode"] == "random":
-        return ""
-    iteration = int(os.path.basename(checkpoint).split("-")[1])
-    return f" (partway: the run was set to {config['n_itr']} iterations)" if iteration < config["n_itr"] else ""
+        return False
+    return int(os.path.basename(checkpoint).split("-")[1]) < config["n_itr"]
 
 
 def _csv_bytes(table):
@@ -381,8 +380,11 @@ def _main(argv, reclaim_signals=lambda: None):
         for seed in seeds:
             checkpoint = None if seed is not None else _newest_checkpoint(logdir)
             evaluated = f"init seed {seed}" if seed is not None else os.path.basename(checkpoint)
+            partway = _partway(config, checkpoint)
             logging.info("Evaluating %s (%s) %s%s on %d tasks", method, logdir, evaluated,
-                         _partway(config, checkpoint), FLAGS.num_tasks)
+                         f" (partway: the run was set to {config['n_itr']} iterations)" if partway else "",
+                         FLAGS.num_tasks)
+            evaluated += f" of {config['n_itr']}" if partway else ""
             try:
                 returns, lr, env = evaluate_run(
                     logdir, num_tasks=FLAGS.num_tasks, num_steps=FLAGS.num_steps, fast_lr=FLAGS.fast_lr,

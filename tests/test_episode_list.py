@@ -320,7 +320,7 @@ def test_main_writes_the_pool_and_evaluates_a_list_identically(tmp_path, repo_ro
     same per-task rows; the second run lists the same tasks; a bad list is a one-line error."""
     from maml_tf.original_checkpoint import import_checkpoint
 
-    run_dir, _ = import_checkpoint(str(shared_data / "original_checkpoint" / "model59000"), str(tmp_path / "logs"))
+    run_dir, _, _ = import_checkpoint(str(shared_data / "original_checkpoint" / "model59000"), str(tmp_path / "logs"))
     _mini_folder(tmp_path / "data", classes=6, per_class=3)
     common = [f"--logdir={tmp_path / 'logs'}", f"--data_dir={tmp_path / 'data'}"]
     pool_file, again_file = tmp_path / "pool.tsv", tmp_path / "again.tsv"

@@ -24,7 +24,8 @@ def checkpoint(shared_data):
 @pytest.fixture(scope="module")
 def imported(checkpoint, tmp_path_factory):
     logdir = tmp_path_factory.mktemp("orig")
-    run_dir, iteration = import_original.import_checkpoint(checkpoint, str(logdir))
+    run_dir, iteration, released = import_original.import_checkpoint(checkpoint, str(logdir))
+    assert released  # the files of ../shared/data/original_checkpoint are the released ones
     return logdir, run_dir, iteration
 
 
@@ -82,6 +83,46 @@ def test_forward_equals_numpy_implementation_of_the_original(checkpoint, importe
     assert np.abs(expected).max() > 0.1  # a real signal, not a degenerate all-zero output
 
 
+def test_import_refuses_a_run_of_ours_and_tells_other_checkpoints_from_the_released_one(checkpoint, tmp_path):
+    """Importing into a run directory that holds a training run of ours (its run_info.json, or
+    other checkpoints) is refused, leaving it untouched (the import would delete its older
+    checkpoints and replace its record). A TF1 checkpoint of the same network whose bytes are not
+    the released files imports, recorded as such: report.compare does not call it the authors'."""
+    import json
+
+    import tensorflow as tf
+
+    run_dir = tmp_path / "logs" / "cls_5.mbs_4.ubs_1.numstep5.updatelr0.01hidden32maxpoolbatchnorm"
+    run_dir.mkdir(parents=True)
+    (run_dir / "run_info.json").write_text(json.dumps({"datasource": "miniimagenet", "starts": [{"iteration": 0}]}))
+    with pytest.raises(ValueError, match=r"^--logdir: .* holds a training run of maml_tf.main"):
+        import_original.import_checkpoint(checkpoint, str(tmp_path / "logs"))
+    assert sorted(os.listdir(run_dir)) == ["run_info.json"]
+    # Other weights under the authors' variable names: imported, not called theirs.
+    reader = tf.train.load_checkpoint(checkpoint)
+    variables = {name: tf.Variable(reader.get_tensor(name) * 0.5) for name in import_original.VARIABLE_MAP}
+    other = tmp_path / "other" / "model100"
+    _write_tf1_checkpoint(variables, str(other))
+    assert not import_original.is_released(str(other)) and import_original.is_released(checkpoint)
+    run_dir2, iteration, released = import_original.import_checkpoint(str(other), str(tmp_path / "other_logs"))
+    assert (iteration, released) == (100, False)
+    assert json.loads(open(os.path.join(run_dir2, "run_info.json")).read())["released_checkpoint"] is False
+    from report import compare
+    result = compare.Result.__new__(compare.Result)
+    result.info = {"imported_from": str(other), "released_checkpoint": False, "test_pool": "original"}
+    result.paper, result.rows = None, None
+    assert result.caveats == ["an imported TF1 checkpoint, not the authors' released files"]
+
+
+def _write_tf1_checkpoint(variables, prefix):
+    """A checkpoint keyed by the variables' plain names (as TF1's Saver wrote the authors')."""
+    import tensorflow as tf
+
+    names = list(variables)
+    tf.raw_ops.SaveV2(prefix=prefix, tensor_names=names, shape_and_slices=[""] * len(names),
+                      tensors=[variables[n].read_value() for n in names])
+
+
 def test_import_refuses_to_overwrite_and_rejects_bad_files(checkpoint, imported, tmp_path):
     logdir, _, _ = imported
     with pytest.raises(ValueError, match="--overwrite"):
@@ -118,3 +159,15 @@ def test_papers_test_command_evaluates_the_imported_model(imported, tmp_path, re
 
     row = compare.table([compare.Result(os.path.join(run_dir, "test_ubs1_stepsize0.01.csv"))]).splitlines()[2]
     assert row.startswith("| MiniImagenet 5-way 1-shot | ") and "[the authors' released checkpoint; 3 test tasks" in row
+
+
+def test_an_unusable_logdir_is_one_line(checkpoint, tmp_path, repo_root):
+    """An OSError while importing (here --logdir under a file) ends in one line naming the path,
+    not a traceback (the command caught only ValueError and FileNotFoundError)."""
+    (tmp_path / "file").write_text("x")
+    result = subprocess.run([sys.executable, "-m", "maml_tf.import_original", f"--checkpoint={checkpoint}",
+                             f"--logdir={tmp_path / 'file' / 'logs'}"], cwd=repo_root, capture_output=True, text=True,
+                            timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    last = [line for line in result.stderr.splitlines() if line.strip()][-1]
+    assert last.startswith("maml_tf.import_original: error: Not a directory") and str(tmp_path / "file") in last, last

@@ -173,6 +173,7 @@ def test_cli_test_describes_the_run_as_its_training_recorded_it(tmp_path, repo_r
     info = json.loads((run_dir / "test_ubs5_stepsize0.01.json").read_text())
     assert (info["method"], info["pretrain_iterations"], info["metatrain_iterations"]) == ("pretrain", 20, 0)
     assert info["test_pool"] == "original"  # the original's tasks: report.compare adds no caveat
+    assert (info["update_batch_size"], info["train_update_batch_size"]) == (5, 10)  # the paper's sinusoid model: K=10
     from report import compare
 
     row = next(line for line in compare.table([compare.Result(str(run_dir / "test_ubs5_stepsize0.01.csv"))]).splitlines()

@@ -1,11 +1,12 @@
 """report.compare: test csvs (supervised and RL) next to the paper's numbers."""
 import os
+import pickle
 
 import numpy as np
 import pytest
 
 from maml_tf import evaluation
-from report import compare
+from report import compare, paper
 
 
 def _fake_run(tmp_path, info, rows, ubs, lr):
@@ -274,3 +275,80 @@ def test_a_failed_test_write_leaves_the_previous_result_whole(tmp_path, monkeypa
     monkeypatch.setattr(os, "replace", lambda src, dst: renamed.append(os.path.splitext(dst)[1]) or real_replace(src, dst))
     evaluation.write_results(os.path.dirname(path), 5, 0.01, np.zeros((200, 11)), info=SINE_MAML)
     assert renamed == [".pkl", ".csv", ".json"] and compare.load([path])[0][0].info["num_tasks"] == 200
+
+
+@pytest.mark.parametrize("datasource, test_k, trained_k, row", [
+    ("sinusoid", 5, 10, "Sinusoid 5-shot, MAML (MSE)"),
+    ("sinusoid", 5, 5, None),  # the paper's sinusoid model was trained with K = 10
+    ("omniglot", 5, 1, "Omniglot 5-way 5-shot"),  # its 5-shot numbers: the 1-shot model tested at K = 5
+    ("omniglot", 5, 5, None),
+    ("miniimagenet", 5, 5, "MiniImagenet 5-way 5-shot"),
+    ("miniimagenet", 5, 1, None),  # a 1-shot model tested at K = 5 is not the paper's 5-shot model
+    ("miniimagenet", 5, None, "MiniImagenet 5-way 5-shot"),  # a description from before the field
+])
+def test_a_paper_row_needs_the_papers_training_k(datasource, test_k, trained_k, row):
+    """A test is put next to a paper row only if its checkpoint was trained with the K of the
+    paper's model for that row (DESIGN §4-5; `train_update_batch_size` in the description)."""
+    info = {"datasource": datasource, "method": "maml", "num_classes": 5, "conv": True, "stop_grad": False,
+            "update_batch_size": test_k, "test_set": True,
+            **({} if trained_k is None else {"train_update_batch_size": trained_k})}
+    found = paper.supervised_result(info)
+    assert (found.label if found else None) == row
+
+
+def test_the_description_decides_the_task_count_and_names_an_episode_list(tmp_path):
+    """Without the .pkl the number of test tasks comes from the .json; a test on an episode list
+    (--test_tasks_file) says so next to the paper's number."""
+    info = {"datasource": "omniglot", "method": "maml", "num_classes": 5, "conv": True, "stop_grad": False,
+            "test_set": True, "test_pool": evaluation.ORIGINAL_POOL}
+    path = _fake_run(tmp_path, info, np.full((50, 11), 0.97), 1, 0.4)
+    os.remove(path[:-4] + ".pkl")
+    assert "[50 test tasks (the paper's 600)]" in compare.table([compare.Result(path)])
+    path = _fake_run(tmp_path, {**info, "test_pool": None, "test_tasks_file": "/x/tasks.json"},
+                     np.full((600, 11), 0.97), 1, 0.4)
+    assert "[the tasks listed in tasks.json]" in compare.table([compare.Result(path)])
+
+
+def test_files_of_two_tests_mixed_are_refused_naming_them(tmp_path):
+    """A .pkl whose shape is not the csv's steps by the .json's tasks, or a .json describing
+    another K or step size than its csv's name, is a ValueError naming the file (not a
+    traceback from inside the tables, nor a silently mismatched table)."""
+    path = _fake_run(tmp_path, SINE_MAML, np.ones((600, 11)), 5, 0.01)
+    with open(path[:-4] + ".pkl", "wb") as f:
+        pickle.dump({"mses": np.ones((600, 4))}, f)
+    with pytest.raises(ValueError, match=r"\.pkl holds 600x4 values, its csv and \.json describe 600 tasks x 11 steps"):
+        compare.Result(path)
+    path = _fake_run(tmp_path, SINE_MAML, np.ones((600, 11)), 5, 0.01)
+    other = path.replace("test_ubs5_", "test_ubs10_")
+    for suffix in (".csv", ".json"):
+        os.replace(path[:-4] + suffix, other[:-4] + suffix)
+    with pytest.raises(ValueError, match=r"describes the test test_ubs5_stepsize0\.01\.csv, not test_ubs10_"):
+        compare.Result(other)
+
+
+def test_cut_short_or_damaged_result_csvs_are_named(tmp_path):
+    """A test csv or an rl.evaluate csv cut short (the last line unended: a cut inside a number
+    leaves another valid number), with a row longer or shorter than the header, or with a bad
+    byte after a good header, is one line naming the file, not a table of wrong numbers."""
+    from report.rl_results import SUMMARY_COLUMNS
+    path = _fake_run(tmp_path, SINE_MAML, np.ones((600, 11)) * 1.2345678, 5, 0.01)
+    with open(path, "rb") as f:
+        data = f.read()
+    with open(path, "wb") as f:
+        f.write(data[:-4])
+    result = _compare_cli([path], tmp_path)
+    assert result.returncode == 1 and _one_line(result.stderr), result.stderr
+    assert "is damaged: cut short (its last line has no end)" in result.stderr
+    good = ",".join(SUMMARY_COLUMNS) + "\n" + "maml,point,0,-3.2,0.5,40,20,0.1,maml,,ckpt-9\n"
+    for name, text, message in (
+            ("cut.csv", good + "maml,point,1,-3.2,0.5,4", "cut short (its last line has no end)"),
+            ("short.csv", good + "maml,point,1,-3.2,0.5,4\n", "the row is cut short or too long"),
+            ("long.csv", good.replace("ckpt-9\n", "ckpt-9,x\n"), "the row is cut short or too long")):
+        (tmp_path / name).write_text(text)
+        result = _compare_cli([name], tmp_path)
+        assert result.returncode == 1 and _one_line(result.stderr), (name, result.stderr)
+        assert f"{name}" in result.stderr and message in result.stderr, (name, result.stderr)
+    (tmp_path / "bad.csv").write_bytes(good.encode() + b"maml,point,1,-3\xff.2,0.5,40,20,0.1,maml,,ckpt-9\n")
+    result = _compare_cli(["bad.csv"], tmp_path)
+    assert result.returncode == 1 and _one_line(result.stderr), result.stderr
+    assert "bad.csv is not UTF-8 text" in result.stderr
