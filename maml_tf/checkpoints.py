@@ -26,6 +26,11 @@ class CheckpointDamagedError(RuntimeError):
     """A checkpoint's files cannot be read back."""
 
 
+class CheckpointMismatchError(RuntimeError):
+    """A checkpoint that reads back whole but does not fit this run's model and optimisers
+    (another configuration's, or another program's): never skipped or renamed aside."""
+
+
 class CheckpointWriteError(RuntimeError):
     """Saving failed (disk full, ...); the checkpoints saved before are intact."""
 
@@ -78,14 +83,15 @@ class Checkpointer:
         except (tf.errors.OpError, OSError) as e:
             self.remove_leftovers()
             for partial in glob.glob(glob.escape(self.path(iteration)) + ".*"):
-                os.remove(partial)
+                if not re.match(rf"model-{iteration}\.damaged\d*\.", os.path.basename(partial)):
+                    os.remove(partial)  # what this save wrote, not damaged files kept from before
             kept = [i for i in self.available() if i != iteration]
             raise CheckpointWriteError(
                 f"could not write {self.path(iteration)} ({_reason(e)}); the checkpoints saved before are intact "
                 f"(newest: {'model-%d' % kept[-1] if kept else 'none'})") from None
         for old in self.available()[:-self.max_to_keep]:
             for f in glob.glob(glob.escape(self.path(old)) + ".*"):
-                if ".damaged" not in f:
+                if not re.match(rf"model-{old}\.damaged\d*\.", os.path.basename(f)):
                     os.remove(f)
         self._write_state()
         return path
@@ -127,12 +133,24 @@ class Checkpointer:
         return self._read(iteration)
 
     def _read(self, iteration):
+        """Read the checkpoint back whole first (TensorFlow checks each tensor's checksum:
+        CheckpointDamagedError), then restore every object of ours from it: one that does not
+        fit (other shapes, objects missing) is CheckpointMismatchError, not damage."""
+        try:
+            reader = tf.train.load_checkpoint(self.path(iteration))
+            for name in reader.get_variable_to_shape_map():
+                reader.get_tensor(name)
+        except _READ_ERRORS as e:
+            raise CheckpointDamagedError(f"{self.path(iteration)} is damaged and cannot be read ({_reason(e)})") from None
         try:
             # Every object of ours must be restored; extra values (the `save_counter` that
             # checkpoints written by earlier versions hold) are ignored without a warning.
             self.checkpoint.read(self.path(iteration)).assert_existing_objects_matched().expect_partial()
         except _READ_ERRORS as e:
-            raise CheckpointDamagedError(f"{self.path(iteration)} is damaged and cannot be read ({_reason(e)})") from None
+            raise CheckpointMismatchError(
+                f"{self.path(iteration)} does not fit this run's model ({_reason(e)}): it was written with other "
+                f"settings (--datasource, --conv, ...) or by another program; use another --logdir or move it "
+                f"away") from None
         return int(self.iteration.numpy())
 
     def restore_for_resume(self, warn=print):
@@ -146,11 +164,25 @@ class Checkpointer:
                 restored = self._read(iteration)
                 break
             except CheckpointDamagedError as e:
-                for f in glob.glob(glob.escape(self.path(iteration)) + ".*"):
-                    os.replace(f, f.replace(f"model-{iteration}.", f"model-{iteration}.damaged.", 1))
-                warn(f"warning: {e}; kept as {self.path(iteration)}.damaged.*, trying the one before")
+                aside = self._rename_aside(iteration)
+                warn(f"warning: {e}; kept as {aside}.*, trying the one before")
         self._write_state()
         return restored
+
+    def _rename_aside(self, iteration):
+        """Rename `model-<N>.*` to `model-<N>.damaged.*` (`.damaged2.*`, ... if that name is
+        taken: nothing is overwritten); returns the new prefix. Only the file names change, not
+        the folders above them."""
+        files = glob.glob(glob.escape(self.path(iteration)) + ".*")
+        files = [f for f in files if not re.match(rf"model-{iteration}\.damaged\d*\.", os.path.basename(f))]
+        for k in range(1, 1000):
+            aside = f"{self.path(iteration)}.damaged{'' if k == 1 else k}"
+            targets = [aside + f[len(self.path(iteration)):] for f in files]
+            if not any(os.path.exists(t) for t in targets):
+                for f, t in zip(files, targets):
+                    os.replace(f, t)
+                return aside
+        raise CheckpointWriteError(f"could not rename the damaged {self.path(iteration)} aside: too many damaged copies")
 
 
 def _reason(error):

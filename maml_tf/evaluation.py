@@ -5,6 +5,7 @@ import io
 import json
 import os
 import pickle
+import time
 
 import numpy as np
 
@@ -75,6 +76,39 @@ def summarize(rows):
 def result_paths(run_dir, update_batch_size, update_lr):
     stem = os.path.join(run_dir, f"test_ubs{update_batch_size}_stepsize{update_lr}")
     return stem + ".csv", stem + ".pkl"
+
+
+# What tells two tests of one run apart beyond their file name (test_ubs{K}_stepsize{alpha}):
+# the split, the number of tasks, an episode list, the checkpoint.
+TEST_IDENTITY = ("test_set", "num_tasks", "test_tasks_file", "checkpoint_iteration")
+REPLACED = "replaced_tests"
+
+
+def keep_other_result(run_dir, update_batch_size, update_lr, description):
+    """Before a test writes its result: if the run directory holds a result of the same name
+    describing another test (`TEST_IDENTITY` values that differ: a validation-split test then a
+    test-split one, a smaller test, another checkpoint), move its csv, pkl and json into
+    `run_dir/replaced_tests/<time>/` rather than let the new one overwrite it (the original
+    overwrote). Returns (that folder, what differed) or None."""
+    csv_path, pkl_path = result_paths(run_dir, update_batch_size, update_lr)
+    json_path = csv_path[:-4] + ".json"
+    if not os.path.exists(json_path):
+        return None
+    try:
+        with open(json_path) as f:
+            previous = json.load(f)
+    except (OSError, ValueError):
+        previous = {}
+    differ = [f"{key} {previous.get(key)!r} -> {description.get(key)!r}" for key in TEST_IDENTITY
+              if isinstance(previous, dict) and key in previous and previous.get(key) != description.get(key)]
+    if not differ:
+        return None
+    folder = os.path.join(run_dir, REPLACED, time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"-{os.getpid()}")
+    os.makedirs(folder)
+    for path in (csv_path, pkl_path, json_path):
+        if os.path.exists(path):
+            os.replace(path, os.path.join(folder, os.path.basename(path)))
+    return folder, ", ".join(differ)
 
 
 def write_json(path, data):

@@ -10,6 +10,7 @@
 This module only translates flags into plain arguments for the library.
 """
 import contextlib
+import glob
 import math
 import os
 import sys
@@ -110,6 +111,12 @@ def _validate():
     _finite_positive("train_update_lr", unset=-1)
     if FLAGS.train_update_batch_size != -1 and FLAGS.train_update_batch_size < 1:
         raise ValueError(f"--train_update_batch_size must be >= 1 (or -1: unset), got {FLAGS.train_update_batch_size}")
+    if FLAGS.train and (FLAGS.train_update_batch_size != -1 or FLAGS.train_update_lr != -1):
+        raise ValueError("--train_update_batch_size / --train_update_lr name the run a test reads (a model trained "
+                         "with another K or alpha): for testing, add --train=False; a training trains with "
+                         "--update_batch_size and --update_lr")
+    if not 0 <= FLAGS.seed <= 2**31 - 1:
+        raise ValueError(f"--seed must be >= 0 and <= {2**31 - 1}, got {FLAGS.seed}")
     if FLAGS.test_iter < -1:
         raise ValueError(f"--test_iter must be an iteration >= 0 (or -1: the newest), got {FLAGS.test_iter}")
     for name in ("pretrain_iterations", "metatrain_iterations"):
@@ -308,13 +315,17 @@ def _write_test_tasks(test_tasks, tasks_source):
     print(f"Wrote the tasks to {FLAGS.write_test_tasks}")
 
 
-def check_resume_flags(run_dir, flags_now):
-    """Refuse to resume a run whose run_info.json records other training flags (naming each).
-    Returns what run_info.json holds ({} for a new run)."""
+def check_resume_flags(run_dir, flags_now, warn=lambda message: print(message, file=sys.stderr)):
+    """Refuse to resume a run whose run_info.json records other training flags (naming each);
+    `warn` about what cannot be checked (no run_info.json beside checkpoints, flags it does not
+    record). Returns what run_info.json holds ({} for a new run)."""
     from report.files import read_json_object
 
     path = os.path.join(run_dir, RUN_INFO)
     if not os.path.exists(path):
+        if glob.glob(os.path.join(glob.escape(run_dir), "model-*.index")):
+            warn(f"warning: {run_dir} has checkpoints but no {RUN_INFO} (written by an older version): its "
+                 f"training settings cannot be checked against this command's")
         return {}
     remedy = "move it away to resume without the settings check"
     info = read_json_object(path, remedy)
@@ -324,6 +335,10 @@ def check_resume_flags(run_dir, flags_now):
     message = changed_settings(run_dir, recorded, flags_now, [k for k in flags_now if k in recorded])
     if message:
         raise ValueError(message)
+    unchecked = [k for k in flags_now if k not in recorded]
+    if unchecked:
+        warn(f"warning: {path} does not record " + ", ".join(f"--{k}" for k in unchecked) + ": resumed without "
+             "checking " + ("them" if len(unchecked) > 1 else "it") + " against this command's")
     return info
 
 
@@ -467,11 +482,15 @@ def _test(built):
     print("Mean validation accuracy/loss, stddev, and confidence intervals")
     print((means, stds, ci95))
     tasks_file = None if FLAGS.test_tasks_file is None else os.path.abspath(FLAGS.test_tasks_file)
-    csv_path, _ = evaluation.write_results(run_dir, FLAGS.update_batch_size, FLAGS.update_lr, rows,
-                                           info={**run_info(), **trained_as(run_dir, itr), "checkpoint_iteration": itr,
-                                                 "train_update_batch_size": train_update_batch_size(),
-                                                 "test_set": FLAGS.test_set, "test_tasks_file": tasks_file,
-                                                 "test_pool": None if tasks_file else evaluation.ORIGINAL_POOL})
+    info = {**run_info(), **trained_as(run_dir, itr), "checkpoint_iteration": itr,
+            "train_update_batch_size": train_update_batch_size(), "test_set": FLAGS.test_set,
+            "test_tasks_file": tasks_file, "test_pool": None if tasks_file else evaluation.ORIGINAL_POOL}
+    kept = evaluation.keep_other_result(run_dir, FLAGS.update_batch_size, FLAGS.update_lr,
+                                        {**info, "num_tasks": int(rows.shape[0])})
+    if kept:
+        print(f"The previous {os.path.basename(evaluation.result_paths(run_dir, FLAGS.update_batch_size, FLAGS.update_lr)[0])} "
+              f"described another test ({kept[1]}): kept in {kept[0]}")
+    csv_path, _ = evaluation.write_results(run_dir, FLAGS.update_batch_size, FLAGS.update_lr, rows, info=info)
     print(f"Wrote {csv_path}")
 
 
@@ -619,7 +638,8 @@ def main(argv):
         exit_with_error("maml_tf.main", str(e))
     maml_tf.choose_onednn(FLAGS.datasource)  # before TensorFlow loads, which reads it once
     distribution.quiet_lost_worker_logs(FLAGS.distribute)
-    from maml_tf.checkpoints import CheckpointDamagedError, CheckpointNotFoundError, CheckpointWriteError
+    from maml_tf.checkpoints import (CheckpointDamagedError, CheckpointMismatchError, CheckpointNotFoundError,
+                                     CheckpointWriteError)
     from report.run_lock import RunLockedError
     from report.stop import StopRequested
 
@@ -631,8 +651,8 @@ def main(argv):
     except KeyboardInterrupt:
         print("maml_tf.main: interrupted; nothing was written since the last message", file=sys.stderr)
         sys.exit(130)
-    except (ValueError, OSError, CheckpointNotFoundError, CheckpointDamagedError, CheckpointWriteError,
-            RunLockedError) as e:  # (report.distribution.JobStartError is a ValueError)
+    except (ValueError, OSError, CheckpointNotFoundError, CheckpointDamagedError, CheckpointMismatchError,
+            CheckpointWriteError, RunLockedError) as e:  # (report.distribution.JobStartError is a ValueError)
         exit_with_error("maml_tf.main", str(e))
     except Exception as e:  # a collective that failed: another process of the job is gone
         if not distribution.is_lost_contact(e, FLAGS.distribute):

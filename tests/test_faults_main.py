@@ -359,3 +359,96 @@ def test_help_exits_zero(repo_root, module):
     result = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, cwd=repo_root,
                             timeout=300)
     assert result.returncode == 0 and "--" in result.stdout
+
+
+def test_a_checkpoint_of_another_configuration_is_refused_not_skipped_as_damaged(two_checkpoints):
+    """A whole checkpoint that does not fit the model (here the sinusoid oracle's, whose run
+    name is the same as MAML's) is CheckpointMismatchError naming it, when testing and
+    when resuming; resuming renames nothing and does not fall back to an older checkpoint or
+    start afresh (it used to call it damaged, rename it aside and train from the start)."""
+    from maml_tf.checkpoints import CheckpointMismatchError
+    run_dir = two_checkpoints
+    keras.utils.set_random_seed(0)
+    oracle = experiment.build_model("sinusoid", oracle=True, norm="None")  # its first kernel is 3 x 40, not 1 x 40
+    Checkpointer(str(run_dir), MetaLearner(oracle, experiment.build_loss("sinusoid", 10)[0], update_lr=0.01,
+                                           num_inner_steps=1)).save(60)
+    before = sorted(os.listdir(run_dir))
+    with pytest.raises(CheckpointMismatchError, match=r"model-60 does not fit this run's model .*another --logdir"):
+        Checkpointer(str(run_dir), _learner()).restore(-1, required=True)
+    with pytest.raises(CheckpointMismatchError, match=r"model-60 does not fit"):
+        Checkpointer(str(run_dir), _learner()).restore_for_resume()
+    assert sorted(os.listdir(run_dir)) == before
+
+
+def test_damaged_checkpoints_are_renamed_by_file_name_only_and_never_overwritten(tmp_path):
+    """A run directory below a folder whose name looks like a checkpoint (`model-40.x`) still
+    renames the damaged files aside (the rename used to edit the first match in the whole path);
+    a second damage of model-40 keeps the first one's files (`.damaged2`), and a failed save of
+    model-40 would not delete them."""
+    run_dir = tmp_path / "model-40.x" / "run"
+    learner = _learner()
+    _train(learner, Checkpointer(str(run_dir), learner), 40)
+    for round_ in (1, 2):
+        _truncate(_data_file(run_dir, 40))
+        checkpointer = Checkpointer(str(run_dir), _learner())
+        assert checkpointer.restore_for_resume(warn=lambda message: None) == 20
+        checkpointer.save(40)
+    names = sorted(os.listdir(run_dir))
+    assert [n for n in names if ".damaged" in n] == sorted(
+        [n.replace("model-40.", "model-40.damaged.") for n in names if n.startswith("model-40.") and ".damaged" not in n]
+        + [n.replace("model-40.", "model-40.damaged2.") for n in names if n.startswith("model-40.")
+           and ".damaged" not in n])
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--train_update_batch_size=10"], "--train_update_batch_size / --train_update_lr name the run a test reads"),
+    (["--train_update_lr=0.5"], "--train_update_batch_size / --train_update_lr name the run a test reads"),
+    (["--seed=-1"], "--seed must be >= 0 and <= 2147483647, got -1"),
+    (["--seed=4294967296"], "--seed must be >= 0 and <= 2147483647, got 4294967296"),
+])
+def test_training_flags_that_would_misname_or_misseed_a_run_are_refused(tmp_path, repo_root, flags, message):
+    """--train_update_* while training named the run after a K or alpha it was not trained
+    with (a later test then read it as such); a seed TensorFlow cannot take failed after
+    TensorFlow loaded, without naming the flag. Both are one line before anything starts."""
+    result = run_main(["--flagfile=flags/sinusoid.flags", f"--logdir={tmp_path}", *flags], repo_root)
+    assert result.returncode == 1
+    assert _last_line(result).startswith(f"maml_tf.main: error: {message}")
+    assert not os.listdir(tmp_path)
+
+
+def test_a_resume_says_which_settings_it_could_not_check(tmp_path, repo_root):
+    """A run_info.json that does not record some training flags (hand-edited, or older), or
+    checkpoints without any run_info.json: the resume goes on, saying what it did not check."""
+    args = ["--flagfile=flags/sinusoid.flags", f"--logdir={tmp_path}", "--metatrain_iterations=5"]
+    assert run_main(args, repo_root).returncode == 0
+    info_path = tmp_path / SINE_RUN / "run_info.json"
+    info = json.loads(info_path.read_text())
+    del info["training_flags"]["seed"], info["training_flags"]["meta_lr"]
+    info_path.write_text(json.dumps(info))
+    result = run_main(args[:2] + ["--metatrain_iterations=6"], repo_root)
+    assert result.returncode == 0, result.stderr
+    assert "does not record --meta_lr, --seed: resumed without checking them" in result.stderr
+    info_path.unlink()
+    result = run_main(args[:2] + ["--metatrain_iterations=7"], repo_root)
+    assert result.returncode == 0, result.stderr
+    assert "has checkpoints but no run_info.json" in result.stderr
+
+
+def test_a_test_of_another_kind_keeps_the_previous_result(tmp_path, repo_root):
+    """Two tests of one run share the original's file name; a test that differs from the one on
+    disk (here its number of tasks) moves the previous csv/pkl/json into replaced_tests/ and
+    says so, instead of overwriting them; the same test again replaces its result."""
+    args = ["--flagfile=flags/sinusoid.flags", f"--logdir={tmp_path}", "--metatrain_iterations=5"]
+    assert run_main(args, repo_root).returncode == 0
+    test = args[:2] + ["--train=False", "--update_batch_size=5", "--train_update_batch_size=10"]
+    for tasks in (3, 3, 4):
+        result = run_main(test + [f"--num_test_tasks={tasks}"], repo_root)
+        assert result.returncode == 0, result.stderr
+    run_dir = tmp_path / SINE_RUN
+    (kept,) = os.listdir(run_dir / "replaced_tests")  # one replaced test: 3 tasks, not the rerun of 3
+    assert "described another test (num_tasks 3 -> 4): kept in" in result.stdout
+    old = json.loads((run_dir / "replaced_tests" / kept / "test_ubs5_stepsize0.01.json").read_text())
+    new = json.loads((run_dir / "test_ubs5_stepsize0.01.json").read_text())
+    assert (old["num_tasks"], new["num_tasks"]) == (3, 4)
+    assert sorted(os.listdir(run_dir / "replaced_tests" / kept)) == [
+        "test_ubs5_stepsize0.01.csv", "test_ubs5_stepsize0.01.json", "test_ubs5_stepsize0.01.pkl"]
