@@ -233,15 +233,17 @@ def _resize_member(archive, member, data, resample):
     SOURCE_SIZE PNG. A member that does not decode (damaged bytes under an intact CRC) or is
     another image is refused naming the archive and the member."""
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            if image.format != "PNG" or image.mode != "1" or image.size != SOURCE_SIZE:
-                raise PrepError(f"{archive}: {member} is a {image.format} image of mode {image.mode} and "
-                                f"size {image.size[0]}x{image.size[1]}, expected a 1-bit PNG of "
-                                f"{SOURCE_SIZE[0]}x{SOURCE_SIZE[1]}: not the Omniglot archive?")
-            return resize(image, resample)
+        image = Image.open(io.BytesIO(data))
+        image.load()  # decoded here, so a damaged member is named here and nothing below reads bad bytes
     except (OSError, SyntaxError, ValueError) as e:
         raise PrepError(f"{archive}: {member} does not decode as a PNG ({e}): the archive is damaged; "
                         f"delete it and rerun (--download fetches it again)") from e
+    with image:
+        if image.format != "PNG" or image.mode != "1" or image.size != SOURCE_SIZE:
+            raise PrepError(f"{archive}: {member} is a {image.format} image of mode {image.mode} and "
+                            f"size {image.size[0]}x{image.size[1]}, expected a 1-bit PNG of "
+                            f"{SOURCE_SIZE[0]}x{SOURCE_SIZE[1]}: not the Omniglot archive?")
+        return resize(image, resample)
 
 
 def main(argv):

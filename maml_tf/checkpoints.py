@@ -15,7 +15,7 @@ import shutil
 import numpy as np
 import tensorflow as tf
 
-from report.files import atomic_write_text
+from report.files import atomic_write_text, rename_aside
 
 
 class CheckpointNotFoundError(RuntimeError):
@@ -171,18 +171,13 @@ class Checkpointer:
 
     def _rename_aside(self, iteration):
         """Rename `model-<N>.*` to `model-<N>.damaged.*` (`.damaged2.*`, ... if that name is
-        taken: nothing is overwritten); returns the new prefix. Only the file names change, not
-        the folders above them."""
-        files = glob.glob(glob.escape(self.path(iteration)) + ".*")
-        files = [f for f in files if not re.match(rf"model-{iteration}\.damaged\d*\.", os.path.basename(f))]
-        for k in range(1, 1000):
-            aside = f"{self.path(iteration)}.damaged{'' if k == 1 else k}"
-            targets = [aside + f[len(self.path(iteration)):] for f in files]
-            if not any(os.path.exists(t) for t in targets):
-                for f, t in zip(files, targets):
-                    os.replace(f, t)
-                return aside
-        raise CheckpointWriteError(f"could not rename the damaged {self.path(iteration)} aside: too many damaged copies")
+        taken: nothing is overwritten); returns the new prefix."""
+        files = [f for f in glob.glob(glob.escape(self.path(iteration)) + ".*")
+                 if not re.match(rf"model-{iteration}\.damaged\d*\.", os.path.basename(f))]
+        try:
+            return rename_aside(self.path(iteration), files)
+        except OSError as e:
+            raise CheckpointWriteError(f"could not rename the damaged {self.path(iteration)} aside: {e}") from None
 
 
 def _reason(error):

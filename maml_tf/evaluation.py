@@ -5,6 +5,7 @@ import io
 import json
 import os
 import pickle
+import shutil
 import time
 
 import numpy as np
@@ -85,11 +86,12 @@ REPLACED = "replaced_tests"
 
 
 def keep_other_result(run_dir, update_batch_size, update_lr, description):
-    """Before a test writes its result: if the run directory holds a result of the same name
-    describing another test (`TEST_IDENTITY` values that differ: a validation-split test then a
-    test-split one, a smaller test, another checkpoint), move its csv, pkl and json into
-    `run_dir/replaced_tests/<time>/` rather than let the new one overwrite it (the original
-    overwrote). Returns (that folder, what differed) or None."""
+    """Before a test: if the run directory holds a result of the same name describing another
+    test (`TEST_IDENTITY` values that differ: a validation-split test then a test-split one, a
+    smaller test, another checkpoint), keep a copy of its csv, pkl and json in
+    `run_dir/replaced_tests/<time>/` (hard links where the file system has them), so the new
+    result, written over the old one when the test ends (`write_results`, all or nothing),
+    loses nothing (the original overwrote it). Returns (that folder, what differed) or None."""
     csv_path, pkl_path = result_paths(run_dir, update_batch_size, update_lr)
     json_path = csv_path[:-4] + ".json"
     if not os.path.exists(json_path):
@@ -107,7 +109,11 @@ def keep_other_result(run_dir, update_batch_size, update_lr, description):
     os.makedirs(folder)
     for path in (csv_path, pkl_path, json_path):
         if os.path.exists(path):
-            os.replace(path, os.path.join(folder, os.path.basename(path)))
+            kept = os.path.join(folder, os.path.basename(path))
+            try:
+                os.link(path, kept)
+            except OSError:
+                shutil.copy2(path, kept)
     return folder, ", ".join(differ)
 
 

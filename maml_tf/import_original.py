@@ -32,9 +32,11 @@ def main(argv):
     for name in ("checkpoint", "logdir"):
         if not getattr(FLAGS, name):
             exit_with_error("maml_tf.import_original", f"--{name} is required")
+    from maml_tf.checkpoints import CheckpointWriteError, NonFiniteWeightsError
+
     try:
         run_dir, iteration, released = import_checkpoint(FLAGS.checkpoint, FLAGS.logdir, FLAGS.overwrite)
-    except (ValueError, OSError, RuntimeError) as e:  # RuntimeError: a failed or non-finite save (checkpoints.py)
+    except (ValueError, OSError, CheckpointWriteError, NonFiniteWeightsError) as e:
         exit_with_error("maml_tf.import_original", str(e) if not isinstance(e, OSError) or not e.filename
                         else f"{e.strerror or e} ({e.filename})")
     print(f"Imported {FLAGS.checkpoint} as {run_dir}/model-{iteration}")

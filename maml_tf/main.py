@@ -446,6 +446,12 @@ def _test(built):
         try:
             itr = checkpointer.restore(FLAGS.test_iter, required=True)
             check_writable(run_dir, "the run directory (--logdir)")
+            kept = evaluation.keep_other_result(run_dir, FLAGS.update_batch_size, FLAGS.update_lr, {
+                "test_set": FLAGS.test_set, "num_tasks": len(test_tasks), "test_tasks_file": _tasks_file(),
+                "checkpoint_iteration": itr})
+            if kept:
+                print(f"{evaluation.result_paths(run_dir, FLAGS.update_batch_size, FLAGS.update_lr)[0]} holds another "
+                      f"test's result ({kept[1]}): kept in {kept[0]} (this test replaces it when it ends)")
             if FLAGS.write_test_tasks is not None:
                 _write_test_tasks(test_tasks, tasks_source)
         except Exception as e:  # reported below, once every process knows
@@ -481,17 +487,16 @@ def _test(built):
     means, stds, ci95 = evaluation.summarize(rows)
     print("Mean validation accuracy/loss, stddev, and confidence intervals")
     print((means, stds, ci95))
-    tasks_file = None if FLAGS.test_tasks_file is None else os.path.abspath(FLAGS.test_tasks_file)
+    tasks_file = _tasks_file()
     info = {**run_info(), **trained_as(run_dir, itr), "checkpoint_iteration": itr,
             "train_update_batch_size": train_update_batch_size(), "test_set": FLAGS.test_set,
             "test_tasks_file": tasks_file, "test_pool": None if tasks_file else evaluation.ORIGINAL_POOL}
-    kept = evaluation.keep_other_result(run_dir, FLAGS.update_batch_size, FLAGS.update_lr,
-                                        {**info, "num_tasks": int(rows.shape[0])})
-    if kept:
-        print(f"The previous {os.path.basename(evaluation.result_paths(run_dir, FLAGS.update_batch_size, FLAGS.update_lr)[0])} "
-              f"described another test ({kept[1]}): kept in {kept[0]}")
     csv_path, _ = evaluation.write_results(run_dir, FLAGS.update_batch_size, FLAGS.update_lr, rows, info=info)
     print(f"Wrote {csv_path}")
+
+
+def _tasks_file():
+    return None if FLAGS.test_tasks_file is None else os.path.abspath(FLAGS.test_tasks_file)
 
 
 # What a test takes from the training's run_info.json rather than from its own command line.

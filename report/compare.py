@@ -12,6 +12,7 @@ import csv
 import glob
 import os
 import pickle
+import re
 
 import numpy as np
 
@@ -39,7 +40,8 @@ class Result:
         self.info = _read_description(info_path)
         self.path = csv_path
         _, self.means, self.stds, self.ci95 = evaluation.read_results(csv_path)
-        if "update_lr" in self.info:
+        if "update_lr" in self.info and re.fullmatch(r"test_ubs.*_stepsize.*\.csv", os.path.basename(csv_path)):
+            # (a result copied under a name of the user's own is taken as its .json describes it)
             named = os.path.basename(evaluation.result_paths("", self.info["update_batch_size"], self.info["update_lr"])[0])
             if named != os.path.basename(csv_path):
                 raise ValueError(f"{info_path} describes the test {named}, not {os.path.basename(csv_path)}: files of "
@@ -160,13 +162,22 @@ def find_csvs(paths):
     return found
 
 
+def _no_paper_number(info):
+    """Why a test on the paper's split has no paper row: its model's training K, or none at all."""
+    trained, wanted = info.get("train_update_batch_size"), paper.paper_training_k(info["datasource"],
+                                                                                   info["update_batch_size"])
+    if trained is not None and trained != wanted:
+        return f"(no paper number: trained with K={trained}, the paper's model for this test with K={wanted})"
+    return "(no paper number)"
+
+
 def table(results):
     lines = ["| experiment | run | steps | ours (mean ± ci95) | paper | ours − paper |",
              "|---|---|---|---|---|---|"]
     for r in results:
         label = r.paper.label if r.paper else f"{r.info['datasource']} {r.info['method']} K={r.info['update_batch_size']} " + (
             "(validation split: the paper's numbers are on the test split, --test_set=True)"
-            if r.info["datasource"] != "sinusoid" and r.info.get("test_set") is False else "(no paper number)")
+            if r.info["datasource"] != "sinusoid" and r.info.get("test_set") is False else _no_paper_number(r.info))
         steps = r.paper.steps if r.paper else (1, len(r.means) - 1)
         scale = 100.0 if (r.paper and r.paper.percent) or r.info["datasource"] != "sinusoid" else 1.0
         for i, step in enumerate(steps):

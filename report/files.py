@@ -52,6 +52,22 @@ def atomic_write_all(contents):
                 os.remove(tmp)
 
 
+def rename_aside(prefix, files, label="damaged"):
+    """Rename `files` (each `prefix` followed by its own suffix, e.g. `.index`) to
+    `<prefix>.<label><suffix>`, or `.<label>2`, ... where that name is taken: nothing is
+    overwritten, only the file names change. Returns the new prefix; OSError if 999 are taken."""
+    import glob
+
+    for k in range(1, 1000):
+        aside = f"{prefix}.{label}{'' if k == 1 else k}"
+        targets = [aside + f[len(prefix):] for f in files]
+        if not any(os.path.exists(t) for t in targets) and not glob.glob(glob.escape(aside) + ".*"):
+            for f, t in zip(files, targets):
+                os.replace(f, t)
+            return aside
+    raise OSError(f"could not rename {prefix} aside: 999 {label} copies are there already")
+
+
 def sha256_file(path) -> str:
     """The hex sha256 of a file's bytes, read in blocks."""
     digest = hashlib.sha256()

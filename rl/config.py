@@ -94,10 +94,10 @@ RESUMABLE_CHANGES = tuple(f.name for f in FIELDS if f.metadata["resumable"])
 ABSENT = {f.name: f.metadata["absent"] for f in FIELDS if "absent" in f.metadata}
 
 
-def setting_error(c):
+def setting_error(c, max_seed=MAX_SEED):
     """A one-line message for the first out-of-range setting of `c` (parsed flags, or a
     config.json's values as attributes), or None. A value of the wrong type raises TypeError or
-    ValueError."""
+    ValueError. `max_seed` None: no upper bound (a config.json of a run started before there was one)."""
     if c.env not in ENVS:
         return f"--env={c.env!r} is not supported (supported: {', '.join(ENVS)})"
     if c.mode not in MODES:
@@ -113,8 +113,8 @@ def setting_error(c):
             return f"--{name} must be >= 1 (got {getattr(c, name)})"
     if c.n_itr < 0:
         return f"--n_itr must be >= 0 (got {c.n_itr})"
-    if not 0 <= c.seed <= MAX_SEED:
-        return f"--seed must be >= 0 and <= {MAX_SEED} (got {c.seed})"
+    if c.seed < 0 or max_seed is not None and c.seed > max_seed:
+        return f"--seed must be >= 0 and <= {max_seed} (got {c.seed})"
     for name in ("fast_lr", "max_kl", "hvp_base_eps", "pretrain_lr"):
         if not (getattr(c, name) > 0 and math.isfinite(getattr(c, name))):
             return f"--{name} must be > 0 and finite (got {getattr(c, name)})"

@@ -5,12 +5,14 @@
         --output=~/runs/rl_point_eval.csv
 
 Output CSV (one row per method and step):
-    method,task,step,mean_return,stderr,num_tasks,num_trajs,fast_lr,mode,design
+    method,task,step,mean_return,stderr,num_tasks,num_trajs,fast_lr,mode,design,checkpoint
 mean_return = mean over test tasks of each task's mean undiscounted return,
 stderr = sample std over tasks / sqrt(num_tasks); mode = what the run was trained as (maml,
 pretrain, oracle, random), design = the evaluation options set away from the defaults (the
 released test protocol, one sampling stream, the run's step size; ';'-separated, empty for
-none), which report.compare shows next to the paper's numbers. Oracle runs (goal in the
+none), which report.compare shows next to the paper's numbers; checkpoint = the checkpoint
+evaluated (`ckpt-<N>`, `ckpt-<N> of <n_itr>` when the run was set to train longer, `init seed
+S` for a random initialisation). Oracle runs (goal in the
 observation) are evaluated at step 0 only, as in the original. A second file,
 <output stem>_per_task.csv (method,task,task_index,step,mean_return), keeps
 the raw per-task numbers.
@@ -213,14 +215,6 @@ def _output_paths():
     return paths
 
 
-def _newest_checkpoint(logdir):
-    """The path of the run's newest checkpoint on disk (`_read_runs` checked it is whole): named
-    here and restored by exactly this path, so a training writing newer ones meanwhile cannot
-    change what the csv says was evaluated."""
-    from rl.run_io import checkpoint_dir, checkpoints_on_disk
-    return os.path.join(checkpoint_dir(logdir), f"ckpt-{checkpoints_on_disk(checkpoint_dir(logdir))[-1]}")
-
-
 def _partway(config, checkpoint):
     """True when a trained run's checkpoint comes before the run's --n_itr."""
     if checkpoint is None or config["mode"] == "random":
@@ -288,10 +282,15 @@ def _read_runs(runs, init_seeds, evaluation):
     for (method, logdir), config in zip(runs, configs):  # every checkpoint readable before any evaluation
         if not (init_seeds and config["mode"] == "random"):
             try:
-                RunState.check_newest(logdir)
+                config[CHECKED] = RunState.check_newest(logdir)
             except RunError as e:
                 raise StartError(f"--run={method}:{logdir}: {e}") from None
     return configs
+
+
+# The key `_read_runs` adds to a run's config dict: the path of the checkpoint it checked, which
+# the workers of a distributed evaluation agree on and every process then evaluates.
+CHECKED = "checked_checkpoint"
 
 
 # The flags that change what every process computes: a distributed evaluation's workers must
@@ -304,13 +303,14 @@ EVALUATION_FLAGS = ("num_tasks", "task_seed", "num_trajs", "later_lr_scale", "co
 def evaluation_settings(runs, configs):
     """What every process of a distributed evaluation must share with the chief
     (`report.distribution.agree_to_start`): `EVALUATION_FLAGS`, the methods in order and, for
-    each run, its config.json and newest checkpoint number (the same runs, wherever each
-    worker's copy of them lies; a stale copy differs)."""
-    from rl.run_io import checkpoint_dir, checkpoints_on_disk
+    each run, its config.json and the checkpoint `_read_runs` checked, its newest (the same runs,
+    wherever each worker's copy of them lies; a stale copy differs), which every process then
+    evaluates by that name."""
     return {**{name: getattr(FLAGS, name) for name in EVALUATION_FLAGS},
             "methods": [method for method, _ in runs],
-            "runs": [{"config": config, "checkpoints": checkpoints_on_disk(checkpoint_dir(logdir))[-1:]}
-                     for (_, logdir), config in zip(runs, configs or [])]}
+            "runs": [{"config": {k: v for k, v in config.items() if k != CHECKED},
+                      "checkpoint": os.path.basename(config.get(CHECKED) or "")}
+                     for config in configs or []]}
 
 
 def main(argv):
@@ -378,7 +378,7 @@ def _main(argv, reclaim_signals=lambda: None):
         described = lambda rows, checkpoint: [row + tail + [checkpoint] for row in rows]  # noqa: E731
         results = []
         for seed in seeds:
-            checkpoint = None if seed is not None else _newest_checkpoint(logdir)
+            checkpoint = None if seed is not None else config[CHECKED]
             evaluated = f"init seed {seed}" if seed is not None else os.path.basename(checkpoint)
             partway = _partway(config, checkpoint)
             logging.info("Evaluating %s (%s) %s%s on %d tasks", method, logdir, evaluated,

@@ -1,10 +1,11 @@
 """Evaluation driver: run directories -> per-step mean returns and CSV rows (no flags).
 
 Summary CSV columns (one row per method and step):
-    method,task,step,mean_return,stderr,num_tasks,num_trajs,fast_lr,mode,design
+    method,task,step,mean_return,stderr,num_tasks,num_trajs,fast_lr,mode,design,checkpoint
 mean_return = mean over test tasks of each task's mean undiscounted return;
 stderr = sample std over tasks / sqrt(num_tasks). The row functions here give the first eight;
-rl.evaluate adds the run's mode and the evaluation's design (report.rl_results).
+rl.evaluate adds the run's mode, the evaluation's design and the checkpoint evaluated
+(report.rl_results).
 
 Options beyond the released protocol (all off by default):
   - step schedule: `first_lr_scale` scales the first step (STEP_SCHEDULES names the

@@ -31,7 +31,7 @@ import types
 import numpy as np
 from absl import logging
 
-from report.files import atomic_open, atomic_write_text, read_json_object, remove_temporary_files
+from report.files import atomic_open, atomic_write_text, read_json_object, remove_temporary_files, rename_aside
 from report.resume import changed_settings
 from rl.config import ABSENT, DERIVED, RESUMABLE_CHANGES, TrainConfig, setting_error
 
@@ -81,8 +81,10 @@ def check_resume_config(logdir, record):
         raise ConfigMismatch(message)
 
 
-# What rl.train keeps in a run directory (with `*.tmp<pid>` leftovers of its atomic writes).
+# What rl.train keeps in a run directory, and what a killed start leaves there: the temporary
+# files of its atomic writes (`config.json.tmp<pid>`, ...) and `check_writable`'s probe.
 RUN_ENTRIES = (CONFIG, PROGRESS, CKPT_DIR, "tb", ".lock")
+_RUN_LEFTOVER = re.compile(rf"({re.escape(CONFIG)}|{re.escape(PROGRESS)})\.tmp\d+|\.write_test\d+")
 
 
 def check_run_directory(logdir):
@@ -91,7 +93,7 @@ def check_run_directory(logdir):
     ours, and starting removes `*.tmp<digits>` files."""
     if not os.path.isdir(logdir) or os.path.exists(os.path.join(logdir, CONFIG)):
         return
-    foreign = sorted(n for n in os.listdir(logdir) if n not in RUN_ENTRIES and not re.search(r"\.tmp\d+$", n))
+    foreign = sorted(n for n in os.listdir(logdir) if n not in RUN_ENTRIES and not _RUN_LEFTOVER.fullmatch(n))
     if foreign:
         shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
         raise RunError(f"--logdir={logdir} holds {shown} and no config.json: not an rl.train run directory; "
@@ -124,7 +126,7 @@ def read_config(logdir):
         raise DamagedFile(f"{path} is damaged (missing {', '.join(missing)}); restore it from a copy or "
                           "start a new --logdir")
     try:
-        error = setting_error(types.SimpleNamespace(**{**ABSENT, **record}))
+        error = setting_error(types.SimpleNamespace(**{**ABSENT, **record}), max_seed=None)  # older runs: any seed
         if error is None and not all(isinstance(record[k], int) and record[k] >= 1 for k in ("obs_dim", "act_dim")):
             error = f"obs_dim and act_dim must be positive integers (got {record['obs_dim']!r}, {record['act_dim']!r})"
     except (TypeError, ValueError) as e:
@@ -210,15 +212,10 @@ def _write_state_file(ckpt_dir, numbers):
 def _rename_aside(prefix):
     """Rename the checkpoint files `<prefix>.*` to `<prefix>.damaged.*` (`.damaged2.*`, ... if
     taken; nothing is overwritten). Returns the new prefix."""
-    files = _files_of(prefix)
-    for k in range(1, 1000):
-        aside = f"{prefix}.damaged{'' if k == 1 else k}"
-        targets = [aside + f[len(prefix):] for f in files]
-        if not any(os.path.exists(t) for t in targets) and not _files_of(aside):
-            for f, t in zip(files, targets):
-                os.rename(f, t)
-            return aside
-    raise StorageError(f"could not rename the damaged checkpoint {prefix} aside: too many damaged copies")
+    try:
+        return rename_aside(prefix, _files_of(prefix))
+    except OSError as e:
+        raise StorageError(f"could not rename the damaged checkpoint {prefix} aside: {e}") from None
 
 
 class RunState:
@@ -307,11 +304,14 @@ class RunState:
 
     @staticmethod
     def check_newest(logdir):
-        """Verify the run's newest checkpoint on disk (`verify_checkpoint`); MissingFile if there is none."""
+        """Verify the run's newest checkpoint on disk (`verify_checkpoint`) and return its path;
+        MissingFile if there is none."""
         numbers = checkpoints_on_disk(checkpoint_dir(logdir))
         if not numbers:
             raise MissingFile(f"no checkpoint in {checkpoint_dir(logdir)}")
-        verify_checkpoint(os.path.join(checkpoint_dir(logdir), f"ckpt-{numbers[-1]}"))
+        path = os.path.join(checkpoint_dir(logdir), f"ckpt-{numbers[-1]}")
+        verify_checkpoint(path)
+        return path
 
     def _restore(self, path, rng, env):
         import tensorflow as tf

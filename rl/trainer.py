@@ -189,7 +189,8 @@ def _start(config, logdir, strategy, stack):
             run_io.check_resume_config(logdir, record)
             changes = run_io.resumable_changes(logdir, record)
         elif os.path.exists(os.path.join(logdir, run_io.CONFIG)):
-            logging.info("%s has a config.json but no checkpoint: starting the run afresh and replacing it", logdir)
+            logging.warning("%s has a config.json but no checkpoint: starting the run afresh, replacing its config.json "
+                            "and progress.csv (its tb/ events stay beside the new ones)", logdir)
         if state.resume(found, rng, env=vec_env):
             logging.info("Resumed from %s at iteration %d%s", state.latest_checkpoint, int(state.iteration),
                          f" with {', '.join(changes)} (recorded in config.json)" if changes else "")

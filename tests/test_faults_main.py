@@ -394,6 +394,11 @@ def test_damaged_checkpoints_are_renamed_by_file_name_only_and_never_overwritten
         assert checkpointer.restore_for_resume(warn=lambda message: None) == 20
         checkpointer.save(40)
     names = sorted(os.listdir(run_dir))
+    failing = Checkpointer(str(run_dir), _learner())
+    failing.checkpoint.write = lambda path: (_ for _ in ()).throw(OSError(errno.ENOSPC, "No space left on device"))
+    with pytest.raises(CheckpointWriteError):
+        failing.save(40)  # a failed save removes what it wrote of model-40, not the damaged copies
+    assert [n for n in sorted(os.listdir(run_dir)) if ".damaged" in n] == [n for n in names if ".damaged" in n]
     assert [n for n in names if ".damaged" in n] == sorted(
         [n.replace("model-40.", "model-40.damaged.") for n in names if n.startswith("model-40.") and ".damaged" not in n]
         + [n.replace("model-40.", "model-40.damaged2.") for n in names if n.startswith("model-40.")
@@ -436,8 +441,8 @@ def test_a_resume_says_which_settings_it_could_not_check(tmp_path, repo_root):
 
 def test_a_test_of_another_kind_keeps_the_previous_result(tmp_path, repo_root):
     """Two tests of one run share the original's file name; a test that differs from the one on
-    disk (here its number of tasks) moves the previous csv/pkl/json into replaced_tests/ and
-    says so, instead of overwriting them; the same test again replaces its result."""
+    disk (here its number of tasks) first keeps the previous csv/pkl/json in replaced_tests/ and
+    says so, then writes its own over them; the same test again replaces its result."""
     args = ["--flagfile=flags/sinusoid.flags", f"--logdir={tmp_path}", "--metatrain_iterations=5"]
     assert run_main(args, repo_root).returncode == 0
     test = args[:2] + ["--train=False", "--update_batch_size=5", "--train_update_batch_size=10"]
@@ -446,7 +451,7 @@ def test_a_test_of_another_kind_keeps_the_previous_result(tmp_path, repo_root):
         assert result.returncode == 0, result.stderr
     run_dir = tmp_path / SINE_RUN
     (kept,) = os.listdir(run_dir / "replaced_tests")  # one replaced test: 3 tasks, not the rerun of 3
-    assert "described another test (num_tasks 3 -> 4): kept in" in result.stdout
+    assert "holds another test's result (num_tasks 3 -> 4): kept in" in result.stdout
     old = json.loads((run_dir / "replaced_tests" / kept / "test_ubs5_stepsize0.01.json").read_text())
     new = json.loads((run_dir / "test_ubs5_stepsize0.01.json").read_text())
     assert (old["num_tasks"], new["num_tasks"]) == (3, 4)

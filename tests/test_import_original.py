@@ -98,6 +98,11 @@ def test_import_refuses_a_run_of_ours_and_tells_other_checkpoints_from_the_relea
     with pytest.raises(ValueError, match=r"^--logdir: .* holds a training run of maml_tf.main"):
         import_original.import_checkpoint(checkpoint, str(tmp_path / "logs"))
     assert sorted(os.listdir(run_dir)) == ["run_info.json"]
+    (run_dir / "run_info.json").unlink()
+    (run_dir / "model-1000.index").write_bytes(b"")  # a checkpoint of ours, whatever its state
+    with pytest.raises(ValueError, match=r"^--logdir: .* holds the checkpoint model-1000"):
+        import_original.import_checkpoint(checkpoint, str(tmp_path / "logs"))
+    assert sorted(os.listdir(run_dir)) == ["model-1000.index"]
     # Other weights under the authors' variable names: imported, not called theirs.
     reader = tf.train.load_checkpoint(checkpoint)
     variables = {name: tf.Variable(reader.get_tensor(name) * 0.5) for name in import_original.VARIABLE_MAP}

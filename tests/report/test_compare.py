@@ -294,6 +294,8 @@ def test_a_paper_row_needs_the_papers_training_k(datasource, test_k, trained_k, 
             **({} if trained_k is None else {"train_update_batch_size": trained_k})}
     found = paper.supervised_result(info)
     assert (found.label if found else None) == row
+    if row is None:  # the table says why
+        assert f"trained with K={trained_k}, the paper's model for this test with K=" in compare._no_paper_number(info)
 
 
 def test_the_description_decides_the_task_count_and_names_an_episode_list(tmp_path):
@@ -324,6 +326,10 @@ def test_files_of_two_tests_mixed_are_refused_naming_them(tmp_path):
         os.replace(path[:-4] + suffix, other[:-4] + suffix)
     with pytest.raises(ValueError, match=r"describes the test test_ubs5_stepsize0\.01\.csv, not test_ubs10_"):
         compare.Result(other)
+    mine = path.replace("test_ubs5_stepsize0.01", "sine_5shot")  # a name of the user's own: taken as described
+    for suffix in (".csv", ".json"):
+        os.replace(other[:-4] + suffix, mine[:-4] + suffix)
+    assert compare.Result(mine).info["update_batch_size"] == 5
 
 
 def test_cut_short_or_damaged_result_csvs_are_named(tmp_path):

@@ -553,11 +553,22 @@ def test_resuming_says_what_it_changes_and_when_there_is_nothing_to_train(tmp_pa
 def test_a_folder_of_other_files_is_refused_as_logdir(tmp_path, tiny):
     """--logdir pointing at a folder that holds other files and no config.json (a typo, another
     program's run) is refused before anything is written or removed there."""
-    (tmp_path / "notes.txt.tmp123").write_text("mine")
     (tmp_path / "run_info.json").write_text("{}")
     with pytest.raises(run_io.RunError, match=r"holds run_info\.json and no config\.json: not an rl\.train run"):
         run(dict(tiny, n_itr=1), str(tmp_path))
-    assert sorted(os.listdir(tmp_path)) == ["notes.txt.tmp123", "run_info.json"]
+    assert sorted(os.listdir(tmp_path)) == ["run_info.json"]
+    os.remove(tmp_path / "run_info.json")  # a user's file named like a temporary: not ours to remove
+    (tmp_path / "notes.txt.tmp123").write_text("mine")
+    with pytest.raises(run_io.RunError, match=r"holds notes\.txt\.tmp123 and no config\.json"):
+        run(dict(tiny, n_itr=1), str(tmp_path))
+    assert sorted(os.listdir(tmp_path)) == ["notes.txt.tmp123"]
+    # What a start killed before writing config.json leaves is ours: the run starts.
+    empty = tmp_path / "killed"
+    empty.mkdir()
+    for name in ("config.json.tmp42", ".write_test42", ".lock"):
+        (empty / name).write_text("")
+    run(dict(tiny, n_itr=1), str(empty))
+    assert trained_weights(str(empty))[1] == 1
 
 
 def test_a_config_json_with_a_bad_value_is_named_in_one_line(tmp_path, tiny):
