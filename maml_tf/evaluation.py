@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 
-from report.files import atomic_open, atomic_write_all
+from report.files import atomic_open, atomic_write_all, read_complete_text
 
 
 def evaluate_tasks(learner, batches, num_inner_steps, tasks_per_call=1, progress=None):
@@ -151,14 +151,7 @@ def write_results(run_dir, update_batch_size, update_lr, rows, info=None):
 def read_results(csv_path):
     """(header, means, stds, ci95) from a test csv; a ValueError naming it if it is damaged
     (cut short: its last line unended, rows not as long as the header, not numbers)."""
-    try:
-        with open(csv_path, newline="", encoding="utf-8") as f:
-            text = f.read()
-    except UnicodeDecodeError as e:
-        raise ValueError(f"{csv_path} is damaged: not UTF-8 text (byte {e.start})") from None
-    if not text.endswith("\n"):
-        raise ValueError(f"{csv_path} is damaged: cut short (its last line has no end); re-run the test")
-    rows = list(csv.reader(io.StringIO(text, newline="")))
+    rows = list(csv.reader(io.StringIO(read_complete_text(csv_path, "re-run the test"), newline="")))
     if len(rows) != 4 or not rows[0] or not rows[0][0].startswith("update"):
         raise ValueError(f"{csv_path} is not a maml test csv (expected a header update0.. and 3 rows)")
     if any(len(r) != len(rows[0]) for r in rows[1:]):

@@ -8,7 +8,6 @@ any other file is refused in one line. `~` is expanded in every path.
 Prints markdown tables: our mean +- ci95 (RL: +- standard error) at the paper's step counts
 next to the paper's number.
 """
-import csv
 import glob
 import os
 import pickle
@@ -22,7 +21,7 @@ from maml_tf import evaluation
 from report import paper
 from report.cli import program_name
 from report.console import exit_with_error
-from report.files import atomic_open, read_json_object
+from report.files import atomic_open, first_csv_row, read_json_object
 from report.rl_results import is_rl_csv, read_rl, rl_table
 
 FLAGS = flags.FLAGS
@@ -57,11 +56,11 @@ class Result:
                     ValueError) as e:
                 raise ValueError(f"{pkl_path} is unreadable ({type(e).__name__}: {e}); delete it "
                                  f"(the per-task rows are optional) or re-run the test") from e
-            tasks = self.info.get("num_tasks", len(self.rows))
-            if self.rows.shape != (tasks, len(self.means)):
-                raise ValueError(f"{pkl_path} holds {'x'.join(map(str, self.rows.shape))} values, its csv and "
-                                 f".json describe {tasks} tasks x {len(self.means)} steps: files of two tests "
-                                 f"mixed; delete it (the per-task rows are optional) or re-run the test")
+        self.num_tasks = self.info.get("num_tasks", None if self.rows is None else len(self.rows))
+        if self.rows is not None and self.rows.shape != (self.num_tasks, len(self.means)):
+            raise ValueError(f"{pkl_path} holds {'x'.join(map(str, self.rows.shape))} values, its csv and "
+                             f".json describe {self.num_tasks} tasks x {len(self.means)} steps: files of two tests "
+                             f"mixed; delete it (the per-task rows are optional) or re-run the test")
 
     @property
     def caveats(self):
@@ -79,9 +78,8 @@ class Result:
                          "an imported TF1 checkpoint, not the authors' released files")
         elif isinstance(done, int) and planned and done < planned:
             notes.append(f"checkpoint at {done} of {planned} iterations")
-        tasks = self.info.get("num_tasks", None if self.rows is None else len(self.rows))
-        if self.paper is not None and tasks is not None and tasks != paper.TEST_TASKS:
-            notes.append(f"{tasks} test tasks (the paper's {paper.TEST_TASKS})")
+        if self.paper is not None and self.num_tasks is not None and self.num_tasks != paper.TEST_TASKS:
+            notes.append(f"{self.num_tasks} test tasks (the paper's {paper.TEST_TASKS})")
         if self.info.get("test_tasks_file"):
             notes.append(f"the tasks listed in {os.path.basename(self.info['test_tasks_file'])}")
         elif self.info.get("test_pool") != evaluation.ORIGINAL_POOL:
@@ -137,11 +135,7 @@ RL_HEADER_START = ("method", "task")
 
 def csv_kind(path):
     """'test' (maml_tf.main), 'rl' (rl.evaluate) or None, from the file's first line."""
-    try:  # the first line alone decides (a bad byte further on is the reader's to name)
-        with open(path, "rb") as f:
-            header = next(csv.reader([f.readline().decode("utf-8")]), [])
-    except (UnicodeDecodeError, csv.Error):
-        return None
+    header = first_csv_row(path)  # the first line alone decides (a bad byte further on is the reader's to name)
     if header and all(h == f"update{i}" for i, h in enumerate(header)):
         return "test"
     return "rl" if is_rl_csv(path) else None

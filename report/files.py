@@ -68,6 +68,31 @@ def rename_aside(prefix, files, label="damaged"):
     raise OSError(f"could not rename {prefix} aside: 999 {label} copies are there already")
 
 
+def first_csv_row(path):
+    """The first line of a file as a csv row ([] for an empty file), or None if it is not UTF-8
+    csv text: what decides a file's kind, whatever its later lines hold."""
+    import csv
+
+    try:
+        with open(path, "rb") as f:
+            return next(csv.reader([f.readline().decode("utf-8")]), [])
+    except (UnicodeDecodeError, csv.Error):
+        return None
+
+
+def read_complete_text(path, remedy):
+    """A result file's whole text: ValueError naming it if it is not UTF-8 or cut short (its
+    last line unended, where a cut inside a number would leave another valid number)."""
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            text = f.read()
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path} is not UTF-8 text (byte {e.start}): damaged; {remedy}") from None
+    if text and not text.endswith("\n"):
+        raise ValueError(f"{path} is damaged: cut short (its last line has no end); {remedy}")
+    return text
+
+
 def sha256_file(path) -> str:
     """The hex sha256 of a file's bytes, read in blocks."""
     digest = hashlib.sha256()

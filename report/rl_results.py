@@ -5,6 +5,7 @@ import io
 import numpy as np
 
 from report import paper
+from report.files import first_csv_row, read_complete_text
 
 
 # The columns of rl.evaluate's summary csv (rl.evaluation writes them; the first five identify it).
@@ -46,11 +47,7 @@ class RLResult:
 
 def is_rl_csv(path):
     """Whether the file's first line is rl.evaluate's header (a bad byte further on is read_rl's to name)."""
-    try:
-        with open(path, "rb") as f:
-            return next(csv.reader([f.readline().decode("utf-8")]), [])[:5] == SUMMARY_COLUMNS[:5]
-    except (UnicodeDecodeError, csv.Error):
-        return False
+    return (first_csv_row(path) or [])[:5] == SUMMARY_COLUMNS[:5]
 
 
 def read_rl(path):
@@ -58,13 +55,7 @@ def read_rl(path):
     shorter or longer than the header or holding a value that is not a number, or a method whose steps are not 0..n once each (a truncated
     file, or two files' rows mixed), is a ValueError naming the file."""
     groups = {}
-    try:
-        with open(path, newline="", encoding="utf-8") as f:
-            text = f.read()
-    except UnicodeDecodeError as e:
-        raise ValueError(f"{path} is not UTF-8 text (byte {e.start}): damaged, or not a csv of rl.evaluate") from None
-    if text and not text.endswith("\n"):
-        raise ValueError(f"{path} is cut short (its last line has no end): re-run rl.evaluate")
+    text = read_complete_text(path, "re-run rl.evaluate")
     reader = csv.DictReader(io.StringIO(text, newline=""))
     for row in reader:
         if None in row or None in row.values() or any(row.get(column) in (None, "") for column in SUMMARY_COLUMNS[:5]):
