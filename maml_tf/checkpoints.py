@@ -15,7 +15,7 @@ import shutil
 import numpy as np
 import tensorflow as tf
 
-from report.files import atomic_write_text, rename_aside
+from report.files import atomic_write_text, new_dated_folder, rename_aside
 
 
 class CheckpointNotFoundError(RuntimeError):
@@ -41,6 +41,9 @@ class NonFiniteWeightsError(RuntimeError):
 
 # What TensorFlow raises on a checkpoint cut short or with flipped bytes.
 _READ_ERRORS = (tf.errors.OpError, IndexError, ValueError, AssertionError, UnicodeDecodeError)
+
+# Where a resume from an earlier checkpoint (--test_iter while training) keeps the newer ones.
+SUPERSEDED = "superseded_checkpoints"
 
 
 class Checkpointer:
@@ -153,11 +156,26 @@ class Checkpointer:
                 f"away") from None
         return int(self.iteration.numpy())
 
-    def restore_for_resume(self, warn=print):
+    def restore_for_resume(self, warn=print, iteration=-1):
         """Restore the newest intact checkpoint (0 when there is none). Each damaged one on
         the way is renamed aside to `model-<N>.damaged.<suffix>` (nothing is deleted, and the
-        resumed run cannot write over it) with a warning naming it."""
+        resumed run cannot write over it) with a warning naming it.
+
+        With `iteration` >= 0, resume from `model-<iteration>` itself, as the original's
+        `--test_iter` did while training (main.py: `model_file = ... 'model' + str(test_iter)`):
+        it must be there and whole (one-line errors otherwise, nothing moved); the newer
+        checkpoints, which the resumed run would write over, are first moved to
+        `superseded_checkpoints/<time>/` with a warning naming them."""
         self.remove_leftovers()
+        if iteration is not None and iteration >= 0:
+            restored = self.restore(iteration, required=True)
+            newer = [i for i in self.available() if i > iteration]
+            if newer:
+                folder = self._move_aside(newer)
+                warn(f"warning: resuming from model-{iteration} (--test_iter); the newer checkpoints "
+                     f"{', '.join('model-%d' % i for i in newer)} are kept in {folder}")
+            self._write_state()
+            return restored
         restored = 0
         for iteration in reversed(self.available()):
             try:
@@ -168,6 +186,19 @@ class Checkpointer:
                 warn(f"warning: {e}; kept as {aside}.*, trying the one before")
         self._write_state()
         return restored
+
+    def _move_aside(self, iterations):
+        """Move the files of `model-<N>` for each N into a new `superseded_checkpoints/<time>/`
+        (renamed, nothing copied or deleted); returns that folder."""
+        try:
+            folder = new_dated_folder(os.path.join(self.run_dir, SUPERSEDED))
+            for iteration in iterations:
+                for f in glob.glob(glob.escape(self.path(iteration)) + ".*"):
+                    os.rename(f, os.path.join(folder, os.path.basename(f)))
+        except OSError as e:
+            raise CheckpointWriteError(f"could not move the checkpoints after the one resumed from aside in "
+                                       f"{self.run_dir}: {e}") from None
+        return folder
 
     def _rename_aside(self, iteration):
         """Rename `model-<N>.*` to `model-<N>.damaged.*` (`.damaged2.*`, ... if that name is

@@ -6,11 +6,10 @@ import json
 import os
 import pickle
 import shutil
-import time
 
 import numpy as np
 
-from report.files import atomic_open, atomic_write_all, read_complete_text
+from report.files import atomic_open, atomic_write_all, new_dated_folder, read_complete_text
 
 
 def evaluate_tasks(learner, batches, num_inner_steps, tasks_per_call=1, progress=None):
@@ -105,8 +104,7 @@ def keep_other_result(run_dir, update_batch_size, update_lr, description):
               if isinstance(previous, dict) and key in previous and previous.get(key) != description.get(key)]
     if not differ:
         return None
-    folder = os.path.join(run_dir, REPLACED, time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"-{os.getpid()}")
-    os.makedirs(folder)
+    folder = new_dated_folder(os.path.join(run_dir, REPLACED))
     for path in (csv_path, pkl_path, json_path):
         if os.path.exists(path):
             kept = os.path.join(folder, os.path.basename(path))

@@ -119,6 +119,9 @@ def _validate():
         raise ValueError(f"--seed must be >= 0 and <= {2**31 - 1}, got {FLAGS.seed}")
     if FLAGS.test_iter < -1:
         raise ValueError(f"--test_iter must be an iteration >= 0 (or -1: the newest), got {FLAGS.test_iter}")
+    if FLAGS.train and not FLAGS.resume and FLAGS.test_iter != -1:
+        raise ValueError(f"--test_iter={FLAGS.test_iter} while training resumes from model-{FLAGS.test_iter} "
+                         f"(as the original): drop --noresume, or --test_iter to start a new run")
     for name in ("pretrain_iterations", "metatrain_iterations"):
         if getattr(FLAGS, name) < 0:
             raise ValueError(f"--{name} must be >= 0, got {getattr(FLAGS, name)}")
@@ -558,7 +561,8 @@ def _train(built):
                 stack.enter_context(RunLock(run_dir))
                 if FLAGS.resume:
                     recorded = check_resume_flags(run_dir, training_flags())
-                    start = checkpointer.restore_for_resume(warn=lambda message: print(message, file=sys.stderr))
+                    start = checkpointer.restore_for_resume(warn=lambda message: print(message, file=sys.stderr),
+                                                            iteration=FLAGS.test_iter)
                 elif checkpointer.available():
                     raise ValueError(f"--noresume: {run_dir} already holds checkpoints (newest model-"
                                      f"{checkpointer.available()[-1]}) that a new run would write over and "

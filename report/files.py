@@ -68,6 +68,22 @@ def rename_aside(prefix, files, label="damaged"):
     raise OSError(f"could not rename {prefix} aside: 999 {label} copies are there already")
 
 
+def new_dated_folder(parent):
+    """Create and return a new folder `parent/<UTC time>-<pid>` (parents made as needed) for
+    files kept aside: a second one in the same second gets its own name."""
+    import time
+
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"-{os.getpid()}"
+    for k in range(1, 1000):
+        folder = os.path.join(parent, stamp if k == 1 else f"{stamp}-{k}")
+        try:
+            os.makedirs(folder)
+            return folder
+        except FileExistsError:
+            continue
+    raise OSError(f"could not make a new folder in {parent}: 999 of this second's names are taken")
+
+
 def first_csv_row(path):
     """The first line of a file as a csv row ([] for an empty file), or None if it is not UTF-8
     csv text: what decides a file's kind, whatever its later lines hold."""

@@ -15,8 +15,8 @@ import pytest
 import tensorflow as tf
 
 from maml_tf import experiment, main, training
-from maml_tf.checkpoints import (Checkpointer, CheckpointDamagedError, CheckpointWriteError,
-                                 NonFiniteWeightsError)
+from maml_tf.checkpoints import (Checkpointer, CheckpointDamagedError, CheckpointNotFoundError,
+                                 CheckpointWriteError, NonFiniteWeightsError)
 from maml_tf.meta_learner import MetaLearner
 from maml_tf.sinusoid import SinusoidSampler
 from report.stop import GracefulStop, StopRequested
@@ -140,6 +140,63 @@ def test_a_damaged_checkpoint_is_named_when_testing_and_skipped_when_resuming(tw
     checkpointer.save(40)  # the resumed run reaching 40 again writes a new model-40 beside the kept one
     assert Checkpointer(str(run_dir), _learner()).restore(40) == 40
     assert (run_dir / data.name.replace("model-40.", "model-40.damaged.")).read_bytes() == damaged_bytes
+
+
+def test_resuming_from_an_earlier_checkpoint_keeps_the_newer_ones(two_checkpoints):
+    """`--test_iter=20` while training resumes from model-20, as the original's
+    `model_file = ... 'model' + str(FLAGS.test_iter)` did when resuming (main.py); the newer
+    model-40, which the resumed run would write over, is moved whole to
+    superseded_checkpoints/<time>/ and named. A checkpoint that is not there is a one-line error
+    that moves nothing."""
+    run_dir = two_checkpoints
+    saved_40 = {name: (run_dir / name).read_bytes() for name in os.listdir(run_dir) if name.startswith("model-40.")}
+    reference = _learner(seed=3)
+    Checkpointer(str(run_dir), reference).restore(20)
+    with pytest.raises(CheckpointNotFoundError, match=r"no checkpoint model-30 in .* \(available: \[20, 40\]\)"):
+        Checkpointer(str(run_dir), _learner()).restore_for_resume(iteration=30)
+    assert Checkpointer(str(run_dir), _learner()).available() == [20, 40]
+
+    warnings = []
+    resumed = _learner(seed=4)
+    checkpointer = Checkpointer(str(run_dir), resumed)
+    assert checkpointer.restore_for_resume(warn=warnings.append, iteration=20) == 20
+    for a, b in zip(reference.variables, resumed.variables):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    assert checkpointer.available() == [20]
+    assert tf.train.latest_checkpoint(str(run_dir)).endswith("model-20")
+    (kept,) = os.listdir(run_dir / "superseded_checkpoints")
+    folder = run_dir / "superseded_checkpoints" / kept
+    assert {name: (folder / name).read_bytes() for name in os.listdir(folder)} == saved_40
+    assert warnings == [f"warning: resuming from model-20 (--test_iter); the newer checkpoints model-40 are kept "
+                        f"in {folder}"]
+
+
+def test_cli_test_iter_while_training_resumes_from_that_checkpoint(tmp_path, repo_root):
+    """End to end: a run trained to model-5 and on to model-8, then trained again to 8 with
+    --test_iter=5, resumes from iteration 5 (as the original) and writes a new model-8 equal to
+    the first one (the same tasks are drawn from iteration 5 on), the first kept aside; with
+    --noresume, --test_iter is refused in one line before anything is touched."""
+    args = ["--flagfile=flags/sinusoid.flags", f"--logdir={tmp_path}", "--nojit_compile"]
+    run_dir = tmp_path / SINE_RUN
+    for total in (5, 8):
+        result = run_main(args + [f"--metatrain_iterations={total}"], repo_root)
+        assert result.returncode == 0, result.stderr
+    first_8 = tf.train.load_checkpoint(str(run_dir / "model-8"))
+    refused = run_main(args + ["--metatrain_iterations=8", "--test_iter=5", "--noresume"], repo_root)
+    assert refused.returncode == 1
+    assert _last_line(refused) == ("maml_tf.main: error: --test_iter=5 while training resumes from model-5 (as the "
+                                   "original): drop --noresume, or --test_iter to start a new run")
+    again = run_main(args + ["--metatrain_iterations=8", "--test_iter=5"], repo_root)
+    assert again.returncode == 0, again.stderr
+    assert f"Resuming {run_dir} from iteration 5" in again.stdout
+    (kept,) = os.listdir(run_dir / "superseded_checkpoints")
+    assert "the newer checkpoints model-8 are kept in" in again.stderr
+    assert sorted(os.listdir(run_dir / "superseded_checkpoints" / kept))[0] == "model-8.data-00000-of-00001"
+    second_8 = tf.train.load_checkpoint(str(run_dir / "model-8"))
+    names = sorted(first_8.get_variable_to_shape_map())  # weights, both Adams' state, the iteration
+    assert len(names) > 20 and names == sorted(second_8.get_variable_to_shape_map())
+    for name in names:
+        np.testing.assert_array_equal(first_8.get_tensor(name), second_8.get_tensor(name))
 
 
 def test_a_missing_index_is_reported_as_damage(two_checkpoints):
