@@ -9,7 +9,8 @@ import shutil
 
 import numpy as np
 
-from report.files import atomic_open, atomic_write_all, new_dated_folder, read_complete_text
+from report.files import (atomic_open, atomic_write_all, csv_bytes, new_dated_folder, read_complete_text,
+                          read_json_object)
 
 
 def evaluate_tasks(learner, batches, num_inner_steps, tasks_per_call=1, progress=None):
@@ -90,18 +91,20 @@ def keep_other_result(run_dir, update_batch_size, update_lr, description):
     smaller test, another checkpoint), keep a copy of its csv, pkl and json in
     `run_dir/replaced_tests/<time>/` (hard links where the file system has them), so the new
     result, written over the old one when the test ends (`write_results`, all or nothing),
-    loses nothing (the original overwrote it). Returns (that folder, what differed) or None."""
+    loses nothing (the original overwrote it). A result whose `.json` is missing (the
+    original's test wrote none) or damaged is kept too: what it describes is unknown. Returns
+    (that folder, what differed) or None."""
     csv_path, pkl_path = result_paths(run_dir, update_batch_size, update_lr)
     json_path = csv_path[:-4] + ".json"
-    if not os.path.exists(json_path):
+    if not any(os.path.exists(path) for path in (csv_path, pkl_path, json_path)):
         return None
     try:
-        with open(json_path) as f:
-            previous = json.load(f)
-    except (OSError, ValueError):
-        previous = {}
-    differ = [f"{key} {previous.get(key)!r} -> {description.get(key)!r}" for key in TEST_IDENTITY
-              if isinstance(previous, dict) and key in previous and previous.get(key) != description.get(key)]
+        previous = read_json_object(json_path, "")
+        differ = ", ".join(f"{key} {previous.get(key)!r} -> {description.get(key)!r}" for key in TEST_IDENTITY
+                           if key in previous and previous.get(key) != description.get(key))
+    except (OSError, ValueError) as e:
+        differ = f"its description {os.path.basename(json_path)} is " + (
+            "missing" if not os.path.exists(json_path) else "damaged" if isinstance(e, ValueError) else "unreadable")
     if not differ:
         return None
     folder = new_dated_folder(os.path.join(run_dir, REPLACED))
@@ -112,7 +115,7 @@ def keep_other_result(run_dir, update_batch_size, update_lr, description):
                 os.link(path, kept)
             except OSError:
                 shutil.copy2(path, kept)
-    return folder, ", ".join(differ)
+    return folder, differ
 
 
 def write_json(path, data):
@@ -132,12 +135,9 @@ def write_results(run_dir, update_batch_size, update_lr, rows, info=None):
     the previous result whole."""
     csv_path, pkl_path = result_paths(run_dir, update_batch_size, update_lr)
     means, stds, ci95 = summarize(rows)
-    table = io.StringIO(newline="")
-    writer = csv.writer(table)
-    writer.writerow([f"update{i}" for i in range(rows.shape[1])])
-    for values in (means, stds, ci95):
-        writer.writerow([repr(float(v)) for v in values])
-    contents = {pkl_path: pickle.dumps({"mses": rows}), csv_path: table.getvalue().encode()}
+    table = [[f"update{i}" for i in range(rows.shape[1])]] + [[repr(float(v)) for v in values]
+                                                              for values in (means, stds, ci95)]
+    contents = {pkl_path: pickle.dumps({"mses": rows}), csv_path: csv_bytes(table, line_end="\r\n")}
     if info is not None:
         description = {**info, "update_batch_size": update_batch_size, "update_lr": update_lr,
                        "num_tasks": int(rows.shape[0])}

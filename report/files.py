@@ -84,6 +84,23 @@ def new_dated_folder(parent):
     raise OSError(f"could not make a new folder in {parent}: 999 of this second's names are taken")
 
 
+def csv_bytes(rows, line_end="\n"):
+    """`rows` as csv text, UTF-8 encoded: one file's content for `atomic_write_all` (`line_end`
+    "\r\n" is what Python's csv writer, and so the original's test csv, ends lines with)."""
+    import csv
+    import io
+
+    text = io.StringIO(newline="")
+    csv.writer(text, lineterminator=line_end).writerows(rows)
+    return text.getvalue().encode("utf-8")
+
+
+def row_length_error(row):
+    """For a `csv.DictReader` row: None when it has as many fields as the header, else "more" or
+    "fewer" (DictReader keeps the extra fields under the key None and fills missing ones with None)."""
+    return "more" if None in row else "fewer" if None in row.values() else None
+
+
 def first_csv_row(path):
     """The first line of a file as a csv row ([] for an empty file), or None if it is not UTF-8
     csv text: what decides a file's kind, whatever its later lines hold."""

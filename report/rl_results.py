@@ -5,7 +5,7 @@ import io
 import numpy as np
 
 from report import paper
-from report.files import first_csv_row, read_complete_text
+from report.files import first_csv_row, read_complete_text, row_length_error
 
 
 # The columns of rl.evaluate's summary csv (rl.evaluation writes them; the first five identify it).
@@ -58,7 +58,7 @@ def read_rl(path):
     text = read_complete_text(path, "re-run rl.evaluate")
     reader = csv.DictReader(io.StringIO(text, newline=""))
     for row in reader:
-        if None in row or None in row.values() or any(row.get(column) in (None, "") for column in SUMMARY_COLUMNS[:5]):
+        if row_length_error(row) or any(row.get(column) in (None, "") for column in SUMMARY_COLUMNS[:5]):
             raise ValueError(f"{path}:{reader.line_num}: the row is cut short or too long (expected the "
                              f"columns {', '.join(reader.fieldnames)})")
         groups.setdefault((row["method"], row["task"]), []).append(row)

@@ -52,8 +52,6 @@ directory or whose folder is not writable. Non-finite mean returns (a diverging 
 are written to the csv as nan, then reported as an error. Ctrl-C or SIGTERM: one line, no csv,
 exit status 130 / 143.
 """
-import csv
-import io
 import math
 import os
 import signal
@@ -65,7 +63,7 @@ from absl import flags, logging  # noqa: E402
 
 from report import distribution  # noqa: E402
 from report.console import exit_with_error  # noqa: E402
-from report.files import atomic_write_all  # noqa: E402
+from report.files import atomic_write_all, csv_bytes  # noqa: E402
 from report.stop import EXIT_STATUS, Interrupted, interrupt_where_it_is  # noqa: E402
 from rl.config import MAX_SEED  # noqa: E402
 
@@ -217,15 +215,10 @@ def _output_paths():
 
 def _partway(config, checkpoint):
     """True when a trained run's checkpoint comes before the run's --n_itr."""
+    from rl.run_io import checkpoint_number
     if checkpoint is None or config["mode"] == "random":
         return False
-    return int(os.path.basename(checkpoint).split("-")[1]) < config["n_itr"]
-
-
-def _csv_bytes(table):
-    text = io.StringIO(newline="")
-    csv.writer(text, lineterminator="\n").writerows(table)
-    return text.getvalue().encode("utf-8")
+    return checkpoint_number(checkpoint) < config["n_itr"]
 
 
 def _strategy():
@@ -257,8 +250,10 @@ def _label(method, init_seed):
 
 
 def _read_runs(runs, init_seeds, evaluation):
-    """The runs' config.json, once each run is known to be evaluable (its newest checkpoint
-    intact, unless --init_seeds replaces it) and the flags fit them; else StartError."""
+    """The runs' config.json dicts and the checkpoint of each to evaluate: its newest, checked
+    intact (None where --init_seeds replaces it); StartError when a run is not evaluable or the
+    flags do not fit them. A distributed evaluation's workers agree on these checkpoints and
+    every process then evaluates them by name."""
     from rl.run_io import RunError, RunState, read_config
     configs = []
     for method, logdir in runs:
@@ -279,18 +274,16 @@ def _read_runs(runs, init_seeds, evaluation):
         raise StartError(f"--run: the csv would hold two runs' rows under {', '.join(map(repr, repeated))} (with "
                          f"--init_seeds a random run's rows are labelled <label>_init<seed>); give each run its own "
                          f"label")
+    checked = []
     for (method, logdir), config in zip(runs, configs):  # every checkpoint readable before any evaluation
-        if not (init_seeds and config["mode"] == "random"):
-            try:
-                config[CHECKED] = RunState.check_newest(logdir)
-            except RunError as e:
-                raise StartError(f"--run={method}:{logdir}: {e}") from None
-    return configs
-
-
-# The key `_read_runs` adds to a run's config dict: the path of the checkpoint it checked, which
-# the workers of a distributed evaluation agree on and every process then evaluates.
-CHECKED = "checked_checkpoint"
+        if init_seeds and config["mode"] == "random":
+            checked.append(None)
+            continue
+        try:
+            checked.append(RunState.check_newest(logdir))
+        except RunError as e:
+            raise StartError(f"--run={method}:{logdir}: {e}") from None
+    return configs, checked
 
 
 # The flags that change what every process computes: a distributed evaluation's workers must
@@ -300,7 +293,7 @@ EVALUATION_FLAGS = ("num_tasks", "task_seed", "num_trajs", "later_lr_scale", "co
                     "init_seeds")
 
 
-def evaluation_settings(runs, configs):
+def evaluation_settings(runs, configs, checked):
     """What every process of a distributed evaluation must share with the chief
     (`report.distribution.agree_to_start`): `EVALUATION_FLAGS`, the methods in order and, for
     each run, its config.json and the checkpoint `_read_runs` checked, its newest (the same runs,
@@ -308,9 +301,8 @@ def evaluation_settings(runs, configs):
     evaluates by that name."""
     return {**{name: getattr(FLAGS, name) for name in EVALUATION_FLAGS},
             "methods": [method for method, _ in runs],
-            "runs": [{"config": {k: v for k, v in config.items() if k != CHECKED},
-                      "checkpoint": os.path.basename(config.get(CHECKED) or "")}
-                     for config in configs or []]}
+            "runs": [{"config": config, "checkpoint": os.path.basename(checkpoint or "")}
+                     for config, checkpoint in zip(configs or [], checked or [])]}
 
 
 def main(argv):
@@ -355,22 +347,22 @@ def _main(argv, reclaim_signals=lambda: None):
     chief = distribution.is_chief(strategy)
     # This process's checks, then (multi_worker) every process agrees to start before the
     # first collective: one that failed ends with its error, the others with JobStartError.
-    paths = configs = failure = None
+    paths = configs = checked = failure = None
     try:
         paths = _output_paths() if chief else None  # the chief alone writes --output
-        configs = _read_runs(runs, init_seeds, evaluation)  # every worker reads the --run directories
+        configs, checked = _read_runs(runs, init_seeds, evaluation)  # every worker reads the --run directories
     except Exception as e:
         if strategy is None:
             raise
         failure = e
     if strategy is not None:
-        distribution.agree_to_start(strategy, failure is not None, evaluation_settings(runs, configs))
+        distribution.agree_to_start(strategy, failure is not None, evaluation_settings(runs, configs, checked))
         if failure is not None:
             raise failure
     from rl.adaptation import step_sizes
     summary, per_task = [COLUMNS], [["method", "task", "task_index", "step", "mean_return"]]
     by_direction = [COLUMNS]
-    for (method, logdir), config in zip(runs, configs):
+    for (method, logdir), config, newest in zip(runs, configs, checked):
         seeds = init_seeds if init_seeds and config["mode"] == "random" else [None]
         proto = protocol(logdir, task_seed=FLAGS.task_seed, num_trajs=FLAGS.num_trajs,
                          later_lr_scale=later_lr_scale, collector_workers=FLAGS.collector_workers)
@@ -378,7 +370,7 @@ def _main(argv, reclaim_signals=lambda: None):
         described = lambda rows, checkpoint: [row + tail + [checkpoint] for row in rows]  # noqa: E731
         results = []
         for seed in seeds:
-            checkpoint = None if seed is not None else config[CHECKED]
+            checkpoint = None if seed is not None else newest
             evaluated = f"init seed {seed}" if seed is not None else os.path.basename(checkpoint)
             partway = _partway(config, checkpoint)
             logging.info("Evaluating %s (%s) %s%s on %d tasks", method, logdir, evaluated,
@@ -423,7 +415,7 @@ def _main(argv, reclaim_signals=lambda: None):
         logging.info("Evaluated this worker's tasks; the chief writes %s", FLAGS.output)
         return
     tables = [summary, per_task] + ([by_direction] if FLAGS.by_direction else [])
-    contents = {path: _csv_bytes(table) for path, table in zip(paths, tables)}
+    contents = {path: csv_bytes(table) for path, table in zip(paths, tables)}
     try:  # one result: the detail files, then the summary; an error leaves every old file as it was
         atomic_write_all({path: contents[path] for path in paths[1:] + paths[:1]})
     except OSError as e:

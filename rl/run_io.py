@@ -31,7 +31,8 @@ import types
 import numpy as np
 from absl import logging
 
-from report.files import atomic_open, atomic_write_text, read_json_object, remove_temporary_files, rename_aside
+from report.files import (atomic_open, atomic_write_text, read_json_object, remove_temporary_files, rename_aside,
+                          row_length_error)
 from report.resume import changed_settings
 from rl.config import ABSENT, DERIVED, RESUMABLE_CHANGES, TrainConfig, setting_error
 
@@ -39,6 +40,11 @@ CONFIG = "config.json"
 PROGRESS = "progress.csv"
 CKPT_DIR = "checkpoints"
 _CKPT_FILE = re.compile(r"ckpt-(\d+)\.(index|data-\d+-of-\d+)")
+
+
+def checkpoint_number(prefix):
+    """N of a checkpoint path `.../ckpt-<N>`."""
+    return int(re.fullmatch(r"ckpt-(\d+)", os.path.basename(prefix)).group(1))
 
 
 class RunError(Exception):
@@ -383,10 +389,9 @@ class ProgressCsv:
                     for row in reader:
                         if int(row["Iteration"]) >= start_iteration:
                             continue
-                        if None in row or None in row.values():
+                        if row_length_error(row):
                             raise DamagedFile(f"{self.path}:{reader.line_num} is damaged (the row has "
-                                              f"{'more' if None in row else 'fewer'} fields than the header); "
-                                              f"{move_away}")
+                                              f"{row_length_error(row)} fields than the header); {move_away}")
                         self.rows.append(row)
             except (ValueError, KeyError, TypeError, UnicodeDecodeError, csv.Error) as e:
                 if isinstance(e, DamagedFile):

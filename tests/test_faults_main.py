@@ -499,7 +499,9 @@ def test_a_resume_says_which_settings_it_could_not_check(tmp_path, repo_root):
 def test_a_test_of_another_kind_keeps_the_previous_result(tmp_path, repo_root):
     """Two tests of one run share the original's file name; a test that differs from the one on
     disk (here its number of tasks) first keeps the previous csv/pkl/json in replaced_tests/ and
-    says so, then writes its own over them; the same test again replaces its result."""
+    says so, then writes its own over them; the same test again replaces its result. A result
+    whose .json is damaged or missing (the original's test wrote none) is kept too: what it
+    describes is unknown."""
     args = ["--flagfile=flags/sinusoid.flags", f"--logdir={tmp_path}", "--metatrain_iterations=5"]
     assert run_main(args, repo_root).returncode == 0
     test = args[:2] + ["--train=False", "--update_batch_size=5", "--train_update_batch_size=10"]
@@ -514,3 +516,14 @@ def test_a_test_of_another_kind_keeps_the_previous_result(tmp_path, repo_root):
     assert (old["num_tasks"], new["num_tasks"]) == (3, 4)
     assert sorted(os.listdir(run_dir / "replaced_tests" / kept)) == [
         "test_ubs5_stepsize0.01.csv", "test_ubs5_stepsize0.01.json", "test_ubs5_stepsize0.01.pkl"]
+    description = run_dir / "test_ubs5_stepsize0.01.json"
+    for damage, said in ((lambda: description.write_text('{"num_tasks": 4'), "damaged"),
+                         (description.unlink, "missing")):
+        damage()
+        before = (run_dir / "test_ubs5_stepsize0.01.csv").read_bytes()
+        result = run_main(test + ["--num_test_tasks=4"], repo_root)
+        assert result.returncode == 0, result.stderr
+        assert f"holds another test's result (its description test_ubs5_stepsize0.01.json is {said}): kept" in result.stdout
+        folder = run_dir / "replaced_tests" / result.stdout.split(": kept in ")[1].split()[0].split("/")[-1]
+        assert (folder / "test_ubs5_stepsize0.01.csv").read_bytes() == before
+    assert len(os.listdir(run_dir / "replaced_tests")) == 3
