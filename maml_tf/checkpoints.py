@@ -52,6 +52,7 @@ class Checkpointer:
     def __init__(self, run_dir, learner, max_to_keep=10):
         self.run_dir = run_dir
         self.max_to_keep = max_to_keep
+        self.superseded = None  # the folder a resume from an earlier checkpoint moved the newer ones to
         self.variables = learner.variables
         self.iteration = tf.Variable(0, dtype=tf.int64, trainable=False)
         self.state = [*learner.model.weights, *learner.meta_optimizer.variables,
@@ -161,19 +162,20 @@ class Checkpointer:
         the way is renamed aside to `model-<N>.damaged.<suffix>` (nothing is deleted, and the
         resumed run cannot write over it) with a warning naming it.
 
-        With `iteration` >= 0, resume from `model-<iteration>` itself, as the original's
+        With `iteration` > 0, resume from `model-<iteration>` itself, as the original's
         `--test_iter` did while training (main.py: `model_file = ... 'model' + str(test_iter)`):
-        it must be there and whole (one-line errors otherwise, nothing moved); the newer
-        checkpoints, which the resumed run would write over, are first moved to
-        `superseded_checkpoints/<time>/` with a warning naming them."""
+        it must be there and whole (one-line errors otherwise, nothing moved); every file of a
+        newer checkpoint, which the resumed run would write over (whole, damaged or renamed
+        aside as damaged), is first moved to `superseded_checkpoints/<time>/` (`self.superseded`)
+        with a warning naming them."""
         self.remove_leftovers()
-        if iteration is not None and iteration >= 0:
+        if iteration is not None and iteration > 0:
             restored = self.restore(iteration, required=True)
-            newer = [i for i in self.available() if i > iteration]
+            newer = sorted({n for n, _ in self._numbered_files() if n > iteration})
             if newer:
-                folder = self._move_aside(newer)
-                warn(f"warning: resuming from model-{iteration} (--test_iter); the newer checkpoints "
-                     f"{', '.join('model-%d' % i for i in newer)} are kept in {folder}")
+                self.superseded = self._move_aside(newer)
+                warn(f"warning: resuming from model-{iteration} (--test_iter); the files of the newer "
+                     f"checkpoints {', '.join('model-%d' % i for i in newer)} are kept in {self.superseded}")
             self._write_state()
             return restored
         restored = 0
@@ -184,17 +186,31 @@ class Checkpointer:
             except CheckpointDamagedError as e:
                 aside = self._rename_aside(iteration)
                 warn(f"warning: {e}; kept as {aside}.*, trying the one before")
+        for number in sorted({n for n, name in self._numbered_files()
+                              if n > restored and re.fullmatch(r"model-\d+\.data-\d+-of-\d+", name)}):
+            # data without an index (a save cut short before its index): a later save would write over it
+            aside = self._rename_aside(number)
+            warn(f"warning: {self.path(number)}.index is missing (the data file is there): the checkpoint is "
+                 f"damaged; kept as {aside}.*")
         self._write_state()
         return restored
 
+    def _numbered_files(self):
+        """(N, file name) of every `model-<N>.*` file in the run directory (checkpoints whole or
+        not, and those renamed aside as damaged)."""
+        if not os.path.isdir(self.run_dir):
+            return []
+        found = ((re.match(r"model-(\d+)\.", name), name) for name in os.listdir(self.run_dir))
+        return [(int(m.group(1)), name) for m, name in found if m and os.path.isfile(os.path.join(self.run_dir, name))]
+
     def _move_aside(self, iterations):
-        """Move the files of `model-<N>` for each N into a new `superseded_checkpoints/<time>/`
-        (renamed, nothing copied or deleted); returns that folder."""
+        """Move every file of `model-<N>` for each N (`model-<N>.damaged.*` included) into a new
+        `superseded_checkpoints/<time>/` (renamed, nothing copied or deleted); returns that folder."""
         try:
             folder = new_dated_folder(os.path.join(self.run_dir, SUPERSEDED))
-            for iteration in iterations:
-                for f in glob.glob(glob.escape(self.path(iteration)) + ".*"):
-                    os.rename(f, os.path.join(folder, os.path.basename(f)))
+            for number, name in self._numbered_files():
+                if number in iterations:
+                    os.rename(os.path.join(self.run_dir, name), os.path.join(folder, name))
         except OSError as e:
             raise CheckpointWriteError(f"could not move the checkpoints after the one resumed from aside in "
                                        f"{self.run_dir}: {e}") from None

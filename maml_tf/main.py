@@ -13,6 +13,7 @@ import contextlib
 import glob
 import math
 import os
+import shutil
 import sys
 from typing import Callable, NamedTuple
 
@@ -118,10 +119,17 @@ def _validate():
     if not 0 <= FLAGS.seed <= 2**31 - 1:
         raise ValueError(f"--seed must be >= 0 and <= {2**31 - 1}, got {FLAGS.seed}")
     if FLAGS.test_iter < -1:
-        raise ValueError(f"--test_iter must be an iteration >= 0 (or -1: the newest), got {FLAGS.test_iter}")
-    if FLAGS.train and not FLAGS.resume and FLAGS.test_iter != -1:
+        raise ValueError(f"--test_iter must be an iteration > 0 (or -1 or 0: the newest), got {FLAGS.test_iter}")
+    if FLAGS.train and not FLAGS.resume and asked_checkpoint() > 0:
         raise ValueError(f"--test_iter={FLAGS.test_iter} while training resumes from model-{FLAGS.test_iter} "
-                         f"(as the original): drop --noresume, or --test_iter to start a new run")
+                         f"(as the original): drop --noresume, or --test_iter to start a new run (the original "
+                         f"started a new run then, ignoring --test_iter)")
+
+
+def asked_checkpoint():
+    """The checkpoint --test_iter names, -1 for the newest: the original read `--test_iter` only
+    when it was > 0 (`if FLAGS.test_iter > 0:`), so 0 also means the newest."""
+    return FLAGS.test_iter if FLAGS.test_iter > 0 else -1
     for name in ("pretrain_iterations", "metatrain_iterations"):
         if getattr(FLAGS, name) < 0:
             raise ValueError(f"--{name} must be >= 0, got {getattr(FLAGS, name)}")
@@ -447,7 +455,7 @@ def _test(built):
     itr, failure = 0, None
     if chief:
         try:
-            itr = checkpointer.restore(FLAGS.test_iter, required=True)
+            itr = checkpointer.restore(asked_checkpoint(), required=True)
             check_writable(run_dir, "the run directory (--logdir)")
             kept = evaluation.keep_other_result(run_dir, FLAGS.update_batch_size, FLAGS.update_lr, {
                 "test_set": FLAGS.test_set, "num_tasks": len(test_tasks), "test_tasks_file": _tasks_file(),
@@ -513,7 +521,7 @@ def trained_as(run_dir, checkpoint_iteration):
     the pretrained baseline and MAML share a run name, and a test command without
     --metatrain_iterations=0 would otherwise call a pretrained run MAML (its default is 15000).
     Where each start recorded its iteration counts, the method is "pretrain" if every iteration
-    up to the checkpoint was a pretraining one (a run pretrained, then meta-trained on: its
+    that led to the checkpoint was a pretraining one (a run pretrained, then meta-trained on: its
     pretrained checkpoints are the pretrained baseline). An imported checkpoint's run_info.json
     (maml_tf.original_checkpoint) adds where it came from. {} for a run without run_info.json
     (trained before it existed); a damaged one is said in a warning line and skipped."""
@@ -532,9 +540,15 @@ def trained_as(run_dir, checkpoint_iteration):
     if described.get("method") in ("maml", "pretrain") and isinstance(starts, list) and starts and all(
             isinstance(st, dict) and isinstance(st.get("iteration"), int)
             and isinstance(st.get("pretrain_iterations"), int) for st in starts):
-        ends = [st["iteration"] for st in starts[1:]] + [checkpoint_iteration]
-        meta_trained = any(max(st["iteration"], st["pretrain_iterations"]) < min(end, checkpoint_iteration)
-                           for st, end in zip(starts, ends))
+        # The checkpoint's own history, newest start first: the last start at or before it trained up
+        # to it, the last start before that one up to its beginning, ... (a start after a later one
+        # resumed from an earlier checkpoint: --test_iter, or a damaged newest one stepped past).
+        lineage, end = [], checkpoint_iteration
+        for st in reversed(starts):
+            if st["iteration"] <= end:
+                lineage.append((st, end))
+                end = st["iteration"]
+        meta_trained = any(max(st["iteration"], st["pretrain_iterations"]) < end for st, end in lineage)
         described["method"] = "maml" if meta_trained else "pretrain"
     return described
 
@@ -561,8 +575,15 @@ def _train(built):
                 stack.enter_context(RunLock(run_dir))
                 if FLAGS.resume:
                     recorded = check_resume_flags(run_dir, training_flags())
+                    total = s["pretrain_iterations"] + s["metatrain_iterations"]
+                    if asked_checkpoint() >= total:
+                        raise ValueError(f"--test_iter={FLAGS.test_iter}: a training resumed from model-"
+                                         f"{FLAGS.test_iter} would train nothing (it is asked for {total} "
+                                         f"iterations in all); ask for more, or drop --test_iter")
                     start = checkpointer.restore_for_resume(warn=lambda message: print(message, file=sys.stderr),
-                                                            iteration=FLAGS.test_iter)
+                                                            iteration=asked_checkpoint())
+                    if checkpointer.superseded is not None and os.path.exists(os.path.join(run_dir, RUN_INFO)):
+                        shutil.copy2(os.path.join(run_dir, RUN_INFO), checkpointer.superseded)  # its starts, kept
                 elif checkpointer.available():
                     raise ValueError(f"--noresume: {run_dir} already holds checkpoints (newest model-"
                                      f"{checkpointer.available()[-1]}) that a new run would write over and "
@@ -594,7 +615,10 @@ def _train(built):
         if chief and start < s["pretrain_iterations"] + s["metatrain_iterations"]:  # (a start with nothing to do
             # leaves the record as it is: its flags did not train the checkpoints a test will describe)
             # Every start with its iteration counts and the settings that change its speed.
-            starts = (recorded.get("starts", []) if start else []) + [start_record(
+            # (the starts of checkpoints beyond `start`, superseded by a resume from an earlier one, are dropped)
+            starts = ([st for st in recorded.get("starts", []) if not isinstance(st, dict)
+                       or not isinstance(st.get("iteration"), int) or st["iteration"] <= start] if start else []) + [
+                start_record(
                 start, {name: getattr(FLAGS, name) for name in ("pretrain_iterations", "metatrain_iterations",
                                                                 "jit_compile", "conv_method", "dense_method",
                                                                 "distribute")}, xla_timing)]

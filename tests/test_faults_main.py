@@ -144,12 +144,16 @@ def test_a_damaged_checkpoint_is_named_when_testing_and_skipped_when_resuming(tw
 
 def test_resuming_from_an_earlier_checkpoint_keeps_the_newer_ones(two_checkpoints):
     """`--test_iter=20` while training resumes from model-20, as the original's
-    `model_file = ... 'model' + str(FLAGS.test_iter)` did when resuming (main.py); the newer
-    model-40, which the resumed run would write over, is moved whole to
-    superseded_checkpoints/<time>/ and named. A checkpoint that is not there is a one-line error
-    that moves nothing."""
+    `model_file = ... 'model' + str(FLAGS.test_iter)` did when resuming (main.py); every file of
+    a newer checkpoint, which the resumed run would write over (model-40 whole, a model-40
+    renamed aside as damaged before, the data of a model-60 without its index), is moved to
+    superseded_checkpoints/<time>/ and named. A checkpoint that is not there is a one-line
+    error that moves nothing."""
     run_dir = two_checkpoints
-    saved_40 = {name: (run_dir / name).read_bytes() for name in os.listdir(run_dir) if name.startswith("model-40.")}
+    (run_dir / "model-40.damaged.index").write_bytes(b"kept from an earlier damage")
+    (run_dir / "model-60.data-00000-of-00001").write_bytes(b"a save cut short before its index")
+    newer = {name: (run_dir / name).read_bytes() for name in os.listdir(run_dir) if name.startswith(("model-40.", "model-60."))}
+    assert len(newer) == 4
     reference = _learner(seed=3)
     Checkpointer(str(run_dir), reference).restore(20)
     with pytest.raises(CheckpointNotFoundError, match=r"no checkpoint model-30 in .* \(available: \[20, 40\]\)"):
@@ -163,35 +167,76 @@ def test_resuming_from_an_earlier_checkpoint_keeps_the_newer_ones(two_checkpoint
     for a, b in zip(reference.variables, resumed.variables):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
     assert checkpointer.available() == [20]
+    assert not [name for name in os.listdir(run_dir) if name.startswith(("model-40", "model-60"))]
     assert tf.train.latest_checkpoint(str(run_dir)).endswith("model-20")
     (kept,) = os.listdir(run_dir / "superseded_checkpoints")
     folder = run_dir / "superseded_checkpoints" / kept
-    assert {name: (folder / name).read_bytes() for name in os.listdir(folder)} == saved_40
-    assert warnings == [f"warning: resuming from model-20 (--test_iter); the newer checkpoints model-40 are kept "
-                        f"in {folder}"]
+    assert checkpointer.superseded == str(folder)
+    assert {name: (folder / name).read_bytes() for name in os.listdir(folder)} == newer
+    assert warnings == [f"warning: resuming from model-20 (--test_iter); the files of the newer checkpoints "
+                        f"model-40, model-60 are kept in {folder}"]
+
+
+def test_a_newer_checkpoint_without_its_index_is_renamed_aside_when_resuming(two_checkpoints):
+    """The data of a save cut short before its index (model-60) is not a checkpoint to resume
+    from, and the resumed run's own save of model-60 would write over it: it is renamed aside as
+    damaged, with a warning, before training resumes from model-40."""
+    run_dir = two_checkpoints
+    (run_dir / "model-60.data-00000-of-00001").write_bytes(b"a save cut short before its index")
+    warnings = []
+    checkpointer = Checkpointer(str(run_dir), _learner())
+    assert checkpointer.restore_for_resume(warn=warnings.append) == 40
+    assert warnings == [f"warning: {run_dir}/model-60.index is missing (the data file is there): the checkpoint is "
+                        f"damaged; kept as {run_dir}/model-60.damaged.*"]
+    checkpointer.save(60)
+    assert (run_dir / "model-60.damaged.data-00000-of-00001").read_bytes() == b"a save cut short before its index"
+    assert Checkpointer(str(run_dir), _learner()).restore(60) == 60
 
 
 def test_cli_test_iter_while_training_resumes_from_that_checkpoint(tmp_path, repo_root):
-    """End to end: a run trained to model-5 and on to model-8, then trained again to 8 with
-    --test_iter=5, resumes from iteration 5 (as the original) and writes a new model-8 equal to
-    the first one (the same tasks are drawn from iteration 5 on), the first kept aside; with
-    --noresume, --test_iter is refused in one line before anything is touched."""
+    """End to end: a run trained to model-5, on to model-8 and on to model-11, then trained again
+    to 8 with --test_iter=5, resumes from iteration 5 (as the original) and writes a new model-8 equal to
+    the first one (the same tasks are drawn from iteration 5 on), model-8 and model-11 kept aside with
+    the run_info.json that recorded their starts; the new run_info.json's starts (which a test reads to
+    describe a checkpoint) are those at or before 5, then the new one (0, 5, 5: the start at 8
+    is dropped; the first start at 5 trained nothing the new model-8 holds). Refused in one line
+    before anything is touched: --test_iter with --noresume, and a --test_iter at or past the
+    iterations asked for (nothing would be trained, yet the newer checkpoints moved). As in the
+    original (`if FLAGS.test_iter > 0`), --test_iter=0 is the newest checkpoint."""
     args = ["--flagfile=flags/sinusoid.flags", f"--logdir={tmp_path}", "--nojit_compile"]
     run_dir = tmp_path / SINE_RUN
-    for total in (5, 8):
+    for total in (5, 8, 11):
         result = run_main(args + [f"--metatrain_iterations={total}"], repo_root)
         assert result.returncode == 0, result.stderr
     first_8 = tf.train.load_checkpoint(str(run_dir / "model-8"))
-    refused = run_main(args + ["--metatrain_iterations=8", "--test_iter=5", "--noresume"], repo_root)
-    assert refused.returncode == 1
-    assert _last_line(refused) == ("maml_tf.main: error: --test_iter=5 while training resumes from model-5 (as the "
-                                   "original): drop --noresume, or --test_iter to start a new run")
+    recorded = json.loads((run_dir / "run_info.json").read_text())
+    assert [st["iteration"] for st in recorded["starts"]] == [0, 5, 8]
+    for refused_flags, message in (
+            (["--metatrain_iterations=8", "--test_iter=5", "--noresume"],
+             "--test_iter=5 while training resumes from model-5 (as the original): drop --noresume, or --test_iter to "
+             "start a new run (the original started a new run then, ignoring --test_iter)"),
+            (["--metatrain_iterations=5", "--test_iter=5"],
+             "--test_iter=5: a training resumed from model-5 would train nothing (it is asked for 5 iterations in "
+             "all); ask for more, or drop --test_iter")):
+        refused = run_main(args + refused_flags, repo_root)
+        assert refused.returncode == 1
+        assert _last_line(refused) == f"maml_tf.main: error: {message}"
+    assert sorted(name for name in os.listdir(run_dir) if name.startswith("model-")) == [
+        "model-11.data-00000-of-00001", "model-11.index", "model-5.data-00000-of-00001", "model-5.index",
+        "model-8.data-00000-of-00001", "model-8.index"]
+    newest = run_main(args + ["--metatrain_iterations=8", "--test_iter=0"], repo_root)
+    assert newest.returncode == 0 and "Nothing to do: the run is at iteration 11 of 8." in newest.stdout
+
     again = run_main(args + ["--metatrain_iterations=8", "--test_iter=5"], repo_root)
     assert again.returncode == 0, again.stderr
     assert f"Resuming {run_dir} from iteration 5" in again.stdout
     (kept,) = os.listdir(run_dir / "superseded_checkpoints")
-    assert "the newer checkpoints model-8 are kept in" in again.stderr
-    assert sorted(os.listdir(run_dir / "superseded_checkpoints" / kept))[0] == "model-8.data-00000-of-00001"
+    folder = run_dir / "superseded_checkpoints" / kept
+    assert f"the files of the newer checkpoints model-8, model-11 are kept in {folder}" in again.stderr
+    assert sorted(os.listdir(folder)) == ["model-11.data-00000-of-00001", "model-11.index",
+                                          "model-8.data-00000-of-00001", "model-8.index", "run_info.json"]
+    assert json.loads((folder / "run_info.json").read_text()) == recorded
+    assert [st["iteration"] for st in json.loads((run_dir / "run_info.json").read_text())["starts"]] == [0, 5, 5]
     second_8 = tf.train.load_checkpoint(str(run_dir / "model-8"))
     names = sorted(first_8.get_variable_to_shape_map())  # weights, both Adams' state, the iteration
     assert len(names) > 20 and names == sorted(second_8.get_variable_to_shape_map())

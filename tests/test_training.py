@@ -189,6 +189,10 @@ def test_cli_test_describes_the_run_as_its_training_recorded_it(tmp_path, repo_r
     ([(0, 20, 30)], 20, "pretrain"),  # one start that pretrains 20, then meta-trains
     ([(0, 20, 30)], 21, "maml"),
     (None, 20, "pretrain"),  # starts without iteration counts (before 29 November): the recorded method
+    # resumed from model-2000 (--test_iter) after a start at 5000: model-4000 was pretrained from 0 to 4000
+    ([(0, 3000, 7000), (5000, 3000, 7000), (2000, 10000, 0)], 4000, "pretrain"),
+    ([(0, 3000, 7000), (5000, 3000, 7000), (2000, 10000, 0)], 1000, "pretrain"),
+    ([(0, 1000, 7000), (5000, 3000, 7000), (2000, 10000, 0)], 4000, "maml"),  # 1000..1999 meta-trained
 ])
 def test_trained_as_describes_each_checkpoint_by_the_iterations_before_it(tmp_path, starts, iteration, method):
     """maml_tf.main.trained_as: a checkpoint is the pretrained baseline if every iteration up to
