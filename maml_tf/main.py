@@ -511,7 +511,8 @@ def _tasks_file():
 
 
 # What a test takes from the training's run_info.json rather than from its own command line.
-TRAINED_AS = ("method", "pretrain_iterations", "metatrain_iterations", "imported_from", "released_checkpoint")
+TRAINED_AS = ("method", "pretrain_iterations", "metatrain_iterations", "imported_from", "released_checkpoint",
+              "training_flags")
 
 
 def trained_as(run_dir, checkpoint_iteration):

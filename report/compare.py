@@ -80,12 +80,30 @@ class Result:
             notes.append(f"checkpoint at {done} of {planned} iterations")
         if self.paper is not None and self.num_tasks is not None and self.num_tasks != paper.TEST_TASKS:
             notes.append(f"{self.num_tasks} test tasks (the paper's {paper.TEST_TASKS})")
+        notes += self.settings_other_than_the_papers()
         if self.info.get("test_tasks_file"):
             notes.append(f"the tasks listed in {os.path.basename(self.info['test_tasks_file'])}")
         elif self.info.get("test_pool") != evaluation.ORIGINAL_POOL:
             notes.append("maml-tf's earlier test tasks (the description predates the original's tasks, "
                          "29 November 2026: the same distribution, other tasks)")
         return notes
+
+    def settings_other_than_the_papers(self):
+        """The training settings that differ from the paper's command for this row (`flags/`,
+        maml_tf.main's defaults where the flagfile sets none; the seed aside), iteration counts
+        included, as the training recorded them in run_info.json (the test's .json carries them
+        since 30 November 2026; older descriptions are not checked)."""
+        trained = self.info.get("training_flags")
+        if self.paper is None or not isinstance(trained, dict) or self.info.get("imported_from"):
+            return []
+        path = os.path.join(PAPER_COMMANDS, self.paper.command)
+        if not os.path.isfile(path):
+            return [f"training settings not checked: the paper's command {path} is missing"]
+        wanted = command_settings(path)
+        trained = {**trained, **{name: self.info.get(name) for name in ITERATION_FLAGS}}
+        differ = [f"--{name}={trained[name]} (the paper's {wanted[name]})" for name in wanted
+                  if name in trained and trained[name] != wanted[name]]
+        return [f"trained otherwise than flags/{self.paper.command}: " + ", ".join(differ)] if differ else []
 
     @property
     def described_name(self):
@@ -97,6 +115,27 @@ class Result:
         """logdir/run/csv: runs of different logdirs often share the run name."""
         run_dir = os.path.dirname(os.path.abspath(self.path))
         return "/".join([os.path.basename(os.path.dirname(run_dir)), os.path.basename(run_dir), os.path.basename(self.path)])
+
+
+# The paper's training commands (the flagfiles beside this package, which the README's commands use).
+PAPER_COMMANDS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "flags")
+ITERATION_FLAGS = ("pretrain_iterations", "metatrain_iterations")
+
+
+def command_settings(flagfile):
+    """{flag: value} of what a maml_tf.main command trains (its `TRAINING_FLAGS` but the seed,
+    and the iteration counts): the flagfile's values, maml_tf.main's defaults elsewhere, read
+    by absl with main's own flag definitions (on a copy: nothing of this process's flags changes)."""
+    import copy
+
+    from maml_tf import main as maml_main
+
+    names = [name for name in maml_main.TRAINING_FLAGS if name != "seed"] + list(ITERATION_FLAGS)
+    command = flags.FlagValues()
+    for name in names:
+        flags.DEFINE_flag(copy.deepcopy(maml_main.FLAGS[name]), flag_values=command)
+    command(["maml_tf.main", f"--flagfile={flagfile}"], known_only=True)
+    return {name: command[name].value for name in names}
 
 
 # What report.compare reads of a test's description (maml_tf.evaluation.write_results writes it).

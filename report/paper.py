@@ -9,10 +9,11 @@ class PaperResult(NamedTuple):
     values: tuple  # means at those steps (accuracy in %, or MSE)
     ci95: Optional[tuple]  # the paper's +- where it published one
     percent: bool  # classification accuracy, shown in %
+    command: str  # the flagfile (flags/) of the paper's training command for the model tested
 
 
-def _acc(label, step, value, ci=None):
-    return PaperResult(label, (step,), (value,), None if ci is None else (ci,), True)
+def _acc(label, step, value, ci, command):
+    return PaperResult(label, (step,), (value,), (ci,), True, command)
 
 
 # The supervised test protocol's tasks (the original's test(): 600, meta-batch 1).
@@ -21,23 +22,29 @@ TEST_TASKS = 600
 # key: (datasource, method, num_classes, test K, conv, first order)
 SUPERVISED = {
     ("sinusoid", "maml", 5, 5, True, False): PaperResult(
-        "Sinusoid 5-shot, MAML (MSE)", (1, 5, 10), (0.67, 0.38, 0.35), None, False),
+        "Sinusoid 5-shot, MAML (MSE)", (1, 5, 10), (0.67, 0.38, 0.35), None, False, "sinusoid.flags"),
     ("sinusoid", "pretrain", 5, 5, True, False): PaperResult(
-        "Sinusoid 5-shot, pretrained (MSE)", (1, 5, 10), (2.41, 2.23, 2.19), None, False),
-    ("omniglot", "maml", 5, 1, True, False): _acc("Omniglot 5-way 1-shot", 3, 98.7, 0.4),
-    ("omniglot", "maml", 5, 5, True, False): _acc("Omniglot 5-way 5-shot", 3, 99.9, 0.1),
-    ("omniglot", "maml", 20, 1, True, False): _acc("Omniglot 20-way 1-shot", 5, 95.8, 0.3),
-    ("omniglot", "maml", 20, 5, True, False): _acc("Omniglot 20-way 5-shot", 5, 98.9, 0.2),
-    ("omniglot", "maml", 5, 1, False, False): _acc("Omniglot 5-way 1-shot, non-conv", 3, 89.7, 1.1),
-    ("omniglot", "maml", 5, 5, False, False): _acc("Omniglot 5-way 5-shot, non-conv", 3, 97.5, 0.6),
-    ("omniglot", "maml", 5, 1, True, True): _acc("Omniglot 5-way 1-shot, first order", 3, 98.3, 0.5),
-    ("omniglot", "maml", 5, 5, True, True): _acc("Omniglot 5-way 5-shot, first order", 3, 99.2, 0.2),
-    ("omniglot", "maml", 20, 1, True, True): _acc("Omniglot 20-way 1-shot, first order", 5, 89.4, 0.5),
-    ("omniglot", "maml", 20, 5, True, True): _acc("Omniglot 20-way 5-shot, first order", 5, 97.9, 0.1),
-    ("miniimagenet", "maml", 5, 1, True, False): _acc("MiniImagenet 5-way 1-shot", 10, 48.70, 1.84),
-    ("miniimagenet", "maml", 5, 5, True, False): _acc("MiniImagenet 5-way 5-shot", 10, 63.11, 0.92),
-    ("miniimagenet", "maml", 5, 1, True, True): _acc("MiniImagenet 5-way 1-shot, first order", 10, 48.07, 1.75),
-    ("miniimagenet", "maml", 5, 5, True, True): _acc("MiniImagenet 5-way 5-shot, first order", 10, 63.15, 0.91),
+        "Sinusoid 5-shot, pretrained (MSE)", (1, 5, 10), (2.41, 2.23, 2.19), None, False, "sinusoid_pretrain.flags"),
+    ("omniglot", "maml", 5, 1, True, False): _acc("Omniglot 5-way 1-shot", 3, 98.7, 0.4, "omniglot_5way_1shot.flags"),
+    ("omniglot", "maml", 5, 5, True, False): _acc("Omniglot 5-way 5-shot", 3, 99.9, 0.1, "omniglot_5way_1shot.flags"),
+    ("omniglot", "maml", 20, 1, True, False): _acc("Omniglot 20-way 1-shot", 5, 95.8, 0.3, "omniglot_20way_1shot.flags"),
+    ("omniglot", "maml", 20, 5, True, False): _acc("Omniglot 20-way 5-shot", 5, 98.9, 0.2, "omniglot_20way_1shot.flags"),
+    ("omniglot", "maml", 5, 1, False, False): _acc("Omniglot 5-way 1-shot, non-conv", 3, 89.7, 1.1, "omniglot_5way_1shot_nonconv.flags"),
+    ("omniglot", "maml", 5, 5, False, False): _acc("Omniglot 5-way 5-shot, non-conv", 3, 97.5, 0.6, "omniglot_5way_1shot_nonconv.flags"),
+    ("omniglot", "maml", 5, 1, True, True): _acc("Omniglot 5-way 1-shot, first order", 3, 98.3, 0.5,
+                                               "omniglot_5way_1shot_first_order.flags"),
+    ("omniglot", "maml", 5, 5, True, True): _acc("Omniglot 5-way 5-shot, first order", 3, 99.2, 0.2,
+                                               "omniglot_5way_1shot_first_order.flags"),
+    ("omniglot", "maml", 20, 1, True, True): _acc("Omniglot 20-way 1-shot, first order", 5, 89.4, 0.5,
+                                                "omniglot_20way_1shot_first_order.flags"),
+    ("omniglot", "maml", 20, 5, True, True): _acc("Omniglot 20-way 5-shot, first order", 5, 97.9, 0.1,
+                                                "omniglot_20way_1shot_first_order.flags"),
+    ("miniimagenet", "maml", 5, 1, True, False): _acc("MiniImagenet 5-way 1-shot", 10, 48.70, 1.84, "miniimagenet_1shot.flags"),
+    ("miniimagenet", "maml", 5, 5, True, False): _acc("MiniImagenet 5-way 5-shot", 10, 63.11, 0.92, "miniimagenet_5shot.flags"),
+    ("miniimagenet", "maml", 5, 1, True, True): _acc("MiniImagenet 5-way 1-shot, first order", 10, 48.07, 1.75,
+                                                   "miniimagenet_1shot_first_order.flags"),
+    ("miniimagenet", "maml", 5, 5, True, True): _acc("MiniImagenet 5-way 5-shot, first order", 10, 63.15, 0.91,
+                                                   "miniimagenet_5shot_first_order.flags"),
 }
 
 

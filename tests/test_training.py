@@ -158,8 +158,9 @@ def test_cli_test_describes_the_run_as_its_training_recorded_it(tmp_path, repo_r
     then started with the MAML command at 20 iterations (nothing to do: the record stays as it
     was), then tested with the MAML command line (whose --metatrain_iterations is not 0): the
     test describes model-20 as the pretrained baseline its run_info.json records, and
-    report.compare puts it next to the paper's pretrained numbers, not MAML's, with no caveat
-    (the test drew the original's tasks)."""
+    report.compare puts it next to the paper's pretrained numbers, not MAML's, saying it was
+    trained 20 iterations where the paper's command (flags/sinusoid_pretrain.flags) trains 70000,
+    and nothing else (the test drew the original's tasks; every other setting is the command's)."""
     maml = ["--flagfile=flags/sinusoid.flags", f"--logdir={tmp_path}"]
     outputs = []
     for args in (["--flagfile=flags/sinusoid_pretrain.flags", f"--logdir={tmp_path}", "--pretrain_iterations=20"],
@@ -179,6 +180,9 @@ def test_cli_test_describes_the_run_as_its_training_recorded_it(tmp_path, repo_r
     row = next(line for line in compare.table([compare.Result(str(run_dir / "test_ubs5_stepsize0.01.csv"))]).splitlines()
                if "Sinusoid 5-shot, pretrained (MSE)" in line)
     assert "earlier test tasks" not in row
+    assert info["training_flags"]["meta_batch_size"] == 25
+    assert ("[5 test tasks (the paper's 600); trained otherwise than flags/sinusoid_pretrain.flags: "
+            "--pretrain_iterations=20 (the paper's 70000)]") in row
 
 
 @pytest.mark.parametrize("starts,iteration,method", [

@@ -62,6 +62,37 @@ def test_a_partway_checkpoint_or_a_smaller_test_is_said_next_to_the_papers_numbe
     assert "[checkpoint at 10000 of 70000 iterations;" in compare.regression_table([compare.Result(path)])
 
 
+def test_a_training_other_than_the_papers_command_is_said(tmp_path):
+    """A row next to the paper's number says which training settings differ from the paper's
+    command for it (flags/sinusoid.flags, maml_tf.main's defaults elsewhere): a meta-batch of 10
+    and 1000 planned iterations, where the command has 25 and 70000, are named; the seed (7
+    here) is not one of the paper's settings; a training with the command's settings, nothing."""
+    paper_run = {"datasource": "sinusoid", "num_classes": 5, "baseline": None, "meta_batch_size": 25,
+                 "meta_lr": 0.001, "update_batch_size": 10, "update_lr": 0.01, "num_updates": 1, "norm": "None",
+                 "num_filters": 64, "conv": True, "max_pool": False, "stop_grad": False, "seed": 7}
+    info = {**SINE_MAML, "pretrain_iterations": 0, "metatrain_iterations": 70000, "checkpoint_iteration": 70000}
+    path = _fake_run(tmp_path, {**info, "training_flags": paper_run}, np.ones((600, 11)), 5, 0.01)
+    assert "[" not in compare.table([compare.Result(path)]).splitlines()[2].split("|")[2]
+    path = _fake_run(tmp_path, {**info, "metatrain_iterations": 1000, "checkpoint_iteration": 1000,
+                                "training_flags": {**paper_run, "meta_batch_size": 10}}, np.ones((600, 11)), 5, 0.01)
+    row = compare.table([compare.Result(path)]).splitlines()[2]
+    assert ("[trained otherwise than flags/sinusoid.flags: --meta_batch_size=10 (the paper's 25), "
+            "--metatrain_iterations=1000 (the paper's 70000)]") in row
+
+
+def test_each_paper_row_names_the_command_that_trains_its_model():
+    """`paper.SUPERVISED`'s commands are flagfiles in flags/ whose settings select that row: the
+    row key's datasource, way, conv, first order and method, and the training K the paper's model
+    of the row's test K was trained with (`paper_training_k`: Omniglot's 5-shot rows test the
+    1-shot model)."""
+    for (datasource, method, ways, test_k, conv, first_order), row in paper.SUPERVISED.items():
+        command = compare.command_settings(os.path.join(compare.PAPER_COMMANDS, row.command))
+        assert (command["datasource"], command["num_classes"] if datasource != "sinusoid" else 5, command["conv"],
+                command["stop_grad"]) == (datasource, ways, conv, first_order), row.label
+        assert ("maml" if command["metatrain_iterations"] > 0 else "pretrain") == method, row.label
+        assert command["update_batch_size"] == paper.paper_training_k(datasource, test_k), row.label
+
+
 def test_a_test_on_the_earlier_pool_is_said(tmp_path):
     """Descriptions written before the fixed pool became the original's tasks have no
     "test_pool"; the row says so. An episode list's tasks are the file's, so no caveat."""
