@@ -124,12 +124,6 @@ def _validate():
         raise ValueError(f"--test_iter={FLAGS.test_iter} while training resumes from model-{FLAGS.test_iter} "
                          f"(as the original): drop --noresume, or --test_iter to start a new run (the original "
                          f"started a new run then, ignoring --test_iter)")
-
-
-def asked_checkpoint():
-    """The checkpoint --test_iter names, -1 for the newest: the original read `--test_iter` only
-    when it was > 0 (`if FLAGS.test_iter > 0:`), so 0 also means the newest."""
-    return FLAGS.test_iter if FLAGS.test_iter > 0 else -1
     for name in ("pretrain_iterations", "metatrain_iterations"):
         if getattr(FLAGS, name) < 0:
             raise ValueError(f"--{name} must be >= 0, got {getattr(FLAGS, name)}")
@@ -159,6 +153,12 @@ def asked_checkpoint():
                          "of max-pool is accurate to bfloat16 only (and XLA was slower on MiniImagenet anyway)")
     if FLAGS.test_tasks_file is not None and FLAGS["num_test_tasks"].present:
         raise ValueError("--num_test_tasks cannot be combined with --test_tasks_file (the file gives the tasks)")
+
+
+def asked_checkpoint():
+    """The checkpoint --test_iter names, -1 for the newest: the original read `--test_iter` only
+    when it was > 0 (`if FLAGS.test_iter > 0:`), so 0 also means the newest."""
+    return FLAGS.test_iter if FLAGS.test_iter > 0 else -1
 
 
 def _xla_refuses_meta_training():
