@@ -86,17 +86,15 @@ class Checkpointer:
             path = self.checkpoint.write(self.path(iteration))
         except (tf.errors.OpError, OSError) as e:
             self.remove_leftovers()
-            for partial in glob.glob(glob.escape(self.path(iteration)) + ".*"):
-                if not re.match(rf"model-{iteration}\.damaged\d*\.", os.path.basename(partial)):
-                    os.remove(partial)  # what this save wrote, not damaged files kept from before
+            for partial in self._files_of(iteration):
+                os.remove(partial)  # what this save wrote, not damaged files kept from before
             kept = [i for i in self.available() if i != iteration]
             raise CheckpointWriteError(
                 f"could not write {self.path(iteration)} ({_reason(e)}); the checkpoints saved before are intact "
                 f"(newest: {'model-%d' % kept[-1] if kept else 'none'})") from None
         for old in self.available()[:-self.max_to_keep]:
-            for f in glob.glob(glob.escape(self.path(old)) + ".*"):
-                if not re.match(rf"model-{old}\.damaged\d*\.", os.path.basename(f)):
-                    os.remove(f)
+            for f in self._files_of(old):
+                os.remove(f)
         self._write_state()
         return path
 
@@ -157,7 +155,7 @@ class Checkpointer:
                 f"away") from None
         return int(self.iteration.numpy())
 
-    def restore_for_resume(self, warn=print, iteration=-1):
+    def restore_for_resume(self, warn=print, iteration=-1, keep_with_superseded=()):
         """Restore the newest intact checkpoint (0 when there is none). Each damaged one on
         the way is renamed aside to `model-<N>.damaged.<suffix>` (nothing is deleted, and the
         resumed run cannot write over it) with a warning naming it.
@@ -167,13 +165,14 @@ class Checkpointer:
         it must be there and whole (one-line errors otherwise, nothing moved); every file of a
         newer checkpoint, which the resumed run would write over (whole, damaged or renamed
         aside as damaged), is first moved to `superseded_checkpoints/<time>/` (`self.superseded`)
-        with a warning naming them."""
+        with a warning naming them; the files `keep_with_superseded` (e.g. the record of their
+        training) are copied there first."""
         self.remove_leftovers()
         if iteration is not None and iteration > 0:
             restored = self.restore(iteration, required=True)
             newer = sorted({n for n, _ in self._numbered_files() if n > iteration})
             if newer:
-                self.superseded = self._move_aside(newer)
+                self.superseded = self._move_aside(newer, keep_with_superseded)
                 warn(f"warning: resuming from model-{iteration} (--test_iter); the files of the newer "
                      f"checkpoints {', '.join('model-%d' % i for i in newer)} are kept in {self.superseded}")
             self._write_state()
@@ -196,18 +195,29 @@ class Checkpointer:
         return restored
 
     def _numbered_files(self):
-        """(N, file name) of every `model-<N>.*` file in the run directory (checkpoints whole or
-        not, and those renamed aside as damaged)."""
+        """(N, file name) of every checkpoint file in the run directory: `model-<N>.index` and
+        `.data-*-of-*`, whole or not, and the same renamed aside as damaged (`model-<N>.damaged*.`);
+        nothing else (a user's `model-40.notes.txt`)."""
         if not os.path.isdir(self.run_dir):
             return []
-        found = ((re.match(r"model-(\d+)\.", name), name) for name in os.listdir(self.run_dir))
+        found = ((re.fullmatch(r"model-(\d+)\.(?:damaged\d*\.)?(?:index|data-\d+-of-\d+)", name), name)
+                 for name in os.listdir(self.run_dir))
         return [(int(m.group(1)), name) for m, name in found if m and os.path.isfile(os.path.join(self.run_dir, name))]
 
-    def _move_aside(self, iterations):
-        """Move every file of `model-<N>` for each N (`model-<N>.damaged.*` included) into a new
-        `superseded_checkpoints/<time>/` (renamed, nothing copied or deleted); returns that folder."""
+    def _files_of(self, iteration):
+        """The paths of `model-<iteration>`'s own files (index, data), not those renamed aside as damaged."""
+        return [os.path.join(self.run_dir, name) for number, name in self._numbered_files()
+                if number == iteration and ".damaged" not in name]
+
+    def _move_aside(self, iterations, copies=()):
+        """Copy the files `copies`, then move every checkpoint file of `model-<N>` for each N
+        (`model-<N>.damaged.*` included) into a new `superseded_checkpoints/<time>/` (renamed,
+        nothing deleted); returns that folder."""
         try:
             folder = new_dated_folder(os.path.join(self.run_dir, SUPERSEDED))
+            for path in copies:
+                if os.path.exists(path):
+                    shutil.copy2(path, folder)
             for number, name in self._numbered_files():
                 if number in iterations:
                     os.rename(os.path.join(self.run_dir, name), os.path.join(folder, name))
@@ -219,10 +229,8 @@ class Checkpointer:
     def _rename_aside(self, iteration):
         """Rename `model-<N>.*` to `model-<N>.damaged.*` (`.damaged2.*`, ... if that name is
         taken: nothing is overwritten); returns the new prefix."""
-        files = [f for f in glob.glob(glob.escape(self.path(iteration)) + ".*")
-                 if not re.match(rf"model-{iteration}\.damaged\d*\.", os.path.basename(f))]
         try:
-            return rename_aside(self.path(iteration), files)
+            return rename_aside(self.path(iteration), self._files_of(iteration))
         except OSError as e:
             raise CheckpointWriteError(f"could not rename the damaged {self.path(iteration)} aside: {e}") from None
 

@@ -13,7 +13,6 @@ import contextlib
 import glob
 import math
 import os
-import shutil
 import sys
 from typing import Callable, NamedTuple
 
@@ -550,7 +549,8 @@ def trained_as(run_dir, checkpoint_iteration):
                 lineage.append((st, end))
                 end = st["iteration"]
         meta_trained = any(max(st["iteration"], st["pretrain_iterations"]) < end for st, end in lineage)
-        described["method"] = "maml" if meta_trained else "pretrain"
+        if meta_trained or (lineage and lineage[-1][0]["iteration"] == 0):  # (a history not back to 0, e.g.
+            described["method"] = "maml" if meta_trained else "pretrain"  # starts recorded from a resume on: as recorded)
     return described
 
 
@@ -581,10 +581,9 @@ def _train(built):
                         raise ValueError(f"--test_iter={FLAGS.test_iter}: a training resumed from model-"
                                          f"{FLAGS.test_iter} would train nothing (it is asked for {total} "
                                          f"iterations in all); ask for more, or drop --test_iter")
-                    start = checkpointer.restore_for_resume(warn=lambda message: print(message, file=sys.stderr),
-                                                            iteration=asked_checkpoint())
-                    if checkpointer.superseded is not None and os.path.exists(os.path.join(run_dir, RUN_INFO)):
-                        shutil.copy2(os.path.join(run_dir, RUN_INFO), checkpointer.superseded)  # its starts, kept
+                    start = checkpointer.restore_for_resume(  # (superseded checkpoints keep their starts' record)
+                        warn=lambda message: print(message, file=sys.stderr), iteration=asked_checkpoint(),
+                        keep_with_superseded=[os.path.join(run_dir, RUN_INFO)])
                 elif checkpointer.available():
                     raise ValueError(f"--noresume: {run_dir} already holds checkpoints (newest model-"
                                      f"{checkpointer.available()[-1]}) that a new run would write over and "

@@ -73,14 +73,20 @@ class Result:
         notes = []
         done = self.info.get("checkpoint_iteration")
         planned = (self.info.get("pretrain_iterations") or 0) + (self.info.get("metatrain_iterations") or 0)
+        command = self.paper_command()
         if self.info.get("imported_from"):
             notes.append("the authors' released checkpoint" if self.info.get("released_checkpoint", True) else
                          "an imported TF1 checkpoint, not the authors' released files")
+        elif isinstance(command, dict) and isinstance(done, int):
+            total = command["pretrain_iterations"] + command["metatrain_iterations"]
+            if done != total:
+                notes.append(f"checkpoint at {done} of the paper's {total} iterations" if done < total else
+                             f"checkpoint at {done} iterations, beyond the paper's {total}")
         elif isinstance(done, int) and planned and done < planned:
             notes.append(f"checkpoint at {done} of {planned} iterations")
         if self.paper is not None and self.num_tasks is not None and self.num_tasks != paper.TEST_TASKS:
             notes.append(f"{self.num_tasks} test tasks (the paper's {paper.TEST_TASKS})")
-        notes += self.settings_other_than_the_papers()
+        notes += [command] if isinstance(command, str) else self.settings_other_than_the_papers(command)
         if self.info.get("test_tasks_file"):
             notes.append(f"the tasks listed in {os.path.basename(self.info['test_tasks_file'])}")
         elif self.info.get("test_pool") != evaluation.ORIGINAL_POOL:
@@ -88,21 +94,31 @@ class Result:
                          "29 November 2026: the same distribution, other tasks)")
         return notes
 
-    def settings_other_than_the_papers(self):
-        """The training settings that differ from the paper's command for this row (`flags/`,
-        maml_tf.main's defaults where the flagfile sets none; the seed aside), iteration counts
-        included, as the training recorded them in run_info.json (the test's .json carries them
-        since 30 November 2026; older descriptions are not checked)."""
-        trained = self.info.get("training_flags")
-        if self.paper is None or not isinstance(trained, dict) or self.info.get("imported_from"):
-            return []
+    def paper_command(self):
+        """The settings of the paper's command for this row (`command_settings` of its flagfile),
+        when the test's .json carries the training's recorded flags (since 30 November 2026; not
+        an imported checkpoint's); a caveat (str) if the flagfile is missing; else None."""
+        if self.paper is None or not isinstance(self.info.get("training_flags"), dict) or self.info.get("imported_from"):
+            return None
         path = os.path.join(PAPER_COMMANDS, self.paper.command)
         if not os.path.isfile(path):
-            return [f"training settings not checked: the paper's command {path} is missing"]
-        wanted = command_settings(path)
-        trained = {**trained, **{name: self.info.get(name) for name in ITERATION_FLAGS}}
-        differ = [f"--{name}={trained[name]} (the paper's {wanted[name]})" for name in wanted
-                  if name in trained and trained[name] != wanted[name]]
+            return f"training settings not checked: the paper's command {path} is missing"
+        return command_settings(path)
+
+    def settings_other_than_the_papers(self, command):
+        """The training settings that differ from the paper's `command` (`paper_command`; the seed
+        aside), as the training recorded them in run_info.json; for a MAML row, pretraining
+        iterations before the meta-training where the command has none. (The checkpoint's
+        iteration count against the command's is `caveats`' first note.)"""
+        if command is None:
+            return []
+        trained = self.info["training_flags"]
+        differ = [f"--{name}={trained[name]} (the paper's {command[name]})" for name in command
+                  if name in trained and name not in ITERATION_FLAGS and trained[name] != command[name]]
+        pretrained = self.info.get("pretrain_iterations")
+        if self.info.get("method") == "maml" and isinstance(pretrained, int) and pretrained != command[
+                "pretrain_iterations"]:
+            differ.append(f"--pretrain_iterations={pretrained} (the paper's {command['pretrain_iterations']})")
         return [f"trained otherwise than flags/{self.paper.command}: " + ", ".join(differ)] if differ else []
 
     @property
@@ -125,7 +141,8 @@ ITERATION_FLAGS = ("pretrain_iterations", "metatrain_iterations")
 def command_settings(flagfile):
     """{flag: value} of what a maml_tf.main command trains (its `TRAINING_FLAGS` but the seed,
     and the iteration counts): the flagfile's values, maml_tf.main's defaults elsewhere, read
-    by absl with main's own flag definitions (on a copy: nothing of this process's flags changes)."""
+    by absl with copies of main's own flag definitions, reset to their defaults (this process's
+    values of them stay as they are). Importing maml_tf.main defines its flags in this process."""
     import copy
 
     from maml_tf import main as maml_main
@@ -133,7 +150,9 @@ def command_settings(flagfile):
     names = [name for name in maml_main.TRAINING_FLAGS if name != "seed"] + list(ITERATION_FLAGS)
     command = flags.FlagValues()
     for name in names:
-        flags.DEFINE_flag(copy.deepcopy(maml_main.FLAGS[name]), flag_values=command)
+        definition = copy.deepcopy(maml_main.FLAGS[name])
+        definition.unparse()  # the default, whatever this process set
+        flags.DEFINE_flag(definition, flag_values=command)
     command(["maml_tf.main", f"--flagfile={flagfile}"], known_only=True)
     return {name: command[name].value for name in names}
 

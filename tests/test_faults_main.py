@@ -147,9 +147,12 @@ def test_resuming_from_an_earlier_checkpoint_keeps_the_newer_ones(two_checkpoint
     `model_file = ... 'model' + str(FLAGS.test_iter)` did when resuming (main.py); every file of
     a newer checkpoint, which the resumed run would write over (model-40 whole, a model-40
     renamed aside as damaged before, the data of a model-60 without its index), is moved to
-    superseded_checkpoints/<time>/ and named. A checkpoint that is not there is a one-line
-    error that moves nothing."""
+    superseded_checkpoints/<time>/ and named, after a copy of `keep_with_superseded` (the record
+    of their starts); a user's `model-45.notes.txt` is not a checkpoint file and stays. A
+    checkpoint that is not there is a one-line error that moves nothing."""
     run_dir = two_checkpoints
+    (run_dir / "model-45.notes.txt").write_text("mine")
+    (run_dir / "record.json").write_text("{}")
     (run_dir / "model-40.damaged.index").write_bytes(b"kept from an earlier damage")
     (run_dir / "model-60.data-00000-of-00001").write_bytes(b"a save cut short before its index")
     newer = {name: (run_dir / name).read_bytes() for name in os.listdir(run_dir) if name.startswith(("model-40.", "model-60."))}
@@ -163,16 +166,18 @@ def test_resuming_from_an_earlier_checkpoint_keeps_the_newer_ones(two_checkpoint
     warnings = []
     resumed = _learner(seed=4)
     checkpointer = Checkpointer(str(run_dir), resumed)
-    assert checkpointer.restore_for_resume(warn=warnings.append, iteration=20) == 20
+    assert checkpointer.restore_for_resume(warn=warnings.append, iteration=20,
+                                           keep_with_superseded=[str(run_dir / "record.json")]) == 20
     for a, b in zip(reference.variables, resumed.variables):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
     assert checkpointer.available() == [20]
     assert not [name for name in os.listdir(run_dir) if name.startswith(("model-40", "model-60"))]
+    assert (run_dir / "model-45.notes.txt").read_text() == "mine" and (run_dir / "record.json").exists()
     assert tf.train.latest_checkpoint(str(run_dir)).endswith("model-20")
     (kept,) = os.listdir(run_dir / "superseded_checkpoints")
     folder = run_dir / "superseded_checkpoints" / kept
     assert checkpointer.superseded == str(folder)
-    assert {name: (folder / name).read_bytes() for name in os.listdir(folder)} == newer
+    assert {name: (folder / name).read_bytes() for name in os.listdir(folder)} == {**newer, "record.json": b"{}"}
     assert warnings == [f"warning: resuming from model-20 (--test_iter); the files of the newer checkpoints "
                         f"model-40, model-60 are kept in {folder}"]
 
@@ -180,9 +185,11 @@ def test_resuming_from_an_earlier_checkpoint_keeps_the_newer_ones(two_checkpoint
 def test_a_newer_checkpoint_without_its_index_is_renamed_aside_when_resuming(two_checkpoints):
     """The data of a save cut short before its index (model-60) is not a checkpoint to resume
     from, and the resumed run's own save of model-60 would write over it: it is renamed aside as
-    damaged, with a warning, before training resumes from model-40."""
+    damaged, with a warning, before training resumes from model-40; a user's `model-60.notes.txt`
+    is left as it is, and stays when model-60 is later pruned."""
     run_dir = two_checkpoints
     (run_dir / "model-60.data-00000-of-00001").write_bytes(b"a save cut short before its index")
+    (run_dir / "model-60.notes.txt").write_text("mine")
     warnings = []
     checkpointer = Checkpointer(str(run_dir), _learner())
     assert checkpointer.restore_for_resume(warn=warnings.append) == 40
@@ -191,6 +198,10 @@ def test_a_newer_checkpoint_without_its_index_is_renamed_aside_when_resuming(two
     checkpointer.save(60)
     assert (run_dir / "model-60.damaged.data-00000-of-00001").read_bytes() == b"a save cut short before its index"
     assert Checkpointer(str(run_dir), _learner()).restore(60) == 60
+    checkpointer.max_to_keep = 1
+    checkpointer.save(80)  # prunes model-40 and model-60's own files
+    assert sorted(os.listdir(run_dir)) == ["checkpoint", "model-60.damaged.data-00000-of-00001", "model-60.notes.txt",
+                                           "model-80.data-00000-of-00001", "model-80.index"]
 
 
 def test_cli_test_iter_while_training_resumes_from_that_checkpoint(tmp_path, repo_root):

@@ -158,9 +158,9 @@ def test_cli_test_describes_the_run_as_its_training_recorded_it(tmp_path, repo_r
     then started with the MAML command at 20 iterations (nothing to do: the record stays as it
     was), then tested with the MAML command line (whose --metatrain_iterations is not 0): the
     test describes model-20 as the pretrained baseline its run_info.json records, and
-    report.compare puts it next to the paper's pretrained numbers, not MAML's, saying it was
-    trained 20 iterations where the paper's command (flags/sinusoid_pretrain.flags) trains 70000,
-    and nothing else (the test drew the original's tasks; every other setting is the command's)."""
+    report.compare puts it next to the paper's pretrained numbers, not MAML's, saying its
+    checkpoint is at 20 of the 70000 iterations of the paper's command
+    (flags/sinusoid_pretrain.flags), and nothing else (the test drew the original's tasks; every other setting is the command's)."""
     maml = ["--flagfile=flags/sinusoid.flags", f"--logdir={tmp_path}"]
     outputs = []
     for args in (["--flagfile=flags/sinusoid_pretrain.flags", f"--logdir={tmp_path}", "--pretrain_iterations=20"],
@@ -181,8 +181,7 @@ def test_cli_test_describes_the_run_as_its_training_recorded_it(tmp_path, repo_r
                if "Sinusoid 5-shot, pretrained (MSE)" in line)
     assert "earlier test tasks" not in row
     assert info["training_flags"]["meta_batch_size"] == 25
-    assert ("[5 test tasks (the paper's 600); trained otherwise than flags/sinusoid_pretrain.flags: "
-            "--pretrain_iterations=20 (the paper's 70000)]") in row
+    assert "[checkpoint at 20 of the paper's 70000 iterations; 5 test tasks (the paper's 600)]" in row
 
 
 @pytest.mark.parametrize("starts,iteration,method", [
@@ -197,6 +196,7 @@ def test_cli_test_describes_the_run_as_its_training_recorded_it(tmp_path, repo_r
     ([(0, 3000, 7000), (5000, 3000, 7000), (2000, 10000, 0)], 4000, "pretrain"),
     ([(0, 3000, 7000), (5000, 3000, 7000), (2000, 10000, 0)], 1000, "pretrain"),
     ([(0, 1000, 7000), (5000, 3000, 7000), (2000, 10000, 0)], 4000, "maml"),  # 1000..1999 meta-trained
+    ([(5000, 0, 7000)], 6000, "maml"),  # starts recorded from a resume at 5000 on: 5000..5999 meta-trained
 ])
 def test_trained_as_describes_each_checkpoint_by_the_iterations_before_it(tmp_path, starts, iteration, method):
     """maml_tf.main.trained_as: a checkpoint is the pretrained baseline if every iteration up to
@@ -212,6 +212,21 @@ def test_trained_as_describes_each_checkpoint_by_the_iterations_before_it(tmp_pa
     assert trained_as(str(tmp_path), iteration)["method"] == method
     (tmp_path / RUN_INFO).write_text(json.dumps({"method": "oracle", "starts": records}))
     assert trained_as(str(tmp_path), iteration) == {"method": "oracle"}
+
+
+@pytest.mark.parametrize("iteration", [3000, 5000, 59000])
+def test_trained_as_keeps_the_recorded_method_where_the_starts_do_not_reach_back_to_0(tmp_path, iteration):
+    """A run whose recorded starts begin at a resume (5000: begun before starts were recorded, or
+    trained on from an imported checkpoint) and whose later starts meta-train nothing: what came
+    before 5000 is unknown, so the method its run_info.json records (MAML) stands (it was called
+    the pretrained baseline)."""
+    from maml_tf.main import RUN_INFO, trained_as
+
+    (tmp_path / RUN_INFO).write_text(json.dumps({"method": "maml", "pretrain_iterations": 0,
+                                                 "metatrain_iterations": 60000, "starts": [
+                                                     {"iteration": 5000, "pretrain_iterations": 60000,
+                                                      "metatrain_iterations": 0}]}))
+    assert trained_as(str(tmp_path), iteration)["method"] == "maml"
 
 
 def test_trained_as_without_or_with_a_damaged_record(tmp_path, capsys):

@@ -64,20 +64,50 @@ def test_a_partway_checkpoint_or_a_smaller_test_is_said_next_to_the_papers_numbe
 
 def test_a_training_other_than_the_papers_command_is_said(tmp_path):
     """A row next to the paper's number says which training settings differ from the paper's
-    command for it (flags/sinusoid.flags, maml_tf.main's defaults elsewhere): a meta-batch of 10
-    and 1000 planned iterations, where the command has 25 and 70000, are named; the seed (7
-    here) is not one of the paper's settings; a training with the command's settings, nothing."""
+    command for it (flags/sinusoid.flags, maml_tf.main's defaults elsewhere; the seed, 7 here,
+    is not one of the paper's settings) and where the checkpoint's iteration count differs from
+    the command's (70000): a meta-batch of 10 where the command has 25; a run planned as 1000
+    iterations; pretraining before the meta-training, which the MAML command has none of. A run
+    extended past the paper's count, tested at the paper's checkpoint, gets no note; nor does a
+    training with the command's settings."""
     paper_run = {"datasource": "sinusoid", "num_classes": 5, "baseline": None, "meta_batch_size": 25,
                  "meta_lr": 0.001, "update_batch_size": 10, "update_lr": 0.01, "num_updates": 1, "norm": "None",
                  "num_filters": 64, "conv": True, "max_pool": False, "stop_grad": False, "seed": 7}
-    info = {**SINE_MAML, "pretrain_iterations": 0, "metatrain_iterations": 70000, "checkpoint_iteration": 70000}
-    path = _fake_run(tmp_path, {**info, "training_flags": paper_run}, np.ones((600, 11)), 5, 0.01)
-    assert "[" not in compare.table([compare.Result(path)]).splitlines()[2].split("|")[2]
-    path = _fake_run(tmp_path, {**info, "metatrain_iterations": 1000, "checkpoint_iteration": 1000,
-                                "training_flags": {**paper_run, "meta_batch_size": 10}}, np.ones((600, 11)), 5, 0.01)
-    row = compare.table([compare.Result(path)]).splitlines()[2]
-    assert ("[trained otherwise than flags/sinusoid.flags: --meta_batch_size=10 (the paper's 25), "
-            "--metatrain_iterations=1000 (the paper's 70000)]") in row
+    info = {**SINE_MAML, "pretrain_iterations": 0, "metatrain_iterations": 70000, "checkpoint_iteration": 70000,
+            "training_flags": paper_run}
+
+    def caveat(**changes):
+        path = _fake_run(tmp_path, {**info, **changes}, np.ones((600, 11)), 5, 0.01)
+        run = compare.table([compare.Result(path)]).splitlines()[2].split("|")[2]
+        return run[run.index("[") + 1:run.rindex("]")] if "[" in run else ""
+
+    assert caveat() == ""
+    assert caveat(metatrain_iterations=80000) == ""  # extended, tested at model-70000
+    assert caveat(metatrain_iterations=1000, checkpoint_iteration=1000,
+                  training_flags={**paper_run, "meta_batch_size": 10}) == (
+        "checkpoint at 1000 of the paper's 70000 iterations; trained otherwise than flags/sinusoid.flags: "
+        "--meta_batch_size=10 (the paper's 25)")
+    assert caveat(checkpoint_iteration=80000, metatrain_iterations=80000) == (
+        "checkpoint at 80000 iterations, beyond the paper's 70000")
+    assert caveat(pretrain_iterations=1000, metatrain_iterations=69000) == (
+        "trained otherwise than flags/sinusoid.flags: --pretrain_iterations=1000 (the paper's 0)")
+    assert caveat(training_flags="damaged") == ""  # not a dict: not checked, as a description without it
+
+
+def test_the_papers_command_is_read_with_the_defaults_not_this_processs_values():
+    """`command_settings` fills what the flagfile does not set with maml_tf.main's defaults, even
+    where this process holds other values for main's flags (a test process, or one that parsed
+    them)."""
+    from maml_tf import main as maml_main
+
+    flag = maml_main.FLAGS["meta_lr"]
+    before = flag.value
+    flag.value = 0.5
+    try:
+        settings = compare.command_settings(os.path.join(compare.PAPER_COMMANDS, "omniglot_5way_1shot.flags"))
+    finally:
+        flag.value = before
+    assert (settings["meta_lr"], settings["meta_batch_size"], settings["num_filters"]) == (0.001, 32, 64)
 
 
 def test_each_paper_row_names_the_command_that_trains_its_model():
