@@ -100,7 +100,7 @@ class Result:
         an imported checkpoint's); a caveat (str) if the flagfile is missing; else None."""
         if self.paper is None or not isinstance(self.info.get("training_flags"), dict) or self.info.get("imported_from"):
             return None
-        path = os.path.join(PAPER_COMMANDS, self.paper.command)
+        path = os.path.join(paper.PAPER_COMMANDS, self.paper.command)
         if not os.path.isfile(path):
             return f"training settings not checked: the paper's command {path} is missing"
         return command_settings(path)
@@ -133,8 +133,6 @@ class Result:
         return "/".join([os.path.basename(os.path.dirname(run_dir)), os.path.basename(run_dir), os.path.basename(self.path)])
 
 
-# The paper's training commands (the flagfiles beside this package, which the README's commands use).
-PAPER_COMMANDS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "flags")
 ITERATION_FLAGS = ("pretrain_iterations", "metatrain_iterations")
 
 

@@ -1,6 +1,10 @@
 """The paper's published numbers (Finn et al. 2017, and DESIGN §5) and which runs they describe.
 The first-order Omniglot rows' +- are Table 1's (the final version; DESIGN §5 gives the means)."""
+import os
 from typing import NamedTuple, Optional
+
+# The paper's commands: the flagfiles beside this package (flags/), which the README's commands use.
+PAPER_COMMANDS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "flags")
 
 
 class PaperResult(NamedTuple):
@@ -75,14 +79,21 @@ class PaperRL(NamedTuple):
     maml: tuple  # mean return after 0, 1, 2, 3 gradient steps
     oracle: float
     num_trajs: int  # paths per task and step in the original test script (its batch_size / horizon)
+    command: str  # the flagfile (flags/) of the paper's MAML checkpoint configuration
+    oracle_command: str  # and of its oracle
     num_tasks: int = 40  # test goals
 
 
 # key: rl.train's --env name (the `task` column of rl.evaluate's csv). Paper Table 4 / Figures 4-5.
 RL = {
-    "point": PaperRL("2D navigation", (-40.41, -11.68, -3.33, -3.23), -2.29, 40),
-    "cheetah_vel": PaperRL("Half-cheetah, goal velocity", (-129.5, -78.6, -66.6, -60.8), -54.5, 20),
-    "cheetah_dir": PaperRL("Half-cheetah, forward/backward", (-50.69, 293.19, 313.48, 315.65), 442.7, 20),
-    "ant_vel": PaperRL("Ant, goal velocity", (30.6, 96.7, 100.1, 101.4), 107.9, 20),
-    "ant_dir": PaperRL("Ant, forward/backward", (8.7, 499.2, 500.7, 499.1), 524.8, 40),
+    "point": PaperRL("2D navigation", (-40.41, -11.68, -3.33, -3.23), -2.29, 40, "rl_point.flags",
+                     "rl_point_oracle.flags"),
+    "cheetah_vel": PaperRL("Half-cheetah, goal velocity", (-129.5, -78.6, -66.6, -60.8), -54.5, 20,
+                           "rl_cheetah_vel_paper_checkpoint.flags", "rl_cheetah_vel_oracle.flags"),
+    "cheetah_dir": PaperRL("Half-cheetah, forward/backward", (-50.69, 293.19, 313.48, 315.65), 442.7, 20,
+                           "rl_cheetah_dir_paper_checkpoint.flags", "rl_cheetah_dir_oracle.flags"),
+    "ant_vel": PaperRL("Ant, goal velocity", (30.6, 96.7, 100.1, 101.4), 107.9, 20, "rl_ant_vel.flags",
+                       "rl_ant_vel_oracle.flags"),
+    "ant_dir": PaperRL("Ant, forward/backward", (8.7, 499.2, 500.7, 499.1), 524.8, 40, "rl_ant_dir.flags",
+                       "rl_ant_dir_oracle.flags"),
 }

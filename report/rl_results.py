@@ -13,10 +13,12 @@ from report.files import first_csv_row, read_complete_text, row_length_error
 # pretrain, oracle, random); `design` the evaluation options set away from rl.evaluate's defaults
 # (the released test scripts' protocol, one sampling stream, the run's step size), ';'-separated
 # ('' for none); `checkpoint` the evaluated checkpoint (`ckpt-<N>`, its iteration N, `ckpt-<N> of
-# <n_itr>` when the run was set to train longer; `init seed S` for a random initialisation). Files written before 29 November lack `mode` and `design`, before
-# 30 November `checkpoint`.
+# <n_itr>` when the run was set to train longer; `init seed S` for a random initialisation);
+# `training` the run's settings that differ from the paper's command (`rl.evaluate.trained_otherwise`).
+# Files written before 29 November lack `mode` and `design`, before 30 November `checkpoint`, before
+# the 30th's second session `training`.
 SUMMARY_COLUMNS = ["method", "task", "step", "mean_return", "stderr", "num_tasks", "num_trajs", "fast_lr", "mode",
-                   "design", "checkpoint"]
+                   "design", "checkpoint", "training"]
 
 
 class RLResult:
@@ -33,6 +35,7 @@ class RLResult:
         self.mode = rows[0].get("mode") or (method if method in ("maml", "pretrain", "oracle", "random") else None)
         self.departures = [d for d in (rows[0].get("design") or "").split(";") if d]
         self.checkpoint = rows[0].get("checkpoint") or None  # absent from files before 30 November
+        self.trained_otherwise = [d for d in (rows[0].get("training") or "").split(";") if d]
         if self.paper is not None:
             num_tasks, num_trajs = rows[0].get("num_tasks"), rows[0].get("num_trajs")
             if num_tasks not in (None, "", str(self.paper.num_tasks)):
@@ -90,5 +93,9 @@ def rl_table(results):
             method += " [evaluated with " + "; ".join(r.departures) + "]"
         if r.checkpoint and " of " in r.checkpoint:  # a partway checkpoint: `ckpt-<N> of <n_itr>`
             method += f" [{r.checkpoint} iterations]"
+        if r.trained_otherwise and r.paper is not None:
+            command = r.paper.oracle_command if r.is_oracle else r.paper.command
+            method += (f" [training settings {r.trained_otherwise[0]}]" if r.trained_otherwise[0].startswith("unchecked")
+                       else f" [trained otherwise than flags/{command}: " + ", ".join(r.trained_otherwise) + "]")
         lines.append(f"| {label} | {method} | {ours} | {theirs} |")
     return "\n".join(lines)

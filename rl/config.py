@@ -141,15 +141,32 @@ def run_record(config, obs_dim, act_dim):
     return dict(config.to_dict(), obs_dim=obs_dim, act_dim=act_dim, oracle=config.mode == "oracle")
 
 
-def define_flags(flags):
+def define_flags(flags, flag_values=None):
     """Define one absl flag per `TrainConfig` field (same name, default and help), attributed to
-    the calling module (so `python -m rl.train --help` lists them)."""
+    the calling module (so `python -m rl.train --help` lists them); in `flag_values` (absl's
+    global FLAGS when None)."""
     flags.disclaim_key_flags()
+    where = {} if flag_values is None else {"flag_values": flag_values}
     for f in FIELDS:
         default = f.default_factory() if f.default is dataclasses.MISSING else f.default
         define = {str: flags.DEFINE_string, int: flags.DEFINE_integer, float: flags.DEFINE_float,
                   bool: flags.DEFINE_bool, list: flags.DEFINE_list}[f.type]
-        define(f.name, [str(v) for v in default] if f.type is list else default, f.metadata["help"])
+        define(f.name, [str(v) for v in default] if f.type is list else default, f.metadata["help"], **where)
+
+
+# What a run trains, as a paper command sets it: the settings a resume may not change, but the seed.
+TRAINED_SETTINGS = tuple(f.name for f in FIELDS if not f.metadata["resumable"] and f.name != "seed")
+
+
+def command_config(flagfile):
+    """The `TrainConfig` an `rl.train --flagfile=FLAGFILE` command trains (the flagfile's values,
+    the defaults elsewhere; read by absl into flags of its own: this process's flags are untouched)."""
+    from absl import flags
+
+    command = flags.FlagValues()
+    define_flags(flags, command)
+    command(["rl.train", f"--flagfile={flagfile}"], known_only=True)
+    return from_flags(command)
 
 
 def from_flags(values):

@@ -5,14 +5,16 @@
         --output=~/runs/rl_point_eval.csv
 
 Output CSV (one row per method and step):
-    method,task,step,mean_return,stderr,num_tasks,num_trajs,fast_lr,mode,design,checkpoint
+    method,task,step,mean_return,stderr,num_tasks,num_trajs,fast_lr,mode,design,checkpoint,training
 mean_return = mean over test tasks of each task's mean undiscounted return,
 stderr = sample std over tasks / sqrt(num_tasks); mode = what the run was trained as (maml,
 pretrain, oracle, random), design = the evaluation options set away from the defaults (the
 released test protocol, one sampling stream, the run's step size; ';'-separated, empty for
 none), which report.compare shows next to the paper's numbers; checkpoint = the checkpoint
 evaluated (`ckpt-<N>`, `ckpt-<N> of <n_itr>` when the run was set to train longer, `init seed
-S` for a random initialisation). Oracle runs (goal in the
+S` for a random initialisation); training = the run's training settings that differ from the
+paper's command for its task (`name=value (the paper's value)`, ';'-separated; MAML and oracle
+runs). Oracle runs (goal in the
 observation) are evaluated at step 0 only, as in the original. A second file,
 <output stem>_per_task.csv (method,task,task_index,step,mean_return), keeps
 the raw per-task numbers.
@@ -149,6 +151,31 @@ def _design(config, proto, default_proto, first_lr_scale):
     parts += ["same_sampling_seed"] if FLAGS.same_sampling_seed else []
     parts += [] if FLAGS.batch_in_steps else ["nobatch_in_steps"]
     return ";".join(parts)
+
+
+def trained_otherwise(config):
+    """The `training` column of a run's rows: the settings its config.json trained with that
+    differ from the paper's command for its task and mode (MAML and oracle:
+    `report.paper.RL`'s flagfiles; the seed and what a resume may change aside), as
+    `name=value (the paper's value)`, ';'-separated; '' for none or a mode without a paper
+    number. report.compare shows them next to the paper's numbers."""
+    from report import paper
+    from rl.config import TRAINED_SETTINGS, TrainConfig, command_config
+
+    row = paper.RL.get(config["env"])
+    command = None if row is None else {"maml": row.command, "oracle": row.oracle_command}.get(config["mode"])
+    if command is None:
+        return ""
+    path = os.path.join(paper.PAPER_COMMANDS, command)
+    if not os.path.isfile(path):
+        return f"unchecked ({path} is missing)"
+    trained, wanted = TrainConfig.from_dict(config).to_dict(), command_config(path).to_dict()
+    return ";".join(f"{name}={_shown(trained[name])} (the paper's {_shown(wanted[name])})" for name in TRAINED_SETTINGS
+                    if trained[name] != wanted[name])
+
+
+def _shown(value):
+    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
 
 
 def _init_seeds():
@@ -367,7 +394,8 @@ def _main(argv, reclaim_signals=lambda: None):
         proto = protocol(logdir, task_seed=FLAGS.task_seed, num_trajs=FLAGS.num_trajs,
                          later_lr_scale=later_lr_scale, collector_workers=FLAGS.collector_workers)
         tail = [config["mode"], _design(config, proto, protocol(logdir), first_lr_scale)]  # mode, design
-        described = lambda rows, checkpoint: [row + tail + [checkpoint] for row in rows]  # noqa: E731
+        training = [trained_otherwise(config)]
+        described = lambda rows, checkpoint: [row + tail + [checkpoint] + training for row in rows]  # noqa: E731
         results = []
         for seed in seeds:
             checkpoint = None if seed is not None else newest

@@ -1,7 +1,7 @@
 """Evaluation driver: run directories -> per-step mean returns and CSV rows (no flags).
 
 Summary CSV columns (one row per method and step):
-    method,task,step,mean_return,stderr,num_tasks,num_trajs,fast_lr,mode,design,checkpoint
+    method,task,step,mean_return,stderr,num_tasks,num_trajs,fast_lr,mode,design,checkpoint,training
 mean_return = mean over test tasks of each task's mean undiscounted return;
 stderr = sample std over tasks / sqrt(num_tasks). The row functions here give the first eight;
 rl.evaluate adds the run's mode, the evaluation's design and the checkpoint evaluated

@@ -104,7 +104,7 @@ def test_the_papers_command_is_read_with_the_defaults_not_this_processs_values()
     before = flag.value
     flag.value = 0.5
     try:
-        settings = compare.command_settings(os.path.join(compare.PAPER_COMMANDS, "omniglot_5way_1shot.flags"))
+        settings = compare.command_settings(os.path.join(paper.PAPER_COMMANDS, "omniglot_5way_1shot.flags"))
     finally:
         flag.value = before
     assert (settings["meta_lr"], settings["meta_batch_size"], settings["num_filters"]) == (0.001, 32, 64)
@@ -116,11 +116,22 @@ def test_each_paper_row_names_the_command_that_trains_its_model():
     of the row's test K was trained with (`paper_training_k`: Omniglot's 5-shot rows test the
     1-shot model)."""
     for (datasource, method, ways, test_k, conv, first_order), row in paper.SUPERVISED.items():
-        command = compare.command_settings(os.path.join(compare.PAPER_COMMANDS, row.command))
+        command = compare.command_settings(os.path.join(paper.PAPER_COMMANDS, row.command))
         assert (command["datasource"], command["num_classes"] if datasource != "sinusoid" else 5, command["conv"],
                 command["stop_grad"]) == (datasource, ways, conv, first_order), row.label
         assert ("maml" if command["metatrain_iterations"] > 0 else "pretrain") == method, row.label
         assert command["update_batch_size"] == paper.paper_training_k(datasource, test_k), row.label
+
+
+def test_each_rl_paper_row_names_its_maml_and_oracle_commands():
+    """`paper.RL`'s flagfiles train the row's task in its mode (rl.config.command_config reads
+    them with rl.train's definitions), and the oracle's sees the task in its observation."""
+    from rl.config import command_config
+
+    for env, row in paper.RL.items():
+        for command, mode in ((row.command, "maml"), (row.oracle_command, "oracle")):
+            config = command_config(os.path.join(paper.PAPER_COMMANDS, command))
+            assert (config.env, config.mode) == (env, mode), command
 
 
 def test_a_test_on_the_earlier_pool_is_said(tmp_path):
@@ -406,16 +417,16 @@ def test_cut_short_or_damaged_result_csvs_are_named(tmp_path):
     result = _compare_cli([path], tmp_path)
     assert result.returncode == 1 and _one_line(result.stderr), result.stderr
     assert "is damaged: cut short (its last line has no end)" in result.stderr
-    good = ",".join(SUMMARY_COLUMNS) + "\n" + "maml,point,0,-3.2,0.5,40,20,0.1,maml,,ckpt-9\n"
+    good = ",".join(SUMMARY_COLUMNS) + "\n" + "maml,point,0,-3.2,0.5,40,20,0.1,maml,,ckpt-9,\n"
     for name, text, message in (
             ("cut.csv", good + "maml,point,1,-3.2,0.5,4", "cut short (its last line has no end)"),
             ("short.csv", good + "maml,point,1,-3.2,0.5,4\n", "the row is cut short or too long"),
-            ("long.csv", good.replace("ckpt-9\n", "ckpt-9,x\n"), "the row is cut short or too long")):
+            ("long.csv", good.replace("ckpt-9,\n", "ckpt-9,,x\n"), "the row is cut short or too long")):
         (tmp_path / name).write_text(text)
         result = _compare_cli([name], tmp_path)
         assert result.returncode == 1 and _one_line(result.stderr), (name, result.stderr)
         assert f"{name}" in result.stderr and message in result.stderr, (name, result.stderr)
-    (tmp_path / "bad.csv").write_bytes(good.encode() + b"maml,point,1,-3\xff.2,0.5,40,20,0.1,maml,,ckpt-9\n")
+    (tmp_path / "bad.csv").write_bytes(good.encode() + b"maml,point,1,-3\xff.2,0.5,40,20,0.1,maml,,ckpt-9,\n")
     result = _compare_cli(["bad.csv"], tmp_path)
     assert result.returncode == 1 and _one_line(result.stderr), result.stderr
     assert "bad.csv is not UTF-8 text" in result.stderr

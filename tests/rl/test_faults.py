@@ -495,7 +495,9 @@ def test_a_checkpoint_without_the_policy_is_refused_not_evaluated_as_random_weig
 
 def test_rl_evaluate_names_the_checkpoint_it_evaluated_and_says_partway(tmp_path, tiny):
     """The summary csv's `checkpoint` column and the log name the evaluated checkpoint; one
-    before the run's --n_itr is called partway in the log, and report.compare's table says so."""
+    before the run's --n_itr is called partway in the log, and report.compare's table says so.
+    The `training` column names the settings that differ from the paper's command for the task
+    (flags/rl_point.flags), and the table says so too."""
     logdir = str(tmp_path / "run")
     run(dict(tiny, n_itr=2), logdir)
     with open(os.path.join(logdir, "config.json")) as f:
@@ -508,9 +510,15 @@ def test_rl_evaluate_names_the_checkpoint_it_evaluated_and_says_partway(tmp_path
     assert result.returncode == 0, result.stderr
     assert f"Evaluating maml ({logdir}) ckpt-2 (partway: the run was set to 5 iterations) on 2 tasks" in result.stderr
     with open(tmp_path / "e.csv", newline="") as f:
-        assert {r["checkpoint"] for r in csv.DictReader(f)} == {"ckpt-2 of 5"}
+        rows = list(csv.DictReader(f))
+    assert {r["checkpoint"] for r in rows} == {"ckpt-2 of 5"}
+    assert {r["training"] for r in rows} == {
+        "meta_batch_size=2 (the paper's 20);fast_batch_size=2 (the paper's 20);max_path_length=10 (the paper's 100);"
+        "hidden_sizes=8,8 (the paper's 100,100);batch_in_steps=False (the paper's True)"}
     from report.rl_results import read_rl, rl_table
-    assert "[ckpt-2 of 5 iterations] |" in rl_table(read_rl(str(tmp_path / "e.csv")))
+    assert ("[ckpt-2 of 5 iterations] [trained otherwise than flags/rl_point.flags: meta_batch_size=2 (the paper's "
+            "20), fast_batch_size=2 (the paper's 20), max_path_length=10 (the paper's 100), hidden_sizes=8,8 (the "
+            "paper's 100,100), batch_in_steps=False (the paper's True)] |") in rl_table(read_rl(str(tmp_path / "e.csv")))
 
 
 @pytest.mark.parametrize("change, message", [
