@@ -64,10 +64,11 @@ class Result:
 
     @property
     def caveats(self):
-        """What makes this test other than the paper's: fewer iterations trained than the run
-        was set to (a partway checkpoint), a number of test tasks other than the paper's, tasks
-        from an episode list, or tasks other than the original's (a test written before our pool
-        became theirs). (The
+        """What makes this test other than the paper's: a checkpoint iteration other than the
+        paper's command's and training settings other than its (`paper_command`; for a test
+        that does not record them, fewer iterations trained than the run was set to), a number
+        of test tasks other than the paper's, tasks from an episode list, or tasks other than
+        the original's (a test written before our pool became theirs). (The
         authors' released MiniImagenet model, imported, is their run's last checkpoint, model59000
         of 60000 iterations: said as such.)"""
         notes = []

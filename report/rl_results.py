@@ -1,6 +1,7 @@
 """rl.evaluate's summary csv: its columns, and reading it next to the paper's RL numbers."""
 import csv
 import io
+import re
 
 import numpy as np
 
@@ -47,6 +48,19 @@ class RLResult:
     def is_oracle(self):
         return self.mode == "oracle"
 
+    @property
+    def checkpoint_number(self):
+        """N of the evaluated `ckpt-<N>` (None for an initialisation or a file without the column)."""
+        match = re.match(r"ckpt-(\d+)", self.checkpoint or "")
+        return int(match.group(1)) if match else None
+
+    @property
+    def paper_checkpoint(self):
+        """The updates of the checkpoint the paper evaluated for this row (MAML or oracle), or None."""
+        if self.paper is None or self.mode not in ("maml", "oracle"):
+            return None
+        return self.paper.oracle_checkpoint if self.is_oracle else self.paper.checkpoint
+
 
 def is_rl_csv(path):
     """Whether the file's first line is rl.evaluate's header (a bad byte further on is read_rl's to name)."""
@@ -91,7 +105,11 @@ def rl_table(results):
         method = r.method + (f" ({r.mode})" if r.mode and not r.method.lower().startswith(r.mode) else "")
         if r.departures:
             method += " [evaluated with " + "; ".join(r.departures) + "]"
-        if r.checkpoint and " of " in r.checkpoint:  # a partway checkpoint: `ckpt-<N> of <n_itr>`
+        evaluated = r.paper_checkpoint
+        number = r.checkpoint_number
+        if evaluated is not None and number is not None and number != evaluated:
+            method += f" [{r.checkpoint}; the paper's checkpoint: {evaluated} (rllab's itr_{evaluated - 1})]"
+        elif evaluated is None and r.checkpoint and " of " in r.checkpoint:  # partway: `ckpt-<N> of <n_itr>`
             method += f" [{r.checkpoint} iterations]"
         if r.trained_otherwise and r.paper is not None:
             command = r.paper.oracle_command if r.is_oracle else r.paper.command

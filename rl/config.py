@@ -158,14 +158,25 @@ def define_flags(flags, flag_values=None):
 TRAINED_SETTINGS = tuple(f.name for f in FIELDS if not f.metadata["resumable"] and f.name != "seed")
 
 
+# rl.train's flags besides TrainConfig's: where a run is written and how it is distributed.
+RUN_FLAGS = ("logdir", "distribute", "cpu_replicas", "join_timeout")
+
+
 def command_config(flagfile):
     """The `TrainConfig` an `rl.train --flagfile=FLAGFILE` command trains (the flagfile's values,
-    the defaults elsewhere; read by absl into flags of its own: this process's flags are untouched)."""
+    the defaults elsewhere; read by absl into flags of its own: this process's flags are
+    untouched). A flag rl.train does not have (a misspelt name) is a ValueError naming it."""
     from absl import flags
 
     command = flags.FlagValues()
     define_flags(flags, command)
-    command(["rl.train", f"--flagfile={flagfile}"], known_only=True)
+    try:
+        others = command(["rl.train", f"--flagfile={flagfile}"], known_only=True)[1:]
+    except flags.Error as e:
+        raise ValueError(f"{flagfile}: {e}") from None
+    unknown = [arg for arg in others if arg.lstrip("-").split("=", 1)[0] not in RUN_FLAGS]
+    if unknown:
+        raise ValueError(f"{flagfile}: rl.train has no flag {unknown[0].split('=', 1)[0]}")
     return from_flags(command)
 
 

@@ -156,9 +156,10 @@ def _design(config, proto, default_proto, first_lr_scale):
 def trained_otherwise(config):
     """The `training` column of a run's rows: the settings its config.json trained with that
     differ from the paper's command for its task and mode (MAML and oracle:
-    `report.paper.RL`'s flagfiles; the seed and what a resume may change aside), as
-    `name=value (the paper's value)`, ';'-separated; '' for none or a mode without a paper
-    number. report.compare shows them next to the paper's numbers."""
+    `report.paper.RL`'s flagfiles; the seed, what a resume may change, Adam's rate of
+    pretraining and an oracle's unused step size aside), as `name=value (the paper's value)`,
+    ';'-separated; '' for none or a mode without a paper number; `unchecked (why)` where the
+    config or the flagfile cannot be read. report.compare shows them next to the paper's numbers."""
     from report import paper
     from rl.config import TRAINED_SETTINGS, TrainConfig, command_config
 
@@ -166,12 +167,14 @@ def trained_otherwise(config):
     command = None if row is None else {"maml": row.command, "oracle": row.oracle_command}.get(config["mode"])
     if command is None:
         return ""
-    path = os.path.join(paper.PAPER_COMMANDS, command)
-    if not os.path.isfile(path):
-        return f"unchecked ({path} is missing)"
-    trained, wanted = TrainConfig.from_dict(config).to_dict(), command_config(path).to_dict()
+    try:
+        trained = TrainConfig.from_dict(config).to_dict()
+        wanted = command_config(os.path.join(paper.PAPER_COMMANDS, command)).to_dict()
+    except (ValueError, TypeError, OSError) as e:
+        return f"unchecked ({e})"
+    unused = {"pretrain_lr"} | ({"fast_lr"} if config["mode"] == "oracle" else set())
     return ";".join(f"{name}={_shown(trained[name])} (the paper's {_shown(wanted[name])})" for name in TRAINED_SETTINGS
-                    if trained[name] != wanted[name])
+                    if name not in unused and trained[name] != wanted[name])
 
 
 def _shown(value):
@@ -277,8 +280,8 @@ def _label(method, init_seed):
 
 
 def _read_runs(runs, init_seeds, evaluation):
-    """The runs' config.json dicts and the checkpoint of each to evaluate: its newest, checked
-    intact (None where --init_seeds replaces it); StartError when a run is not evaluable or the
+    """The runs' config.json dicts, the checkpoint of each to evaluate (its newest, checked
+    intact; None where --init_seeds replaces it) and its `training` column; StartError when a run is not evaluable or the
     flags do not fit them. A distributed evaluation's workers agree on these checkpoints and
     every process then evaluates them by name."""
     from rl.run_io import RunError, RunState, read_config
@@ -310,7 +313,7 @@ def _read_runs(runs, init_seeds, evaluation):
             checked.append(RunState.check_newest(logdir))
         except RunError as e:
             raise StartError(f"--run={method}:{logdir}: {e}") from None
-    return configs, checked
+    return configs, checked, [trained_otherwise(config) for config in configs]
 
 
 # The flags that change what every process computes: a distributed evaluation's workers must
@@ -374,10 +377,10 @@ def _main(argv, reclaim_signals=lambda: None):
     chief = distribution.is_chief(strategy)
     # This process's checks, then (multi_worker) every process agrees to start before the
     # first collective: one that failed ends with its error, the others with JobStartError.
-    paths = configs = checked = failure = None
+    paths = configs = checked = trainings = failure = None
     try:
         paths = _output_paths() if chief else None  # the chief alone writes --output
-        configs, checked = _read_runs(runs, init_seeds, evaluation)  # every worker reads the --run directories
+        configs, checked, trainings = _read_runs(runs, init_seeds, evaluation)  # every worker reads the --run dirs
     except Exception as e:
         if strategy is None:
             raise
@@ -389,13 +392,12 @@ def _main(argv, reclaim_signals=lambda: None):
     from rl.adaptation import step_sizes
     summary, per_task = [COLUMNS], [["method", "task", "task_index", "step", "mean_return"]]
     by_direction = [COLUMNS]
-    for (method, logdir), config, newest in zip(runs, configs, checked):
+    for (method, logdir), config, newest, training in zip(runs, configs, checked, trainings):
         seeds = init_seeds if init_seeds and config["mode"] == "random" else [None]
         proto = protocol(logdir, task_seed=FLAGS.task_seed, num_trajs=FLAGS.num_trajs,
                          later_lr_scale=later_lr_scale, collector_workers=FLAGS.collector_workers)
         tail = [config["mode"], _design(config, proto, protocol(logdir), first_lr_scale)]  # mode, design
-        training = [trained_otherwise(config)]
-        described = lambda rows, checkpoint: [row + tail + [checkpoint] + training for row in rows]  # noqa: E731
+        described = lambda rows, checkpoint: [row + tail + [checkpoint, training] for row in rows]  # noqa: E731
         results = []
         for seed in seeds:
             checkpoint = None if seed is not None else newest

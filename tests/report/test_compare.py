@@ -125,13 +125,63 @@ def test_each_paper_row_names_the_command_that_trains_its_model():
 
 def test_each_rl_paper_row_names_its_maml_and_oracle_commands():
     """`paper.RL`'s flagfiles train the row's task in its mode (rl.config.command_config reads
-    them with rl.train's definitions), and the oracle's sees the task in its observation."""
+    them with rl.train's definitions) with the settings of the checkpoint the paper evaluated,
+    where the launch script's differ (half-cheetah: 10 paths per task for goal velocity, max KL
+    0.02 for direction; those flagfiles stop at the paper's checkpoint), and run at least as far
+    as that checkpoint."""
     from rl.config import command_config
 
     for env, row in paper.RL.items():
-        for command, mode in ((row.command, "maml"), (row.oracle_command, "oracle")):
+        for command, mode, checkpoint in ((row.command, "maml", row.checkpoint),
+                                          (row.oracle_command, "oracle", row.oracle_checkpoint)):
             config = command_config(os.path.join(paper.PAPER_COMMANDS, command))
             assert (config.env, config.mode) == (env, mode), command
+            assert config.n_itr >= checkpoint, command
+    vel = command_config(os.path.join(paper.PAPER_COMMANDS, paper.RL["cheetah_vel"].command))
+    direction = command_config(os.path.join(paper.PAPER_COMMANDS, paper.RL["cheetah_dir"].command))
+    assert (vel.fast_batch_size, vel.n_itr, direction.max_kl, direction.n_itr) == (10, 476, 0.02, 101)
+
+
+def test_a_misspelt_flag_in_a_paper_command_is_an_error_not_a_default(tmp_path):
+    from rl.config import command_config
+
+    (tmp_path / "x.flags").write_text("--env=ant_dir\n--logdir=~/runs/x\n--max_kll=0.5\n")
+    with pytest.raises(ValueError, match=r"x.flags: rl.train has no flag --max_kll"):
+        command_config(str(tmp_path / "x.flags"))
+
+
+def test_the_training_column_leaves_out_settings_that_do_not_change_the_model():
+    """`rl.evaluate.trained_otherwise`: an oracle's step size (it never adapts) and Adam's rate
+    of pretraining are not differences; a config.json it cannot read is `unchecked (why)`, not
+    an error after the evaluation."""
+    from rl.config import command_config
+    from rl.evaluate import trained_otherwise
+
+    oracle = command_config(os.path.join(paper.PAPER_COMMANDS, "rl_ant_vel_oracle.flags")).to_dict()
+    assert trained_otherwise({**oracle, "fast_lr": 0.5, "pretrain_lr": 0.1}) == ""
+    assert trained_otherwise({**oracle, "max_kl": 0.02}) == "max_kl=0.02 (the paper's 0.01)"
+    assert trained_otherwise({**oracle, "extra": 1}) == "unchecked (unknown config keys: extra)"
+    assert trained_otherwise({**oracle, "mode": "random"}) == ""  # no paper number for a random initialisation
+
+
+def test_an_rl_checkpoint_other_than_the_papers_is_said(tmp_path):
+    """rl_table names the evaluated checkpoint where it is not the one the paper evaluated for
+    the row (ant direction MAML: after 576 updates, rllab's itr_575; its oracle 1976), and a
+    partway one of a task without a paper row by the run's own count."""
+    from report.rl_results import SUMMARY_COLUMNS, read_rl, rl_table
+
+    def row_for(task, mode, checkpoint):
+        path = tmp_path / f"{task}_{mode}.csv"
+        steps = range(4) if mode == "maml" else range(1)
+        path.write_text(",".join(SUMMARY_COLUMNS) + "\n" + "".join(
+            f"{mode},{task},{step},1.0,0.5,40,40,0.1,{mode},,{checkpoint},\n" for step in steps))
+        return rl_table(read_rl(str(path))).splitlines()[2]
+
+    assert "paper's checkpoint" not in row_for("ant_dir", "maml", "ckpt-576 of 800")
+    assert "[ckpt-248 of 800; the paper's checkpoint: 576 (rllab's itr_575)]" in row_for("ant_dir", "maml",
+                                                                                        "ckpt-248 of 800")
+    assert "[ckpt-2000; the paper's checkpoint: 1976 (rllab's itr_1975)]" in row_for("ant_dir", "oracle", "ckpt-2000")
+    assert "[ckpt-2 of 5 iterations]" in row_for("swimmer", "maml", "ckpt-2 of 5")
 
 
 def test_a_test_on_the_earlier_pool_is_said(tmp_path):

@@ -495,8 +495,8 @@ def test_a_checkpoint_without_the_policy_is_refused_not_evaluated_as_random_weig
 
 def test_rl_evaluate_names_the_checkpoint_it_evaluated_and_says_partway(tmp_path, tiny):
     """The summary csv's `checkpoint` column and the log name the evaluated checkpoint; one
-    before the run's --n_itr is called partway in the log, and report.compare's table says so.
-    The `training` column names the settings that differ from the paper's command for the task
+    before the run's --n_itr is called partway in the log; report.compare's table names it beside
+    the checkpoint the paper evaluated (2D navigation: after 100 updates). The `training` column names the settings that differ from the paper's command for the task
     (flags/rl_point.flags), and the table says so too."""
     logdir = str(tmp_path / "run")
     run(dict(tiny, n_itr=2), logdir)
@@ -516,7 +516,7 @@ def test_rl_evaluate_names_the_checkpoint_it_evaluated_and_says_partway(tmp_path
         "meta_batch_size=2 (the paper's 20);fast_batch_size=2 (the paper's 20);max_path_length=10 (the paper's 100);"
         "hidden_sizes=8,8 (the paper's 100,100);batch_in_steps=False (the paper's True)"}
     from report.rl_results import read_rl, rl_table
-    assert ("[ckpt-2 of 5 iterations] [trained otherwise than flags/rl_point.flags: meta_batch_size=2 (the paper's "
+    assert ("[ckpt-2 of 5; the paper's checkpoint: 100 (rllab's itr_99)] [trained otherwise than flags/rl_point.flags: meta_batch_size=2 (the paper's "
             "20), fast_batch_size=2 (the paper's 20), max_path_length=10 (the paper's 100), hidden_sizes=8,8 (the "
             "paper's 100,100), batch_in_steps=False (the paper's True)] |") in rl_table(read_rl(str(tmp_path / "e.csv")))
 
