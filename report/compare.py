@@ -98,13 +98,14 @@ class Result:
     def paper_command(self):
         """The settings of the paper's command for this row (`command_settings` of its flagfile),
         when the test's .json carries the training's recorded flags (since 30 November 2026; not
-        an imported checkpoint's); a caveat (str) if the flagfile is missing; else None."""
+        an imported checkpoint's); a caveat (str) if the flagfile cannot be read (missing, or a
+        flag maml_tf.main does not have); else None."""
         if self.paper is None or not isinstance(self.info.get("training_flags"), dict) or self.info.get("imported_from"):
             return None
-        path = os.path.join(paper.PAPER_COMMANDS, self.paper.command)
-        if not os.path.isfile(path):
-            return f"training settings not checked: the paper's command {path} is missing"
-        return command_settings(path)
+        try:
+            return command_settings(os.path.join(paper.PAPER_COMMANDS, self.paper.command))
+        except (ValueError, OSError) as e:
+            return f"training settings not checked: {e}"
 
     def settings_other_than_the_papers(self, command):
         """The training settings that differ from the paper's `command` (`paper_command`; the seed
@@ -152,7 +153,13 @@ def command_settings(flagfile):
         definition = copy.deepcopy(maml_main.FLAGS[name])
         definition.unparse()  # the default, whatever this process set
         flags.DEFINE_flag(definition, flag_values=command)
-    command(["maml_tf.main", f"--flagfile={flagfile}"], known_only=True)
+    try:
+        others = command(["maml_tf.main", f"--flagfile={flagfile}"], known_only=True)[1:]
+    except flags.Error as e:
+        raise ValueError(f"{flagfile}: {e}") from None
+    unknown = [arg.split("=", 1)[0] for arg in others if arg.lstrip("-").split("=", 1)[0] not in maml_main.FLAGS]
+    if unknown:
+        raise ValueError(f"{flagfile}: maml_tf.main has no flag {unknown[0]}")
     return {name: command[name].value for name in names}
 
 

@@ -94,6 +94,14 @@ def test_a_training_other_than_the_papers_command_is_said(tmp_path):
     assert caveat(training_flags="damaged") == ""  # not a dict: not checked, as a description without it
 
 
+def test_a_misspelt_or_missing_supervised_paper_command_is_an_error(tmp_path):
+    (tmp_path / "y.flags").write_text("--datasource=omniglot\n--data_dir=./data\n--meta_batchsize=3\n")
+    with pytest.raises(ValueError, match=r"y.flags: maml_tf.main has no flag --meta_batchsize"):
+        compare.command_settings(str(tmp_path / "y.flags"))
+    with pytest.raises(ValueError, match=r"Unable to open flagfile"):
+        compare.command_settings(str(tmp_path / "missing.flags"))
+
+
 def test_the_papers_command_is_read_with_the_defaults_not_this_processs_values():
     """`command_settings` fills what the flagfile does not set with maml_tf.main's defaults, even
     where this process holds other values for main's flags (a test process, or one that parsed
