@@ -25,69 +25,11 @@ import maml_tf  # noqa: E402
 from report import cli, distribution  # noqa: E402
 from report.resume import changed_settings  # noqa: E402
 from report.console import exit_with_error  # noqa: E402
+from maml_tf.flag_definitions import TRAINING_FLAGS, define_flags  # noqa: E402
 
 FLAGS = flags.FLAGS
 
-## Dataset/method options
-flags.DEFINE_enum("datasource", "sinusoid", ["sinusoid", "omniglot", "miniimagenet"], "sinusoid or omniglot or miniimagenet")
-flags.DEFINE_integer("num_classes", 5, "number of classes used in classification (e.g. 5-way classification).")
-flags.DEFINE_enum("baseline", None, ["oracle"], "oracle, or None (oracle: the sinusoid's amplitude and phase are inputs)")
-## Training options
-flags.DEFINE_integer("pretrain_iterations", 0, "number of pre-training iterations.")
-flags.DEFINE_integer("metatrain_iterations", 15000, "number of metatraining iterations.")
-flags.DEFINE_integer("meta_batch_size", 25, "number of tasks sampled per meta-update")
-flags.DEFINE_float("meta_lr", 0.001, "the base learning rate of the generator")
-flags.DEFINE_integer("update_batch_size", 5, "number of examples used for inner gradient update (K for K-shot learning).")
-flags.DEFINE_float("update_lr", 1e-3, "step size alpha for inner gradient update.")
-flags.DEFINE_integer("num_updates", 1, "number of inner gradient updates during training.")
-## Model options
-flags.DEFINE_enum("norm", "batch_norm", ["batch_norm", "layer_norm", "None"], "batch_norm, layer_norm, or None")
-flags.DEFINE_integer("num_filters", 64, "number of filters for conv nets -- 32 for miniimagenet, 64 for omiglot.")
-flags.DEFINE_bool("conv", True, "whether or not to use a convolutional network, only applicable in some cases")
-flags.DEFINE_enum("conv_method", "auto", ["auto", "calibrate", "im2col", "per_task", "grouped"],
-                  "how convolutions with per-task weights run (all compute the same; speed differs by host): "
-                  "'auto' picks per layer by a size rule, 'calibrate' times every method on each layer's real "
-                  "shapes at start and keeps the fastest (a few seconds), or one method for all layers "
-                  "('grouped' needs float32 and TF's default oneDNN kernels for its gradients).")
-flags.DEFINE_enum("dense_method", "auto", ["auto", "materialised", "low_rank"],
-                  "how dense layers' adapted kernels are kept (the same function; speed and float32 round-off "
-                  "differ): 'auto' keeps a kernel as the shared kernel plus per-task low-rank factors where they "
-                  "hold at most a quarter of its elements (the non-conv Omniglot net's hidden layers), else one "
-                  "[tasks, in, out] kernel per task; or one way for all dense layers (benchmarks/README.md, 'Factored dense kernels').")
-flags.DEFINE_bool("jit_compile", None,
-                  "compile the meta-steps and the test's adaptation with XLA (tf.function(jit_compile=True)): the "
-                  "same computation to float32 round-off, faster or slower depending on the host and the network "
-                  "(README: speed). Unset (default): a training run with at least 1000 iterations left, on one "
-                  "device, "
-                  "times its step both ways on its first batch (seconds; a minute or two for MiniImagenet) and "
-                  "keeps XLA if it is more than 5 % faster; shorter runs and tests run graphs. --jit_compile / --nojit_compile decide. "
-                  "XLA is not with --distribute or --conv_method=grouped, nor for second-order meta-training "
-                  "with --max_pool.")
-flags.DEFINE_bool("max_pool", False, "Whether or not to use max pooling rather than strided convolutions")
-flags.DEFINE_bool("stop_grad", False, "if True, do not use second derivatives in meta-optimization (for speed)")
-## Logging, saving, and testing options
-flags.DEFINE_bool("log", True, "if false, do not log summaries, for debugging code.")
-flags.DEFINE_string("logdir", "/tmp/data", "directory for summaries and checkpoints.")
-flags.DEFINE_bool("resume", True, "resume training if there is a model available")
-flags.DEFINE_bool("train", True, "True to train, False to test.")
-flags.DEFINE_integer("test_iter", -1, "iteration to load model (-1 for latest model)")
-flags.DEFINE_bool("test_set", False, "Set to true to test on the the test set, False for the validation set.")
-flags.DEFINE_integer("train_update_batch_size", -1, "number of examples used for gradient update during training (use if you want to test with a different number).")
-flags.DEFINE_float("train_update_lr", -1, "value of inner gradient step step during training. (use if you want to test with a different value)")
-## Added by maml-tf
-flags.DEFINE_string("data_dir", "./data", "folder holding omniglot_resized/ and miniImagenet/ (see data_prep).")
-flags.DEFINE_integer("seed", 0, "seed for initial weights and training tasks (a resumed run draws the same tasks).")
-flags.DEFINE_integer("num_test_tasks", 600, "tasks in the test protocol (the original: 600; fewer only for smoke tests)")
-flags.DEFINE_integer("test_tasks_per_call", 1,
-                     "with --train=False (refused when training): tasks adapted together per call (per replica) "
-                     "through the batched path; 1 is the original's one at a time. Each task's numbers are the "
-                     "same up to float32 round-off (an accuracy can flip where two logits nearly tie); 40 made the "
-                     "sinusoid test 11-20x faster and Omniglot 5-way 2.2-2.8x (benchmarks/README.md).")
-flags.DEFINE_string("test_tasks_file", None, "with --train=False: evaluate exactly the tasks of this episode list "
-                    "(Omniglot, MiniImagenet; format: maml_tf/episode_list.py) instead of the fixed pool, the original's")
-flags.DEFINE_string("write_test_tasks", None, "with --train=False: also write the tasks being evaluated (the fixed "
-                    "pool or --test_tasks_file) to this file as an episode list")
-distribution.define_flags(flags)
+define_flags(flags)
 
 
 def _positive(name):
@@ -267,10 +209,6 @@ def run_info(f=FLAGS):
             "jit_compile": f.jit_compile}
 
 
-# Flags that describe what a run trains; resuming with another value is refused (iteration
-# counts may change: a run can be extended; so may paths, logging and the test flags).
-TRAINING_FLAGS = ("datasource", "num_classes", "baseline", "meta_batch_size", "meta_lr", "update_batch_size",
-                  "update_lr", "num_updates", "norm", "num_filters", "conv", "max_pool", "stop_grad", "seed")
 RUN_INFO = "run_info.json"
 PATH_FLAGS = ("logdir", "data_dir", "test_tasks_file", "write_test_tasks")  # `~` expanded (report.cli)
 

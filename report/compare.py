@@ -140,26 +140,20 @@ ITERATION_FLAGS = ("pretrain_iterations", "metatrain_iterations")
 
 def command_settings(flagfile):
     """{flag: value} of what a maml_tf.main command trains (its `TRAINING_FLAGS` but the seed,
-    and the iteration counts): the flagfile's values, maml_tf.main's defaults elsewhere, read
-    by absl with copies of main's own flag definitions, reset to their defaults (this process's
-    values of them stay as they are). Importing maml_tf.main defines its flags in this process."""
-    import copy
+    and the iteration counts): the flagfile's values, maml_tf.main's defaults elsewhere, read by
+    absl into main's flag definitions made for this alone (the running program's flags are
+    untouched). A flag maml_tf.main does not have (a misspelt name) is a ValueError naming it."""
+    from maml_tf.flag_definitions import TRAINING_FLAGS, define_flags
 
-    from maml_tf import main as maml_main
-
-    names = [name for name in maml_main.TRAINING_FLAGS if name != "seed"] + list(ITERATION_FLAGS)
+    names = [name for name in TRAINING_FLAGS if name != "seed"] + list(ITERATION_FLAGS)
     command = flags.FlagValues()
-    for name in names:
-        definition = copy.deepcopy(maml_main.FLAGS[name])
-        definition.unparse()  # the default, whatever this process set
-        flags.DEFINE_flag(definition, flag_values=command)
+    define_flags(flags, command)
     try:
-        others = command(["maml_tf.main", f"--flagfile={flagfile}"], known_only=True)[1:]
+        command(["maml_tf.main", f"--flagfile={flagfile}"])
+    except flags.UnrecognizedFlagError as e:
+        raise ValueError(f"{flagfile}: maml_tf.main has no flag --{e.flagname}") from None
     except flags.Error as e:
         raise ValueError(f"{flagfile}: {e}") from None
-    unknown = [arg.split("=", 1)[0] for arg in others if arg.lstrip("-").split("=", 1)[0] not in maml_main.FLAGS]
-    if unknown:
-        raise ValueError(f"{flagfile}: maml_tf.main has no flag {unknown[0]}")
     return {name: command[name].value for name in names}
 
 

@@ -23,18 +23,20 @@ import os
 KINDS = ("none", "mirrored", "multi_worker")
 
 
-def define_flags(flags):
-    """`--distribute` and `--cpu_replicas` on an absl entry point (listed by its --help)."""
+def define_flags(flags, flag_values=None):
+    """`--distribute`, `--cpu_replicas` and `--join_timeout` on an absl entry point (listed by its
+    --help), in `flag_values` (absl's global FLAGS when None)."""
     flags.disclaim_key_flags()  # the flags belong to the calling module, not to this one
+    where = {} if flag_values is None else {"flag_values": flag_values}
     flags.DEFINE_enum("distribute", "none", list(KINDS),
                       "none: one device (the default path); mirrored: tf.distribute.MirroredStrategy over this "
                       "machine's GPUs (or --cpu_replicas logical CPUs); multi_worker: "
-                      "MultiWorkerMirroredStrategy across the processes listed in TF_CONFIG")
+                      "MultiWorkerMirroredStrategy across the processes listed in TF_CONFIG", **where)
     flags.DEFINE_integer("cpu_replicas", 0, "with --distribute=mirrored on a machine without GPUs: split the CPU "
                          "into this many logical devices, one replica each (for testing the distributed path; "
-                         "ignored where there are GPUs)")
+                         "ignored where there are GPUs)", **where)
     flags.DEFINE_integer("join_timeout", 600, "with --distribute=multi_worker: seconds to wait for every worker of "
-                         "TF_CONFIG to start before giving up with one line (0: wait forever)")
+                         "TF_CONFIG to start before giving up with one line (0: wait forever)", **where)
 
 
 def flag_error(kind, cpu_replicas, environ=os.environ, join_timeout=0):

@@ -15,7 +15,7 @@ from report.files import first_csv_row, read_complete_text, row_length_error
 # (the released test scripts' protocol, one sampling stream, the run's step size), ';'-separated
 # ('' for none); `checkpoint` the evaluated checkpoint (`ckpt-<N>`, its iteration N, `ckpt-<N> of
 # <n_itr>` when the run was set to train longer; `init seed S` for a random initialisation);
-# `training` the run's settings that differ from the paper's command (`rl.evaluate.trained_otherwise`).
+# `training` the run's settings that differ from the paper's command (`rl.evaluation.trained_otherwise`).
 # Files written before 29 November lack `mode` and `design`, before 30 November `checkpoint`, before
 # the 30th's second session `training`.
 SUMMARY_COLUMNS = ["method", "task", "step", "mean_return", "stderr", "num_tasks", "num_trajs", "fast_lr", "mode",

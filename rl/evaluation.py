@@ -184,6 +184,34 @@ def _pass_counter(progress, total):
     return on_pass
 
 
+def trained_otherwise(config):
+    """The `training` column of a run's rows: the settings its config.json trained with that
+    differ from the paper's command for its task and mode (MAML and oracle:
+    `report.paper.RL`'s flagfiles; the seed, what a resume may change, Adam's rate of
+    pretraining and an oracle's unused step size aside), as `name=value (the paper's value)`,
+    ';'-separated; '' for none or a mode without a paper number; `unchecked (why)` where the
+    config or the flagfile cannot be read. report.compare shows them next to the paper's numbers."""
+    from report import paper
+    from rl.config import TRAINED_SETTINGS, TrainConfig, command_config
+
+    row = paper.RL.get(config["env"])
+    command = None if row is None else {"maml": row.command, "oracle": row.oracle_command}.get(config["mode"])
+    if command is None:
+        return ""
+    try:
+        trained = TrainConfig.from_dict(config).to_dict()
+        wanted = command_config(os.path.join(paper.PAPER_COMMANDS, command)).to_dict()
+    except (ValueError, TypeError, OSError) as e:
+        return f"unchecked ({e})"
+    unused = {"pretrain_lr"} | ({"fast_lr"} if config["mode"] == "oracle" else set())
+    return ";".join(f"{name}={_shown(trained[name])} (the paper's {_shown(wanted[name])})" for name in TRAINED_SETTINGS
+                    if name not in unused and trained[name] != wanted[name])
+
+
+def _shown(value):
+    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
 def summary_rows(method, env, returns, num_trajs, lr):
     """Summary rows (`COLUMNS`) of one returns array [num_tasks, steps + 1]: mean over tasks, stderr."""
     import numpy as np

@@ -159,11 +159,11 @@ def test_a_misspelt_flag_in_a_paper_command_is_an_error_not_a_default(tmp_path):
 
 
 def test_the_training_column_leaves_out_settings_that_do_not_change_the_model():
-    """`rl.evaluate.trained_otherwise`: an oracle's step size (it never adapts) and Adam's rate
+    """`rl.evaluation.trained_otherwise`: an oracle's step size (it never adapts) and Adam's rate
     of pretraining are not differences; a config.json it cannot read is `unchecked (why)`, not
     an error after the evaluation."""
     from rl.config import command_config
-    from rl.evaluate import trained_otherwise
+    from rl.evaluation import trained_otherwise
 
     oracle = command_config(os.path.join(paper.PAPER_COMMANDS, "rl_ant_vel_oracle.flags")).to_dict()
     assert trained_otherwise({**oracle, "fast_lr": 0.5, "pretrain_lr": 0.1}) == ""
