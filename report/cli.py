@@ -47,6 +47,30 @@ def parse_flags(argv):
         raise
 
 
+def read_flagfile(path, define, program):
+    """The flag values a `program --flagfile=PATH` command sets, read by absl into flags made for
+    this alone (the running program's flags are untouched): `define(flag_values)` defines the
+    program's own; absl's (`--v`, `--logtostderr`, ...: app.run accepts them) are let through
+    unread. A flag the program does not have, a line that is not a flag, a value a flag refuses
+    or a file that cannot be opened is a ValueError naming the file."""
+    command = flags.FlagValues()
+    define(command)
+    absl_names = {name for module, module_flags in flags.FLAGS.flags_by_module_dict().items()
+                  if module.startswith("absl.") for flag in module_flags
+                  for name in [flag.name, flag.short_name] + (["no" + flag.name] if flag.boolean else []) if name}
+    try:
+        rest = command([program, f"--flagfile={path}"], known_only=True)[1:]
+    except flags.Error as e:
+        raise ValueError(f"{path}: {e}") from None
+    for arg in rest:
+        name = arg.lstrip("-").split("=", 1)[0]
+        if not arg.startswith("-"):
+            raise ValueError(f"{path}: {arg!r} is not a flag of {program}")
+        if name not in absl_names:
+            raise ValueError(f"{path}: {program} has no flag --{name}")
+    return command
+
+
 def expand_user(names, flag_values=flags.FLAGS):
     """Expand a leading `~` in the values of the named string / list flags (None stays None)."""
     for name in names:

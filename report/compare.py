@@ -145,15 +145,10 @@ def command_settings(flagfile):
     untouched). A flag maml_tf.main does not have (a misspelt name) is a ValueError naming it."""
     from maml_tf.flag_definitions import TRAINING_FLAGS, define_flags
 
+    from report.cli import read_flagfile
+
     names = [name for name in TRAINING_FLAGS if name != "seed"] + list(ITERATION_FLAGS)
-    command = flags.FlagValues()
-    define_flags(flags, command)
-    try:
-        command(["maml_tf.main", f"--flagfile={flagfile}"])
-    except flags.UnrecognizedFlagError as e:
-        raise ValueError(f"{flagfile}: maml_tf.main has no flag --{e.flagname}") from None
-    except flags.Error as e:
-        raise ValueError(f"{flagfile}: {e}") from None
+    command = read_flagfile(flagfile, lambda flag_values: define_flags(flags, flag_values), "maml_tf.main")
     return {name: command[name].value for name in names}
 
 

@@ -81,23 +81,27 @@ class PaperRL(NamedTuple):
     num_trajs: int  # paths per task and step in the original test script (its batch_size / horizon)
     command: str  # the flagfile (flags/) of the settings of the MAML checkpoint the paper evaluated
     oracle_command: str  # and of its oracle
-    checkpoint: int  # that MAML checkpoint, in updates (our ckpt-N; rllab's itr_<N-1>; params.pkl: the run's last)
+    checkpoint: int  # that MAML checkpoint, in updates (our ckpt-N; rllab's itr_<N-1>.pkl)
     oracle_checkpoint: int  # and the oracle's
+    checkpoint_files: tuple = ()  # (MAML, oracle) files of the test scripts that are params.pkl: N is assumed
     num_tasks: int = 40  # test goals
 
 
 # key: rl.train's --env name (the `task` column of rl.evaluate's csv). Paper Table 4 / Figures 4-5.
-# The checkpoints: the released test scripts' files (maml_examples/test_maml_*.py): point params.pkl
-# of 100-iteration runs (maml_trpo_point.py, trpo_point.py); cheetah itr_475, oracle itr_975;
-# cheetah direction itr_100, oracle params.pkl of 1000 (cluster_trpo_cheetah.py); ant itr_375,
-# oracle itr_550; ant direction itr_575, oracle itr_1975.
+# The checkpoints: the released test scripts' files (maml_examples/test_maml_*.py): cheetah
+# itr_475, oracle itr_975; cheetah direction itr_100; ant itr_375, oracle itr_550; ant direction
+# itr_575, oracle itr_1975. Where a script loads params.pkl (rllab's snapshot_mode "last", which
+# the released launch scripts do not set) the number is assumed: the launch script's last
+# iteration (2D navigation and its oracle: 100, maml_trpo_point.py / trpo_point.py; the half-
+# cheetah direction oracle: 1000, cluster_trpo_cheetah.py).
 RL = {
     "point": PaperRL("2D navigation", (-40.41, -11.68, -3.33, -3.23), -2.29, 40, "rl_point.flags",
-                     "rl_point_oracle.flags", 100, 100),
+                     "rl_point_oracle.flags", 100, 100, ("params.pkl", "params.pkl")),
     "cheetah_vel": PaperRL("Half-cheetah, goal velocity", (-129.5, -78.6, -66.6, -60.8), -54.5, 20,
                            "rl_cheetah_vel_paper_checkpoint.flags", "rl_cheetah_vel_oracle.flags", 476, 976),
     "cheetah_dir": PaperRL("Half-cheetah, forward/backward", (-50.69, 293.19, 313.48, 315.65), 442.7, 20,
-                           "rl_cheetah_dir_paper_checkpoint.flags", "rl_cheetah_dir_oracle.flags", 101, 1000),
+                           "rl_cheetah_dir_paper_checkpoint.flags", "rl_cheetah_dir_oracle.flags", 101, 1000,
+                           ("itr_100.pkl", "params.pkl")),
     "ant_vel": PaperRL("Ant, goal velocity", (30.6, 96.7, 100.1, 101.4), 107.9, 20, "rl_ant_vel.flags",
                        "rl_ant_vel_oracle.flags", 376, 551),
     "ant_dir": PaperRL("Ant, forward/backward", (8.7, 499.2, 500.7, 499.1), 524.8, 40, "rl_ant_dir.flags",

@@ -108,7 +108,12 @@ def rl_table(results):
         evaluated = r.paper_checkpoint
         number = r.checkpoint_number
         if evaluated is not None and number is not None and number != evaluated:
-            method += f" [{r.checkpoint}; the paper's checkpoint: {evaluated} (rllab's itr_{evaluated - 1})]"
+            files = r.paper.checkpoint_files or (None, None)
+            if files[r.is_oracle] == "params.pkl":
+                paper_file = f"params.pkl, taken as its run's last, {evaluated} updates"
+            else:
+                paper_file = f"itr_{evaluated - 1}.pkl, {evaluated} updates"
+            method += f" [{r.checkpoint}; the paper evaluated {paper_file}]"
         elif evaluated is None and r.checkpoint and " of " in r.checkpoint:  # partway: `ckpt-<N> of <n_itr>`
             method += f" [{r.checkpoint} iterations]"
         if r.trained_otherwise and r.paper is not None:

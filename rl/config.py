@@ -158,26 +158,26 @@ def define_flags(flags, flag_values=None):
 TRAINED_SETTINGS = tuple(f.name for f in FIELDS if not f.metadata["resumable"] and f.name != "seed")
 
 
-# rl.train's flags besides TrainConfig's: where a run is written and how it is distributed.
-RUN_FLAGS = ("logdir", "distribute", "cpu_replicas", "join_timeout")
+def define_train_flags(flags, flag_values=None):
+    """Every flag of rl.train: `define_flags`, where the run is written (`--logdir`) and how it is
+    distributed (report.distribution's), in `flag_values` (absl's global FLAGS when None)."""
+    from report import distribution
+
+    define_flags(flags, flag_values)
+    flags.DEFINE_string("logdir", None, "Run directory (checkpoints, progress.csv, TensorBoard).",
+                        **({} if flag_values is None else {"flag_values": flag_values}))
+    distribution.define_flags(flags, flag_values)
 
 
 def command_config(flagfile):
     """The `TrainConfig` an `rl.train --flagfile=FLAGFILE` command trains (the flagfile's values,
-    the defaults elsewhere; read by absl into flags of its own: this process's flags are
-    untouched). A flag rl.train does not have (a misspelt name) is a ValueError naming it."""
+    the defaults elsewhere), read by `report.cli.read_flagfile` (this process's flags are
+    untouched; a flag rl.train does not have is a ValueError naming it)."""
     from absl import flags
 
-    command = flags.FlagValues()
-    define_flags(flags, command)
-    try:
-        others = command(["rl.train", f"--flagfile={flagfile}"], known_only=True)[1:]
-    except flags.Error as e:
-        raise ValueError(f"{flagfile}: {e}") from None
-    unknown = [arg for arg in others if arg.lstrip("-").split("=", 1)[0] not in RUN_FLAGS]
-    if unknown:
-        raise ValueError(f"{flagfile}: rl.train has no flag {unknown[0].split('=', 1)[0]}")
-    return from_flags(command)
+    from report.cli import read_flagfile
+
+    return from_flags(read_flagfile(flagfile, lambda flag_values: define_train_flags(flags, flag_values), "rl.train"))
 
 
 def from_flags(values):

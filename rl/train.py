@@ -33,9 +33,7 @@ from report import distribution  # noqa: E402
 from rl import config as cfg  # noqa: E402
 
 FLAGS = flags.FLAGS
-cfg.define_flags(flags)
-flags.DEFINE_string("logdir", None, "Run directory (checkpoints, progress.csv, TensorBoard).")
-distribution.define_flags(flags)
+cfg.define_train_flags(flags)
 
 
 def validate(f):

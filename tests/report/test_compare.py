@@ -174,8 +174,9 @@ def test_the_training_column_leaves_out_settings_that_do_not_change_the_model():
 
 def test_an_rl_checkpoint_other_than_the_papers_is_said(tmp_path):
     """rl_table names the evaluated checkpoint where it is not the one the paper evaluated for
-    the row (ant direction MAML: after 576 updates, rllab's itr_575; its oracle 1976), and a
-    partway one of a task without a paper row by the run's own count."""
+    the row (ant direction MAML: after 576 updates, rllab's itr_575; its oracle 1976; the half-
+    cheetah direction oracle's params.pkl taken as its run's last), and a partway one of a task
+    without a paper row by the run's own count; an initialisation has no checkpoint to name."""
     from report.rl_results import SUMMARY_COLUMNS, read_rl, rl_table
 
     def row_for(task, mode, checkpoint):
@@ -186,9 +187,12 @@ def test_an_rl_checkpoint_other_than_the_papers_is_said(tmp_path):
         return rl_table(read_rl(str(path))).splitlines()[2]
 
     assert "paper's checkpoint" not in row_for("ant_dir", "maml", "ckpt-576 of 800")
-    assert "[ckpt-248 of 800; the paper's checkpoint: 576 (rllab's itr_575)]" in row_for("ant_dir", "maml",
-                                                                                        "ckpt-248 of 800")
-    assert "[ckpt-2000; the paper's checkpoint: 1976 (rllab's itr_1975)]" in row_for("ant_dir", "oracle", "ckpt-2000")
+    assert "[ckpt-248 of 800; the paper evaluated itr_575.pkl, 576 updates]" in row_for("ant_dir", "maml",
+                                                                                       "ckpt-248 of 800")
+    assert "[ckpt-2000; the paper evaluated itr_1975.pkl, 1976 updates]" in row_for("ant_dir", "oracle", "ckpt-2000")
+    assert "[ckpt-990; the paper evaluated params.pkl, taken as its run's last, 1000 updates]" in row_for(
+        "cheetah_dir", "oracle", "ckpt-990")
+    assert "paper evaluated" not in row_for("ant_dir", "random", "init seed 3")
     assert "[ckpt-2 of 5 iterations]" in row_for("swimmer", "maml", "ckpt-2 of 5")
 
 

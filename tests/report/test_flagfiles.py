@@ -153,3 +153,33 @@ def test_compare_names_itself_as_run_in_every_error(module, tmp_path):
                                 cwd=tmp_path, timeout=300)
         last = result.stderr.splitlines()[-1]
         assert result.returncode == 1 and last.startswith(f"{module}: error: ") and message in last, result.stderr
+
+
+def test_read_flagfile_reads_a_command_without_touching_this_processs_flags(tmp_path):
+    """`cli.read_flagfile`: a flagfile's values in flags of their own (an integer of the program
+    and its default elsewhere); absl's own flags (`--v`, `--logtostderr` and its `--no` form),
+    which app.run accepts, pass unread, so this process's logging verbosity stays as it is (a
+    copy of absl's verbosity flag reset to its default silenced rl.evaluate's INFO lines); a
+    flag the program does not have and a line that is not a flag are errors naming the file."""
+    from absl import logging
+
+    def define(flag_values):
+        flags.DEFINE_integer("batch", 4, "a setting", flag_values=flag_values)
+        flags.DEFINE_integer("steps", 10, "another", flag_values=flag_values)
+
+    path = tmp_path / "c.flags"
+    before = logging.get_verbosity()
+    logging.set_verbosity(logging.INFO)
+    try:
+        path.write_text("--batch=32\n--v=2\n--logtostderr\n--nologtostderr\n")
+        command = cli.read_flagfile(str(path), define, "prog")
+        assert (command["batch"].value, command["steps"].value) == (32, 10)
+        assert logging.get_verbosity() == logging.INFO and "batch" not in flags.FLAGS
+        for text, message in (("--batch=32\n--bach=3\n", "prog has no flag --bach"),
+                              ("--batch=32\njunk\n", "'junk' is not a flag of prog"),
+                              ("--batch=x\n", "flag --batch=x: invalid literal")):
+            path.write_text(text)
+            with pytest.raises(ValueError, match=re.escape(f"{path}: ") + ".*" + re.escape(message)):
+                cli.read_flagfile(str(path), define, "prog")
+    finally:
+        logging.set_verbosity(before)

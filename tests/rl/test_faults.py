@@ -516,7 +516,7 @@ def test_rl_evaluate_names_the_checkpoint_it_evaluated_and_says_partway(tmp_path
         "meta_batch_size=2 (the paper's 20);fast_batch_size=2 (the paper's 20);max_path_length=10 (the paper's 100);"
         "hidden_sizes=8,8 (the paper's 100,100);batch_in_steps=False (the paper's True)"}
     from report.rl_results import read_rl, rl_table
-    assert ("[ckpt-2 of 5; the paper's checkpoint: 100 (rllab's itr_99)] [trained otherwise than flags/rl_point.flags: meta_batch_size=2 (the paper's "
+    assert ("[ckpt-2 of 5; the paper evaluated params.pkl, taken as its run's last, 100 updates] [trained otherwise than flags/rl_point.flags: meta_batch_size=2 (the paper's "
             "20), fast_batch_size=2 (the paper's 20), max_path_length=10 (the paper's 100), hidden_sizes=8,8 (the "
             "paper's 100,100), batch_in_steps=False (the paper's True)] |") in rl_table(read_rl(str(tmp_path / "e.csv")))
 
