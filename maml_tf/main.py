@@ -487,8 +487,9 @@ def trained_as(run_dir, checkpoint_iteration):
                 lineage.append((st, end))
                 end = st["iteration"]
         meta_trained = any(max(st["iteration"], st["pretrain_iterations"]) < end for st, end in lineage)
-        if meta_trained or (lineage and lineage[-1][0]["iteration"] == 0):  # (a history not back to 0, e.g.
-            described["method"] = "maml" if meta_trained else "pretrain"  # starts recorded from a resume on: as recorded)
+        from_the_start = bool(lineage) and lineage[-1][0]["iteration"] == 0
+        if meta_trained or from_the_start:  # (else what came before the first start is unknown: as recorded)
+            described["method"] = "maml" if meta_trained else "pretrain"
     return described
 
 
