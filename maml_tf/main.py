@@ -210,6 +210,9 @@ def run_info(f=FLAGS):
 
 
 RUN_INFO = "run_info.json"
+# What is written to a run directory through a temporary file (report.files): the run record, the
+# checkpoint state file, test results.
+ATOMIC_WRITES = r"run_info\.json|checkpoint|test_ubs.+\.(csv|pkl|json)"
 PATH_FLAGS = ("logdir", "data_dir", "test_tasks_file", "write_test_tasks")  # `~` expanded (report.cli)
 
 
@@ -550,7 +553,7 @@ def _train(built):
             _say_if_xla(say, timed=True)
         if chief:
             checkpointer.remove_leftovers()
-            remove_temporary_files(run_dir)
+            remove_temporary_files(run_dir, of=ATOMIC_WRITES)
         if chief and start < s["pretrain_iterations"] + s["metatrain_iterations"]:  # (a start with nothing to do
             # leaves the record as it is: its flags did not train the checkpoints a test will describe)
             # Every start with its iteration counts and the settings that change its speed.

@@ -11,8 +11,8 @@ def atomic_open(path, mode="w", **kwargs):
     """open() for writing to a temporary file beside `path`, renamed onto it when the block
     ends without an exception (removed otherwise): a reader, or a run interrupted at any
     moment, sees the old file or the new one, never half of one."""
-    if not any(m in mode for m in "wx"):
-        raise ValueError(f"atomic_open writes: mode must contain 'w', got {mode!r}")
+    if "w" not in mode:  # ("x" would promise not to replace a file: a rename onto it would)
+        raise ValueError(f"atomic_open writes over `path`: mode must contain 'w', got {mode!r}")
     tmp = _temporary_name(path)
     try:
         with open(tmp, mode, **kwargs) as f:
@@ -35,6 +35,9 @@ def atomic_write_all(contents):
     dict's order (put the file that describes the others last). An error while writing (a full
     disk) leaves every old file as it was and no temporary one, and is an OSError naming the
     file; only a kill between two renames (microseconds) could leave old and new side by side."""
+    for path in contents:  # (a rename onto a folder would fail with some files already replaced)
+        if os.path.isdir(path):
+            raise OSError(f"{path} could not be written: it is a directory")
     temporary = {}
     try:
         for path, data in contents.items():
@@ -163,6 +166,8 @@ def check_files_writable(paths, what):
     read-only folder), before long work whose results would otherwise be lost at the end.
     Raises one-line OSError naming `what` and the file; leaves the files themselves untouched."""
     for path in paths:
+        if os.path.isdir(path):
+            raise OSError(f"{what} {path} cannot be written: it is a directory")
         probe = _temporary_name(path)
         try:
             with open(probe, "x"):
@@ -174,19 +179,32 @@ def check_files_writable(paths, what):
                 os.remove(probe)
 
 
-def remove_temporary_files(directory, of=None):
-    """Remove what interrupted atomic writes left in `directory` (names holding `.tmp` followed
-    by a process id, as `atomic_open` makes them); with `of` (file names), only those files'
-    temporaries. Returns the removed names."""
+def remove_temporary_files(directory, of):
+    """Remove what interrupted atomic writes left in `directory`: `<name>.tmp<process id>` files
+    (as `atomic_open` makes them) of the names `of` (a list of names, or a regular expression a
+    whole name must match), whose process is no longer running (a live writer's stays); never a
+    folder or another name. Returns the removed names."""
     removed = []
     if not os.path.isdir(directory):
         return removed
     for name in os.listdir(directory):
-        match = re.search(r"\.tmp\d+$", name)
-        if match and (of is None or name[:match.start()] in of):
+        match = re.fullmatch(r"(.+)\.tmp(\d+)", name)
+        if not match or os.path.isdir(os.path.join(directory, name)) or _process_alive(int(match.group(2))):
+            continue
+        if match.group(1) in of if isinstance(of, (list, tuple, set)) else re.fullmatch(of, match.group(1)):
             os.remove(os.path.join(directory, name))
             removed.append(name)
     return removed
+
+
+def _process_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):
+        return False
+    except PermissionError:  # another user's
+        return True
+    return True
 
 
 def read_json_object(path, remedy):

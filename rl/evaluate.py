@@ -207,11 +207,11 @@ def _output_paths():
         check_writable(folder, "--output folder")
     except OSError as e:
         raise StartError(str(e)) from None
-    remove_temporary_files(folder, of=[os.path.basename(path) for path in paths])
     try:
+        remove_temporary_files(folder, of=[os.path.basename(path) for path in paths])
         check_files_writable(paths, "--output:")
     except OSError as e:
-        raise StartError(str(e)) from None
+        raise StartError(str(e) if str(e).startswith("--output") else f"--output: {e}") from None
     return paths
 
 

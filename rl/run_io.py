@@ -195,7 +195,7 @@ def remove_leftovers(logdir):
     checkpoints/), TensorFlow's `ckpt-<N>_temp` folders of an interrupted save and its
     `checkpoint.tmp<hex>` state files. Returns the removed names."""
     ckpt_dir = checkpoint_dir(logdir)
-    removed = remove_temporary_files(logdir) + remove_temporary_files(ckpt_dir)
+    removed = remove_temporary_files(logdir, of=[CONFIG, PROGRESS]) + remove_temporary_files(ckpt_dir, of=["checkpoint"])
     if os.path.isdir(ckpt_dir):
         for name in os.listdir(ckpt_dir):
             path = os.path.join(ckpt_dir, name)

@@ -206,6 +206,7 @@ def _train(config, logdir, strategy, job):
     from report.distribution import is_chief
     from report.tensorboard import ScalarWriter
     from rl import run_io
+    from rl.envs.parallel import SamplerWorkerLost
 
     chief = is_chief(strategy)
     vec_env, stop, policy, rng = job.vec_env, job.stop, job.policy, job.rng
@@ -245,6 +246,12 @@ def _train(config, logdir, strategy, job):
             last = state.latest_checkpoint if chief else f"ckpt-{itr}" if itr else None
             try:
                 stats = learner.iteration(rng)
+            except SamplerWorkerLost:
+                if stop.signum is None:
+                    raise  # (an OSError: one line)
+                # the stop signal went to the whole process group (scancel, kill -- -PGID): the sampler
+                # workers ended with it, so this iteration cannot finish; the last checkpoint stands
+                raise TrainingStopped(stop.signum, _stopped_message(stop.signum, itr, start, state, strategy)) from None
             except (np.linalg.LinAlgError, FloatingPointError) as e:  # e.g. the baseline fit on NaN paths
                 raise Diverged(f"training diverged at iteration {itr}: {type(e).__name__}: {e}; most likely too "
                                f"large a step: {likely_flags(config)}; nothing of iteration {itr} was saved"

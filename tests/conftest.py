@@ -40,6 +40,17 @@ SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 
 
 @pytest.fixture(scope="session")
+def dead_pid():
+    """The process id of a process that has ended (for temporary-file names of a killed writer)."""
+    import subprocess
+    import sys
+
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    return ended.pid
+
+
+@pytest.fixture(scope="session")
 def repo_root():
     return REPO_ROOT
 

@@ -16,6 +16,8 @@ import numpy as np
 def _worker(conn, name, num_envs, oracle, seed):
     import signal
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the parent stops us
+    # (SIGTERM is not ignored: multiprocessing ends daemon workers with it at exit. One sent to the whole
+    # group, e.g. by scancel, ends them mid-iteration; rl.trainer then stops at the last checkpoint.)
     from rl.envs.locomotion_env import LocomotionVecEnv
     env = LocomotionVecEnv(name, num_envs, oracle=oracle, seed=seed, nthread=1)  # the processes are the parallelism
     conn.send((env.obs_dim, env.act_dim, env.terminates))
@@ -38,6 +40,11 @@ def _worker(conn, name, num_envs, oracle, seed):
             return
 
 
+class SamplerWorkerLost(ConnectionError):
+    """A worker process of a `ShardedVecEnv` ended while it was needed (an OSError: entry points
+    report it in one line)."""
+
+
 class ShardedVecEnv:
     """Same interface as `LocomotionVecEnv`, with the envs split over `workers` processes."""
 
@@ -58,10 +65,30 @@ class ShardedVecEnv:
             child.close()
             self._conns.append(parent)
             self._procs.append(proc)
-        self.obs_dim, self.act_dim, self.terminates = [c.recv() for c in self._conns][0]
+        self.obs_dim, self.act_dim, self.terminates = [self._receive(c) for c in self._conns][0]
         self._obs = np.zeros((num_envs, self.obs_dim))
         self._rewards = np.zeros(num_envs)
         self._done = np.zeros(num_envs, bool)
+
+    def _send(self, conn, message):
+        try:
+            conn.send(message)
+        except OSError:  # BrokenPipeError: the worker is gone
+            self._lost(conn)
+
+    def _receive(self, conn):
+        try:
+            return conn.recv()
+        except (EOFError, OSError):
+            self._lost(conn)
+
+    def _lost(self, conn):
+        """A worker that ended without being told to (killed: the out-of-memory killer, a signal
+        to it alone) is one line, not a pipe's traceback; the run resumes from its last checkpoint."""
+        k = self._conns.index(conn)
+        self._procs[k].join(timeout=1)
+        raise SamplerWorkerLost(f"sampler worker {k} (process {self._procs[k].pid}) ended unexpectedly (exit code "
+                                f"{self._procs[k].exitcode}); rerun the command to resume from the last checkpoint")
 
     def _shards(self):
         return [slice(lo, hi) for lo, hi in zip(self.bounds[:-1], self.bounds[1:])]
@@ -74,17 +101,17 @@ class ShardedVecEnv:
         if tasks.shape != (self.num_envs,):
             raise ValueError(f"expected {self.num_envs} tasks, got shape {tasks.shape}")
         for conn, s in zip(self._conns, self._shards()):
-            conn.send(("tasks", tasks[s]))
+            self._send(conn, ("tasks", tasks[s]))
         for conn in self._conns:
-            conn.recv()
+            self._receive(conn)
 
     def reset(self, mask=None):
         mask = np.ones(self.num_envs, bool) if mask is None else np.asarray(mask, bool)
         busy = [(c, s) for c, s in zip(self._conns, self._shards()) if mask[s].any()]
         for conn, s in busy:
-            conn.send(("reset", mask[s]))
+            self._send(conn, ("reset", mask[s]))
         for conn, s in busy:
-            self._obs[s] = conn.recv()
+            self._obs[s] = self._receive(conn)
         return self._obs.copy()
 
     def step(self, actions, active=None):
@@ -92,24 +119,24 @@ class ShardedVecEnv:
         actions = np.asarray(actions, dtype=np.float64)
         busy = [(c, s) for c, s in zip(self._conns, self._shards()) if active[s].any()]
         for conn, s in busy:
-            conn.send(("step", actions[s], active[s]))
+            self._send(conn, ("step", actions[s], active[s]))
         for conn, s in busy:
-            self._obs[s], self._rewards[s], self._done[s] = conn.recv()
+            self._obs[s], self._rewards[s], self._done[s] = self._receive(conn)
         return self._obs.copy(), self._rewards.copy(), self._done.copy()
 
     def rng_state(self):
         """Start-noise RNG states of all workers, in shard order."""
         for conn in self._conns:
-            conn.send(("get_rng",))
-        return [state for conn in self._conns for state in conn.recv()]
+            self._send(conn, ("get_rng",))
+        return [state for conn in self._conns for state in self._receive(conn)]
 
     def set_rng_state(self, states):
         if len(states) != len(self._conns):
             raise ValueError(f"expected {len(self._conns)} RNG states (one per worker), got {len(states)}")
         for conn, state in zip(self._conns, states):
-            conn.send(("set_rng", [state]))
+            self._send(conn, ("set_rng", [state]))
         for conn in self._conns:
-            conn.recv()
+            self._receive(conn)
 
     def close(self):
         for conn, proc in zip(self._conns, self._procs):

@@ -142,21 +142,28 @@ def test_check_writable_leaves_no_probe_on_a_full_disk(tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == []
 
 
-def test_remove_temporary_files_removes_only_interrupted_atomic_writes(tmp_path):
-    for name in ("a.csv.tmp123", "b.json.tmp9", "keep.tmp", "keep.csv"):
+def test_remove_temporary_files_removes_only_interrupted_atomic_writes(tmp_path, dead_pid):
+    """Only `<name>.tmp<pid>` files of the names given (a pattern here) whose process has ended:
+    not a live writer's (this process's: a test being written beside a training), not a
+    folder, not a user's file of another name."""
+    names = [f"a.csv.tmp{dead_pid}", f"b.json.tmp{dead_pid}", "keep.tmp", "keep.csv", f"notes.tmp{dead_pid}",
+             f"a.csv.tmp{os.getpid()}"]
+    for name in names:
         (tmp_path / name).write_text("x")
-    assert sorted(remove_temporary_files(str(tmp_path))) == ["a.csv.tmp123", "b.json.tmp9"]
-    assert sorted(os.listdir(tmp_path)) == ["keep.csv", "keep.tmp"]
+    (tmp_path / f"c.csv.tmp{dead_pid}").mkdir()
+    assert sorted(remove_temporary_files(str(tmp_path), of=r"a\.csv|b\.json|c\.csv")) == [
+        f"a.csv.tmp{dead_pid}", f"b.json.tmp{dead_pid}"]
+    assert sorted(os.listdir(tmp_path)) == sorted(names[2:] + [f"c.csv.tmp{dead_pid}"])
 
 
-def test_remove_temporary_files_of_named_files_keeps_the_others(tmp_path):
-    """With `of`, only the named files' temporaries go (rl.evaluate clears its own --output's,
-    not those of another process writing beside it)."""
-    for name in ("eval.csv.tmp12", "eval_per_task.csv.tmp7", "other.csv.tmp12", "xeval.csv.tmp3"):
-        (tmp_path / name).write_text("x")
+def test_remove_temporary_files_of_named_files_keeps_the_others(tmp_path, dead_pid):
+    """With a list `of`, only the named files' temporaries go (rl.evaluate clears its own
+    --output's, not those of another process writing beside it)."""
+    for name in ("eval.csv", "eval_per_task.csv", "other.csv", "xeval.csv"):
+        (tmp_path / f"{name}.tmp{dead_pid}").write_text("x")
     removed = remove_temporary_files(str(tmp_path), of=["eval.csv", "eval_per_task.csv"])
-    assert sorted(removed) == ["eval.csv.tmp12", "eval_per_task.csv.tmp7"]
-    assert sorted(os.listdir(tmp_path)) == ["other.csv.tmp12", "xeval.csv.tmp3"]
+    assert sorted(removed) == [f"eval.csv.tmp{dead_pid}", f"eval_per_task.csv.tmp{dead_pid}"]
+    assert sorted(os.listdir(tmp_path)) == [f"other.csv.tmp{dead_pid}", f"xeval.csv.tmp{dead_pid}"]
 
 
 @pytest.mark.parametrize("content,why", [
@@ -177,3 +184,48 @@ def test_read_json_object_calls_a_cut_or_foreign_file_damaged(tmp_path, content,
     assert read_json_object(str(path), "do this") == {"a": [1, 2]}
     with pytest.raises(FileNotFoundError):
         read_json_object(str(tmp_path / "missing.json"), "do this")
+
+
+def test_a_file_system_without_locks_is_one_line_naming_the_lock(tmp_path, monkeypatch):
+    """flock failing with other than "held by another" (NFS without lockd: ENOLCK) is one line
+    naming the lock file, and the file descriptor is closed; a holder's text spanning lines is
+    named by its first."""
+    import errno
+    import fcntl
+
+    def no_locks(fd, how):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    before = len(os.listdir("/proc/self/fd"))
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with pytest.raises(OSError, match=rf"^cannot lock {tmp_path}/\.lock \(one writer per run directory\): No locks "
+                                      r"available$"):
+        RunLock(str(tmp_path)).__enter__()
+    assert len(os.listdir("/proc/self/fd")) == before
+    monkeypatch.undo()
+    (tmp_path / ".lock").write_text("process 1 on a\nsecond line")
+    with RunLock(str(tmp_path)):
+        with open(tmp_path / ".lock") as f:
+            assert f.read().count("\n") == 1
+        (tmp_path / ".lock").write_text("process 1 on a\nsecond line")
+        with pytest.raises(RunLockedError, match=r"is being written by process 1 on a; wait"):
+            RunLock(str(tmp_path)).__enter__()
+
+
+def test_atomic_writes_refuse_what_they_cannot_do_whole(tmp_path):
+    """`atomic_open` with mode "x" is refused (its rename would replace an existing file);
+    `atomic_write_all` with a folder among its paths writes nothing (a rename onto the folder
+    failed after the files before it were replaced: old and new mixed), and
+    `check_files_writable` names such a path before the work."""
+    from report.files import atomic_open, atomic_write_all, check_files_writable
+
+    with pytest.raises(ValueError, match="mode must contain 'w'"):
+        with atomic_open(str(tmp_path / "a"), "x"):
+            pass
+    (tmp_path / "a.csv").write_text("old a")
+    (tmp_path / "b.csv").mkdir()
+    with pytest.raises(OSError, match=r"b\.csv could not be written: it is a directory"):
+        atomic_write_all({str(tmp_path / "a.csv"): b"new a", str(tmp_path / "b.csv"): b"new b"})
+    assert (tmp_path / "a.csv").read_text() == "old a" and sorted(os.listdir(tmp_path)) == ["a.csv", "b.csv"]
+    with pytest.raises(OSError, match=r"--output: .*b\.csv cannot be written: it is a directory"):
+        check_files_writable([str(tmp_path / "a.csv"), str(tmp_path / "b.csv")], "--output:")

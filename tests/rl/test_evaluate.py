@@ -23,7 +23,7 @@ def test_step_size_schedule_alpha_then_half():
     assert step_sizes(0.5, 3) == [0.5, 0.25, 0.25]
 
 
-def test_evaluate_random_run_and_cli_csv(tmp_path, small_config):
+def test_evaluate_random_run_and_cli_csv(tmp_path, small_config, dead_pid):
     """evaluate_run's returns of a random policy are plausible; rl.evaluate writes the summary
     csv (COLUMNS, one row per step) and the per-task csv, and removes what an interrupted
     write of those two left (`eval.csv.tmp<pid>`), not another file's temporary."""
@@ -41,7 +41,7 @@ def test_evaluate_random_run_and_cli_csv(tmp_path, small_config):
     assert returns.shape == (3, 3) and lr == 0.5 and env == "point"
     assert np.all(returns < 0) and np.all(returns >= -100 * 10)  # distance to goal at most ~10
     out = tmp_path / "eval.csv"
-    for leftover in ("eval.csv.tmp91", "eval_per_task.csv.tmp91", "other.csv.tmp91"):
+    for leftover in (f"eval.csv.tmp{dead_pid}", f"eval_per_task.csv.tmp{dead_pid}", f"other.csv.tmp{dead_pid}"):
         (tmp_path / leftover).write_text("x")
     result = subprocess.run(
         [sys.executable, "-m", "rl.evaluate", f"--run=random:{logdir}", f"--output={out}",
@@ -59,7 +59,7 @@ def test_evaluate_random_run_and_cli_csv(tmp_path, small_config):
     assert f"Evaluating random ({logdir}) ckpt-0 on 3 tasks" in result.stderr  # no "partway" for a random run
     assert float(rows[0]["stderr"]) > 0
     assert os.path.exists(tmp_path / "eval_per_task.csv")
-    assert [name for name in os.listdir(tmp_path) if ".tmp" in name] == ["other.csv.tmp91"]
+    assert [name for name in os.listdir(tmp_path) if ".tmp" in name] == [f"other.csv.tmp{dead_pid}"]
 
 
 def test_evaluate_without_checkpoint_fails_clearly(tmp_path):

@@ -276,6 +276,39 @@ def test_a_live_writer_in_this_process_is_refused(tmp_path, tiny):
             run(dict(tiny, n_itr=1), str(tmp_path))
 
 
+def test_sampler_workers_ended_by_the_stop_signal_stop_the_run_at_its_last_checkpoint(tmp_path, tiny, monkeypatch):
+    """A SIGTERM sent to the whole process group (scancel, `kill -- -PGID`) also ends the
+    `--sampler_workers` processes mid-iteration: the run stops like any stopped run (exit 143,
+    one line, resumable from the last checkpoint), where a pipe's EOFError ended it in a
+    traceback. A worker lost without a stop signal is the one-line SamplerWorkerLost (an OSError)."""
+    from rl.envs.parallel import SamplerWorkerLost
+
+    lost = SamplerWorkerLost("sampler worker 1 (process 7) ended unexpectedly (exit code -15); rerun the command")
+    real = MAMLTRPO.iteration
+    calls = []
+
+    def group_terminated(self, rng):
+        calls.append(1)
+        if len(calls) == 2:  # during the second iteration
+            os.kill(os.getpid(), signal.SIGTERM)
+            raise lost
+        return real(self, rng)
+
+    logdir = str(tmp_path)
+    with monkeypatch.context() as m:
+        m.setattr(MAMLTRPO, "iteration", group_terminated)
+        with pytest.raises(TrainingStopped) as info:
+            run(dict(tiny, n_itr=3), logdir)
+    assert info.value.exit_status == 143
+    assert info.value.message.startswith("stopped by SIGTERM after iteration 1 (1 run by this start): ")
+    assert trained_weights(logdir)[1] == 1
+    with monkeypatch.context() as m:
+        m.setattr(MAMLTRPO, "iteration", lambda self, rng: (_ for _ in ()).throw(lost))
+        with pytest.raises(SamplerWorkerLost):
+            run(dict(tiny, n_itr=3), logdir)
+    assert isinstance(lost, OSError)
+
+
 @pytest.mark.parametrize("signum, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_stopped_run_resumes_bit_for_bit(tmp_path, tiny, straight, monkeypatch, caplog, signum, status):
     """The signal arrives during iteration 0: the run saves ckpt-1 and stops (exit status 130 /
@@ -420,7 +453,7 @@ def test_a_failed_progress_write_keeps_the_file_and_leaves_no_temporary(tmp_path
     assert trained_weights(logdir)[1] == 1
 
 
-def test_without_state_file_and_with_leftovers_of_a_killed_run(tmp_path, tiny, straight):
+def test_without_state_file_and_with_leftovers_of_a_killed_run(tmp_path, tiny, straight, dead_pid):
     """A copied run without the TF `checkpoint` file, with what a killed save and killed atomic
     writes leave: ckpt-2 is found (not overwritten by a new start), the leftovers are removed,
     and the run ends bit for bit as the uninterrupted one."""
@@ -431,8 +464,8 @@ def test_without_state_file_and_with_leftovers_of_a_killed_run(tmp_path, tiny, s
     os.makedirs(os.path.join(logdir, "checkpoints", "ckpt-3_temp"))
     (tmp_path / "checkpoints" / "ckpt-3_temp" / "part-00000-of-00001.index").write_text("x")
     (tmp_path / "checkpoints" / "checkpoint.tmp0a1b2c").write_text("x")
-    (tmp_path / "progress.csv.tmp4242").write_text("x")
-    (tmp_path / "config.json.tmp17").write_text("x")
+    (tmp_path / f"progress.csv.tmp{dead_pid}").write_text("x")
+    (tmp_path / f"config.json.tmp{dead_pid}").write_text("x")
     run(dict(tiny, n_itr=3), logdir)
     leftovers = [n for n in os.listdir(logdir) + os.listdir(tmp_path / "checkpoints") if "tmp" in n or "_temp" in n]
     assert leftovers == []

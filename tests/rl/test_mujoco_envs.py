@@ -279,6 +279,27 @@ class _InProcessShards:
         return [np.concatenate(p) for p in zip(*parts)]
 
 
+def test_a_sharded_vec_env_worker_that_dies_is_one_line():
+    """A worker process killed while the env is in use (out of memory, a signal to it alone):
+    the next call is SamplerWorkerLost naming the worker, its process and exit code (an OSError,
+    which rl.train reports in one line), not a pipe's EOFError traceback."""
+    import signal
+
+    from rl.envs.parallel import SamplerWorkerLost, ShardedVecEnv
+    sharded = ShardedVecEnv("cheetah_vel", 2, workers=2, seed=7)
+    try:
+        sharded.set_tasks(np.array([0.5, 1.5]))
+        sharded.reset()
+        victim = sharded._procs[1]
+        os.kill(victim.pid, signal.SIGKILL)
+        victim.join(timeout=10)
+        with pytest.raises(SamplerWorkerLost, match=rf"sampler worker 1 \(process {victim.pid}\) ended unexpectedly "
+                                                    r"\(exit code -9\); rerun the command to resume"):
+            sharded.step(np.zeros((2, 6)))
+    finally:
+        sharded.close()
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_sharded_vec_env_matches_in_process_env(workers):
     """Observations, rewards and ends of envs stepped in `workers` processes equal those of the
