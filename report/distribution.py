@@ -333,6 +333,11 @@ class AgreedStop:
     def __init__(self, stop, strategy):
         self.stop, self.strategy = stop, strategy
 
+    @property
+    def signum(self):
+        """The signal this process received (None if none): as `GracefulStop.signum`."""
+        return self.stop.signum
+
     def check(self):
         import signal
 

@@ -198,6 +198,8 @@ def remove_temporary_files(directory, of):
 
 
 def _process_alive(pid):
+    if pid == os.getpid():  # a killed process's leftover whose pid this one now has (pid 1 in containers)
+        return False
     try:
         os.kill(pid, 0)
     except (ProcessLookupError, OverflowError):

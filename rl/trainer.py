@@ -234,6 +234,7 @@ def _train(config, logdir, strategy, job):
     variables = list(policy.model.variables) + list(optimizer.variables)
     writer = ScalarWriter(os.path.join(logdir, "tb"), resumed_at=start) if chief and start < n_itr else None
     session_start, iteration_seconds = time.time(), []
+    itr = start
     try:
         for itr in range(start, n_itr):
             try:
@@ -246,12 +247,6 @@ def _train(config, logdir, strategy, job):
             last = state.latest_checkpoint if chief else f"ckpt-{itr}" if itr else None
             try:
                 stats = learner.iteration(rng)
-            except SamplerWorkerLost:
-                if stop.signum is None:
-                    raise  # (an OSError: one line)
-                # the stop signal went to the whole process group (scancel, kill -- -PGID): the sampler
-                # workers ended with it, so this iteration cannot finish; the last checkpoint stands
-                raise TrainingStopped(stop.signum, _stopped_message(stop.signum, itr, start, state, strategy)) from None
             except (np.linalg.LinAlgError, FloatingPointError) as e:  # e.g. the baseline fit on NaN paths
                 raise Diverged(f"training diverged at iteration {itr}: {type(e).__name__}: {e}; most likely too "
                                f"large a step: {likely_flags(config)}; nothing of iteration {itr} was saved"
@@ -278,10 +273,30 @@ def _train(config, logdir, strategy, job):
             writer.flush()
             progress.append(row)
             state.save(itr + 1, rng, env=vec_env)
+    except SamplerWorkerLost as lost:
+        signum = _stop_signal(stop, lost)
+        if signum is None:
+            raise  # (an OSError: one line)
+        # The stop signal went to the whole process group (scancel, kill -- -PGID): the sampler workers
+        # ended with it, so iteration `itr` cannot finish or be saved; the last checkpoint stands.
+        raise TrainingStopped(signum, _stopped_message(signum, itr, start, state, strategy)) from None
     finally:
         if writer is not None:
             writer.close()
     logging.info("Done: %d iterations in %s", n_itr, logdir)
+
+
+def _stop_signal(stop, lost, wait_seconds=2.0):
+    """The stop signal this process received, or None; when a sampler worker was ended by a stop
+    signal and none is recorded here yet (a job scheduler may signal the workers first), waits up
+    to `wait_seconds` for it."""
+    import signal
+
+    ended_by_stop = lost.exitcode in (-signal.SIGTERM, -signal.SIGINT)
+    deadline = time.monotonic() + (wait_seconds if ended_by_stop else 0.0)
+    while stop.signum is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return stop.signum
 
 
 def xla_choice_line(timing):

@@ -42,7 +42,11 @@ def _worker(conn, name, num_envs, oracle, seed):
 
 class SamplerWorkerLost(ConnectionError):
     """A worker process of a `ShardedVecEnv` ended while it was needed (an OSError: entry points
-    report it in one line)."""
+    report it in one line); `exitcode` is the process's (-N: ended by signal N)."""
+
+    def __init__(self, message, exitcode=None):
+        super().__init__(message)
+        self.exitcode = exitcode
 
 
 class ShardedVecEnv:
@@ -56,7 +60,7 @@ class ShardedVecEnv:
         self.num_envs = num_envs
         self.bounds = np.linspace(0, num_envs, workers + 1).astype(int)
         ctx = mp.get_context("spawn")
-        self._conns, self._procs = [], []
+        self._conns, self._procs, self._closed = [], [], False
         for k in range(workers):
             parent, child = ctx.Pipe()
             size = self.bounds[k + 1] - self.bounds[k]
@@ -71,6 +75,8 @@ class ShardedVecEnv:
         self._done = np.zeros(num_envs, bool)
 
     def _send(self, conn, message):
+        if self._closed:
+            raise ValueError("the ShardedVecEnv is closed")
         try:
             conn.send(message)
         except OSError:  # BrokenPipeError: the worker is gone
@@ -86,9 +92,10 @@ class ShardedVecEnv:
         """A worker that ended without being told to (killed: the out-of-memory killer, a signal
         to it alone) is one line, not a pipe's traceback; the run resumes from its last checkpoint."""
         k = self._conns.index(conn)
-        self._procs[k].join(timeout=1)
-        raise SamplerWorkerLost(f"sampler worker {k} (process {self._procs[k].pid}) ended unexpectedly (exit code "
-                                f"{self._procs[k].exitcode}); rerun the command to resume from the last checkpoint")
+        proc = self._procs[k]
+        proc.join(timeout=1)
+        raise SamplerWorkerLost(f"sampler worker {k} (process {proc.pid}) ended unexpectedly (exit code "
+                                f"{proc.exitcode}); rerun the command to resume from the last checkpoint", proc.exitcode)
 
     def _shards(self):
         return [slice(lo, hi) for lo, hi in zip(self.bounds[:-1], self.bounds[1:])]
@@ -146,7 +153,7 @@ class ShardedVecEnv:
                 except (BrokenPipeError, OSError):
                     pass
             proc.join(timeout=5)
-        self._procs = []
+        self._procs, self._closed = [], True
 
     def __del__(self):
         try:

@@ -144,15 +144,17 @@ def test_check_writable_leaves_no_probe_on_a_full_disk(tmp_path, monkeypatch):
 
 def test_remove_temporary_files_removes_only_interrupted_atomic_writes(tmp_path, dead_pid):
     """Only `<name>.tmp<pid>` files of the names given (a pattern here) whose process has ended:
-    not a live writer's (this process's: a test being written beside a training), not a
-    folder, not a user's file of another name."""
+    not a live writer's (another running process's: a test being written beside a training),
+    not a folder, not a user's file of another name. A leftover named with this process's own
+    pid is a killed process's (the pid reused; in a container, pid 1 every time): removed."""
     names = [f"a.csv.tmp{dead_pid}", f"b.json.tmp{dead_pid}", "keep.tmp", "keep.csv", f"notes.tmp{dead_pid}",
-             f"a.csv.tmp{os.getpid()}"]
+             f"a.csv.tmp{os.getppid()}"]
+    (tmp_path / f"b.json.tmp{os.getpid()}").write_text("x")
     for name in names:
         (tmp_path / name).write_text("x")
     (tmp_path / f"c.csv.tmp{dead_pid}").mkdir()
-    assert sorted(remove_temporary_files(str(tmp_path), of=r"a\.csv|b\.json|c\.csv")) == [
-        f"a.csv.tmp{dead_pid}", f"b.json.tmp{dead_pid}"]
+    assert sorted(remove_temporary_files(str(tmp_path), of=r"a\.csv|b\.json|c\.csv")) == sorted([
+        f"a.csv.tmp{dead_pid}", f"b.json.tmp{dead_pid}", f"b.json.tmp{os.getpid()}"])
     assert sorted(os.listdir(tmp_path)) == sorted(names[2:] + [f"c.csv.tmp{dead_pid}"])
 
 

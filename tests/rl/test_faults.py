@@ -280,7 +280,9 @@ def test_sampler_workers_ended_by_the_stop_signal_stop_the_run_at_its_last_check
     """A SIGTERM sent to the whole process group (scancel, `kill -- -PGID`) also ends the
     `--sampler_workers` processes mid-iteration: the run stops like any stopped run (exit 143,
     one line, resumable from the last checkpoint), where a pipe's EOFError ended it in a
-    traceback. A worker lost without a stop signal is the one-line SamplerWorkerLost (an OSError)."""
+    traceback, also when they end while the iteration's checkpoint is being saved and when the
+    signal reaches this process after them. A worker lost without a stop signal is the one-line
+    SamplerWorkerLost (an OSError)."""
     from rl.envs.parallel import SamplerWorkerLost
 
     lost = SamplerWorkerLost("sampler worker 1 (process 7) ended unexpectedly (exit code -15); rerun the command")
@@ -307,6 +309,26 @@ def test_sampler_workers_ended_by_the_stop_signal_stop_the_run_at_its_last_check
         with pytest.raises(SamplerWorkerLost):
             run(dict(tiny, n_itr=3), logdir)
     assert isinstance(lost, OSError)
+    # Ended while the iteration's checkpoint is saved (its start-noise states are read from the
+    # workers), and by a SIGTERM that reaches this process after the workers' (a scheduler
+    # signalling them first): the run waits for it, then stops as stopped runs do.
+    import threading
+
+    from rl.run_io import RunState
+    real_save = RunState.save
+
+    def save_after_workers_ended(self, iteration, rng=None, env=None):
+        if iteration == 3:
+            threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGTERM)).start()
+            raise SamplerWorkerLost("sampler worker 0 (process 7) ended unexpectedly (exit code -15)", -15)
+        return real_save(self, iteration, rng, env=env)
+
+    with monkeypatch.context() as m:
+        m.setattr(RunState, "save", save_after_workers_ended)
+        with pytest.raises(TrainingStopped) as info:
+            run(dict(tiny, n_itr=4), logdir)
+    assert info.value.message.startswith("stopped by SIGTERM after iteration 2 (1 run by this start): ")
+    assert trained_weights(logdir)[1] == 2
 
 
 @pytest.mark.parametrize("signum, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
