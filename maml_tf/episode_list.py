@@ -32,7 +32,10 @@ Format: UTF-8 text, one record per line, fields separated by one TAB:
   lines in file order those of the query set (rows are model inputs in that order; the loss and
   accuracy do not depend on it, batch norm uses the statistics of the whole set).
 - A valid task has N labels 0..N-1 (N = --num_classes), exactly K support images of each label
-  (K = --update_batch_size) and the same number (at least 1) of query images of each label.
+  (K = --update_batch_size) and the same number (at least 1) of query images of each label, and
+  no image twice (the same file and rotation). A test reads only images of the split it is on
+  (`--test_set`: test, else val; Omniglot's by the original's split of the character folders).
+- Lines end with LF or CRLF; a leading byte-order mark is skipped.
 - Images: Omniglot 28x28 greyscale (Pillow mode '1' or 'L'), MiniImagenet 84x84 RGB, decoded
   and scaled as `maml_tf.few_shot_data` does (x / 255; Omniglot inverted to 1 - x / 255).
 
@@ -40,6 +43,7 @@ Every problem is reported as one line `FILE:LINE: what is wrong` (a ValueError, 
 FileNotFoundError for a missing file).
 """
 import os
+import re
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -100,8 +104,12 @@ def write_episode_list(path, tasks, comment=None):
             if kind not in SETS:
                 raise ValueError(f"task {t}: set must be one of {SETS}, got {kind!r}")
             image_path = os.fspath(image_path)
-            if not image_path or any(c in image_path for c in "\t\n\r"):
+            if not image_path or "\t" in image_path or len((image_path + "x").splitlines()) != 1:
                 raise ValueError(f"task {t}: image path {image_path!r} is empty or holds a TAB or line break")
+            try:
+                image_path.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError(f"task {t}: image path {image_path!r} is not UTF-8 text (rename the file)") from None
             lines.append(f"{t}\t{kind}\t{int(label)}\t{int(rotation)}\t{image_path}\n")
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
@@ -112,15 +120,17 @@ def write_episode_list(path, tasks, comment=None):
 def read_episode_list(path):
     """The Episodes of an episode list, checked for format only (see `check_episodes`)."""
     path = os.fspath(path)
+    if os.path.exists(path) and not os.path.isfile(path):
+        raise ValueError(f"{path}: not a regular file (an episode list is a text file)")
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:  # (a byte-order mark, as some editors write, is skipped)
             text = f.read()
     except FileNotFoundError:
         raise FileNotFoundError(f"episode list {path} not found") from None
     except (OSError, UnicodeDecodeError) as e:
         raise ValueError(f"{path}: cannot read the episode list ({e})") from None
     header_line, episodes, finished = None, [], set()
-    for number, raw in enumerate(text.splitlines(), start=1):
+    for number, raw in enumerate(text.split("\n"), start=1):  # (not splitlines: paths may hold \x0c, \x85, ...)
         line = raw.rstrip("\r")
         if not line.strip() or line.startswith("#"):
             continue
@@ -167,10 +177,9 @@ def read_episode_list(path):
 
 
 def _integer(text, where, name):
-    try:
-        return int(text.strip())
-    except ValueError:
-        raise ValueError(f"{where}: {name} must be an integer, got {text!r}") from None
+    if not re.fullmatch(r"-?[0-9]+", text.strip()):  # (int() also takes '+1', '0_1' and other scripts' digits)
+        raise ValueError(f"{where}: {name} must be an integer, got {text!r}")
+    return int(text.strip())
 
 
 def check_episodes(episodes, num_classes, support_per_class, path="episode list"):
@@ -238,9 +247,12 @@ def dataset_root(data_dir, datasource):
     return data_dir if data_dir.name == folder else data_dir / folder
 
 
-def load_episode_list(path, data_dir, datasource, num_classes, support_per_class) -> EpisodeList:
+def load_episode_list(path, data_dir, datasource, num_classes, support_per_class, split=None) -> EpisodeList:
     """Read, check and decode an episode list for `datasource` ('omniglot' or 'miniimagenet');
-    relative image paths are resolved against `dataset_root(data_dir, datasource)`."""
+    relative image paths are resolved against `dataset_root(data_dir, datasource)`. An image
+    listed twice in a task (the same file and rotation, e.g. in its support and query sets) is
+    an error; with `split` ('train', 'val' or 'test'), so is an image outside that split of the
+    dataset folder (a test labelled with one split must not score another's images)."""
     if datasource not in DATASETS:
         raise ValueError(f"episode lists hold images: datasource must be one of {sorted(DATASETS)}, "
                          f"got {datasource!r}")
@@ -250,14 +262,27 @@ def load_episode_list(path, data_dir, datasource, num_classes, support_per_class
     check_episodes(episodes, num_classes, support_per_class, path)
     root = dataset_root(data_dir, datasource)
     first_line = {}
-    for _, images in episodes:
+    for task, images in episodes:
+        seen = {}
         for image in images:
             first_line.setdefault(image.path, image.line)
+            key = (os.path.normpath(_resolve(root, image.path)), image.rotation)
+            if key in seen:
+                raise ValueError(f"{path}:{image.line}: task {task!r} lists {image.path} (rotation {image.rotation}) "
+                                 f"again (line {seen[key]}): a task's images must differ")
+            seen[key] = image.line
+    if split is not None:
+        in_split = _split_checker(root, datasource, split)
+        for image_path, line in first_line.items():
+            found = in_split(_resolve(root, image_path))
+            if found != split:
+                where = f"outside {root}" if found is None else f"in the {found} split"
+                raise ValueError(f"{path}:{line}: {image_path} is {where}; this test is on the {split} split "
+                                 f"(--test_set): list that split's images")
 
     def decode(item):
         image_path, line = item
-        file = Path(image_path).expanduser()
-        file = file if file.is_absolute() else root / file
+        file = _resolve(root, image_path)
         where = f"{path}:{line}"
         if not file.is_file():
             raise FileNotFoundError(f"{where}: image {image_path} not found (looked for {file})")
@@ -265,7 +290,7 @@ def load_episode_list(path, data_dir, datasource, num_classes, support_per_class
             with Image.open(file) as im:
                 size, mode = im.size, im.mode
             pixels = few_shot_data.read_image(file, spec.mode)
-        except OSError as e:
+        except (OSError, Image.DecompressionBombError) as e:
             raise ValueError(f"{where}: cannot read image {file} ({e})") from None
         if mode not in spec.modes or size != (spec.shape[1], spec.shape[0]):
             raise ValueError(f"{where}: {image_path} is {size[0]}x{size[1]} mode {mode}, expected {spec.description} "
@@ -277,3 +302,31 @@ def load_episode_list(path, data_dir, datasource, num_classes, support_per_class
     with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
         pixels = dict(pool.map(decode, first_line.items()))  # dict() re-raises the first error
     return EpisodeList(episodes, pixels, spec.invert, num_classes)
+
+
+def _resolve(root, image_path):
+    """An image path of a list as a file: absolute, or under the dataset folder `root`."""
+    file = Path(image_path).expanduser()
+    return file if file.is_absolute() else root / file
+
+
+def _split_checker(root, datasource, split):
+    """A function file -> the split ('train', 'val', 'test') of the dataset folder `root` it lies
+    in, or None outside it: MiniImagenet's by its `<split>/` folder, Omniglot's by its character's
+    place in the original's split of the character folders (`few_shot_data.omniglot_splits`)."""
+    root = Path(root).resolve()
+    if datasource == "omniglot":
+        names = sorted(f"{a.name}/{c.name}" for a in root.iterdir() if a.is_dir() for c in a.iterdir() if c.is_dir())
+        of_class = {name: s for s, members in few_shot_data.omniglot_splits(names).items() for name in members}
+    else:
+        of_class = None
+
+    def split_of(file):
+        try:
+            parts = Path(file).resolve().relative_to(root).parts
+        except ValueError:
+            return None
+        if of_class is None:
+            return parts[0] if len(parts) > 1 and parts[0] in few_shot_data.SPLITS else None
+        return of_class.get("/".join(parts[:2])) if len(parts) > 2 else None
+    return split_of

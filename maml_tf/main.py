@@ -79,6 +79,9 @@ def _validate():
             raise ValueError(f"--{name} is for testing: add --train=False")
         if FLAGS.datasource == "sinusoid":
             raise ValueError(f"--{name} lists image episodes: only for --datasource=omniglot or miniimagenet")
+    if FLAGS.write_test_tasks is not None and FLAGS.test_tasks_file is not None and os.path.abspath(
+            FLAGS.write_test_tasks) == os.path.abspath(FLAGS.test_tasks_file):
+        raise ValueError("--write_test_tasks names the --test_tasks_file being read: write the tasks to another file")
     if FLAGS.train and FLAGS.test_tasks_per_call != 1:
         raise ValueError("--test_tasks_per_call is for testing: add --train=False (validation during training "
                          "evaluates one meta-batch per call, as the original)")
@@ -258,11 +261,15 @@ def _conv_method(model, strategy, say):
 def _write_test_tasks(test_tasks, tasks_source):
     from maml_tf import episode_list
 
-    episode_list.write_episode_list(
-        FLAGS.write_test_tasks, test_tasks.episodes(),
-        comment=f"maml-tf episode list: {FLAGS.datasource}, {FLAGS.num_classes}-way, "
-                f"K={FLAGS.update_batch_size}; {tasks_source}\n"
-                f"relative paths are under the dataset folder of --data_dir (format: maml_tf/episode_list.py)")
+    try:
+        episode_list.write_episode_list(
+            FLAGS.write_test_tasks, test_tasks.episodes(),
+            comment=f"maml-tf episode list: {FLAGS.datasource}, {FLAGS.num_classes}-way, "
+                    f"K={FLAGS.update_batch_size}; {tasks_source}\n"
+                    f"relative paths are under the dataset folder of --data_dir (format: maml_tf/episode_list.py)")
+    except (OSError, ValueError) as e:
+        why = (e.strerror or e) if isinstance(e, OSError) else e
+        raise ValueError(f"--write_test_tasks={FLAGS.write_test_tasks}: {why}") from None
     print(f"Wrote the tasks to {FLAGS.write_test_tasks}")
 
 
@@ -341,7 +348,8 @@ def _build():
 
         train_sampler, eval_sampler = None, None
         test_tasks = episode_list.load_episode_list(FLAGS.test_tasks_file, FLAGS.data_dir, FLAGS.datasource,
-                                                    FLAGS.num_classes, FLAGS.update_batch_size)
+                                                    FLAGS.num_classes, FLAGS.update_batch_size,
+                                                    split="test" if FLAGS.test_set else "val")
         tasks_source = f"the {len(test_tasks)} tasks of {FLAGS.test_tasks_file}"
     else:
         train_sampler, eval_sampler = experiment.build_samplers(

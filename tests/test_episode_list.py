@@ -88,7 +88,28 @@ def test_writer_refuses_bad_rows(tmp_path):
         write_episode_list(tmp_path / "t.tsv", [[("query", 0, 0, "a\tb.png")]])
     with pytest.raises(FileNotFoundError, match="no folder"):
         write_episode_list(tmp_path / "missing" / "t.tsv", [_task()])
+    for breaking in ("a\x0cb.png", "a\u2028b.png", "a\x85b.png"):  # line breaks to str.splitlines
+        with pytest.raises(ValueError, match="TAB or line break"):
+            write_episode_list(tmp_path / "t.tsv", [[("query", 0, 0, breaking)]])
+    with pytest.raises(ValueError, match="is not UTF-8 text"):  # a file name os.listdir gave as surrogates
+        write_episode_list(tmp_path / "t.tsv", [[("query", 0, 0, "caf\udce9.png")]])
     assert not any(tmp_path.iterdir())
+
+
+def test_reading_takes_a_bom_and_comments_with_any_characters_and_refuses_loose_integers(tmp_path):
+    """A byte-order mark (some editors write one) is skipped; only LF / CRLF end lines, so a
+    comment holding \x85 or U+2028 numbers no line wrongly; labels and rotations are plain
+    ASCII integers (int() would take '+1', '0_1' or other scripts' digits); a folder or a device
+    is not an episode list."""
+    path = tmp_path / "t.tsv"
+    path.write_text("\ufeff# a comment \x85 with U+2028 \u2028 inside\n" + HEADER + ROW, encoding="utf-8")
+    assert read_episode_list(path)[0].images[0].line == 3
+    for bad in ("+1", "0_1", "\u0661"):
+        path.write_text(HEADER + f"0\tsupport\t{bad}\t0\ta.png\n", encoding="utf-8")
+        with pytest.raises(ValueError, match=":2: label must be an integer"):
+            read_episode_list(path)
+    with pytest.raises(ValueError, match="not a regular file"):
+        read_episode_list("/dev/zero")
 
 
 ROW = "0\tsupport\t0\t0\ta.png\n"
@@ -213,6 +234,57 @@ def test_class_files_do_not_change_the_drawn_tasks(tmp_path):
         np.testing.assert_array_equal(a, b)
     with pytest.raises(ValueError, match="not loaded from files"):
         FewShotSampler(bare, 5, 1, 1, True).eval_pool(2).episodes()
+
+
+def test_an_image_twice_in_a_task_or_from_another_split_is_refused(tmp_path):
+    """The same file and rotation twice in a task (its query image also a support image, spelled
+    `./c0/0.png` or not) would score an image the model adapted on: refused, naming both lines.
+    With a split (main passes the one --test_set names), an image of another split, or outside
+    the dataset folder, is refused: the result is labelled with that split."""
+    _mini_folder(tmp_path / "data", classes=2, per_class=2, split="test")
+    _mini_folder(tmp_path / "data", classes=2, per_class=2, split="train", seed=1)
+    test = lambda c, i: f"test/n{c:08d}/n{c:08d}{i:08d}.jpg"  # noqa: E731
+    path = tmp_path / "t.tsv"
+    rows = [("support", 0, 0, test(0, 0)), ("support", 1, 0, test(1, 0)),
+            ("query", 0, 0, "./" + test(0, 0)), ("query", 1, 0, test(1, 1))]
+    write_episode_list(path, [rows])
+    with pytest.raises(ValueError, match=rf"{path}:4: task '0' lists ./{test(0, 0)} \(rotation 0\) again \(line 2\)"):
+        load_episode_list(path, tmp_path / "data", "miniimagenet", 2, 1)
+    rows[2] = ("query", 0, 0, test(0, 1))
+    write_episode_list(path, [rows])
+    assert len(load_episode_list(path, tmp_path / "data", "miniimagenet", 2, 1, split="test")) == 1
+    with pytest.raises(ValueError, match=rf"{path}:2: {test(0, 0)} is in the test split; this test is on the val split"):
+        load_episode_list(path, tmp_path / "data", "miniimagenet", 2, 1, split="val")
+    rows[3] = ("query", 1, 0, str(tmp_path / "data" / "miniImagenet" / "train" / "n00000001" / "n0000000100000001.jpg"))
+    write_episode_list(path, [rows])
+    with pytest.raises(ValueError, match=r":5: .*n0000000100000001.jpg is in the train split; this test is on the test"):
+        load_episode_list(path, tmp_path / "data", "miniimagenet", 2, 1, split="test")
+    outside = tmp_path / "elsewhere.jpg"
+    (tmp_path / "data" / "miniImagenet" / "test" / "n00000001" / "n0000000100000001.jpg").rename(outside)
+    rows[3] = ("query", 1, 0, str(outside))
+    write_episode_list(path, [rows])
+    with pytest.raises(ValueError, match=rf":5: {outside} is outside .*miniImagenet; this test is on the test split"):
+        load_episode_list(path, tmp_path / "data", "miniimagenet", 2, 1, split="test")
+
+
+def test_a_decompression_bomb_is_one_line(tmp_path):
+    """A small PNG whose header claims 20000x20000 pixels: Pillow's DecompressionBombError (not
+    an OSError) was a traceback."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    bomb = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 20000, 20000, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
+    root = tmp_path / "omniglot_resized" / "A" / "c0"
+    root.mkdir(parents=True)
+    (root / "0.png").write_bytes(bomb)
+    path = tmp_path / "t.tsv"
+    write_episode_list(path, [[("support", 0, 0, "A/c0/0.png"), ("query", 0, 1, "A/c0/0.png")]])
+    with pytest.raises(ValueError, match=r":2: cannot read image .*0.png \(Image size"):
+        load_episode_list(path, tmp_path, "omniglot", 1, 1)
 
 
 def test_miniimagenet_files_and_decoding(tmp_path):
@@ -352,3 +424,11 @@ def test_main_writes_the_pool_and_evaluates_a_list_identically(tmp_path, repo_ro
     assert third.returncode != 0 and "Traceback" not in third.stderr
     assert third.stderr.strip().splitlines()[-1] == (
         f"maml_tf.main: error: {broken}:4: label 7 is outside 0..4 (5-way tasks, --num_classes)")
+    for flags, pattern in (  # a test on the validation split of the list's test images; the list written over
+            (["--test_set=False"], rf"maml_tf\.main: error: {pool_file}:4: test/n\S+ is in the test split; this test "
+                                   r"is on the val split \(--test_set\): list that split's images"),
+            ([f"--write_test_tasks={pool_file}"], r"maml_tf\.main: error: --write_test_tasks names the "
+                                                  r"--test_tasks_file being read: write the tasks to another file")):
+        refused = _main(repo_root, *common, f"--test_tasks_file={pool_file}", *flags)
+        assert refused.returncode == 1 and "Traceback" not in refused.stderr, refused.stderr[-2000:]
+        assert re.fullmatch(pattern, refused.stderr.strip().splitlines()[-1]), refused.stderr[-500:]
