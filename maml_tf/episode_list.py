@@ -266,14 +266,16 @@ def load_episode_list(path, data_dir, datasource, num_classes, support_per_class
         seen = {}
         for image in images:
             first_line.setdefault(image.path, image.line)
-            key = (os.path.normpath(_resolve(root, image.path)), image.rotation)
+            key = (os.path.realpath(_resolve(root, image.path)), image.rotation)
             if key in seen:
                 raise ValueError(f"{path}:{image.line}: task {task!r} lists {image.path} (rotation {image.rotation}) "
                                  f"again (line {seen[key]}): a task's images must differ")
             seen[key] = image.line
     if split is not None:
-        in_split = _split_checker(root, datasource, split)
+        in_split = _split_checker(root, datasource)
         for image_path, line in first_line.items():
+            if not _resolve(root, image_path).is_file():
+                continue  # (said below: not found)
             found = in_split(_resolve(root, image_path))
             if found != split:
                 where = f"outside {root}" if found is None else f"in the {found} split"
@@ -310,21 +312,30 @@ def _resolve(root, image_path):
     return file if file.is_absolute() else root / file
 
 
-def _split_checker(root, datasource, split):
+def _split_checker(root, datasource):
     """A function file -> the split ('train', 'val', 'test') of the dataset folder `root` it lies
     in, or None outside it: MiniImagenet's by its `<split>/` folder, Omniglot's by its character's
-    place in the original's split of the character folders (`few_shot_data.omniglot_splits`)."""
-    root = Path(root).resolve()
+    place in the original's split of all the character folders (`few_shot_data.omniglot_splits`;
+    a ValueError if the folder or some characters are missing). A path is inside `root` as
+    written or with links resolved (a symlinked class folder is inside)."""
+    if not Path(root).is_dir():
+        raise ValueError(f"no dataset folder {root} (--data_dir): cannot tell the split of the listed images")
     if datasource == "omniglot":
-        names = sorted(f"{a.name}/{c.name}" for a in root.iterdir() if a.is_dir() for c in a.iterdir() if c.is_dir())
+        names = few_shot_data.omniglot_characters(Path(root))
         of_class = {name: s for s, members in few_shot_data.omniglot_splits(names).items() for name in members}
     else:
         of_class = None
 
+    def relative_parts(file):
+        for base, path in ((os.path.abspath(root), os.path.abspath(file)),
+                           (os.path.realpath(root), os.path.realpath(file))):
+            if os.path.commonpath([base, path]) == base:
+                return Path(os.path.relpath(path, base)).parts
+        return None
+
     def split_of(file):
-        try:
-            parts = Path(file).resolve().relative_to(root).parts
-        except ValueError:
+        parts = relative_parts(file)
+        if parts is None:
             return None
         if of_class is None:
             return parts[0] if len(parts) > 1 and parts[0] in few_shot_data.SPLITS else None

@@ -54,19 +54,25 @@ def load_omniglot(data_dir, splits=SPLITS):
     """{split: ClassImages} from DATA/omniglot_resized (or that folder itself)."""
     _check_splits(splits)
     root = _dataset_root(data_dir, OMNIGLOT_FOLDER)
-    names = sorted(f"{a.name}/{c.name}" for a in root.iterdir() if a.is_dir()
-                   for c in a.iterdir() if c.is_dir())
-    expected = sum(OMNIGLOT_SPLIT_SIZES.values())
-    if len(names) != expected:
-        raise ValueError(f"{root} holds {len(names)} character folders, expected {expected}; "
-                         f"rerun {_PREP_HINT[OMNIGLOT_FOLDER]}")
-    split_names = omniglot_splits(names)
+    split_names = omniglot_splits(omniglot_characters(root))
     result = {}
     for split in splits:
         images, files = _load_classes(root, split_names[split], "L", OMNIGLOT_SHAPE, _PREP_HINT[OMNIGLOT_FOLDER],
                                       OMNIGLOT_IMAGES_PER_CLASS)
         result[split] = ClassImages(images, tuple(split_names[split]), invert=True, files=files)
     return result
+
+
+def omniglot_characters(root):
+    """The 'alphabet/character' folders of an Omniglot dataset folder, sorted; a ValueError
+    unless there are all of them (the original's split is of the full list)."""
+    names = sorted(f"{a.name}/{c.name}" for a in root.iterdir() if a.is_dir()
+                   for c in a.iterdir() if c.is_dir())
+    expected = sum(OMNIGLOT_SPLIT_SIZES.values())
+    if len(names) != expected:
+        raise ValueError(f"{root} holds {len(names)} character folders, expected {expected}; "
+                         f"rerun {_PREP_HINT[OMNIGLOT_FOLDER]}")
+    return names
 
 
 def omniglot_splits(names):

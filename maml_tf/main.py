@@ -79,8 +79,8 @@ def _validate():
             raise ValueError(f"--{name} is for testing: add --train=False")
         if FLAGS.datasource == "sinusoid":
             raise ValueError(f"--{name} lists image episodes: only for --datasource=omniglot or miniimagenet")
-    if FLAGS.write_test_tasks is not None and FLAGS.test_tasks_file is not None and os.path.abspath(
-            FLAGS.write_test_tasks) == os.path.abspath(FLAGS.test_tasks_file):
+    if FLAGS.write_test_tasks is not None and FLAGS.test_tasks_file is not None and os.path.realpath(
+            FLAGS.write_test_tasks) == os.path.realpath(FLAGS.test_tasks_file):
         raise ValueError("--write_test_tasks names the --test_tasks_file being read: write the tasks to another file")
     if FLAGS.train and FLAGS.test_tasks_per_call != 1:
         raise ValueError("--test_tasks_per_call is for testing: add --train=False (validation during training "

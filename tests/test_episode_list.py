@@ -259,6 +259,15 @@ def test_an_image_twice_in_a_task_or_from_another_split_is_refused(tmp_path):
     write_episode_list(path, [rows])
     with pytest.raises(ValueError, match=r":5: .*n0000000100000001.jpg is in the train split; this test is on the test"):
         load_episode_list(path, tmp_path / "data", "miniimagenet", 2, 1, split="test")
+    linked = tmp_path / "store" / "n00000009"  # a class folder linked into the split counts as in it
+    (tmp_path / "data" / "miniImagenet" / "test" / "n00000001").rename(tmp_path / "store")
+    (tmp_path / "store").rename(tmp_path / "store_tmp")
+    linked.parent.mkdir()
+    (tmp_path / "store_tmp").rename(linked)
+    os.symlink(linked, tmp_path / "data" / "miniImagenet" / "test" / "n00000001")
+    rows[3] = ("query", 1, 0, test(1, 1))
+    write_episode_list(path, [rows])
+    assert len(load_episode_list(path, tmp_path / "data", "miniimagenet", 2, 1, split="test")) == 1
     outside = tmp_path / "elsewhere.jpg"
     (tmp_path / "data" / "miniImagenet" / "test" / "n00000001" / "n0000000100000001.jpg").rename(outside)
     rows[3] = ("query", 1, 0, str(outside))
@@ -432,3 +441,30 @@ def test_main_writes_the_pool_and_evaluates_a_list_identically(tmp_path, repo_ro
         refused = _main(repo_root, *common, f"--test_tasks_file={pool_file}", *flags)
         assert refused.returncode == 1 and "Traceback" not in refused.stderr, refused.stderr[-2000:]
         assert re.fullmatch(pattern, refused.stderr.strip().splitlines()[-1]), refused.stderr[-500:]
+
+
+def test_omniglot_lists_are_checked_against_the_originals_split(omniglot_prepared, tmp_path):
+    """On the real Omniglot folder (all 1623 characters): a list of validation-split characters
+    passes as `val` and is refused as `test`, naming the split its image is in (the original's
+    seeded split of the character folders, as the loader splits them); a tree that is not the
+    full Omniglot cannot say a split (a one-line error, not a guess)."""
+    root = omniglot_prepared / "omniglot_resized"
+    names = few_shot_data.omniglot_characters(root)
+    val = few_shot_data.omniglot_splits(names)["val"][:2]
+    rows = [("support", label, 0, f"{val[label]}/{image}") for label in range(2)
+            for image in sorted(os.listdir(root / val[label]))[:1]]
+    rows += [("query", label, 1, f"{val[label]}/{sorted(os.listdir(root / val[label]))[1]}") for label in range(2)]
+    path = tmp_path / "val.tsv"
+    write_episode_list(path, [rows])
+    assert len(load_episode_list(path, omniglot_prepared, "omniglot", 2, 1, split="val")) == 1
+    with pytest.raises(ValueError, match=rf"{path}:2: {re.escape(rows[0][3])} is in the val split; this test is on "
+                                         r"the test split"):
+        load_episode_list(path, omniglot_prepared, "omniglot", 2, 1, split="test")
+    small = tmp_path / "small" / "omniglot_resized"
+    (small / "Alphabet").mkdir(parents=True)
+    os.symlink(root / val[0], small / "Alphabet" / "character01")
+    write_episode_list(path, [[("support", 0, 0, f"Alphabet/character01/{rows[0][3].split('/')[-1]}"),
+                               ("query", 0, 0, f"Alphabet/character01/{rows[2][3].split('/')[-1]}")]])
+    with pytest.raises(ValueError, match=r"omniglot_resized holds 1 character folders, expected 1623"):
+        load_episode_list(path, small.parent, "omniglot", 1, 1, split="val")
+    assert len(load_episode_list(path, small.parent, "omniglot", 1, 1)) == 1  # no split asked: read as listed
