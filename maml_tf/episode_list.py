@@ -261,26 +261,13 @@ def load_episode_list(path, data_dir, datasource, num_classes, support_per_class
     episodes = read_episode_list(path)
     check_episodes(episodes, num_classes, support_per_class, path)
     root = dataset_root(data_dir, datasource)
+    _check_no_repeats(episodes, root, path)
     first_line = {}
-    for task, images in episodes:
-        seen = {}
+    for _, images in episodes:
         for image in images:
             first_line.setdefault(image.path, image.line)
-            key = (os.path.realpath(_resolve(root, image.path)), image.rotation)
-            if key in seen:
-                raise ValueError(f"{path}:{image.line}: task {task!r} lists {image.path} (rotation {image.rotation}) "
-                                 f"again (line {seen[key]}): a task's images must differ")
-            seen[key] = image.line
     if split is not None:
-        in_split = _split_checker(root, datasource)
-        for image_path, line in first_line.items():
-            if not _resolve(root, image_path).is_file():
-                continue  # (said below: not found)
-            found = in_split(_resolve(root, image_path))
-            if found != split:
-                where = f"outside {root}" if found is None else f"in the {found} split"
-                raise ValueError(f"{path}:{line}: {image_path} is {where}; this test is on the {split} split "
-                                 f"(--test_set): list that split's images")
+        _check_split(first_line, root, datasource, split, path)
 
     def decode(item):
         image_path, line = item
@@ -304,6 +291,31 @@ def load_episode_list(path, data_dir, datasource, num_classes, support_per_class
     with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
         pixels = dict(pool.map(decode, first_line.items()))  # dict() re-raises the first error
     return EpisodeList(episodes, pixels, spec.invert, num_classes)
+
+
+def _check_no_repeats(episodes, root, path):
+    """A ValueError naming both lines if a task lists one image (file and rotation) twice."""
+    for task, images in episodes:
+        seen = {}
+        for image in images:
+            key = (os.path.realpath(_resolve(root, image.path)), image.rotation)
+            if key in seen:
+                raise ValueError(f"{path}:{image.line}: task {task!r} lists {image.path} (rotation {image.rotation}) "
+                                 f"again (line {seen[key]}): a task's images must differ")
+            seen[key] = image.line
+
+
+def _check_split(first_line, root, datasource, split, path):
+    """A ValueError naming the first listed image (of {image path: line}) that is in another
+    split than `split`, or outside the dataset folder `root` (missing ones are left to decoding)."""
+    split_of = _split_checker(root, datasource)
+    for image_path, line in first_line.items():
+        file = _resolve(root, image_path)
+        found = split_of(file) if file.is_file() else split
+        if found != split:
+            where = f"outside {root}" if found is None else f"in the {found} split"
+            raise ValueError(f"{path}:{line}: {image_path} is {where}; this test is on the {split} split "
+                             f"(--test_set): list that split's images")
 
 
 def _resolve(root, image_path):
