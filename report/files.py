@@ -191,7 +191,8 @@ def remove_temporary_files(directory, of):
         match = re.fullmatch(r"(.+)\.tmp(\d+)", name)
         if not match or os.path.isdir(os.path.join(directory, name)) or _process_alive(int(match.group(2))):
             continue
-        if match.group(1) in of if isinstance(of, (list, tuple, set)) else re.fullmatch(of, match.group(1)):
+        ours = (match.group(1) in of) if isinstance(of, (list, tuple, set)) else bool(re.fullmatch(of, match.group(1)))
+        if ours:
             os.remove(os.path.join(directory, name))
             removed.append(name)
     return removed
@@ -204,8 +205,8 @@ def _process_alive(pid):
         os.kill(pid, 0)
     except (ProcessLookupError, OverflowError):
         return False
-    except PermissionError:  # another user's
-        return True
+    except PermissionError:  # another user's: alive
+        pass
     return True
 
 
