@@ -253,8 +253,8 @@ def _label(method, init_seed):
 
 def _read_runs(runs, init_seeds, evaluation):
     """The runs' config.json dicts, the checkpoint of each to evaluate (its newest, checked
-    intact; None where --init_seeds replaces it) and its `training` column; StartError when a run is not evaluable or the
-    flags do not fit them. A distributed evaluation's workers agree on these checkpoints and
+    intact; None where --init_seeds replaces it) and its `training` column; StartError when a
+    run is not evaluable or the flags do not fit them. A distributed evaluation's workers agree on these checkpoints and
     every process then evaluates them by name."""
     from rl.run_io import RunError, RunState, read_config
     configs = []
