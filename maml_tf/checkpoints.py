@@ -155,28 +155,30 @@ class Checkpointer:
                 f"away") from None
         return int(self.iteration.numpy())
 
-    def restore_for_resume(self, warn=print, iteration=-1, keep_with_superseded=()):
+    def resume_from(self, iteration, warn=print, keep_with_superseded=()):
+        """Restore `model-<iteration>` to resume from it, as the original's `--test_iter` did
+        while training (main.py: `model_file = ... 'model' + str(test_iter)`): it must be there
+        and whole (one-line errors otherwise, nothing moved); every file of a newer checkpoint,
+        which the resumed run would write over (whole, damaged or renamed aside as damaged), is
+        first moved to `superseded_checkpoints/<time>/` (`self.superseded`) with a warning naming
+        them; the files `keep_with_superseded` (e.g. the record of their training) are copied
+        there first. Returns the iteration."""
+        self.remove_leftovers()
+        restored = self.restore(iteration, required=True)
+        newer = sorted({n for n, _ in self._numbered_files() if n > iteration})
+        if newer:
+            self.superseded = self._move_aside(newer, keep_with_superseded)
+            warn(f"warning: resuming from model-{iteration} (--test_iter); the files of the newer "
+                 f"checkpoints {', '.join('model-%d' % i for i in newer)} are kept in {self.superseded}")
+        self._write_state()
+        return restored
+
+    def restore_for_resume(self, warn=print):
         """Restore the newest intact checkpoint (0 when there is none). Each damaged one on
         the way is renamed aside to `model-<N>.damaged.<suffix>` (nothing is deleted, and the
-        resumed run cannot write over it) with a warning naming it.
-
-        With `iteration` > 0, resume from `model-<iteration>` itself, as the original's
-        `--test_iter` did while training (main.py: `model_file = ... 'model' + str(test_iter)`):
-        it must be there and whole (one-line errors otherwise, nothing moved); every file of a
-        newer checkpoint, which the resumed run would write over (whole, damaged or renamed
-        aside as damaged), is first moved to `superseded_checkpoints/<time>/` (`self.superseded`)
-        with a warning naming them; the files `keep_with_superseded` (e.g. the record of their
-        training) are copied there first."""
+        resumed run cannot write over it) with a warning naming it; so is the data of a newer
+        save cut short before its index, which a later save would write over."""
         self.remove_leftovers()
-        if iteration is not None and iteration > 0:
-            restored = self.restore(iteration, required=True)
-            newer = sorted({n for n, _ in self._numbered_files() if n > iteration})
-            if newer:
-                self.superseded = self._move_aside(newer, keep_with_superseded)
-                warn(f"warning: resuming from model-{iteration} (--test_iter); the files of the newer "
-                     f"checkpoints {', '.join('model-%d' % i for i in newer)} are kept in {self.superseded}")
-            self._write_state()
-            return restored
         restored = 0
         for iteration in reversed(self.available()):
             try:

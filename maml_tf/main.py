@@ -99,6 +99,13 @@ def _validate():
         raise ValueError("--num_test_tasks cannot be combined with --test_tasks_file (the file gives the tasks)")
 
 
+def _starts_up_to(starts, start):
+    """The recorded starts at or before iteration `start`: a resume from an earlier checkpoint
+    (--test_iter) supersedes those after it (entries that are not whole records are kept)."""
+    return [st for st in starts if not isinstance(st, dict) or not isinstance(st.get("iteration"), int)
+            or st["iteration"] <= start]
+
+
 def asked_checkpoint():
     """The checkpoint --test_iter names, -1 for the newest: the original read `--test_iter` only
     when it was > 0 (`if FLAGS.test_iter > 0:`), so 0 also means the newest."""
@@ -531,9 +538,12 @@ def _train(built):
                         raise ValueError(f"--test_iter={FLAGS.test_iter}: a training resumed from model-"
                                          f"{FLAGS.test_iter} would train nothing (it is asked for {total} "
                                          f"iterations in all); ask for more, or drop --test_iter")
-                    start = checkpointer.restore_for_resume(  # (superseded checkpoints keep their starts' record)
-                        warn=lambda message: print(message, file=sys.stderr), iteration=asked_checkpoint(),
-                        keep_with_superseded=[os.path.join(run_dir, RUN_INFO)])
+                    warn = lambda message: print(message, file=sys.stderr)  # noqa: E731
+                    if asked_checkpoint() > 0:  # (superseded checkpoints keep the record of their starts)
+                        start = checkpointer.resume_from(asked_checkpoint(), warn,
+                                                         keep_with_superseded=[os.path.join(run_dir, RUN_INFO)])
+                    else:
+                        start = checkpointer.restore_for_resume(warn)
                 elif checkpointer.available():
                     raise ValueError(f"--noresume: {run_dir} already holds checkpoints (newest model-"
                                      f"{checkpointer.available()[-1]}) that a new run would write over and "
@@ -565,10 +575,7 @@ def _train(built):
         if chief and start < s["pretrain_iterations"] + s["metatrain_iterations"]:  # (a start with nothing to do
             # leaves the record as it is: its flags did not train the checkpoints a test will describe)
             # Every start with its iteration counts and the settings that change its speed.
-            # (the starts of checkpoints beyond `start`, superseded by a resume from an earlier one, are dropped)
-            starts = ([st for st in recorded.get("starts", []) if not isinstance(st, dict)
-                       or not isinstance(st.get("iteration"), int) or st["iteration"] <= start] if start else []) + [
-                start_record(
+            starts = (_starts_up_to(recorded.get("starts", []), start) if start else []) + [start_record(
                 start, {name: getattr(FLAGS, name) for name in ("pretrain_iterations", "metatrain_iterations",
                                                                 "jit_compile", "conv_method", "dense_method",
                                                                 "distribute")}, xla_timing)]

@@ -108,8 +108,8 @@ def rl_table(results):
         evaluated = r.paper_checkpoint
         number = r.checkpoint_number
         if evaluated is not None and number is not None and number != evaluated:
-            files = r.paper.checkpoint_files or (None, None)
-            if files[r.is_oracle] == "params.pkl":
+            maml_file, oracle_file = r.paper.checkpoint_files or (None, None)
+            if (oracle_file if r.is_oracle else maml_file) == "params.pkl":
                 paper_file = f"params.pkl, taken as its run's last, {evaluated} updates"
             else:
                 paper_file = f"itr_{evaluated - 1}.pkl, {evaluated} updates"

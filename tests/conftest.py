@@ -39,7 +39,7 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture()
 def dead_pid():
     """The process id of a process that has ended (for temporary-file names of a killed writer)."""
     import subprocess

@@ -160,14 +160,13 @@ def test_resuming_from_an_earlier_checkpoint_keeps_the_newer_ones(two_checkpoint
     reference = _learner(seed=3)
     Checkpointer(str(run_dir), reference).restore(20)
     with pytest.raises(CheckpointNotFoundError, match=r"no checkpoint model-30 in .* \(available: \[20, 40\]\)"):
-        Checkpointer(str(run_dir), _learner()).restore_for_resume(iteration=30)
+        Checkpointer(str(run_dir), _learner()).resume_from(30)
     assert Checkpointer(str(run_dir), _learner()).available() == [20, 40]
 
     warnings = []
     resumed = _learner(seed=4)
     checkpointer = Checkpointer(str(run_dir), resumed)
-    assert checkpointer.restore_for_resume(warn=warnings.append, iteration=20,
-                                           keep_with_superseded=[str(run_dir / "record.json")]) == 20
+    assert checkpointer.resume_from(20, warn=warnings.append, keep_with_superseded=[str(run_dir / "record.json")]) == 20
     for a, b in zip(reference.variables, resumed.variables):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
     assert checkpointer.available() == [20]

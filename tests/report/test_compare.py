@@ -95,6 +95,8 @@ def test_a_training_other_than_the_papers_command_is_said(tmp_path):
 
 
 def test_a_misspelt_or_missing_supervised_paper_command_is_an_error(tmp_path):
+    """`compare.command_settings` reads a paper command strictly: a flag maml_tf.main does not
+    have is an error naming it (not a default read in its place), and so is a missing file."""
     (tmp_path / "y.flags").write_text("--datasource=omniglot\n--data_dir=./data\n--meta_batchsize=3\n")
     with pytest.raises(ValueError, match=r"y.flags: maml_tf.main has no flag --meta_batchsize"):
         compare.command_settings(str(tmp_path / "y.flags"))
@@ -151,6 +153,8 @@ def test_each_rl_paper_row_names_its_maml_and_oracle_commands():
 
 
 def test_a_misspelt_flag_in_a_paper_command_is_an_error_not_a_default(tmp_path):
+    """`rl.config.command_config`: a flag rl.train does not have (`--max_kll`) is an error
+    naming it; known_only parsing would have left max_kl at its default without a word."""
     from rl.config import command_config
 
     (tmp_path / "x.flags").write_text("--env=ant_dir\n--logdir=~/runs/x\n--max_kll=0.5\n")
@@ -186,7 +190,7 @@ def test_an_rl_checkpoint_other_than_the_papers_is_said(tmp_path):
             f"{mode},{task},{step},1.0,0.5,40,40,0.1,{mode},,{checkpoint},\n" for step in steps))
         return rl_table(read_rl(str(path))).splitlines()[2]
 
-    assert "paper's checkpoint" not in row_for("ant_dir", "maml", "ckpt-576 of 800")
+    assert "paper evaluated" not in row_for("ant_dir", "maml", "ckpt-576 of 800")
     assert "[ckpt-248 of 800; the paper evaluated itr_575.pkl, 576 updates]" in row_for("ant_dir", "maml",
                                                                                        "ckpt-248 of 800")
     assert "[ckpt-2000; the paper evaluated itr_1975.pkl, 1976 updates]" in row_for("ant_dir", "oracle", "ckpt-2000")

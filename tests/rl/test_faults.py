@@ -281,8 +281,9 @@ def test_sampler_workers_ended_by_the_stop_signal_stop_the_run_at_its_last_check
     `--sampler_workers` processes mid-iteration: the run stops like any stopped run (exit 143,
     one line, resumable from the last checkpoint), where a pipe's EOFError ended it in a
     traceback, also when they end while the iteration's checkpoint is being saved and when the
-    signal reaches this process after them. A worker lost without a stop signal is the one-line
-    SamplerWorkerLost (an OSError)."""
+    signal reaches this process after them. A worker lost without a stop signal is not taken
+    for a stop: SamplerWorkerLost goes on to rl.train, an OSError (which rl.train reports in one
+    line, as its other OSErrors)."""
     from rl.envs.parallel import SamplerWorkerLost
 
     lost = SamplerWorkerLost("sampler worker 1 (process 7) ended unexpectedly (exit code -15); rerun the command")
