@@ -80,8 +80,9 @@ def result_paths(run_dir, update_batch_size, update_lr):
 
 
 # What tells two tests of one run apart beyond their file name (test_ubs{K}_stepsize{alpha}):
-# the split, the number of tasks, an episode list, the checkpoint.
-TEST_IDENTITY = ("test_set", "num_tasks", "test_tasks_file", "checkpoint_iteration")
+# the split, the number of tasks, an episode list, the checkpoint, the fixed pool's tasks.
+TEST_IDENTITY = ("test_set", "num_tasks", "test_tasks_file", "checkpoint_iteration", "test_pool")
+EARLIER_POOL = "maml-tf's earlier pool"  # a description's missing "test_pool" (written before 29 November)
 REPLACED = "replaced_tests"
 
 
@@ -100,8 +101,10 @@ def keep_other_result(run_dir, update_batch_size, update_lr, description):
         return None
     try:
         previous = read_json_object(json_path, "")
+        if "test_pool" not in previous and not previous.get("test_tasks_file"):
+            previous = {**previous, "test_pool": EARLIER_POOL}  # (tested on our earlier tasks)
         differ = ", ".join(f"{key} {previous.get(key)!r} -> {description.get(key)!r}" for key in TEST_IDENTITY
-                           if key in previous and previous.get(key) != description.get(key))
+                           if key in previous and key in description and previous.get(key) != description.get(key))
     except (OSError, ValueError) as e:
         differ = f"its description {os.path.basename(json_path)} is " + (
             "missing" if not os.path.exists(json_path) else "damaged" if isinstance(e, ValueError) else "unreadable")

@@ -414,7 +414,7 @@ def _test(built):
             check_writable(run_dir, "the run directory (--logdir)")
             kept = evaluation.keep_other_result(run_dir, FLAGS.update_batch_size, FLAGS.update_lr, {
                 "test_set": FLAGS.test_set, "num_tasks": len(test_tasks), "test_tasks_file": _tasks_file(),
-                "checkpoint_iteration": itr})
+                "checkpoint_iteration": itr, "test_pool": _test_pool()})
             if kept:
                 print(f"{evaluation.result_paths(run_dir, FLAGS.update_batch_size, FLAGS.update_lr)[0]} holds another "
                       f"test's result ({kept[1]}): kept in {kept[0]} (this test replaces it when it ends)")
@@ -453,12 +453,18 @@ def _test(built):
     means, stds, ci95 = evaluation.summarize(rows)
     print("Mean validation accuracy/loss, stddev, and confidence intervals")
     print((means, stds, ci95))
-    tasks_file = _tasks_file()
     info = {**run_info(), **trained_as(run_dir, itr), "checkpoint_iteration": itr,
             "train_update_batch_size": train_update_batch_size(), "test_set": FLAGS.test_set,
-            "test_tasks_file": tasks_file, "test_pool": None if tasks_file else evaluation.ORIGINAL_POOL}
+            "test_tasks_file": _tasks_file(), "test_pool": _test_pool()}
     csv_path, _ = evaluation.write_results(run_dir, FLAGS.update_batch_size, FLAGS.update_lr, rows, info=info)
     print(f"Wrote {csv_path}")
+
+
+def _test_pool():
+    """The description's "test_pool": the original's tasks (the fixed pool), None for an episode list."""
+    from maml_tf import evaluation
+
+    return None if _tasks_file() else evaluation.ORIGINAL_POOL
 
 
 def _tasks_file():

@@ -75,8 +75,8 @@ def train(learner, sampler, checkpointer, *, meta_batch_size, pretrain_iteration
             try:
                 stop.check()
             except StopRequested as stopped:
-                if itr > start_iteration:
-                    _save(checkpointer, itr - 1, pretrain_iterations)
+                if itr > start_iteration and itr % save_interval != 0:  # (else just saved: a second write of
+                    _save(checkpointer, itr - 1, pretrain_iterations)  # it failing would remove the first)
                 stopped.iteration = itr
                 raise
         batch = sampler.sample(batch_rng(seed, itr), meta_batch_size)

@@ -367,6 +367,50 @@ def test_sigterm_saves_and_the_resumed_run_equals_an_uninterrupted_one(tmp_path)
         np.testing.assert_array_equal(a.numpy(), b.numpy())
 
 
+def test_a_stop_right_after_a_scheduled_save_does_not_write_it_again(tmp_path):
+    """A stop asked for just after iteration 40 was saved as model-40 (save interval 20): the
+    loop stops without writing model-40 a second time (a second write that failed, disk full,
+    removed the files of the first); a stop at 50 still saves model-50."""
+    saved = []
+
+    class Recording(Checkpointer):
+        def save(self, iteration):
+            saved.append(iteration)
+            return super().save(iteration)
+
+    class StopAt:
+        def __init__(self, iteration):
+            self.iteration, self.calls = iteration, 0
+
+        def check(self):
+            self.calls += 1
+            if self.calls == self.iteration + 1:  # the check before iteration `iteration`
+                raise StopRequested(signal.SIGTERM)
+
+    for stop_at, expected in ((40, [20, 40]), (50, [20, 40, 50])):
+        saved.clear()
+        learner = _learner()
+        with pytest.raises(StopRequested) as info:
+            _train(learner, Recording(str(tmp_path / str(stop_at)), learner), 70, stop=StopAt(stop_at))
+        assert info.value.iteration == stop_at and saved == expected
+
+
+def test_a_result_on_the_earlier_pool_is_kept_before_a_test_on_the_originals_tasks(tmp_path):
+    """A test result written before the fixed pool became the original's tasks (its .json has no
+    test_pool) describes other tasks than a test now: it is kept in replaced_tests/ first."""
+    from maml_tf import evaluation
+
+    rows = np.ones((3, 11))
+    evaluation.write_results(str(tmp_path), 5, 0.01, rows, info={"test_set": False, "checkpoint_iteration": 5,
+                                                                 "test_tasks_file": None})
+    kept = evaluation.keep_other_result(str(tmp_path), 5, 0.01, {
+        "test_set": False, "num_tasks": 3, "test_tasks_file": None, "checkpoint_iteration": 5,
+        "test_pool": evaluation.ORIGINAL_POOL})
+    assert kept and kept[1] == "test_pool \"maml-tf's earlier pool\" -> 'original'"
+    assert sorted(os.listdir(kept[0])) == ["test_ubs5_stepsize0.01.csv", "test_ubs5_stepsize0.01.json",
+                                           "test_ubs5_stepsize0.01.pkl"]
+
+
 def _start_training(args, cwd):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     process = subprocess.Popen([sys.executable, "-m", "maml_tf.main", *args], stdout=subprocess.PIPE,
