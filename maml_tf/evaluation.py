@@ -82,7 +82,6 @@ def result_paths(run_dir, update_batch_size, update_lr):
 # What tells two tests of one run apart beyond their file name (test_ubs{K}_stepsize{alpha}):
 # the split, the number of tasks, an episode list, the checkpoint, the fixed pool's tasks.
 TEST_IDENTITY = ("test_set", "num_tasks", "test_tasks_file", "checkpoint_iteration", "test_pool")
-EARLIER_POOL = "maml-tf's earlier pool"  # a description's missing "test_pool" (written before 29 November)
 REPLACED = "replaced_tests"
 
 
@@ -101,8 +100,7 @@ def keep_other_result(run_dir, update_batch_size, update_lr, description):
         return None
     try:
         previous = read_json_object(json_path, "")
-        if "test_pool" not in previous and not previous.get("test_tasks_file"):
-            previous = {**previous, "test_pool": EARLIER_POOL}  # (tested on our earlier tasks)
+        previous = {**previous, "test_pool": test_pool(previous)}
         differ = ", ".join(f"{key} {previous.get(key)!r} -> {description.get(key)!r}" for key in TEST_IDENTITY
                            if key in previous and key in description and previous.get(key) != description.get(key))
     except (OSError, ValueError) as e:
@@ -129,6 +127,15 @@ def write_json(path, data):
 # A test description's "test_pool" when its tasks were the fixed pool: the original's tasks (since
 # 29 November 2026; descriptions written before have no "test_pool": our earlier pool).
 ORIGINAL_POOL = "original"
+EARLIER_POOL = "maml-tf's earlier pool"
+
+
+def test_pool(description):
+    """The tasks a test description's fixed pool held: its "test_pool", or, for a description
+    written before there was one (and not of an episode list), `EARLIER_POOL`."""
+    if "test_pool" not in description and not description.get("test_tasks_file"):
+        return EARLIER_POOL
+    return description.get("test_pool")
 
 
 def write_results(run_dir, update_batch_size, update_lr, rows, info=None):

@@ -90,7 +90,7 @@ class Result:
         notes += [command] if isinstance(command, str) else self.settings_other_than_the_papers(command)
         if self.info.get("test_tasks_file"):
             notes.append(f"the tasks listed in {os.path.basename(self.info['test_tasks_file'])}")
-        elif self.info.get("test_pool") != evaluation.ORIGINAL_POOL:
+        elif evaluation.test_pool(self.info) != evaluation.ORIGINAL_POOL:
             notes.append("maml-tf's earlier test tasks (the description predates the original's tasks, "
                          "29 November 2026: the same distribution, other tasks)")
         return notes
